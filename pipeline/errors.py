@@ -1,0 +1,66 @@
+"""Every exception pomocore raises, in one tree.
+
+    PomocoreError
+    ├── ConfigError            bad setting; start-up stops, message names the setting
+    ├── RejectedEvent          one stream entry fails validation (goes to the dead-letter stream)
+    ├── SinkError              a sink could not make a batch durable; nothing is acknowledged
+    │   ├── MongoWriteError    MongoDB refused or failed a write (not a duplicate key)
+    │   └── Backpressure       a dependency asks us to slow down; carries retry_after_s
+    ├── CommitError            the acknowledge-and-increment script failed
+    └── ClassifierError        patterns or the classifier could not be loaded
+
+Lower-library errors (redis, pymongo, openai) are translated into these where they
+cross into our code, so callers never need to import a driver to catch a failure.
+"""
+
+from __future__ import annotations
+
+
+class PomocoreError(Exception):
+    """Base class of every pomocore error."""
+
+
+class ConfigError(PomocoreError):
+    """A setting is missing or invalid. `setting` names it (e.g. POMOCORE_BATCH_SIZE)."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+
+
+class RejectedEvent(PomocoreError):
+    """A stream entry failed validation.
+
+    `reason` is a machine-readable code from pipeline.events.REASONS; `field` names the
+    offending field when there is one.
+    """
+
+    def __init__(self, reason: str, field: str = "", detail: str = "") -> None:
+        super().__init__(f"{reason}: {field} {detail}".strip())
+        self.reason = reason
+        self.field = field
+        self.detail = detail
+
+
+class SinkError(PomocoreError):
+    """A sink could not make a batch durable. The batch is not acknowledged."""
+
+
+class MongoWriteError(SinkError):
+    """MongoDB failed a write for a reason other than "already written" (duplicate key)."""
+
+
+class Backpressure(SinkError):
+    """A dependency is unavailable or overloaded; retry the same batch after `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class CommitError(PomocoreError):
+    """The atomic acknowledge-and-increment step failed (argument or script error)."""
+
+
+class ClassifierError(PomocoreError):
+    """Patterns could not be loaded or compiled."""

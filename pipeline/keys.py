@@ -1,0 +1,70 @@
+"""Every Redis key and channel name pomocore uses, in one place.
+
+Names default to CONTRACT §1–4. With `hash_tag` set (Redis Cluster), every key gets the
+prefix `{tag}` so the stream, its dead-letter stream, the session-score stream and the
+leaderboard keys touched by one commit script share a hash slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    stream: str = "pattern_match_stream"
+    group: str = "pattern_match_group"
+    dead_letter_stream: str = "pattern_match_stream:dlq"
+    session_score_stream: str = "session_score_stream"
+    leaderboard_prefix: str = "leaderboard"
+    hash_tag: str = ""
+
+    def _k(self, name: str) -> str:
+        return f"{{{self.hash_tag}}}{name}" if self.hash_tag else name
+
+    @property
+    def stream_key(self) -> str:
+        return self._k(self.stream)
+
+    @property
+    def dead_letter_key(self) -> str:
+        return self._k(self.dead_letter_stream)
+
+    @property
+    def session_score_key(self) -> str:
+        return self._k(self.session_score_stream)
+
+    def leaderboard(self, category: str, period: str) -> str:
+        """`leaderboard:{category}:{period}`; period is `2026-11-22`, `2026-W7` or `2026-M3`."""
+        return self._k(f"{self.leaderboard_prefix}:{category}:{period}")
+
+    # --- pomocore's own bookkeeping keys (not part of the contract) ---
+
+    @property
+    def patterns_version_key(self) -> str:
+        """Counter bumped on every pattern change; consumers poll it as a fallback to pub/sub."""
+        return self._k("pomocore:patterns:version")
+
+    @property
+    def patterns_channel(self) -> str:
+        """Pub/sub channel announcing pattern changes (payload: new version)."""
+        return "pomocore:patterns:changed"
+
+    @property
+    def llm_rate_key_prefix(self) -> str:
+        """Prefix of the per-minute LLM call/token budget counters shared by all consumers."""
+        return self._k("pomocore:llm:budget")
+
+    @property
+    def llm_queue_key(self) -> str:
+        """Set of classification keys waiting for the LLM (resolved by the reclassifier)."""
+        return self._k("pomocore:llm:queue")
+
+    @property
+    def learning_key_prefix(self) -> str:
+        """Prefix of per app/host verdict counters used to learn patterns."""
+        return self._k("pomocore:learn")
+
+    @property
+    def lost_to_trim_key(self) -> str:
+        return self._k("pomocore:lost_to_trim")

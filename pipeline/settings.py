@@ -1,0 +1,216 @@
+"""One settings object, read from `POMOCORE_*` environment variables and CLI flags.
+
+Every setting is validated at start-up; a bad one raises ConfigError naming it. Secrets
+(`POMOCORE_REDIS_URL`, `POMOCORE_MONGO_URI`, `POMOCORE_LLM_API_KEY`) can also come from a
+file named by the same variable with a `_FILE` suffix; setting both is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.keys import KeySpace
+
+ENV_PREFIX = "POMOCORE_"
+SECRET_SETTINGS = frozenset({"redis_url", "mongo_uri", "llm_api_key"})
+KNOWN_SINKS = ("mongo", "leaderboard")
+
+
+def default_consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _setting(default: Any, help: str, **bounds: Any) -> Any:
+    return field(default=default, metadata={"help": help, **bounds})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # --- connections ---
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis/Valkey URL (redis://, rediss:// for TLS)")
+    mongo_uri: str = _setting("mongodb://127.0.0.1:27017", "MongoDB connection string")
+    mongo_db: str = _setting("pomocore", "MongoDB database name")
+    # --- contract names (CONTRACT §1-4) ---
+    stream: str = _setting("pattern_match_stream", "input stream key")
+    group: str = _setting("pattern_match_group", "consumer group")
+    dead_letter_stream: str = _setting("pattern_match_stream:dlq", "dead-letter stream key")
+    session_score_stream: str = _setting("session_score_stream", "session-score output stream")
+    leaderboard_prefix: str = _setting("leaderboard", "leaderboard key prefix")
+    key_hash_tag: str = _setting("", "Redis Cluster hash tag prefixed as {tag} to every key")
+    timezone: str = _setting("Asia/Seoul", "IANA time zone of leaderboard periods")
+    consumer_name: str = _setting("", "consumer name in the group (default host-pid)")
+    # --- batching ---
+    batch_size: int = _setting(500, "max entries per XREADGROUP (COUNT)", lo=1, hi=10_000)
+    block_ms: int = _setting(1000, "XREADGROUP BLOCK when the stream is idle", lo=1, hi=60_000)
+    linger_ms: int = _setting(20, "max wait to fill a partial batch before processing it", lo=0, hi=10_000)
+    sinks: tuple[str, ...] = _setting(KNOWN_SINKS, "comma list of sinks: mongo,leaderboard")
+    processes: int = _setting(1, "consumer processes (pomocore run --processes)", lo=1, hi=64)
+    shutdown_timeout_s: float = _setting(30.0, "max time to finish in-flight batches on SIGTERM", lo=0.1, hi=3600)
+    # --- validation ---
+    max_future_s: float = _setting(300.0, "how far in the future a timestamp may be", lo=0, hi=86_400)
+    max_text_chars: int = _setting(8192, "max length of app, title and url", lo=64, hi=1_000_000)
+    # --- classification ---
+    decision_cache_size: int = _setting(200_000, "LRU size of (app,url,title) decisions", lo=0, hi=50_000_000)
+    pattern_poll_s: float = _setting(5.0, "period of the pattern version check", lo=0.1, hi=3600)
+    # --- reliability ---
+    reclaim_idle_ms: int = _setting(60_000, "reclaim entries idle longer than this (XAUTOCLAIM)", lo=100, hi=86_400_000)
+    max_deliveries: int = _setting(10, "dead-letter an entry delivered more than this", lo=1, hi=1000)
+    mongo_retry_max: int = _setting(5, "retries of a failed MongoDB write before backing off", lo=0, hi=100)
+    stream_maxlen: int = _setting(0, "approximate retention of the input stream (0 = no trimming)", lo=0, hi=10**12)
+    # --- LLM ---
+    llm_base_url: str = _setting("", "OpenAI-compatible base URL (empty = no LLM)")
+    llm_api_key: str = _setting("", "API key (or POMOCORE_LLM_API_KEY_FILE)")
+    llm_model: str = _setting("gpt-4o-mini", "primary model")
+    llm_fallback_model: str = _setting("", "model used when the primary fails")
+    llm_timeout_s: float = _setting(20.0, "per-call timeout", lo=0.1, hi=600)
+    llm_open_circuit_s: float = _setting(15.0, "how long the circuit stays open", lo=0.1, hi=3600)
+    llm_calls_per_min: int = _setting(20, "max LLM calls per minute across all consumers", lo=1, hi=100_000)
+    llm_tokens_per_min: int = _setting(200_000, "max LLM tokens per minute across all consumers", lo=100, hi=100_000_000)
+    llm_batch_size: int = _setting(25, "items per LLM request", lo=1, hi=500)
+    llm_learn_after: int = _setting(5, "same verdict N times for an app/host makes it a learned pattern", lo=1, hi=10_000)
+    # --- operations ---
+    metrics_port: int = _setting(0, "Prometheus /metrics, /healthz, /readyz port (0 = off)", lo=0, hi=65535)
+    log_format: str = _setting("json", "json or text")
+    log_level: str = _setting("INFO", "DEBUG, INFO, WARNING, ERROR")
+
+    @property
+    def keys(self) -> KeySpace:
+        return KeySpace(
+            stream=self.stream,
+            group=self.group,
+            dead_letter_stream=self.dead_letter_stream,
+            session_score_stream=self.session_score_stream,
+            leaderboard_prefix=self.leaderboard_prefix,
+            hash_tag=self.key_hash_tag,
+        )
+
+    @property
+    def llm_enabled(self) -> bool:
+        return bool(self.llm_base_url or self.llm_api_key)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from `POMOCORE_*` variables, then explicit overrides (CLI flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = _read_env(env, f.name)
+            if raw is not None:
+                values[f.name] = _parse(f, raw)
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            f = _field(name)
+            values[name] = _parse(f, value) if isinstance(value, str) else value
+        settings = cls(**values)
+        settings.validate()
+        if not settings.consumer_name:
+            settings = dataclasses.replace(settings, consumer_name=default_consumer_name())
+        return settings
+
+    @classmethod
+    def from_dsn(cls, redis_url: str, mongo_uri: str | None = None, **overrides: Any) -> Settings:
+        """Defaults plus the given server addresses (tests, scripts)."""
+        extra = {"mongo_uri": mongo_uri} if mongo_uri else {}
+        return cls.from_env({}, redis_url=redis_url, **extra, **overrides)
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            lo, hi = f.metadata.get("lo"), f.metadata.get("hi")
+            if lo is not None and not (lo <= value <= hi):
+                raise ConfigError(env_name(f.name), f"must be between {lo} and {hi}, got {value!r}")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError("POMOCORE_TIMEZONE", f"unknown time zone {self.timezone!r}") from exc
+        unknown = [s for s in self.sinks if s not in KNOWN_SINKS]
+        if unknown or not self.sinks:
+            raise ConfigError("POMOCORE_SINKS", f"choose from {','.join(KNOWN_SINKS)}, got {','.join(self.sinks)!r}")
+        if "leaderboard" not in self.sinks:
+            raise ConfigError("POMOCORE_SINKS", "the leaderboard sink acknowledges entries and cannot be left out")
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("POMOCORE_REDIS_URL", "must start with redis://, rediss:// or unix://")
+        if "mongo" in self.sinks and not self.mongo_uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError("POMOCORE_MONGO_URI", "must start with mongodb:// or mongodb+srv://")
+        if self.log_format not in ("json", "text"):
+            raise ConfigError("POMOCORE_LOG_FORMAT", f"must be json or text, got {self.log_format!r}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError("POMOCORE_LOG_LEVEL", f"unknown level {self.log_level!r}")
+        for name in ("stream", "group", "dead_letter_stream", "session_score_stream", "leaderboard_prefix"):
+            if not getattr(self, name):
+                raise ConfigError(env_name(name), "must not be empty")
+        if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
+            raise ConfigError("POMOCORE_LLM_BASE_URL", "must be an http:// or https:// URL")
+
+    def describe(self) -> dict[str, Any]:
+        """Settings for logs and `pomocore check`: secrets redacted."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = redact(value) if f.name in SECRET_SETTINGS else value
+        return out
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def redact(value: Any) -> Any:
+    """Hide a password in a URI (scheme://user:***@host) or a whole bare secret."""
+    if not isinstance(value, str) or not value:
+        return value
+    if "://" in value:
+        scheme, rest = value.split("://", 1)
+        if "@" in rest:
+            creds, host = rest.rsplit("@", 1)
+            user = creds.split(":", 1)[0]
+            return f"{scheme}://{user}:***@{host}"
+        return value
+    return "***"
+
+
+def _field(name: str) -> dataclasses.Field[Any]:
+    for f in dataclasses.fields(Settings):
+        if f.name == name:
+            return f
+    raise ConfigError(name, "unknown setting")
+
+
+def _read_env(env: Mapping[str, str], name: str) -> str | None:
+    var = env_name(name)
+    direct, path = env.get(var), env.get(var + "_FILE")
+    if path is not None and name not in SECRET_SETTINGS:
+        raise ConfigError(var + "_FILE", "only secrets can be read from a file")
+    if direct is not None and path is not None:
+        raise ConfigError(var, f"set either {var} or {var}_FILE, not both")
+    if path is None:
+        return direct
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        raise ConfigError(var + "_FILE", f"cannot read {path}: {exc.strerror}") from exc
+
+
+_PARSERS: dict[Any, Callable[[str], Any]] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "tuple[str, ...]": lambda raw: tuple(s.strip() for s in raw.split(",") if s.strip()),
+}
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    parser = _PARSERS[f.type]
+    try:
+        return parser(raw.strip())
+    except ValueError as exc:
+        raise ConfigError(env_name(f.name), f"expected {f.type}, got {raw!r}") from exc
