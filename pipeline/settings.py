@@ -47,7 +47,7 @@ class Settings:
     timezone: str = _setting("Asia/Seoul", "IANA time zone of leaderboard periods")
     consumer_name: str = _setting("", "consumer name in the group (default host-pid)")
     # --- batching ---
-    batch_size: int = _setting(500, "max entries per XREADGROUP (COUNT)", lo=1, hi=10_000)
+    batch_size: int = _setting(500, "max entries per XREADGROUP (COUNT)", lo=1, hi=5_000)
     block_ms: int = _setting(1000, "XREADGROUP BLOCK when the stream is idle", lo=1, hi=60_000)
     linger_ms: int = _setting(20, "max wait to fill a partial batch before processing it", lo=0, hi=10_000)
     sinks: tuple[str, ...] = _setting(KNOWN_SINKS, "comma list of sinks: mongo,leaderboard")

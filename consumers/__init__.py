@@ -1,0 +1,1 @@
+"""Stream consumers: read batches, process them, commit them."""

@@ -1,0 +1,164 @@
+"""Build a consumer from settings and run it until SIGTERM/SIGINT.
+
+Connections are made here, at run time, never at import time. On a signal the consumer
+stops reading, finishes and acknowledges the batch in hand, then exits within
+`shutdown_timeout_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from classifiers.cache import CachingClassifier
+from classifiers.engine import Classifier
+from classifiers.patterns import PatternSet, load_default_pattern_set
+from consumers.batch import BatchProcessor, Resolver
+from consumers.consumer import StreamConsumer
+from pipeline.periods import PeriodCalculator
+from pipeline.settings import Settings
+from sinks.leaderboard import Committer, IncrementBuilder
+from sinks.mongo import MongoSink
+
+log = logging.getLogger("pomocore.app")
+
+Task = Callable[[asyncio.Event], Awaitable[None]]
+
+
+@dataclass
+class Runtime:
+    """Everything one consumer process holds; closed by `runtime()`."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    mongo_client: AsyncMongoClient[dict[str, Any]] | None
+    db: AsyncDatabase[dict[str, Any]] | None
+    patterns: PatternSet
+    classifier: CachingClassifier
+    consumer: StreamConsumer
+    resolver: Resolver | None = None
+    background: list[Task] = field(default_factory=list)
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    return aioredis.Redis.from_url(
+        settings.redis_url,
+        decode_responses=False,  # bytes: one invalid entry must not poison a whole read
+        socket_timeout=max(10.0, settings.block_ms / 1000 + 5),
+        socket_connect_timeout=5.0,
+        health_check_interval=30,
+    )
+
+
+def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
+    return AsyncMongoClient(
+        settings.mongo_uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000,
+        tz_aware=True,
+    )
+
+
+async def load_patterns(settings: Settings, db: AsyncDatabase[dict[str, Any]] | None) -> PatternSet:
+    if db is None:
+        return load_default_pattern_set()
+    from classifiers.store import load_patterns as load_from_mongo
+
+    return await load_from_mongo(db)
+
+
+@contextlib.asynccontextmanager
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    redis = redis_client(settings)
+    client = mongo_client(settings) if "mongo" in settings.sinks else None
+    db = client[settings.mongo_db] if client is not None else None
+    try:
+        patterns = await load_patterns(settings, db)
+        classifier = CachingClassifier(Classifier.from_patterns(patterns), settings.decision_cache_size)
+        keys = settings.keys
+        mongo = MongoSink(db, keys.stream_key, classifier.category_ids) if db is not None else None
+        resolver = _llm_resolver(settings, redis, db)
+        processor = BatchProcessor(
+            settings,
+            classifier,
+            IncrementBuilder(keys, PeriodCalculator(settings.timezone)),
+            Committer(redis, keys, settings.group, settings.consumer_name),
+            mongo=mongo,
+            resolver=resolver,
+        )
+        consumer = StreamConsumer(settings, redis, processor)
+        rt = Runtime(settings, redis, client, db, patterns, classifier, consumer, resolver)
+        if db is not None:
+            rt.background.append(_pattern_watcher(rt))
+        yield rt
+    finally:
+        await redis.aclose()
+        if client is not None:
+            await client.close()
+
+
+def _llm_resolver(settings: Settings, redis: aioredis.Redis, db: Any) -> Resolver | None:
+    if not settings.llm_enabled:
+        return None
+    from classifiers.llm.resolver import LLMResolver
+
+    resolver: Resolver | None = LLMResolver.from_settings(settings, redis, db)
+    return resolver
+
+
+def _pattern_watcher(rt: Runtime) -> Task:
+    async def watch(stop: asyncio.Event) -> None:
+        from classifiers.reload import watch_patterns
+
+        assert rt.db is not None
+        await watch_patterns(
+            rt.redis, rt.db, rt.classifier, rt.settings.keys, rt.settings.pattern_poll_s, stop
+        )
+
+    return watch
+
+
+async def run_until_stopped(rt: Runtime, stop: asyncio.Event) -> None:
+    """Run the consumer and its background tasks; on stop, drain within the timeout."""
+    tasks = [asyncio.create_task(t(stop)) for t in rt.background]
+    main = asyncio.create_task(rt.consumer.run(stop))
+    try:
+        stopped = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({main, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if main in done:
+            main.result()
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(main), rt.settings.shutdown_timeout_s)
+        except TimeoutError:
+            log.error("shutdown timeout: abandoning the batch in hand (it stays pending)")
+            main.cancel()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve(settings: Settings) -> None:
+    """`pomocore run` for one process."""
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    async with runtime(settings) as rt:
+        log.info("consumer started", extra={"consumer": settings.consumer_name,
+                                             "stream": settings.keys.stream_key})
+        await run_until_stopped(rt, stop)
+        log.info("consumer stopped", extra={"events": rt.consumer.stats.committed})

@@ -1,0 +1,149 @@
+"""One batch, from raw stream entries to a commit.
+
+The commit order (quix-streams' checkpoint rule):
+
+    1. validate every entry; rejected ones become dead letters
+    2. classify the distinct (app, url, title) keys: patterns, then the LLM
+    3. flush the MongoDB sink: documents durable (idempotent writes)
+    4. commit: one Redis script acknowledges the entries and applies leaderboard
+       increments, dead letters and session scores for exactly the entries it acknowledged
+
+Nothing is acknowledged before its effects are durable. A crash anywhere before step 4
+leaves the entries pending: they are delivered again, step 3 finds its documents already
+written, and step 4 applies each entry's effects exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from classifiers.decision import ClassKey, Decision
+from pipeline.errors import RejectedEvent
+from pipeline.events import Event, parse_entry
+from pipeline.settings import Settings
+from sinks.leaderboard import Committer, DeadLetter, IncrementBuilder
+from sinks.mongo import MongoSink
+
+Entry = tuple[str, dict[bytes, bytes] | None]
+MAX_COMMIT_ATTEMPTS = 10
+
+
+class BatchClassifier(Protocol):
+    def classify_many(self, keys: Sequence[ClassKey]) -> list[Decision]: ...
+
+
+class Resolver(Protocol):
+    async def resolve(self, keys: Sequence[ClassKey]) -> dict[ClassKey, Decision]: ...
+
+
+@dataclass(slots=True)
+class ValidatedBatch:
+    accepted: list[Event] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    trimmed: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    read: int = 0
+    accepted: int = 0
+    committed: int = 0
+    skipped_already_acked: int = 0
+    trimmed: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)
+    categories: dict[str, int] = field(default_factory=dict)
+
+
+def validate(entries: Sequence[Entry], settings: Settings, now_s: float) -> ValidatedBatch:
+    out = ValidatedBatch()
+    for entry_id, fields in entries:
+        if fields is None:  # trimmed from the stream before we could read it
+            out.trimmed.append(entry_id)
+            continue
+        try:
+            out.accepted.append(
+                parse_entry(
+                    entry_id,
+                    fields,
+                    now_s=now_s,
+                    max_future_s=settings.max_future_s,
+                    max_text_chars=settings.max_text_chars,
+                )
+            )
+        except RejectedEvent as exc:
+            out.dead_letters.append(DeadLetter(entry_id, fields, exc.reason, exc.field, exc.detail))
+    return out
+
+
+class BatchProcessor:
+    """Validate → classify → MongoDB → commit. Holds no connection of its own."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        classifier: BatchClassifier,
+        builder: IncrementBuilder,
+        committer: Committer,
+        mongo: MongoSink | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.settings = settings
+        self.classifier = classifier
+        self.builder = builder
+        self.committer = committer
+        self.mongo = mongo
+        self.resolver = resolver
+
+    async def classify(self, events: Sequence[Event]) -> list[Decision]:
+        keys = list(dict.fromkeys((e.app, e.url, e.title) for e in events))
+        by_key = dict(zip(keys, self.classifier.classify_many(keys), strict=True))
+        if self.resolver is not None:
+            undecided = [k for k, d in by_key.items() if not d.decided]
+            if undecided:
+                by_key.update(await self.resolver.resolve(undecided))
+        return [by_key[(e.app, e.url, e.title)] for e in events]
+
+    async def process(self, entries: Sequence[Entry], extra_dead: Sequence[DeadLetter] = ()) -> BatchOutcome:
+        batch = validate(entries, self.settings, time.time())
+        batch.dead_letters.extend(extra_dead)
+        decisions = await self.classify(batch.accepted)
+        pairs = list(zip(batch.accepted, decisions, strict=True))
+        if self.mongo is not None and pairs:
+            await self.mongo.write(self.mongo.build(pairs))
+        outcome = await self.commit(batch, pairs)
+        outcome.read = len(entries) + len(extra_dead)
+        for dead in batch.dead_letters:
+            outcome.rejected_by_reason[dead.reason] = outcome.rejected_by_reason.get(dead.reason, 0) + 1
+        for _, decision in pairs:
+            outcome.sources[decision.source] = outcome.sources.get(decision.source, 0) + 1
+            outcome.categories[decision.category] = outcome.categories.get(decision.category, 0) + 1
+        return outcome
+
+    async def commit(self, batch: ValidatedBatch, pairs: list[tuple[Event, Decision]]) -> BatchOutcome:
+        """Commit, narrowing to the still-pending subset if another consumer got there first."""
+        outcome = BatchOutcome(accepted=len(pairs), trimmed=len(batch.trimmed))
+        accepted = [(e, d.category) for e, d in pairs]
+        dead = batch.dead_letters
+        plan = self.builder.plan(accepted, dead)
+        plan.ids.extend(batch.trimmed)
+        total = len(plan.ids)
+        for _ in range(MAX_COMMIT_ATTEMPTS):
+            done, pending = await self.committer.commit_once(plan)
+            if done:
+                outcome.committed = len(plan.ids)
+                outcome.skipped_already_acked = total - len(plan.ids)
+                return outcome
+            keep = set(pending)
+            accepted = [(e, c) for e, c in accepted if e.entry_id in keep]
+            dead = [d for d in dead if d.entry_id in keep]
+            plan = self.builder.plan(accepted, dead)
+            plan.ids.extend(i for i in batch.trimmed if i in keep)
+            if not plan.ids:
+                outcome.skipped_already_acked = total
+                return outcome
+        outcome.skipped_already_acked = total - len(plan.ids)
+        return outcome

@@ -1,0 +1,196 @@
+"""The stream consumer: owns every read from the input stream and drives the batches.
+
+Workers (the classifier, the process pool) only compute; all broker I/O happens here
+and in the commit step (dramatiq's rule). One consumer = one name in the group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError, TimeoutError as RedisTimeoutError
+
+from consumers.batch import BatchOutcome, BatchProcessor, Entry
+from pipeline.errors import Backpressure, CommitError, SinkError
+from pipeline.retry import backoff_s
+from pipeline.settings import Settings
+
+log = logging.getLogger("pomocore.consumer")
+
+OWN_PENDING = "0"  # XREADGROUP id: re-read entries already delivered to this consumer
+NEW_ENTRIES = ">"
+TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    batches: int = 0
+    events_read: int = 0
+    accepted: int = 0
+    committed: int = 0
+    skipped_already_acked: int = 0
+    trimmed: int = 0
+    sink_failures: int = 0
+    redis_failures: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)
+    categories: dict[str, int] = field(default_factory=dict)
+    last_batch_s: float = 0.0
+
+    def add(self, outcome: BatchOutcome, elapsed_s: float) -> None:
+        self.batches += 1
+        self.events_read += outcome.read
+        self.accepted += outcome.accepted
+        self.committed += outcome.committed
+        self.skipped_already_acked += outcome.skipped_already_acked
+        self.trimmed += outcome.trimmed
+        self.last_batch_s = elapsed_s
+        for target, source in (
+            (self.rejected_by_reason, outcome.rejected_by_reason),
+            (self.sources, outcome.sources),
+            (self.categories, outcome.categories),
+        ):
+            for k, v in source.items():
+                target[k] = target.get(k, 0) + v
+
+
+async def ensure_group(redis: aioredis.Redis, settings: Settings) -> None:
+    """Create the consumer group (and the stream) if missing; id 0 reads the whole stream."""
+    try:
+        await redis.xgroup_create(settings.keys.stream_key, settings.group, id="0", mkstream=True)
+        log.info("created consumer group", extra={"group": settings.group})
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+class StreamConsumer:
+    def __init__(self, settings: Settings, redis: aioredis.Redis, processor: BatchProcessor) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.processor = processor
+        self.stream_key = settings.keys.stream_key
+        self.read_id = OWN_PENDING  # first finish what an earlier run of this name left
+        self.stats = ConsumerStats()
+        self.draining = False
+        self.on_batch: list[Any] = []  # callables(outcome, elapsed_s, entries) for metrics
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read and process until `stop` is set; the batch in hand is always finished."""
+        await self._with_redis_retry(lambda: ensure_group(self.redis, self.settings), stop)
+        while not stop.is_set():
+            entries = await self._with_redis_retry(lambda: self.read_batch(stop), stop)
+            if entries:
+                await self.process(entries, stop)
+        self.draining = True
+
+    async def read_batch(self, stop: asyncio.Event) -> list[Entry]:
+        """Up to batch_size entries; waits at most linger_ms to fill a partial batch."""
+        want = self.settings.batch_size
+        entries: list[Entry] = []
+        deadline: float | None = None
+        while len(entries) < want and not stop.is_set():
+            block_ms = self.settings.block_ms
+            if deadline is not None:
+                block_ms = max(1, int((deadline - time.monotonic()) * 1000))
+            reply = await self._xreadgroup(want - len(entries), block_ms)
+            if reply is None:  # NOGROUP: the stream or group vanished (restart, flush)
+                await ensure_group(self.redis, self.settings)
+                continue
+            got = _entries(reply)
+            if self.read_id == OWN_PENDING and not got:
+                self.read_id = NEW_ENTRIES  # own backlog done: switch to new entries
+                continue
+            entries.extend(got)
+            if not got or self.settings.linger_ms == 0 or self.read_id == OWN_PENDING:
+                break
+            if deadline is None:
+                deadline = time.monotonic() + self.settings.linger_ms / 1000
+            elif time.monotonic() >= deadline:
+                break
+        return entries
+
+    async def _xreadgroup(self, count: int, block_ms: int) -> Any:
+        block = None if self.read_id == OWN_PENDING else block_ms
+        try:
+            return await self.redis.xreadgroup(
+                self.settings.group,
+                self.settings.consumer_name,
+                {self.stream_key: self.read_id},
+                count=count,
+                block=block,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                log.warning("consumer group missing; recreating it")
+                return None
+            raise
+
+    async def process(self, entries: list[Entry], stop: asyncio.Event) -> BatchOutcome | None:
+        """Process one batch, retrying sinks with backoff; while failing, nothing is read."""
+        batch_id = uuid.uuid4().hex[:12]
+        for attempt in range(1, self.settings.mongo_retry_max + 2):
+            started = time.perf_counter()
+            try:
+                outcome = await self.processor.process(entries)
+            except (SinkError, *TRANSIENT_REDIS) as exc:
+                retry_after = exc.retry_after_s if isinstance(exc, Backpressure) else None
+                self.stats.sink_failures += 1
+                delay = backoff_s(attempt, base_s=0.2, cap_s=10.0, retry_after_s=retry_after)
+                log.warning(
+                    "batch failed; will retry",
+                    extra={"batch_id": batch_id, "attempt": attempt, "error": str(exc)[:300],
+                           "retry_in_s": round(delay, 2)},
+                )
+                if stop.is_set() and attempt > 1:
+                    break
+                await asyncio.sleep(delay)
+                continue
+            except CommitError:
+                log.exception("commit script rejected the batch", extra={"batch_id": batch_id})
+                raise
+            elapsed = time.perf_counter() - started
+            self.stats.add(outcome, elapsed)
+            for hook in self.on_batch:
+                hook(outcome, elapsed, entries)
+            log.debug("batch committed", extra={"batch_id": batch_id, "events": len(entries),
+                                                 "elapsed_ms": round(elapsed * 1000, 2)})
+            return outcome
+        # Give up on this batch for now: its entries stay pending (never acknowledged) and
+        # are read again from this consumer's pending list, or reclaimed by another consumer.
+        log.error("batch abandoned after retries; entries stay pending",
+                  extra={"batch_id": batch_id, "events": len(entries)})
+        self.read_id = OWN_PENDING
+        return None
+
+    async def _with_redis_retry(self, op: Any, stop: asyncio.Event) -> Any:
+        attempt = 0
+        while True:
+            try:
+                return await op()
+            except TRANSIENT_REDIS as exc:
+                attempt += 1
+                self.stats.redis_failures += 1
+                if stop.is_set() and attempt > 3:
+                    return []
+                delay = backoff_s(min(attempt, 10), base_s=0.1, cap_s=5.0)
+                log.warning("redis unavailable; reconnecting",
+                            extra={"attempt": attempt, "error": str(exc)[:200],
+                                   "retry_in_s": round(delay, 2)})
+                await asyncio.sleep(delay)
+
+
+def _entries(reply: Any) -> list[Entry]:
+    """Flatten a RESP2 XREADGROUP reply: [[stream, [(id, fields | None), ...]]]."""
+    out: list[Entry] = []
+    for _stream, messages in reply or ():
+        for entry_id, fields in messages:
+            out.append((entry_id.decode(), fields or None))
+    return out

@@ -1,0 +1,87 @@
+"""`pomocore run --processes N`: N consumer processes in one group, each with its own name.
+
+The parent only supervises: it forwards SIGTERM/SIGINT, restarts a child that died
+unexpectedly (with backoff, so a crash loop does not spin), and exits 0 when every
+child has drained, or non-zero when a child could not be kept alive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import multiprocessing as mp
+import multiprocessing.process
+import signal
+import time
+from types import FrameType
+
+from pipeline.retry import backoff_s
+from pipeline.settings import Settings
+
+log = logging.getLogger("pomocore.supervisor")
+
+MAX_RESTARTS_PER_CHILD = 20
+
+
+def child_main(settings: Settings, index: int) -> None:
+    from pipeline.cli import run_single_process
+
+    name = f"{settings.consumer_name}-{index}"
+    run_single_process(dataclasses.replace(settings, consumer_name=name, processes=1))
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.ctx = mp.get_context("spawn")  # no inherited event loop, sockets or locks
+        self.children: dict[int, multiprocessing.process.BaseProcess] = {}
+        self.restarts: dict[int, int] = {}
+        self.stopping = False
+
+    def _start(self, index: int) -> None:
+        proc = self.ctx.Process(target=child_main, args=(self.settings, index), name=f"consumer-{index}")
+        proc.start()
+        self.children[index] = proc
+        log.info("consumer process started", extra={"index": index, "child_pid": proc.pid})
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+        for proc in self.children.values():
+            if proc.is_alive() and proc.pid:
+                proc.terminate()  # SIGTERM: the child drains and exits 0
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for index in range(self.settings.processes):
+            self._start(index)
+        while not self.stopping:
+            time.sleep(0.2)
+            for index, proc in list(self.children.items()):
+                if proc.is_alive() or self.stopping:
+                    continue
+                self.restarts[index] = self.restarts.get(index, 0) + 1
+                if self.restarts[index] > MAX_RESTARTS_PER_CHILD:
+                    log.error("consumer process keeps dying; giving up", extra={"index": index})
+                    self._on_signal(signal.SIGTERM, None)
+                    return self._wait(exit_code=1)
+                delay = backoff_s(self.restarts[index], base_s=0.5, cap_s=30.0)
+                log.error("consumer process died; restarting",
+                          extra={"index": index, "exitcode": proc.exitcode, "restart_in_s": delay})
+                time.sleep(delay)
+                if not self.stopping:
+                    self._start(index)
+        return self._wait(exit_code=0)
+
+    def _wait(self, exit_code: int) -> int:
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s + 5
+        for proc in self.children.values():
+            proc.join(max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                log.error("consumer process did not drain in time; killing it")
+                proc.kill()
+                proc.join()
+                exit_code = 1
+            elif proc.exitcode not in (0, -signal.SIGTERM):
+                exit_code = exit_code or 1
+        return exit_code

@@ -1,0 +1,139 @@
+"""`pomocore` command line. Every subcommand imports its module lazily (fast --help,
+no connections at import time)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.logs import setup_logging
+from pipeline.settings import Settings
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides = {
+        "batch_size": getattr(args, "batch_size", None),
+        "processes": getattr(args, "processes", None),
+        "consumer_name": getattr(args, "consumer", None),
+        "log_format": getattr(args, "log_format", None),
+        "log_level": getattr(args, "log_level", None),
+        "metrics_port": getattr(args, "metrics_port", None),
+        **extra,
+    }
+    return Settings.from_env(**overrides)
+
+
+def run_event_loop(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # uvloop is not available on every platform
+        return asyncio.run(coro)
+
+
+def run_single_process(settings: Settings) -> None:
+    from consumers.app import serve
+
+    setup_logging(settings.log_format, settings.log_level)
+    run_event_loop(serve(settings))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    setup_logging(settings.log_format, settings.log_level)
+    if settings.processes > 1:
+        from consumers.supervisor import Supervisor
+
+        return Supervisor(settings).run()
+    run_single_process(settings)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline.demo import DemoOptions, run_demo
+
+    extra = {"llm_base_url": args.llm_url} if args.llm_url else {}
+    options = DemoOptions(events=args.events, users=args.users, processes=args.processes)
+    return run_demo(options, extra)
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from classifiers.cli import classify_command
+
+    return classify_command(args.file, args.no_llm, sys.stdout)
+
+
+def cmd_patterns(args: argparse.Namespace) -> int:
+    if args.action == "learned":
+        from classifiers.llm.cli import learned_command
+
+        return learned_command(_settings(args), args.reject, sys.stdout)
+    from classifiers.cli import patterns_command
+
+    return patterns_command(args.action, _settings(args), args.file, sys.stdout)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=("json", "text"), help="POMOCORE_LOG_FORMAT")
+    p.add_argument("--log-level", help="POMOCORE_LOG_LEVEL")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pomocore", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the long-lived consumer (settings from POMOCORE_*)")
+    run.add_argument("--processes", type=int, help="consumer processes (POMOCORE_PROCESSES)")
+    run.add_argument("--batch-size", type=int, help="entries per read (POMOCORE_BATCH_SIZE)")
+    run.add_argument("--consumer", help="consumer name (POMOCORE_CONSUMER_NAME)")
+    run.add_argument("--metrics-port", type=int, help="POMOCORE_METRICS_PORT")
+    _add_common(run)
+    run.set_defaults(func=cmd_run)
+
+    demo = sub.add_parser("demo", help="publish a synthetic workload and consume it, with summary")
+    demo.add_argument("--events", type=int, default=30_000)
+    demo.add_argument("--users", type=int, default=3_000)
+    demo.add_argument("--processes", type=int, default=1)
+    demo.add_argument("--llm-url", help="an OpenAI-compatible base URL to use as the LLM")
+    demo.set_defaults(func=cmd_demo)
+
+    classify = sub.add_parser("classify", help="classify JSONL (app,title,url) from FILE or stdin")
+    classify.add_argument("file", nargs="?")
+    classify.add_argument("--no-llm", action="store_true", help="patterns only")
+    classify.set_defaults(func=cmd_classify)
+
+    patterns = sub.add_parser("patterns", help="manage category patterns in MongoDB")
+    patterns.add_argument("action", choices=("load", "export", "check", "learned"))
+    patterns.add_argument("file", nargs="?", help="pattern file for load")
+    patterns.add_argument("--reject", help="with learned: reject this learned pattern")
+    patterns.set_defaults(func=cmd_patterns)
+
+    for register in EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Subcommand modules that register themselves: (subparsers) -> None.
+EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except ConfigError as exc:
+        print(f"pomocore: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

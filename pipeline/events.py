@@ -1,0 +1,218 @@
+"""Stream entry → validated Event, or a rejection with a machine-readable reason.
+
+Values arrive as bytes (we never let redis-py decode: with decode_responses=True one
+invalid UTF-8 entry makes the whole XREADGROUP reply raise, on every retry). Each field
+is decoded on its own so a bad entry is rejected alone and the rest of its batch goes on.
+The rules are CONTRACT §1; docs/contract.md lists them with the reason codes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Final, NamedTuple
+
+from pipeline.errors import RejectedEvent
+
+# Machine-readable rejection reasons (the `reason` field of a dead letter).
+MISSING_FIELD: Final = "missing_field"  # required field absent or empty
+INVALID_UTF8: Final = "invalid_utf8"  # a known field is not valid UTF-8
+INVALID_NUMBER: Final = "invalid_number"  # not a number / not an integer
+NOT_FINITE: Final = "not_finite"  # NaN or ±inf
+OUT_OF_RANGE: Final = "out_of_range"  # number outside the contract's range
+FUTURE_TIMESTAMP: Final = "future_timestamp"  # more than max_future_s ahead of now
+TOO_LONG: Final = "too_long"  # string longer than allowed
+INVALID_BOOL: Final = "invalid_bool"  # isEnd not true/false/1/0
+INVALID_DATE: Final = "invalid_date"  # sessionDate not YYYY-MM-DD / RFC 3339
+INVALID_OBJECT_ID: Final = "invalid_object_id"  # not 24 hex digits
+MAX_DELIVERIES: Final = "max_deliveries"  # delivered too often (poison message)
+
+REASONS: Final = (
+    MISSING_FIELD,
+    INVALID_UTF8,
+    INVALID_NUMBER,
+    NOT_FINITE,
+    OUT_OF_RANGE,
+    FUTURE_TIMESTAMP,
+    TOO_LONG,
+    INVALID_BOOL,
+    INVALID_DATE,
+    INVALID_OBJECT_ID,
+    MAX_DELIVERIES,
+)
+
+MAX_USER_ID_CHARS: Final = 128
+MAX_DURATION_S: Final = 86_400.0
+
+_DATE_RE: Final = re.compile(rb"(\d{4})-(\d{2})-(\d{2})")
+_RFC3339_TAIL_RE: Final = re.compile(
+    rb"[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+)
+_HEX24_RE: Final = re.compile(rb"[0-9a-fA-F]{24}")
+_INT_RE: Final = re.compile(rb"[+-]?\d{1,18}")
+_TRUE: Final = frozenset({b"true", b"1"})
+_FALSE: Final = frozenset({b"false", b"0"})
+
+
+class Event(NamedTuple):
+    """One accepted usage slice (a NamedTuple: built once per event on the hot path)."""
+
+    entry_id: str
+    user_id: str
+    app: str
+    title: str
+    url: str
+    duration_s: float
+    timestamp_s: float
+    session: int | None = None
+    session_date: str | None = None
+    session_minutes: int | None = None
+    is_end: bool = False
+    categorized_data_id: str | None = None
+    usage_log_id: str | None = None
+
+
+def parse_entry(
+    entry_id: str,
+    fields: dict[bytes, bytes],
+    *,
+    now_s: float,
+    max_future_s: float = 300.0,
+    max_text_chars: int = 8192,
+) -> Event:
+    """Validate one stream entry. Raises RejectedEvent with the reason of the first failure."""
+    user_id = _text(fields, "userId", MAX_USER_ID_CHARS)
+    if not user_id:
+        raise RejectedEvent(MISSING_FIELD, "userId")
+    app = _text(fields, "app", max_text_chars)
+    title = _text(fields, "title", max_text_chars)
+    url = _text(fields, "url", max_text_chars)
+    if not (app or title or url):
+        raise RejectedEvent(MISSING_FIELD, "app", "app, title and url are all empty")
+    duration = _number(fields, "duration")
+    if not 0.0 < duration <= MAX_DURATION_S:
+        raise RejectedEvent(OUT_OF_RANGE, "duration", f"must be in (0, {MAX_DURATION_S:g}]")
+    timestamp = _number(fields, "timestamp")
+    if timestamp < 0:
+        raise RejectedEvent(OUT_OF_RANGE, "timestamp", "before 1970")
+    if timestamp > now_s + max_future_s:
+        raise RejectedEvent(FUTURE_TIMESTAMP, "timestamp", f"more than {max_future_s:g}s ahead")
+    is_end = _bool(fields, "isEnd")
+    session = _int(fields, "session")
+    if is_end and session is None:
+        raise RejectedEvent(MISSING_FIELD, "session", "required when isEnd is true")
+    return Event(
+        entry_id=entry_id,
+        user_id=user_id,
+        app=app,
+        title=title,
+        url=url,
+        duration_s=duration,
+        timestamp_s=timestamp,
+        session=session,
+        session_date=_session_date(fields),
+        session_minutes=_int(fields, "sessionMinutes"),
+        is_end=is_end,
+        categorized_data_id=_object_id(fields, "categorizedDataId"),
+        usage_log_id=_object_id(fields, "pomodoroUsageLogId"),
+    )
+
+
+_KEYS: Final = {
+    name: name.encode()
+    for name in (
+        "userId", "app", "title", "url", "duration", "timestamp", "session", "sessionDate",
+        "sessionMinutes", "isEnd", "categorizedDataId", "pomodoroUsageLogId",
+    )
+}
+
+
+def _raw(fields: dict[bytes, bytes], name: str) -> bytes | None:
+    value = fields.get(_KEYS[name])
+    return value if value else None  # an empty value counts as absent
+
+
+def _text(fields: dict[bytes, bytes], name: str, max_chars: int) -> str:
+    raw = _raw(fields, name)
+    if raw is None:
+        return ""
+    if len(raw) > 4 * max_chars:  # cheap bound before decoding a huge value
+        raise RejectedEvent(TOO_LONG, name, f"longer than {max_chars} characters")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RejectedEvent(INVALID_UTF8, name, f"byte offset {exc.start}") from None
+    if len(text) > max_chars:
+        raise RejectedEvent(TOO_LONG, name, f"longer than {max_chars} characters")
+    return text
+
+
+def _number(fields: dict[bytes, bytes], name: str) -> float:
+    raw = _raw(fields, name)
+    if raw is None:
+        raise RejectedEvent(MISSING_FIELD, name)
+    # float() also takes "1_000"; Go's ParseFloat (the old service) does not.
+    if len(raw) > 64 or b"_" in raw:
+        raise RejectedEvent(INVALID_NUMBER, name)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise RejectedEvent(INVALID_NUMBER, name) from None
+    if not math.isfinite(value):
+        raise RejectedEvent(NOT_FINITE, name)
+    return value
+
+
+def _int(fields: dict[bytes, bytes], name: str) -> int | None:
+    raw = _raw(fields, name)
+    if raw is None:
+        return None
+    if not _INT_RE.fullmatch(raw):
+        raise RejectedEvent(INVALID_NUMBER, name, "expected an integer")
+    value = int(raw)
+    if value < 0:
+        raise RejectedEvent(OUT_OF_RANGE, name, "must be >= 0")
+    return value
+
+
+def _bool(fields: dict[bytes, bytes], name: str) -> bool:
+    raw = _raw(fields, name)
+    if raw is None:
+        return False
+    lowered = raw.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise RejectedEvent(INVALID_BOOL, name, "expected true/false/1/0")
+
+
+def _session_date(fields: dict[bytes, bytes]) -> str | None:
+    """`YYYY-MM-DD`, or the date part of an RFC 3339 timestamp as written (its own offset)."""
+    raw = _raw(fields, "sessionDate")
+    if raw is None:
+        return None
+    match = _DATE_RE.match(raw)
+    tail = raw[10:]
+    if match is None or (tail and not _RFC3339_TAIL_RE.fullmatch(tail)):
+        raise RejectedEvent(INVALID_DATE, "sessionDate", "expected YYYY-MM-DD or RFC 3339")
+    year, month, day = (int(g) for g in match.groups())
+    if not (1 <= month <= 12 and 1 <= day <= _days_in_month(year, month)):
+        raise RejectedEvent(INVALID_DATE, "sessionDate", "no such date")
+    return raw[:10].decode("ascii")
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+        return 29 if leap else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _object_id(fields: dict[bytes, bytes], name: str) -> str | None:
+    raw = _raw(fields, name)
+    if raw is None:
+        return None
+    if not _HEX24_RE.fullmatch(raw):
+        raise RejectedEvent(INVALID_OBJECT_ID, name, "expected 24 hex digits")
+    return raw.decode("ascii").lower()

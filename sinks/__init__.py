@@ -1,0 +1,1 @@
+"""Batched sinks: MongoDB documents and Redis leaderboards (which also acknowledges)."""

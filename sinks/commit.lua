@@ -1,0 +1,87 @@
+-- Acknowledge a batch and apply its effects in one atomic step.
+--
+-- KEYS[1] input stream, KEYS[2] dead-letter stream, KEYS[3] session-score stream,
+-- KEYS[4..] leaderboard keys (every key the script touches is in KEYS: Cluster-safe).
+-- ARGV: group, consumer, n_ids, ids...,
+--       n_dead, then per dead letter: n_fields, field, value, ...,
+--       n_sessions, then per session: userId, sessionDate, session,
+--       then for each KEYS[4..]: n_pairs, member, increment, ...
+--
+-- Exactly once: the ids still pending in the group are claimed (XCLAIM JUSTID, which
+-- neither counts a delivery nor moves anything else). If some id is no longer pending,
+-- another consumer already acknowledged it: nothing is written and the still-pending ids
+-- are returned, so the caller commits exactly that subset. Otherwise every id is
+-- acknowledged and every effect applied. All arguments are validated before the first
+-- write, because a script that fails half-way does not roll back.
+-- Returns {1, acked} or {0, still_pending_id, ...}.
+
+local group, consumer = ARGV[1], ARGV[2]
+local n_ids = tonumber(ARGV[3])
+if not n_ids or n_ids < 1 then return redis.error_reply('ERR pomocore: bad id count') end
+local pos = 4
+local ids = {}
+for i = 1, n_ids do ids[i] = ARGV[pos]; pos = pos + 1 end
+
+local dead_at = pos
+local n_dead = tonumber(ARGV[pos]); pos = pos + 1
+if not n_dead then return redis.error_reply('ERR pomocore: bad dead-letter count') end
+for _ = 1, n_dead do
+  local n_fields = tonumber(ARGV[pos])
+  if not n_fields or n_fields < 2 or n_fields % 2 == 1 then
+    return redis.error_reply('ERR pomocore: bad dead-letter field count')
+  end
+  pos = pos + 1 + n_fields
+end
+
+local sessions_at = pos
+local n_sessions = tonumber(ARGV[pos]); pos = pos + 1
+if not n_sessions then return redis.error_reply('ERR pomocore: bad session count') end
+pos = pos + 3 * n_sessions
+
+local increments_at = pos
+for k = 4, #KEYS do
+  local n_pairs = tonumber(ARGV[pos]); pos = pos + 1
+  if not n_pairs then return redis.error_reply('ERR pomocore: bad pair count for ' .. KEYS[k]) end
+  for _ = 1, n_pairs do
+    local amount = tonumber(ARGV[pos + 1])
+    if not amount or amount ~= amount or amount == math.huge or amount == -math.huge then
+      return redis.error_reply('ERR pomocore: bad increment for ' .. KEYS[k])
+    end
+    pos = pos + 2
+  end
+end
+if pos ~= #ARGV + 1 then return redis.error_reply('ERR pomocore: argument count mismatch') end
+
+local claimed = redis.call('XCLAIM', KEYS[1], group, consumer, 0, unpack(ids, 1, n_ids), 'JUSTID')
+if #claimed ~= n_ids then
+  local out = {0}
+  for i = 1, #claimed do out[i + 1] = claimed[i] end
+  return out
+end
+
+local acked = redis.call('XACK', KEYS[1], group, unpack(ids, 1, n_ids))
+
+pos = dead_at + 1
+for _ = 1, n_dead do
+  local n_fields = tonumber(ARGV[pos])
+  redis.call('XADD', KEYS[2], '*', unpack(ARGV, pos + 1, pos + n_fields))
+  pos = pos + 1 + n_fields
+end
+
+pos = sessions_at + 1
+for _ = 1, n_sessions do
+  redis.call('XADD', KEYS[3], '*', 'userId', ARGV[pos], 'sessionDate', ARGV[pos + 1],
+    'session', ARGV[pos + 2])
+  pos = pos + 3
+end
+
+pos = increments_at
+for k = 4, #KEYS do
+  local key = KEYS[k]
+  local n_pairs = tonumber(ARGV[pos]); pos = pos + 1
+  for _ = 1, n_pairs do
+    redis.call('ZINCRBY', key, ARGV[pos + 1], ARGV[pos])
+    pos = pos + 2
+  end
+end
+return {1, acked}

@@ -1,0 +1,175 @@
+"""Leaderboard increments and the commit step that acknowledges a batch.
+
+`CommitPlan` is built without I/O from a batch's accepted and rejected entries: the
+per-(key, user) sums of durations, the dead letters and the session-score entries.
+`Committer.commit()` sends it to Redis as one script (sinks/commit.lua) that
+acknowledges the entries and applies the effects atomically, exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from classifiers.categories import WORK, WORK_CATEGORIES
+from pipeline.errors import CommitError
+from pipeline.events import Event
+from pipeline.keys import KeySpace
+from pipeline.periods import PeriodCalculator
+
+COMMIT_SCRIPT = resources.files("sinks").joinpath("commit.lua").read_text(encoding="utf-8")
+
+# Fields of the dead-letter entry added after the original fields.
+DLQ_REASON = b"dlq.reason"
+DLQ_FIELD = b"dlq.field"
+DLQ_DETAIL = b"dlq.detail"
+DLQ_ENTRY_ID = b"dlq.entry_id"
+DLQ_STREAM = b"dlq.stream"
+DLQ_CONSUMER = b"dlq.consumer"
+# A dead letter keeps at most this many original fields (Lua's unpack() has a stack limit).
+DLQ_MAX_ORIGINAL_FIELDS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    entry_id: str
+    fields: dict[bytes, bytes]
+    reason: str
+    field: str = ""
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class CommitPlan:
+    """Everything one commit script call applies, for a set of entry ids."""
+
+    ids: list[str] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    sessions: list[tuple[str, str, int]] = field(default_factory=list)
+    increments: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def increment_count(self) -> int:
+        return sum(len(users) for users in self.increments.values())
+
+
+class IncrementBuilder:
+    """Turns accepted events with their categories into a CommitPlan (pure, no I/O)."""
+
+    def __init__(self, keys: KeySpace, periods: PeriodCalculator) -> None:
+        self.keys = keys
+        self.periods = periods
+        self._key_cache: dict[tuple[str, str], tuple[str, ...]] = {}
+
+    def leaderboard_keys(self, category: str, timestamp_s: float) -> tuple[str, ...]:
+        """The 3 keys of the category, plus the 3 `work` keys for a work category."""
+        daily = self.periods(timestamp_s)
+        cache_key = (category, daily.daily)
+        keys = self._key_cache.get(cache_key)
+        if keys is None:
+            categories = (category, WORK) if category in WORK_CATEGORIES else (category,)
+            keys = tuple(
+                self.keys.leaderboard(c, label) for c in categories for label in daily.labels()
+            )
+            if len(self._key_cache) > 10_000:
+                self._key_cache.clear()
+            self._key_cache[cache_key] = keys
+        return keys
+
+    def plan(
+        self,
+        accepted: Iterable[tuple[Event, str]],
+        dead_letters: Sequence[DeadLetter],
+        default_session_date: str | None = None,
+    ) -> CommitPlan:
+        sums: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
+        plan = CommitPlan(dead_letters=list(dead_letters))
+        for event, category in accepted:
+            plan.ids.append(event.entry_id)
+            for key in self.leaderboard_keys(category, event.timestamp_s):
+                sums[key][event.user_id] += event.duration_s
+            if event.is_end and event.session is not None:
+                date = event.session_date or self.periods(event.timestamp_s).daily
+                plan.sessions.append((event.user_id, date, event.session))
+        plan.ids.extend(d.entry_id for d in dead_letters)
+        plan.increments = {k: dict(v) for k, v in sums.items()}
+        return plan
+
+
+def script_arguments(
+    plan: CommitPlan, keys: KeySpace, group: str, consumer: str
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of sinks/commit.lua for a plan."""
+    lb_keys = list(plan.increments)
+    script_keys = [keys.stream_key, keys.dead_letter_key, keys.session_score_key, *lb_keys]
+    argv: list[Any] = [group, consumer, len(plan.ids), *plan.ids, len(plan.dead_letters)]
+    for dead in plan.dead_letters:
+        flat = _dead_letter_fields(dead, keys.stream_key, consumer)
+        argv.append(len(flat))
+        argv.extend(flat)
+    argv.append(len(plan.sessions))
+    for user, date, session in plan.sessions:
+        argv.extend((user, date, session))
+    for key in lb_keys:
+        users = plan.increments[key]
+        argv.append(len(users))
+        for user, amount in users.items():
+            argv.append(user)
+            argv.append(repr(amount))  # shortest exact round-trip of the double
+    return script_keys, argv
+
+
+def _dead_letter_fields(dead: DeadLetter, stream_key: str, consumer: str) -> list[bytes]:
+    flat: list[bytes] = []
+    for name, value in list(dead.fields.items())[:DLQ_MAX_ORIGINAL_FIELDS]:
+        flat += (name, value)
+    flat += (
+        DLQ_REASON, dead.reason.encode(),
+        DLQ_FIELD, dead.field.encode(),
+        DLQ_DETAIL, dead.detail.encode(),
+        DLQ_ENTRY_ID, dead.entry_id.encode(),
+        DLQ_STREAM, stream_key.encode(),
+        DLQ_CONSUMER, consumer.encode(),
+    )  # fmt: skip
+    return flat
+
+
+class Committer:
+    """Runs the commit script. Shielded: a cancelled caller never leaves it half-observed."""
+
+    def __init__(self, redis: aioredis.Redis, keys: KeySpace, group: str, consumer: str) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.group = group
+        self.consumer = consumer
+        self._script = redis.register_script(COMMIT_SCRIPT)
+
+    async def commit_once(self, plan: CommitPlan) -> tuple[bool, list[str]]:
+        """Run the script once: (True, []) when committed, else (False, still-pending ids)."""
+        if not plan.ids:
+            return True, []
+        script_keys, argv = script_arguments(plan, self.keys, self.group, self.consumer)
+        try:
+            reply = await asyncio.shield(self._script(keys=script_keys, args=argv))
+        except ResponseError as exc:
+            raise CommitError(f"commit script failed: {exc}") from exc
+        if reply[0] == 1:
+            return True, []
+        return False, [i.decode() if isinstance(i, bytes) else str(i) for i in reply[1:]]
+
+
+__all__ = [
+    "CommitPlan",
+    "Committer",
+    "DeadLetter",
+    "IncrementBuilder",
+    "RedisError",
+    "script_arguments",
+]

@@ -1,0 +1,167 @@
+"""MongoDB sink: one categorized_data document per distinct (app, url, title) and one
+pomodoro_usage_log document per accepted event (CONTRACT §3).
+
+Writes are idempotent by construction: every `_id` is deterministic (sinks/ids.py) or
+given by the producer, inserts are unordered, and a duplicate-key error (11000) means
+"already written". Any other error fails the batch, which is then not acknowledged.
+Per batch: at most one read of categorized_data (keys not known in memory), one write
+of categorized_data, one write of usage logs.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bson import ObjectId
+from pymongo import InsertOne, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, PyMongoError
+
+from classifiers.decision import Decision
+from pipeline.errors import MongoWriteError, SinkError
+from pipeline.events import Event
+from sinks.ids import categorized_data_id, stream_tag, usage_log_id
+
+CATEGORIZED_DATA = "categorized_data"
+USAGE_LOG = "pomodoro_usage_log"
+DUPLICATE_KEY = 11000
+
+Op = InsertOne[dict[str, Any]] | UpdateOne
+
+
+@dataclass(slots=True)
+class MongoBatch:
+    """The writes of one batch (built without I/O)."""
+
+    categorized: dict[ObjectId, dict[str, Any]] = field(default_factory=dict)
+    upstream_categorized: set[ObjectId] = field(default_factory=set)
+    usage_ops: list[Op] = field(default_factory=list)
+
+
+class KnownIds:
+    """Bounded memory of categorized_data ids known to exist with a given category."""
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._ids: OrderedDict[ObjectId, str] = OrderedDict()
+
+    def get(self, doc_id: ObjectId) -> str | None:
+        category = self._ids.get(doc_id)
+        if category is not None:
+            self._ids.move_to_end(doc_id)
+        return category
+
+    def put(self, doc_id: ObjectId, category: str) -> None:
+        self._ids[doc_id] = category
+        self._ids.move_to_end(doc_id)
+        while len(self._ids) > self.max_size:
+            self._ids.popitem(last=False)
+
+
+class MongoSink:
+    def __init__(
+        self,
+        db: AsyncDatabase[dict[str, Any]],
+        stream_key: str,
+        category_ids: Mapping[str, Any],
+        known_ids_size: int = 200_000,
+    ) -> None:
+        self.db = db
+        self.tag = stream_tag(stream_key)
+        self.category_ids = category_ids
+        self.known = KnownIds(known_ids_size)
+        self.round_trips = 0
+
+    def build(self, accepted: Sequence[tuple[Event, Decision]]) -> MongoBatch:
+        batch = MongoBatch()
+        for event, decision in accepted:
+            cat_id = self._categorized_id(event)
+            if cat_id not in batch.categorized and self.known.get(cat_id) != decision.category:
+                batch.categorized[cat_id] = self._categorized_doc(event, decision, cat_id)
+                if event.categorized_data_id:
+                    batch.upstream_categorized.add(cat_id)
+            batch.usage_ops.append(self._usage_op(event, decision, cat_id))
+        return batch
+
+    def _categorized_id(self, event: Event) -> ObjectId:
+        if event.categorized_data_id:
+            return ObjectId(event.categorized_data_id)
+        return categorized_data_id(event.app, event.url, event.title)
+
+    def _categorized_doc(self, event: Event, decision: Decision, cat_id: ObjectId) -> dict[str, Any]:
+        return {
+            "_id": cat_id,
+            "app": event.app,
+            "url": event.url,
+            "title": event.title,
+            "categoryId": self.category_ids.get(decision.category),
+            "category": decision.category,
+            "isLLMBased": decision.source == "llm",
+        }
+
+    def _usage_op(self, event: Event, decision: Decision, cat_id: ObjectId) -> Op:
+        doc = {
+            "userId": event.user_id,
+            "categorizedDataId": cat_id,
+            "categoryId": self.category_ids.get(decision.category),
+            "category": decision.category,
+            "session": event.session,
+            "sessionMinutes": event.session_minutes,
+            "sessionDate": event.session_date,
+            "timestamp": event.timestamp_s,
+            "duration": event.duration_s,
+        }
+        if event.usage_log_id:  # the producer created it upstream: update that document
+            return UpdateOne({"_id": ObjectId(event.usage_log_id)}, {"$set": doc}, upsert=True)
+        doc["_id"] = usage_log_id(self.tag, event.entry_id)
+        return InsertOne(doc)
+
+    async def write(self, batch: MongoBatch) -> None:
+        """Make the batch durable. Raises MongoWriteError or SinkError; never half-silent."""
+        try:
+            await self._write_categorized(batch)
+            if batch.usage_ops:
+                await self._bulk(USAGE_LOG, batch.usage_ops)
+        except PyMongoError as exc:
+            raise SinkError(f"MongoDB unavailable: {type(exc).__name__}: {exc}") from exc
+
+    async def _write_categorized(self, batch: MongoBatch) -> None:
+        if not batch.categorized:
+            return
+        derived = [i for i in batch.categorized if i not in batch.upstream_categorized]
+        existing: dict[ObjectId, str] = {}
+        if derived:
+            self.round_trips += 1
+            cursor = self.db[CATEGORIZED_DATA].find({"_id": {"$in": derived}}, {"category": 1})
+            async for doc in cursor:
+                existing[doc["_id"]] = doc.get("category", "")
+        ops: list[Op] = []
+        for doc_id, doc in batch.categorized.items():
+            if doc_id in batch.upstream_categorized or doc_id in existing:
+                if existing.get(doc_id) != doc["category"]:
+                    fields = {k: v for k, v in doc.items() if k != "_id"}
+                    ops.append(UpdateOne({"_id": doc_id}, {"$set": fields}, upsert=True))
+            else:
+                ops.append(InsertOne(doc))
+        if ops:
+            await self._bulk(CATEGORIZED_DATA, ops)
+        for doc_id, doc in batch.categorized.items():
+            self.known.put(doc_id, doc["category"])
+
+    async def _bulk(self, collection: str, ops: list[Op]) -> None:
+        self.round_trips += 1
+        try:
+            await self.db[collection].bulk_write(ops, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+            concern = exc.details.get("writeConcernErrors", [])
+            if other or concern:
+                first = (other or concern)[0]
+                raise MongoWriteError(
+                    f"{collection}: {len(other)} write errors, {len(concern)} write concern "
+                    f"errors; first: code {first.get('code')} {first.get('errmsg', '')[:200]}"
+                ) from exc

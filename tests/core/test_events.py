@@ -1,0 +1,107 @@
+"""Validation: one case per rule of CONTRACT §1 (tables of cases, no servers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import RejectedEvent
+from pipeline.events import parse_entry
+
+NOW = 1_795_316_733.0
+
+
+def entry(**changes: bytes | str | None) -> dict[bytes, bytes]:
+    base: dict[str, bytes | str | None] = {
+        "userId": "u1", "app": "Code", "title": "main.py", "url": "",
+        "duration": "12.5", "timestamp": str(NOW - 10),
+    }
+    base.update(changes)
+    return {
+        k.encode(): (v if isinstance(v, bytes) else v.encode())
+        for k, v in base.items() if v is not None
+    }
+
+
+REJECTED = [
+    # (changes, reason, field)
+    ({"userId": None}, "missing_field", "userId"),
+    ({"userId": ""}, "missing_field", "userId"),
+    ({"userId": "x" * 129}, "too_long", "userId"),
+    ({"userId": b"\xff\xfe"}, "invalid_utf8", "userId"),
+    ({"app": b"Co\xc3"}, "invalid_utf8", "app"),
+    ({"title": b"\xed\xa0\x80"}, "invalid_utf8", "title"),  # a UTF-16 surrogate
+    ({"url": b"http://\xff"}, "invalid_utf8", "url"),
+    ({"app": "", "title": "", "url": ""}, "missing_field", "app"),
+    ({"app": None, "title": None, "url": None}, "missing_field", "app"),
+    ({"title": "t" * 9000}, "too_long", "title"),
+    ({"duration": None}, "missing_field", "duration"),
+    ({"duration": "NaN"}, "not_finite", "duration"),
+    ({"duration": "inf"}, "not_finite", "duration"),
+    ({"duration": "-inf"}, "not_finite", "duration"),
+    ({"duration": "0"}, "out_of_range", "duration"),
+    ({"duration": "-5"}, "out_of_range", "duration"),
+    ({"duration": "86400.001"}, "out_of_range", "duration"),
+    ({"duration": "1e400"}, "not_finite", "duration"),
+    ({"duration": "ten"}, "invalid_number", "duration"),
+    ({"duration": "1_000"}, "invalid_number", "duration"),
+    ({"duration": "9" * 100}, "invalid_number", "duration"),
+    ({"timestamp": None}, "missing_field", "timestamp"),
+    ({"timestamp": "nan"}, "not_finite", "timestamp"),
+    ({"timestamp": str(NOW + 301)}, "future_timestamp", "timestamp"),
+    ({"timestamp": str(NOW * 1000)}, "future_timestamp", "timestamp"),  # milliseconds by mistake
+    ({"timestamp": "-1"}, "out_of_range", "timestamp"),
+    ({"session": "-1"}, "out_of_range", "session"),
+    ({"session": "1.5"}, "invalid_number", "session"),
+    ({"session": "abc"}, "invalid_number", "session"),
+    ({"sessionMinutes": "-25"}, "out_of_range", "sessionMinutes"),
+    ({"sessionDate": "2026-13-01"}, "invalid_date", "sessionDate"),
+    ({"sessionDate": "2026-02-30"}, "invalid_date", "sessionDate"),
+    ({"sessionDate": "22/11/2026"}, "invalid_date", "sessionDate"),
+    ({"sessionDate": "2026-11-22Tnoon"}, "invalid_date", "sessionDate"),
+    ({"isEnd": "maybe"}, "invalid_bool", "isEnd"),
+    ({"isEnd": "true"}, "missing_field", "session"),  # a session end needs its session
+    ({"categorizedDataId": "xyz"}, "invalid_object_id", "categorizedDataId"),
+    ({"pomodoroUsageLogId": "0" * 23}, "invalid_object_id", "pomodoroUsageLogId"),
+]
+
+
+@pytest.mark.parametrize(("changes", "reason", "field"), REJECTED)
+def test_rejects_with_reason(changes: dict[str, str | bytes | None], reason: str, field: str) -> None:
+    with pytest.raises(RejectedEvent) as info:
+        parse_entry("1-0", entry(**changes), now_s=NOW)
+    assert (info.value.reason, info.value.field) == (reason, field)
+
+
+ACCEPTED = [
+    ({}, {"duration_s": 12.5, "is_end": False}),
+    ({"duration": "86400"}, {"duration_s": 86400.0}),
+    ({"duration": "1e-3"}, {"duration_s": 0.001}),
+    ({"timestamp": str(NOW + 299)}, {"timestamp_s": NOW + 299}),
+    ({"app": "", "url": "", "title": "only a title"}, {"app": "", "title": "only a title"}),
+    ({"app": "카카오톡"}, {"app": "카카오톡"}),
+    ({"isEnd": "1", "session": "3"}, {"is_end": True, "session": 3}),
+    ({"isEnd": "TRUE", "session": "0"}, {"is_end": True, "session": 0}),
+    ({"isEnd": "0"}, {"is_end": False}),
+    ({"isEnd": "false"}, {"is_end": False}),
+    ({"sessionDate": "2026-11-22"}, {"session_date": "2026-11-22"}),
+    ({"sessionDate": "2026-11-22T23:30:00+09:00"}, {"session_date": "2026-11-22"}),
+    ({"sessionDate": "2024-02-29T00:00:00.123Z"}, {"session_date": "2024-02-29"}),
+    ({"sessionMinutes": "25"}, {"session_minutes": 25}),
+    ({"categorizedDataId": "65A1B2C3D4E5F60718293A4B"}, {"categorized_data_id": "65a1b2c3d4e5f60718293a4b"}),
+    ({"unknownField": b"\xff"}, {"user_id": "u1"}),  # unknown fields are ignored, even if invalid
+    ({"userId": "x" * 128}, {"user_id": "x" * 128}),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), ACCEPTED)
+def test_accepts(changes: dict[str, str | bytes | None], expected: dict[str, object]) -> None:
+    event = parse_entry("7-1", entry(**changes), now_s=NOW)
+    assert event.entry_id == "7-1"
+    for name, value in expected.items():
+        assert getattr(event, name) == value
+
+
+def test_max_text_chars_is_configurable() -> None:
+    with pytest.raises(RejectedEvent):
+        parse_entry("1-0", entry(title="t" * 101), now_s=NOW, max_text_chars=100)
+    assert parse_entry("1-0", entry(title="t" * 100), now_s=NOW, max_text_chars=100).title == "t" * 100

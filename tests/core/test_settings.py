@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ConfigError
+from pipeline.settings import Settings, redact
+
+BAD = [
+    ({"POMOCORE_BATCH_SIZE": "abc"}, "POMOCORE_BATCH_SIZE"),
+    ({"POMOCORE_BATCH_SIZE": "0"}, "POMOCORE_BATCH_SIZE"),
+    ({"POMOCORE_BATCH_SIZE": "100000"}, "POMOCORE_BATCH_SIZE"),
+    ({"POMOCORE_TIMEZONE": "Mars/Olympus"}, "POMOCORE_TIMEZONE"),
+    ({"POMOCORE_SINKS": "mongo,kafka"}, "POMOCORE_SINKS"),
+    ({"POMOCORE_SINKS": "mongo"}, "POMOCORE_SINKS"),
+    ({"POMOCORE_REDIS_URL": "localhost:6379"}, "POMOCORE_REDIS_URL"),
+    ({"POMOCORE_MONGO_URI": "mysql://x"}, "POMOCORE_MONGO_URI"),
+    ({"POMOCORE_LOG_FORMAT": "xml"}, "POMOCORE_LOG_FORMAT"),
+    ({"POMOCORE_LLM_BASE_URL": "ftp://x"}, "POMOCORE_LLM_BASE_URL"),
+    ({"POMOCORE_LLM_TIMEOUT_S": "-1"}, "POMOCORE_LLM_TIMEOUT_S"),
+    ({"POMOCORE_STREAM": ""}, "POMOCORE_STREAM"),
+    ({"POMOCORE_BLOCK_MS_FILE": "/etc/hostname"}, "POMOCORE_BLOCK_MS_FILE"),
+]
+
+
+@pytest.mark.parametrize(("env", "setting"), BAD)
+def test_bad_setting_names_the_setting(env: dict[str, str], setting: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert info.value.setting == setting
+    assert setting in str(info.value)
+
+
+def test_defaults_follow_the_contract() -> None:
+    s = Settings.from_env({})
+    assert (s.stream, s.group, s.dead_letter_stream) == (
+        "pattern_match_stream", "pattern_match_group", "pattern_match_stream:dlq")
+    assert s.session_score_stream == "session_score_stream"
+    assert s.timezone == "Asia/Seoul"
+    assert s.sinks == ("mongo", "leaderboard")
+    assert not s.llm_enabled
+    assert s.consumer_name  # host-pid
+
+
+def test_secret_from_file_and_both_set_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "key"
+    secret.write_text("sk-test\n")
+    s = Settings.from_env({"POMOCORE_LLM_API_KEY_FILE": str(secret)})
+    assert s.llm_api_key == "sk-test" and s.llm_enabled
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"POMOCORE_LLM_API_KEY_FILE": str(secret), "POMOCORE_LLM_API_KEY": "x"})
+    assert info.value.setting == "POMOCORE_LLM_API_KEY"
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"POMOCORE_MONGO_URI_FILE": str(tmp_path / "missing")})
+    assert info.value.setting == "POMOCORE_MONGO_URI_FILE"
+
+
+def test_cli_overrides_env_and_sinks_parse() -> None:
+    s = Settings.from_env({"POMOCORE_BATCH_SIZE": "10", "POMOCORE_SINKS": "leaderboard"}, batch_size=20)
+    assert s.batch_size == 20 and s.sinks == ("leaderboard",)
+
+
+def test_describe_redacts_secrets() -> None:
+    s = Settings.from_env({"POMOCORE_REDIS_URL": "redis://worker:hunter2@db:6379/0",
+                           "POMOCORE_LLM_API_KEY": "sk-secret"})
+    described = s.describe()
+    assert "hunter2" not in str(described) and "sk-secret" not in str(described)
+    assert described["redis_url"] == "redis://worker:***@db:6379/0"
+    assert redact("mongodb://h:27017") == "mongodb://h:27017"
