@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from sinks.mongo import MongoSink
 
 log = logging.getLogger("pomocore.app")
 
-Task = Callable[[asyncio.Event], Awaitable[None]]
+Task = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 
 @dataclass
@@ -61,7 +61,9 @@ def redis_client(settings: Settings) -> aioredis.Redis:
 
 def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
     return AsyncMongoClient(
-        settings.mongo_uri, serverSelectionTimeoutMS=5000, connectTimeoutMS=5000,
+        settings.mongo_uri,
+        serverSelectionTimeoutMS=5000,
+        connectTimeoutMS=5000,
         tz_aware=True,
     )
 
@@ -81,7 +83,9 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     db = client[settings.mongo_db] if client is not None else None
     try:
         patterns = await load_patterns(settings, db)
-        classifier = CachingClassifier(Classifier.from_patterns(patterns), settings.decision_cache_size)
+        classifier = CachingClassifier(
+            Classifier.from_patterns(patterns), settings.decision_cache_size
+        )
         keys = settings.keys
         mongo = MongoSink(db, keys.stream_key, classifier.category_ids) if db is not None else None
         resolver = _llm_resolver(settings, redis, db)
@@ -158,7 +162,9 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     async with runtime(settings) as rt:
-        log.info("consumer started", extra={"consumer": settings.consumer_name,
-                                             "stream": settings.keys.stream_key})
+        log.info(
+            "consumer started",
+            extra={"consumer": settings.consumer_name, "stream": settings.keys.stream_key},
+        )
         await run_until_stopped(rt, stop)
         log.info("consumer stopped", extra={"events": rt.consumer.stats.committed})

@@ -107,7 +107,9 @@ class BatchProcessor:
                 by_key.update(await self.resolver.resolve(undecided))
         return [by_key[(e.app, e.url, e.title)] for e in events]
 
-    async def process(self, entries: Sequence[Entry], extra_dead: Sequence[DeadLetter] = ()) -> BatchOutcome:
+    async def process(
+        self, entries: Sequence[Entry], extra_dead: Sequence[DeadLetter] = ()
+    ) -> BatchOutcome:
         batch = validate(entries, self.settings, time.time())
         batch.dead_letters.extend(extra_dead)
         decisions = await self.classify(batch.accepted)
@@ -117,13 +119,17 @@ class BatchProcessor:
         outcome = await self.commit(batch, pairs)
         outcome.read = len(entries) + len(extra_dead)
         for dead in batch.dead_letters:
-            outcome.rejected_by_reason[dead.reason] = outcome.rejected_by_reason.get(dead.reason, 0) + 1
+            outcome.rejected_by_reason[dead.reason] = (
+                outcome.rejected_by_reason.get(dead.reason, 0) + 1
+            )
         for _, decision in pairs:
             outcome.sources[decision.source] = outcome.sources.get(decision.source, 0) + 1
             outcome.categories[decision.category] = outcome.categories.get(decision.category, 0) + 1
         return outcome
 
-    async def commit(self, batch: ValidatedBatch, pairs: list[tuple[Event, Decision]]) -> BatchOutcome:
+    async def commit(
+        self, batch: ValidatedBatch, pairs: list[tuple[Event, Decision]]
+    ) -> BatchOutcome:
         """Commit, narrowing to the still-pending subset if another consumer got there first."""
         outcome = BatchOutcome(accepted=len(pairs), trimmed=len(batch.trimmed))
         accepted = [(e, d.category) for e, d in pairs]

@@ -15,7 +15,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError, TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers.batch import BatchOutcome, BatchProcessor, Entry
 from pipeline.errors import Backpressure, CommitError, SinkError
@@ -72,7 +73,9 @@ async def ensure_group(redis: aioredis.Redis, settings: Settings) -> None:
 
 
 class StreamConsumer:
-    def __init__(self, settings: Settings, redis: aioredis.Redis, processor: BatchProcessor) -> None:
+    def __init__(
+        self, settings: Settings, redis: aioredis.Redis, processor: BatchProcessor
+    ) -> None:
         self.settings = settings
         self.redis = redis
         self.processor = processor
@@ -146,8 +149,12 @@ class StreamConsumer:
                 delay = backoff_s(attempt, base_s=0.2, cap_s=10.0, retry_after_s=retry_after)
                 log.warning(
                     "batch failed; will retry",
-                    extra={"batch_id": batch_id, "attempt": attempt, "error": str(exc)[:300],
-                           "retry_in_s": round(delay, 2)},
+                    extra={
+                        "batch_id": batch_id,
+                        "attempt": attempt,
+                        "error": str(exc)[:300],
+                        "retry_in_s": round(delay, 2),
+                    },
                 )
                 if stop.is_set() and attempt > 1:
                     break
@@ -160,13 +167,21 @@ class StreamConsumer:
             self.stats.add(outcome, elapsed)
             for hook in self.on_batch:
                 hook(outcome, elapsed, entries)
-            log.debug("batch committed", extra={"batch_id": batch_id, "events": len(entries),
-                                                 "elapsed_ms": round(elapsed * 1000, 2)})
+            log.debug(
+                "batch committed",
+                extra={
+                    "batch_id": batch_id,
+                    "events": len(entries),
+                    "elapsed_ms": round(elapsed * 1000, 2),
+                },
+            )
             return outcome
         # Give up on this batch for now: its entries stay pending (never acknowledged) and
         # are read again from this consumer's pending list, or reclaimed by another consumer.
-        log.error("batch abandoned after retries; entries stay pending",
-                  extra={"batch_id": batch_id, "events": len(entries)})
+        log.error(
+            "batch abandoned after retries; entries stay pending",
+            extra={"batch_id": batch_id, "events": len(entries)},
+        )
         self.read_id = OWN_PENDING
         return None
 
@@ -181,9 +196,14 @@ class StreamConsumer:
                 if stop.is_set() and attempt > 3:
                     return []
                 delay = backoff_s(min(attempt, 10), base_s=0.1, cap_s=5.0)
-                log.warning("redis unavailable; reconnecting",
-                            extra={"attempt": attempt, "error": str(exc)[:200],
-                                   "retry_in_s": round(delay, 2)})
+                log.warning(
+                    "redis unavailable; reconnecting",
+                    extra={
+                        "attempt": attempt,
+                        "error": str(exc)[:200],
+                        "retry_in_s": round(delay, 2),
+                    },
+                )
                 await asyncio.sleep(delay)
 
 

@@ -39,7 +39,9 @@ class Supervisor:
         self.stopping = False
 
     def _start(self, index: int) -> None:
-        proc = self.ctx.Process(target=child_main, args=(self.settings, index), name=f"consumer-{index}")
+        proc = self.ctx.Process(
+            target=child_main, args=(self.settings, index), name=f"consumer-{index}"
+        )
         proc.start()
         self.children[index] = proc
         log.info("consumer process started", extra={"index": index, "child_pid": proc.pid})
@@ -66,8 +68,10 @@ class Supervisor:
                     self._on_signal(signal.SIGTERM, None)
                     return self._wait(exit_code=1)
                 delay = backoff_s(self.restarts[index], base_s=0.5, cap_s=30.0)
-                log.error("consumer process died; restarting",
-                          extra={"index": index, "exitcode": proc.exitcode, "restart_in_s": delay})
+                log.error(
+                    "consumer process died; restarting",
+                    extra={"index": index, "exitcode": proc.exitcode, "restart_in_s": delay},
+                )
                 time.sleep(delay)
                 if not self.stopping:
                     self._start(index)

@@ -52,14 +52,16 @@ def _servers(stack: ExitStack) -> tuple[dict[str, str], bool]:
         env["POMOCORE_MONGO_URI"] = stack.enter_context(EmbeddedMongo(DATA_DIR / "mongo")).url
     if external:
         tag = f"pomocore-demo-{int(time.time())}"
-        env.update({
-            "POMOCORE_STREAM": f"{tag}:pattern_match_stream",
-            "POMOCORE_GROUP": f"{tag}:group",
-            "POMOCORE_DEAD_LETTER_STREAM": f"{tag}:pattern_match_stream:dlq",
-            "POMOCORE_SESSION_SCORE_STREAM": f"{tag}:session_score_stream",
-            "POMOCORE_LEADERBOARD_PREFIX": f"{tag}:leaderboard",
-            "POMOCORE_MONGO_DB": tag.replace("-", "_"),
-        })
+        env.update(
+            {
+                "POMOCORE_STREAM": f"{tag}:pattern_match_stream",
+                "POMOCORE_GROUP": f"{tag}:group",
+                "POMOCORE_DEAD_LETTER_STREAM": f"{tag}:pattern_match_stream:dlq",
+                "POMOCORE_SESSION_SCORE_STREAM": f"{tag}:session_score_stream",
+                "POMOCORE_LEADERBOARD_PREFIX": f"{tag}:leaderboard",
+                "POMOCORE_MONGO_DB": tag.replace("-", "_"),
+            }
+        )
     return env, external
 
 
@@ -72,8 +74,18 @@ def run_demo(options: DemoOptions, extra: dict[str, Any]) -> int:
         child_env = {**os.environ, **env}
         settings = Settings.from_env(child_env)
         consumer = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "run", "--processes", str(options.processes),
-             "--log-format", "text", "--log-level", "WARNING"],
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "run",
+                "--processes",
+                str(options.processes),
+                "--log-format",
+                "text",
+                "--log-level",
+                "WARNING",
+            ],
             env=child_env,
         )
         try:
@@ -88,7 +100,7 @@ def run_demo(options: DemoOptions, extra: dict[str, Any]) -> int:
     return 1  # unreachable; satisfies type checkers
 
 
-def _group_progress(client: redis.Redis, settings: Settings) -> tuple[int, int]:
+def _group_progress(client: Any, settings: Settings) -> tuple[int, int]:
     """(entries acknowledged by the group, entries pending)."""
     try:
         groups = client.xinfo_groups(settings.keys.stream_key)
@@ -108,7 +120,9 @@ def _bar(done: int, total: int, width: int = 30) -> str:
     return "█" * filled + "·" * (width - filled)
 
 
-def _publish_and_wait(client: redis.Redis, settings: Settings, options: DemoOptions) -> dict[str, float]:
+def _publish_and_wait(
+    client: Any, settings: Settings, options: DemoOptions
+) -> dict[str, float]:
     workload = Workload(users=options.users, distinct_variants=200)
     stream = settings.keys.stream_key
     started = time.perf_counter()
@@ -116,7 +130,7 @@ def _publish_and_wait(client: redis.Redis, settings: Settings, options: DemoOpti
     while published < options.events:
         pipe = client.pipeline(transaction=False)
         for fields in workload.events(min(PUBLISH_CHUNK, options.events - published)):
-            pipe.xadd(stream, fields)  # type: ignore[arg-type]
+            pipe.xadd(stream, fields)
         published += len(pipe.execute())
         done, _ = _group_progress(client, settings)
         _progress(published, done, options.events, started)
@@ -134,17 +148,26 @@ def _publish_and_wait(client: redis.Redis, settings: Settings, options: DemoOpti
 
 def _progress(published: int, done: int, total: int, started: float) -> None:
     rate = done / max(time.perf_counter() - started, 1e-9)
-    print(f"\r  published {published:>8,}/{total:,}  processed {_bar(done, total)} {done:>8,}"
-          f"  {rate:>8,.0f} events/s", end="", flush=True)
+    print(
+        f"\r  published {published:>8,}/{total:,}  processed {_bar(done, total)} {done:>8,}"
+        f"  {rate:>8,.0f} events/s",
+        end="",
+        flush=True,
+    )
 
 
-def _print_summary(client: redis.Redis, settings: Settings, options: DemoOptions,
-                   stats: dict[str, float]) -> None:
+def _print_summary(
+    client: Any, settings: Settings, options: DemoOptions, stats: dict[str, float]
+) -> None:
     keys = settings.keys
     today = PeriodCalculator(settings.timezone)(time.time())
     print("\nTop of the leaderboards")
-    for category, period in (("work", today.daily), ("Development", today.weekly),
-                             ("SNS", today.monthly), ("Entertainment", today.weekly)):
+    for category, period in (
+        ("work", today.daily),
+        ("Development", today.weekly),
+        ("SNS", today.monthly),
+        ("Entertainment", today.weekly),
+    ):
         key = keys.leaderboard(category, period)
         rows = client.zrevrange(key, 0, 4, withscores=True)
         print(f"  {key}")
@@ -162,10 +185,12 @@ def _print_summary(client: redis.Redis, settings: Settings, options: DemoOptions
     events = int(stats["published"])
     print("\nSummary")
     print(f"  events published   {events:,}")
-    print(f"  events/s           {events / stats['elapsed_s']:,.0f} (publish → all acknowledged, "
-          f"{options.processes} consumer process(es))")
+    print(
+        f"  events/s           {events / stats['elapsed_s']:,.0f} (publish → all acknowledged, "
+        f"{options.processes} consumer process(es))"
+    )
     print(f"  dead letters       {sum(reasons.values()):,}  {dict(reasons.most_common())}")
     print(f"  session scores     {client.xlen(keys.session_score_key):,}")
-    print(f"  category mix (time this month, top 10)")
+    print("  category mix (time this month, top 10)")
     for category, seconds in mix.most_common(10):
         print(f"    {category:<22} {100 * seconds / total_time:5.1f}%")

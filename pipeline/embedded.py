@@ -74,10 +74,14 @@ class _Server:
 
     def __init__(self, data_dir: Path | None = None, port: int | None = None) -> None:
         self._tmp = None if data_dir else tempfile.mkdtemp(prefix=f"pomocore-{self.what}-")
-        self.data_dir = Path(data_dir or self._tmp or ".")
+        self.data_dir = Path(data_dir or self._tmp or ".").resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
 
     def command(self) -> Sequence[str]:
         raise NotImplementedError
@@ -85,7 +89,10 @@ class _Server:
     def start(self, timeout_s: float = 20.0) -> None:
         log = open(self.data_dir / f"{self.what}.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
-            list(self.command()), stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir,
+            list(self.command()),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.data_dir,
             start_new_session=True,
         )
         log.close()
@@ -126,7 +133,11 @@ class EmbeddedRedis(_Server):
     what = "valkey"
 
     def __init__(
-        self, data_dir: Path | None = None, port: int | None = None, *, appendonly: bool = False,
+        self,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        *,
+        appendonly: bool = False,
         extra_args: Sequence[str] = (),
     ) -> None:
         super().__init__(data_dir, port)
@@ -138,8 +149,19 @@ class EmbeddedRedis(_Server):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def command(self) -> Sequence[str]:
-        args = [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--dir", str(self.data_dir), "--save", "", "--protected-mode", "no"]
+        args = [
+            redis_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--protected-mode",
+            "no",
+        ]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
@@ -155,9 +177,19 @@ class EmbeddedMongo(_Server):
         return f"mongodb://127.0.0.1:{self.port}/"
 
     def command(self) -> Sequence[str]:
-        return [sys.executable, "-c", _NX_LAUNCHER, "--data-dir", str(self.data_dir / "db"),
-                "--host", "127.0.0.1", "-p", str(self.port),
-                "--pid-file", str(self.data_dir / "nx-27017.pid")]
+        return [
+            sys.executable,
+            "-c",
+            _NX_LAUNCHER,
+            "--data-dir",
+            str(self.data_dir / "db"),
+            "--host",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "--pid-file",
+            str(self.data_dir / "nx-27017.pid"),
+        ]
 
 
 def pid_alive(pid: int) -> bool:

@@ -45,9 +45,7 @@ MAX_USER_ID_CHARS: Final = 128
 MAX_DURATION_S: Final = 86_400.0
 
 _DATE_RE: Final = re.compile(rb"(\d{4})-(\d{2})-(\d{2})")
-_RFC3339_TAIL_RE: Final = re.compile(
-    rb"[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
-)
+_RFC3339_TAIL_RE: Final = re.compile(rb"[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 _HEX24_RE: Final = re.compile(rb"[0-9a-fA-F]{24}")
 _INT_RE: Final = re.compile(rb"[+-]?\d{1,18}")
 _TRUE: Final = frozenset({b"true", b"1"})
@@ -121,8 +119,18 @@ def parse_entry(
 _KEYS: Final = {
     name: name.encode()
     for name in (
-        "userId", "app", "title", "url", "duration", "timestamp", "session", "sessionDate",
-        "sessionMinutes", "isEnd", "categorizedDataId", "pomodoroUsageLogId",
+        "userId",
+        "app",
+        "title",
+        "url",
+        "duration",
+        "timestamp",
+        "session",
+        "sessionDate",
+        "sessionMinutes",
+        "isEnd",
+        "categorizedDataId",
+        "pomodoroUsageLogId",
     )
 }
 

@@ -34,7 +34,9 @@ def _setting(default: Any, help: str, **bounds: Any) -> Any:
 @dataclass(frozen=True, slots=True)
 class Settings:
     # --- connections ---
-    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis/Valkey URL (redis://, rediss:// for TLS)")
+    redis_url: str = _setting(
+        "redis://127.0.0.1:6379/0", "Redis/Valkey URL (redis://, rediss:// for TLS)"
+    )
     mongo_uri: str = _setting("mongodb://127.0.0.1:27017", "MongoDB connection string")
     mongo_db: str = _setting("pomocore", "MongoDB database name")
     # --- contract names (CONTRACT §1-4) ---
@@ -49,21 +51,37 @@ class Settings:
     # --- batching ---
     batch_size: int = _setting(500, "max entries per XREADGROUP (COUNT)", lo=1, hi=5_000)
     block_ms: int = _setting(1000, "XREADGROUP BLOCK when the stream is idle", lo=1, hi=60_000)
-    linger_ms: int = _setting(20, "max wait to fill a partial batch before processing it", lo=0, hi=10_000)
+    linger_ms: int = _setting(
+        20, "max wait to fill a partial batch before processing it", lo=0, hi=10_000
+    )
     sinks: tuple[str, ...] = _setting(KNOWN_SINKS, "comma list of sinks: mongo,leaderboard")
     processes: int = _setting(1, "consumer processes (pomocore run --processes)", lo=1, hi=64)
-    shutdown_timeout_s: float = _setting(30.0, "max time to finish in-flight batches on SIGTERM", lo=0.1, hi=3600)
+    shutdown_timeout_s: float = _setting(
+        30.0, "max time to finish in-flight batches on SIGTERM", lo=0.1, hi=3600
+    )
     # --- validation ---
-    max_future_s: float = _setting(300.0, "how far in the future a timestamp may be", lo=0, hi=86_400)
+    max_future_s: float = _setting(
+        300.0, "how far in the future a timestamp may be", lo=0, hi=86_400
+    )
     max_text_chars: int = _setting(8192, "max length of app, title and url", lo=64, hi=1_000_000)
     # --- classification ---
-    decision_cache_size: int = _setting(200_000, "LRU size of (app,url,title) decisions", lo=0, hi=50_000_000)
+    decision_cache_size: int = _setting(
+        200_000, "LRU size of (app,url,title) decisions", lo=0, hi=50_000_000
+    )
     pattern_poll_s: float = _setting(5.0, "period of the pattern version check", lo=0.1, hi=3600)
     # --- reliability ---
-    reclaim_idle_ms: int = _setting(60_000, "reclaim entries idle longer than this (XAUTOCLAIM)", lo=100, hi=86_400_000)
-    max_deliveries: int = _setting(10, "dead-letter an entry delivered more than this", lo=1, hi=1000)
-    mongo_retry_max: int = _setting(5, "retries of a failed MongoDB write before backing off", lo=0, hi=100)
-    stream_maxlen: int = _setting(0, "approximate retention of the input stream (0 = no trimming)", lo=0, hi=10**12)
+    reclaim_idle_ms: int = _setting(
+        60_000, "reclaim entries idle longer than this (XAUTOCLAIM)", lo=100, hi=86_400_000
+    )
+    max_deliveries: int = _setting(
+        10, "dead-letter an entry delivered more than this", lo=1, hi=1000
+    )
+    mongo_retry_max: int = _setting(
+        5, "retries of a failed MongoDB write before backing off", lo=0, hi=100
+    )
+    stream_maxlen: int = _setting(
+        0, "approximate retention of the input stream (0 = no trimming)", lo=0, hi=10**12
+    )
     # --- LLM ---
     llm_base_url: str = _setting("", "OpenAI-compatible base URL (empty = no LLM)")
     llm_api_key: str = _setting("", "API key (or POMOCORE_LLM_API_KEY_FILE)")
@@ -71,12 +89,20 @@ class Settings:
     llm_fallback_model: str = _setting("", "model used when the primary fails")
     llm_timeout_s: float = _setting(20.0, "per-call timeout", lo=0.1, hi=600)
     llm_open_circuit_s: float = _setting(15.0, "how long the circuit stays open", lo=0.1, hi=3600)
-    llm_calls_per_min: int = _setting(20, "max LLM calls per minute across all consumers", lo=1, hi=100_000)
-    llm_tokens_per_min: int = _setting(200_000, "max LLM tokens per minute across all consumers", lo=100, hi=100_000_000)
+    llm_calls_per_min: int = _setting(
+        20, "max LLM calls per minute across all consumers", lo=1, hi=100_000
+    )
+    llm_tokens_per_min: int = _setting(
+        200_000, "max LLM tokens per minute across all consumers", lo=100, hi=100_000_000
+    )
     llm_batch_size: int = _setting(25, "items per LLM request", lo=1, hi=500)
-    llm_learn_after: int = _setting(5, "same verdict N times for an app/host makes it a learned pattern", lo=1, hi=10_000)
+    llm_learn_after: int = _setting(
+        5, "same verdict N times for an app/host makes it a learned pattern", lo=1, hi=10_000
+    )
     # --- operations ---
-    metrics_port: int = _setting(0, "Prometheus /metrics, /healthz, /readyz port (0 = off)", lo=0, hi=65535)
+    metrics_port: int = _setting(
+        0, "Prometheus /metrics, /healthz, /readyz port (0 = off)", lo=0, hi=65535
+    )
     log_format: str = _setting("json", "json or text")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING, ERROR")
 
@@ -133,18 +159,35 @@ class Settings:
             raise ConfigError("POMOCORE_TIMEZONE", f"unknown time zone {self.timezone!r}") from exc
         unknown = [s for s in self.sinks if s not in KNOWN_SINKS]
         if unknown or not self.sinks:
-            raise ConfigError("POMOCORE_SINKS", f"choose from {','.join(KNOWN_SINKS)}, got {','.join(self.sinks)!r}")
+            raise ConfigError(
+                "POMOCORE_SINKS",
+                f"choose from {','.join(KNOWN_SINKS)}, got {','.join(self.sinks)!r}",
+            )
         if "leaderboard" not in self.sinks:
-            raise ConfigError("POMOCORE_SINKS", "the leaderboard sink acknowledges entries and cannot be left out")
+            raise ConfigError(
+                "POMOCORE_SINKS", "the leaderboard sink acknowledges entries and cannot be left out"
+            )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("POMOCORE_REDIS_URL", "must start with redis://, rediss:// or unix://")
-        if "mongo" in self.sinks and not self.mongo_uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ConfigError(
+                "POMOCORE_REDIS_URL", "must start with redis://, rediss:// or unix://"
+            )
+        if "mongo" in self.sinks and not self.mongo_uri.startswith(
+            ("mongodb://", "mongodb+srv://")
+        ):
             raise ConfigError("POMOCORE_MONGO_URI", "must start with mongodb:// or mongodb+srv://")
         if self.log_format not in ("json", "text"):
-            raise ConfigError("POMOCORE_LOG_FORMAT", f"must be json or text, got {self.log_format!r}")
+            raise ConfigError(
+                "POMOCORE_LOG_FORMAT", f"must be json or text, got {self.log_format!r}"
+            )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError("POMOCORE_LOG_LEVEL", f"unknown level {self.log_level!r}")
-        for name in ("stream", "group", "dead_letter_stream", "session_score_stream", "leaderboard_prefix"):
+        for name in (
+            "stream",
+            "group",
+            "dead_letter_stream",
+            "session_score_stream",
+            "leaderboard_prefix",
+        ):
             if not getattr(self, name):
                 raise ConfigError(env_name(name), "must not be empty")
         if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):

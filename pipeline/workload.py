@@ -18,11 +18,23 @@ from dataclasses import dataclass
 # (app, url, title) templates; {n} is replaced by a number to make distinct keys.
 CATALOGUE: tuple[tuple[str, str, str], ...] = (
     ("Code", "", "main.py — project{n}"),
-    ("Google Chrome", "https://github.com/acme/repo{n}/pull/12", "Fix consumer lag · Pull Request #12"),
+    (
+        "Google Chrome",
+        "https://github.com/acme/repo{n}/pull/12",
+        "Fix consumer lag · Pull Request #12",
+    ),
     ("Slack", "", "#team-{n} - Acme - Slack"),
-    ("Google Chrome", "https://www.youtube.com/watch?v=v{n}", "Funny cats compilation {n} - YouTube"),
+    (
+        "Google Chrome",
+        "https://www.youtube.com/watch?v=v{n}",
+        "Funny cats compilation {n} - YouTube",
+    ),
     ("KakaoTalk", "", "KakaoTalk"),
-    ("Google Chrome", "https://stackoverflow.com/questions/{n}/how-to", "python - How to - Stack Overflow"),
+    (
+        "Google Chrome",
+        "https://stackoverflow.com/questions/{n}/how-to",
+        "python - How to - Stack Overflow",
+    ),
     ("IntelliJ IDEA", "", "OrderService{n}.java - shop-api"),
     ("Google Chrome", "https://mail.google.com/mail/u/0/#inbox", "Inbox ({n}) - Gmail"),
     ("Notion", "", "Sprint notes {n}"),
@@ -56,8 +68,15 @@ CATALOGUE: tuple[tuple[str, str, str], ...] = (
 )
 
 MALFORMED_KINDS = (
-    "missing_user", "invalid_utf8", "nan_duration", "negative_duration", "future_timestamp",
-    "bad_bool", "bad_number", "too_long_title", "all_empty",
+    "missing_user",
+    "invalid_utf8",
+    "nan_duration",
+    "negative_duration",
+    "future_timestamp",
+    "bad_bool",
+    "bad_number",
+    "too_long_title",
+    "all_empty",
 )
 
 
@@ -109,8 +128,12 @@ class Workload:
 
     def malformed(self, kind: str, now_s: float) -> dict[str, str | bytes]:
         good: dict[str, str | bytes] = {
-            "userId": "user-bad", "app": "Code", "title": "x.py", "url": "",
-            "duration": "10", "timestamp": f"{now_s:.3f}",
+            "userId": "user-bad",
+            "app": "Code",
+            "title": "x.py",
+            "url": "",
+            "duration": "10",
+            "timestamp": f"{now_s:.3f}",
         }
         changes: dict[str, dict[str, str | bytes]] = {
             "missing_user": {"userId": ""},

@@ -52,7 +52,11 @@ for k = 4, #KEYS do
 end
 if pos ~= #ARGV + 1 then return redis.error_reply('ERR pomocore: argument count mismatch') end
 
-local claimed = redis.call('XCLAIM', KEYS[1], group, consumer, 0, unpack(ids, 1, n_ids), 'JUSTID')
+-- (unpack() expands only as the last argument, so build XCLAIM's argument list)
+local claim_args = {KEYS[1], group, consumer, 0}
+for i = 1, n_ids do claim_args[4 + i] = ids[i] end
+claim_args[5 + n_ids] = 'JUSTID'
+local claimed = redis.call('XCLAIM', unpack(claim_args))
 if #claimed ~= n_ids then
   local out = {0}
   for i = 1, #claimed do out[i + 1] = claimed[i] end

@@ -91,7 +91,9 @@ class MongoSink:
             return ObjectId(event.categorized_data_id)
         return categorized_data_id(event.app, event.url, event.title)
 
-    def _categorized_doc(self, event: Event, decision: Decision, cat_id: ObjectId) -> dict[str, Any]:
+    def _categorized_doc(
+        self, event: Event, decision: Decision, cat_id: ObjectId
+    ) -> dict[str, Any]:
         return {
             "_id": cat_id,
             "app": event.app,

@@ -12,13 +12,18 @@ NOW = 1_795_316_733.0
 
 def entry(**changes: bytes | str | None) -> dict[bytes, bytes]:
     base: dict[str, bytes | str | None] = {
-        "userId": "u1", "app": "Code", "title": "main.py", "url": "",
-        "duration": "12.5", "timestamp": str(NOW - 10),
+        "userId": "u1",
+        "app": "Code",
+        "title": "main.py",
+        "url": "",
+        "duration": "12.5",
+        "timestamp": str(NOW - 10),
     }
     base.update(changes)
     return {
         k.encode(): (v if isinstance(v, bytes) else v.encode())
-        for k, v in base.items() if v is not None
+        for k, v in base.items()
+        if v is not None
     }
 
 
@@ -66,7 +71,9 @@ REJECTED = [
 
 
 @pytest.mark.parametrize(("changes", "reason", "field"), REJECTED)
-def test_rejects_with_reason(changes: dict[str, str | bytes | None], reason: str, field: str) -> None:
+def test_rejects_with_reason(
+    changes: dict[str, str | bytes | None], reason: str, field: str
+) -> None:
     with pytest.raises(RejectedEvent) as info:
         parse_entry("1-0", entry(**changes), now_s=NOW)
     assert (info.value.reason, info.value.field) == (reason, field)
@@ -87,7 +94,10 @@ ACCEPTED = [
     ({"sessionDate": "2026-11-22T23:30:00+09:00"}, {"session_date": "2026-11-22"}),
     ({"sessionDate": "2024-02-29T00:00:00.123Z"}, {"session_date": "2024-02-29"}),
     ({"sessionMinutes": "25"}, {"session_minutes": 25}),
-    ({"categorizedDataId": "65A1B2C3D4E5F60718293A4B"}, {"categorized_data_id": "65a1b2c3d4e5f60718293a4b"}),
+    (
+        {"categorizedDataId": "65A1B2C3D4E5F60718293A4B"},
+        {"categorized_data_id": "65a1b2c3d4e5f60718293a4b"},
+    ),
     ({"unknownField": b"\xff"}, {"user_id": "u1"}),  # unknown fields are ignored, even if invalid
     ({"userId": "x" * 128}, {"user_id": "x" * 128}),
 ]
@@ -104,4 +114,6 @@ def test_accepts(changes: dict[str, str | bytes | None], expected: dict[str, obj
 def test_max_text_chars_is_configurable() -> None:
     with pytest.raises(RejectedEvent):
         parse_entry("1-0", entry(title="t" * 101), now_s=NOW, max_text_chars=100)
-    assert parse_entry("1-0", entry(title="t" * 100), now_s=NOW, max_text_chars=100).title == "t" * 100
+    assert (
+        parse_entry("1-0", entry(title="t" * 100), now_s=NOW, max_text_chars=100).title == "t" * 100
+    )

@@ -19,7 +19,9 @@ def test_ids_are_deterministic_and_distinct() -> None:
     tag = stream_tag("pattern_match_stream")
     assert usage_log_id(tag, "1795316733412-5") == usage_log_id(tag, "1795316733412-5")
     assert usage_log_id(tag, "1795316733412-5") != usage_log_id(tag, "1795316733412-6")
-    assert usage_log_id(tag, "1795316733412-5") != usage_log_id(stream_tag("other"), "1795316733412-5")
+    assert usage_log_id(tag, "1795316733412-5") != usage_log_id(
+        stream_tag("other"), "1795316733412-5"
+    )
     assert usage_log_id(tag, "1795316733412-5").generation_time.timestamp() == 1795316733
     huge = usage_log_id(tag, f"1795316733412-{1 << 30}")  # falls back to a hash, still stable
     assert huge == usage_log_id(tag, f"1795316733412-{1 << 30}")
@@ -30,8 +32,11 @@ def test_ids_are_deterministic_and_distinct() -> None:
 def test_plan_aggregates_per_key_and_user_with_work_keys() -> None:
     builder = IncrementBuilder(KeySpace(), PeriodCalculator("Asia/Seoul"))
     plan = builder.plan(
-        [(ev("1-0", "u1", 10.0), "Development"), (ev("1-1", "u1", 5.5), "Development"),
-         (ev("1-2", "u2", 3.0), "SNS")],
+        [
+            (ev("1-0", "u1", 10.0), "Development"),
+            (ev("1-1", "u1", 5.5), "Development"),
+            (ev("1-2", "u2", 3.0), "SNS"),
+        ],
         [DeadLetter("1-3", {b"x": b"y"}, "missing_field", "userId")],
     )
     assert plan.ids == ["1-0", "1-1", "1-2", "1-3"]
@@ -52,9 +57,11 @@ def test_plan_aggregates_per_key_and_user_with_work_keys() -> None:
 def test_session_end_uses_session_date_or_local_date() -> None:
     builder = IncrementBuilder(KeySpace(), PeriodCalculator("Asia/Seoul"))
     plan = builder.plan(
-        [(ev("1-0", "u1", 1.0, is_end=True, session=3, session_date="2026-11-20"), "SNS"),
-         (ev("1-1", "u2", 1.0, is_end=True, session=4), "SNS"),
-         (ev("1-2", "u3", 1.0, session=5), "SNS")],
+        [
+            (ev("1-0", "u1", 1.0, is_end=True, session=3, session_date="2026-11-20"), "SNS"),
+            (ev("1-1", "u2", 1.0, is_end=True, session=4), "SNS"),
+            (ev("1-2", "u3", 1.0, session=5), "SNS"),
+        ],
         [],
     )
     assert plan.sessions == [("u1", "2026-11-20", 3), ("u2", "2026-11-22", 4)]
@@ -62,7 +69,9 @@ def test_session_end_uses_session_date_or_local_date() -> None:
 
 def test_script_arguments_layout() -> None:
     builder = IncrementBuilder(KeySpace(), PeriodCalculator("Asia/Seoul"))
-    plan = builder.plan([(ev("1-0", "u1", 0.1), "SNS")], [DeadLetter("1-1", {b"a": b"b"}, "too_long", "title")])
+    plan = builder.plan(
+        [(ev("1-0", "u1", 0.1), "SNS")], [DeadLetter("1-1", {b"a": b"b"}, "too_long", "title")]
+    )
     keys, argv = script_arguments(plan, KeySpace(), "g", "c")
     assert keys[:3] == ["pattern_match_stream", "pattern_match_stream:dlq", "session_score_stream"]
     assert argv[:5] == ["g", "c", 2, "1-0", "1-1"]

@@ -35,7 +35,10 @@ def test_bad_setting_names_the_setting(env: dict[str, str], setting: str) -> Non
 def test_defaults_follow_the_contract() -> None:
     s = Settings.from_env({})
     assert (s.stream, s.group, s.dead_letter_stream) == (
-        "pattern_match_stream", "pattern_match_group", "pattern_match_stream:dlq")
+        "pattern_match_stream",
+        "pattern_match_group",
+        "pattern_match_stream:dlq",
+    )
     assert s.session_score_stream == "session_score_stream"
     assert s.timezone == "Asia/Seoul"
     assert s.sinks == ("mongo", "leaderboard")
@@ -57,13 +60,19 @@ def test_secret_from_file_and_both_set_is_refused(tmp_path: Path) -> None:
 
 
 def test_cli_overrides_env_and_sinks_parse() -> None:
-    s = Settings.from_env({"POMOCORE_BATCH_SIZE": "10", "POMOCORE_SINKS": "leaderboard"}, batch_size=20)
+    s = Settings.from_env(
+        {"POMOCORE_BATCH_SIZE": "10", "POMOCORE_SINKS": "leaderboard"}, batch_size=20
+    )
     assert s.batch_size == 20 and s.sinks == ("leaderboard",)
 
 
 def test_describe_redacts_secrets() -> None:
-    s = Settings.from_env({"POMOCORE_REDIS_URL": "redis://worker:hunter2@db:6379/0",
-                           "POMOCORE_LLM_API_KEY": "sk-secret"})
+    s = Settings.from_env(
+        {
+            "POMOCORE_REDIS_URL": "redis://worker:hunter2@db:6379/0",
+            "POMOCORE_LLM_API_KEY": "sk-secret",
+        }
+    )
     described = s.describe()
     assert "hunter2" not in str(described) and "sk-secret" not in str(described)
     assert described["redis_url"] == "redis://worker:***@db:6379/0"

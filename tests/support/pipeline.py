@@ -1,0 +1,125 @@
+"""Test helpers: publish like a producer, drain with a real consumer, and an independent
+reference for what the leaderboards must hold."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import redis
+
+from consumers.app import run_until_stopped, runtime
+from consumers.consumer import ConsumerStats
+from pipeline.settings import Settings
+
+WORK = {
+    "Development",
+    "LLM",
+    "Documentation",
+    "Design",
+    "Video Editing",
+    "Education",
+    "Productivity",
+    "Finance",
+    "File Management",
+    "Browsing",
+    "Marketing",
+    "System & Utilities",
+    "Meetings",
+}
+
+Fields = Mapping[str, str | bytes]
+
+
+def publish(url: str, stream: str, events: Iterable[Fields]) -> list[str]:
+    """XADD each event as a producer would (plain redis-py, no pomocore code)."""
+    client = redis.Redis.from_url(url)
+    pipe = client.pipeline(transaction=False)
+    for fields in events:
+        pipe.xadd(stream, dict(fields))  # type: ignore[arg-type]
+    ids = [i.decode() for i in pipe.execute()]
+    client.close()
+    return ids
+
+
+def group_state(url: str, stream: str, group: str) -> tuple[int, int]:
+    """(lag, pending) of the group; lag counts entries not yet delivered."""
+    client = redis.Redis.from_url(url)
+    try:
+        for g in client.xinfo_groups(stream):
+            if g["name"].decode() == group:
+                return int(g.get("lag") or 0), int(g["pending"])
+    except redis.ResponseError:
+        pass
+    finally:
+        client.close()
+    return -1, -1
+
+
+async def drain(settings: Settings, timeout_s: float = 60.0) -> ConsumerStats:
+    """Run one in-process consumer until the group has nothing undelivered or pending."""
+    stop = asyncio.Event()
+    async with runtime(settings) as rt:
+        task = asyncio.create_task(run_until_stopped(rt, stop))
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.05)
+            if group_state(settings.redis_url, settings.keys.stream_key, settings.group) == (0, 0):
+                break
+        stop.set()
+        await task
+        return rt.consumer.stats
+
+
+def reference_leaderboards(
+    events: Iterable[tuple[Fields, str]], tz: str, prefix: str = "leaderboard"
+) -> dict[str, dict[str, float]]:
+    """What every leaderboard key must hold, computed without pomocore's code."""
+    zone = ZoneInfo(tz)
+    out: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for fields, category in events:
+        local = datetime.fromtimestamp(float(fields["timestamp"]), zone)
+        year, week, _ = local.isocalendar()
+        periods = (local.strftime("%Y-%m-%d"), f"{year}-W{week}", f"{local.year}-M{local.month}")
+        for cat in [category, "work"] if category in WORK else [category]:
+            for period in periods:
+                out[f"{prefix}:{cat}:{period}"][str(fields["userId"])] += float(fields["duration"])
+    return {k: dict(v) for k, v in out.items()}
+
+
+def actual_leaderboards(url: str, prefix: str = "leaderboard") -> dict[str, dict[str, float]]:
+    client = redis.Redis.from_url(url)
+    out: dict[str, dict[str, float]] = {}
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        out[key.decode()] = {m.decode(): s for m, s in client.zrange(key, 0, -1, withscores=True)}
+    client.close()
+    return out
+
+
+def assert_scores_equal(
+    actual: dict[str, dict[str, float]], expected: dict[str, dict[str, float]]
+) -> None:
+    """Same keys, same members, scores equal up to float summation order (1e-6 s)."""
+    assert set(actual) == set(expected), set(actual) ^ set(expected)
+    for key, members in expected.items():
+        assert set(actual[key]) == set(members), key
+        for member, score in members.items():
+            assert abs(actual[key][member] - score) <= 1e-6 * max(1.0, abs(score)), (key, member)
+
+
+def now_fields(user: str, app: str, duration: float, **extra: Any) -> dict[str, str | bytes]:
+    fields: dict[str, str | bytes] = {
+        "userId": user,
+        "app": app,
+        "title": extra.pop("title", ""),
+        "url": extra.pop("url", ""),
+        "duration": repr(duration),
+        "timestamp": repr(extra.pop("timestamp", time.time() - 60)),
+    }
+    fields.update({k: str(v) if not isinstance(v, bytes) else v for k, v in extra.items()})
+    return fields
