@@ -257,3 +257,14 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
         return parser(raw.strip())
     except ValueError as exc:
         raise ConfigError(env_name(f.name), f"expected {f.type}, got {raw!r}") from exc
+
+
+def markdown_table() -> str:
+    """The configuration table of the README (tests keep the README in sync with it)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in dataclasses.fields(Settings):
+        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        secret = " (or `_FILE`)" if f.name in SECRET_SETTINGS else ""
+        shown = f"`{default}`" if default != "" else "—"
+        rows.append(f"| `{env_name(f.name)}`{secret} | {shown} | {f.metadata['help']} |")
+    return "\n".join(rows)
