@@ -22,7 +22,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from classifiers.cache import CachingClassifier
 from classifiers.engine import Classifier
 from classifiers.patterns import PatternSet, load_default_pattern_set
-from consumers.batch import BatchProcessor, Resolver
+from consumers.batch import BatchProcessor
 from consumers.consumer import StreamConsumer
 from pipeline.periods import PeriodCalculator
 from pipeline.settings import Settings
@@ -45,13 +45,15 @@ class Runtime:
     patterns: PatternSet
     classifier: CachingClassifier
     consumer: StreamConsumer
-    resolver: Resolver | None = None
+    resolver: Any = None  # classifiers.llm.resolver.LLMResolver when an LLM is configured
     background: list[Task] = field(default_factory=list)
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        settings.redis_url,
+    from pipeline.connect import async_redis  # Cluster and TLS options from settings
+
+    return async_redis(
+        settings,
         decode_responses=False,  # bytes: one invalid entry must not poison a whole read
         socket_timeout=max(10.0, settings.block_ms / 1000 + 5),
         socket_connect_timeout=5.0,
@@ -81,6 +83,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     redis = redis_client(settings)
     client = mongo_client(settings) if "mongo" in settings.sinks else None
     db = client[settings.mongo_db] if client is not None else None
+    resolver = None
     try:
         patterns = await load_patterns(settings, db)
         classifier = CachingClassifier(
@@ -101,20 +104,34 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         rt = Runtime(settings, redis, client, db, patterns, classifier, consumer, resolver)
         if db is not None:
             rt.background.append(_pattern_watcher(rt))
+        rt.background.extend(_llm_tasks(rt))
         yield rt
     finally:
+        if resolver is not None:
+            await resolver.close()
         await redis.aclose()
         if client is not None:
             await client.close()
 
 
-def _llm_resolver(settings: Settings, redis: aioredis.Redis, db: Any) -> Resolver | None:
+def _llm_resolver(settings: Settings, redis: aioredis.Redis, db: Any) -> Any:
     if not settings.llm_enabled:
         return None
     from classifiers.llm.resolver import LLMResolver
 
-    resolver: Resolver | None = LLMResolver.from_settings(settings, redis, db)
-    return resolver
+    return LLMResolver.from_settings(settings, redis, db)
+
+
+def _llm_tasks(rt: Runtime) -> list[Task]:
+    """The reclassifier resolves keys queued while the LLM was down, open or over budget."""
+    resolver = rt.resolver
+    if resolver is None or rt.db is None:
+        return []
+    from classifiers.llm.reclassifier import Reclassifier
+
+    resolver.learner.is_browser = rt.classifier.is_browser
+    reclassifier = Reclassifier(resolver, rt.db, lambda c: rt.classifier.category_ids.get(c))
+    return [reclassifier.run]
 
 
 def _pattern_watcher(rt: Runtime) -> Task:

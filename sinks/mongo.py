@@ -135,13 +135,22 @@ class MongoSink:
             return
         derived = [i for i in batch.categorized if i not in batch.upstream_categorized]
         existing: dict[ObjectId, str] = {}
+        llm_decided: set[ObjectId] = set()
         if derived:
             self.round_trips += 1
-            cursor = self.db[CATEGORIZED_DATA].find({"_id": {"$in": derived}}, {"category": 1})
+            cursor = self.db[CATEGORIZED_DATA].find(
+                {"_id": {"$in": derived}}, {"category": 1, "isLLMBased": 1}
+            )
             async for doc in cursor:
                 existing[doc["_id"]] = doc.get("category", "")
+                if doc.get("isLLMBased"):
+                    llm_decided.add(doc["_id"])
         ops: list[Op] = []
         for doc_id, doc in batch.categorized.items():
+            if doc_id in llm_decided and not doc["isLLMBased"]:
+                # The LLM (or its background reclassifier) decided this key after our batch
+                # took the no-LLM rule: never overwrite a verdict with the fallback.
+                continue
             if doc_id in batch.upstream_categorized or doc_id in existing:
                 if existing.get(doc_id) != doc["category"]:
                     fields = {k: v for k, v in doc.items() if k != "_id"}

@@ -1,0 +1,470 @@
+"""LLMResolver: the one object the consumer talks to.
+
+Per batch the consumer calls `await resolver.resolve(undecided_keys)`. The resolver
+answers from memory when it can (in-process LRU, then `categorized_data` documents with
+`isLLMBased: true`), otherwise adds the keys to a shared request buffer: keys of this and
+of the following batches within `window_s` go out together, up to `batch_size` per
+request, and a key already pending joins that request instead of asking again.
+
+`resolve` never raises and never waits longer than `timeout_s` plus a small margin. Keys
+it cannot answer in time (LLM down, circuit open, budget spent) are queued for the
+background reclassifier and left out of the result, so the caller applies the no-LLM rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from classifiers.categories import canonical
+from classifiers.decision import ClassKey, Decision
+from classifiers.llm import prompt
+from classifiers.llm.budget import Budget
+from classifiers.llm.circuit import STATE_VALUE, CircuitBreaker
+from classifiers.llm.client import Answer, LLMClient
+from classifiers.llm.errors import (
+    LLMBadAnswer,
+    LLMError,
+    LLMRetryable,
+    LLMTimeout,
+    LLMUnavailable,
+    translate,
+)
+from classifiers.llm.logsafe import key_fingerprint
+from classifiers.llm.queue import PendingQueue
+from classifiers.llm.retry import RetryPolicy, backoff_delay, should_retry
+from classifiers.llm.stats import LLMStats
+from sinks.ids import categorized_data_id
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from pymongo.asynchronous.database import AsyncDatabase
+
+    from classifiers.llm.learning import Learner
+    from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Extra time resolve() allows beyond timeout_s for memory lookups and queueing.
+MARGIN_S = 1.0
+# Share of the remaining time the primary model may use when a fallback model exists.
+PRIMARY_SHARE = 0.6
+# Memory lookups in MongoDB must not eat the LLM's time.
+MEMORY_LOOKUP_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    category: str
+    model: str
+
+
+Outcome = Verdict | LLMError
+
+
+class LLMResolver:
+    def __init__(
+        self,
+        *,
+        client: LLMClient,
+        budget: Budget,
+        queue: PendingQueue,
+        db: AsyncDatabase[Any] | None,
+        model: str,
+        fallback_model: str = "",
+        timeout_s: float = 20.0,
+        open_circuit_s: float = 15.0,
+        failure_threshold: int = 5,
+        batch_size: int = 25,
+        window_s: float = 0.05,
+        retry: RetryPolicy | None = None,
+        memory_size: int = 100_000,
+        learner: Learner | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._client = client
+        self.budget = budget
+        self.queue = queue
+        self._db = db
+        self.models = [model] + ([fallback_model] if fallback_model not in ("", model) else [])
+        self.timeout_s = timeout_s
+        self.batch_size = batch_size
+        self.window_s = window_s
+        self.retry = retry or RetryPolicy()
+        self.learner = learner
+        self._rand = rand
+        self.breakers = {m: CircuitBreaker(failure_threshold, open_circuit_s) for m in self.models}
+        self._not_before: dict[str, float] = dict.fromkeys(self.models, 0.0)
+        self.stats = LLMStats()
+        self._memory: OrderedDict[ClassKey, Verdict] = OrderedDict()
+        self._memory_size = memory_size
+        # Keys the LLM answered invalidly even item by item: not asked again by this process.
+        self._rejected: OrderedDict[ClassKey, None] = OrderedDict()
+        self._pending: dict[ClassKey, asyncio.Future[Outcome]] = {}
+        self._buffer: list[ClassKey] = []
+        self._flush_timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, redis: aioredis.Redis, db: AsyncDatabase[Any] | None
+    ) -> LLMResolver | None:
+        """The resolver for these settings, or None when no LLM is configured."""
+        if not settings.llm_enabled:
+            return None
+        from classifiers.llm.learning import Learner
+
+        keys = settings.keys
+        return cls(
+            client=LLMClient(settings.llm_base_url, settings.llm_api_key),
+            budget=Budget(
+                redis, keys.llm_rate_key_prefix, settings.llm_calls_per_min,
+                settings.llm_tokens_per_min,
+            ),
+            queue=PendingQueue(redis, keys.llm_queue_key),
+            db=db,
+            model=settings.llm_model,
+            fallback_model=settings.llm_fallback_model,
+            timeout_s=settings.llm_timeout_s,
+            open_circuit_s=settings.llm_open_circuit_s,
+            batch_size=settings.llm_batch_size,
+            learner=Learner(redis, db, keys, settings.llm_learn_after),
+        )
+
+    # ------------------------------------------------------------------ public API
+
+    async def resolve(self, keys: Iterable[ClassKey]) -> dict[ClassKey, Decision]:
+        """LLM decisions for the keys answered in time; the others are queued."""
+        out: dict[ClassKey, Decision] = {}
+        unique = list(dict.fromkeys(keys))
+        if not unique:
+            return out
+        try:
+            outcomes = await self.ask(unique, queue_unavailable=True)
+        except Exception:  # resolve must never fail the batch
+            log.exception("llm resolve failed; no-LLM rule for %d keys", len(unique))
+            await self._enqueue(unique)
+            return out
+        for key, outcome in outcomes.items():
+            if isinstance(outcome, Verdict):
+                out[key] = Decision(outcome.category, "llm", outcome.model)
+        return out
+
+    async def ask(
+        self, keys: Sequence[ClassKey], *, queue_unavailable: bool = False
+    ) -> dict[ClassKey, Outcome]:
+        """Outcome per key: a Verdict, LLMBadAnswer (invalid even item by item) or another
+        LLMError (not answered in time). With `queue_unavailable` the latter are queued."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s + MARGIN_S
+        outcomes: dict[ClassKey, Outcome] = dict(await self._recall(keys))
+        rest = [k for k in keys if k not in outcomes]
+        for key in rest:
+            if key in self._rejected:
+                outcomes[key] = LLMBadAnswer("answered invalidly before")
+        rest = [k for k in rest if k not in outcomes]
+        if rest and not self.available():
+            for key in rest:
+                outcomes[key] = LLMUnavailable(self._unavailable_reason())
+            self.stats.errors["unavailable"] += len(rest)
+            rest = []
+        if rest:
+            futures = {k: self._submit(k) for k in rest}
+            await asyncio.wait(futures.values(), timeout=max(0.0, deadline - loop.time()))
+            for key, fut in futures.items():
+                outcomes[key] = fut.result() if fut.done() else LLMTimeout("no answer in time")
+        if queue_unavailable:
+            unanswered = [
+                k for k, o in outcomes.items()
+                if not isinstance(o, Verdict | LLMBadAnswer)
+            ]
+            await self._enqueue(unanswered)
+        return outcomes
+
+    def available(self) -> bool:
+        """Could a call go out now (some model's circuit allows it and no Retry-After holds)?"""
+        now = asyncio.get_running_loop().time()
+        return any(
+            self.breakers[m].would_allow() and now >= self._not_before[m] for m in self.models
+        )
+
+    def remember(self, key: ClassKey, verdict: Verdict) -> None:
+        self._memory[key] = verdict
+        self._memory.move_to_end(key)
+        while len(self._memory) > self._memory_size:
+            self._memory.popitem(last=False)
+
+    def refresh_stats(self) -> LLMStats:
+        """Stats with the circuit state of the primary model brought up to date."""
+        primary = self.breakers[self.models[0]]
+        self.stats.circuit_state = primary.state
+        self.stats.circuit_opened = sum(b.opened_count for b in self.breakers.values())
+        return self.stats
+
+    @property
+    def circuit_state_value(self) -> int:
+        """0 closed, 1 half-open, 2 open (primary model), for a gauge."""
+        return STATE_VALUE[self.breakers[self.models[0]].state]
+
+    async def close(self) -> None:
+        """Cancel in-flight requests (their keys are queued) and close the HTTP client."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        if self._buffer:
+            self._flush()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._client.close()
+
+    # ------------------------------------------------------------------ memory
+
+    async def _recall(self, keys: Sequence[ClassKey]) -> dict[ClassKey, Verdict]:
+        found: dict[ClassKey, Verdict] = {}
+        for key in keys:
+            verdict = self._memory.get(key)
+            if verdict is not None:
+                found[key] = verdict
+        missing = [k for k in keys if k not in found and k not in self._pending]
+        if missing and self._db is not None:
+            try:
+                async with asyncio.timeout(MEMORY_LOOKUP_S):
+                    found.update(await self._recall_db(missing))
+            except Exception as exc:  # memory is an optimisation: carry on without it
+                log.warning("llm memory lookup failed: %s", type(exc).__name__)
+        self.stats.cache_hits += len(found)
+        return found
+
+    async def _recall_db(self, keys: Sequence[ClassKey]) -> dict[ClassKey, Verdict]:
+        assert self._db is not None
+        by_id = {categorized_data_id(*k): k for k in keys}
+        found: dict[ClassKey, Verdict] = {}
+        cursor = self._db["categorized_data"].find(
+            {"_id": {"$in": list(by_id)}, "isLLMBased": True},
+            {"app": 1, "url": 1, "title": 1, "category": 1},
+        )
+        async for doc in cursor:
+            key = by_id.get(doc["_id"])
+            label = doc.get("category")
+            # The id is a hash: check the document really is this key.
+            if key is None or (doc.get("app"), doc.get("url", ""), doc.get("title", "")) != key:
+                continue
+            canonical_label = canonical(label) if isinstance(label, str) else None
+            if canonical_label is not None:
+                verdict = Verdict(canonical_label, "memory")
+                self.remember(key, verdict)
+                found[key] = verdict
+        return found
+
+    # ------------------------------------------------------------------ batching
+
+    def _submit(self, key: ClassKey) -> asyncio.Future[Outcome]:
+        pending = self._pending.get(key)
+        if pending is not None:
+            self.stats.coalesced += 1
+            return pending
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Outcome] = loop.create_future()
+        self._pending[key] = fut
+        self._buffer.append(key)
+        if len(self._buffer) >= self.batch_size:
+            self._flush()
+        elif self._flush_timer is None:
+            self._flush_timer = loop.call_later(self.window_s, self._flush)
+        return fut
+
+    def _flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        while self._buffer:
+            chunk, self._buffer = self._buffer[: self.batch_size], self._buffer[self.batch_size :]
+            task = asyncio.get_running_loop().create_task(self._run_request(chunk))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run_request(self, keys: list[ClassKey]) -> None:
+        loop = asyncio.get_running_loop()
+        results: dict[ClassKey, Outcome] = {}
+        try:
+            results = await self._ask_llm(keys, loop.time() + self.timeout_s)
+        except asyncio.CancelledError:
+            results = {k: LLMUnavailable("shutdown") for k in keys}
+            raise
+        except Exception as exc:
+            log.exception("llm request failed unexpectedly")
+            results = {k: translate(exc) for k in keys}
+        finally:
+            for key in keys:
+                fut = self._pending.pop(key, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(results.get(key, LLMError("no result")))
+            self.refresh_stats()
+        verdicts = {k: v.category for k, v in results.items() if isinstance(v, Verdict)}
+        if verdicts and self.learner is not None:
+            try:
+                self.stats.learned_patterns += len(await self.learner.observe(verdicts))
+            except Exception as exc:  # learning is an optimisation too
+                log.warning("llm learning failed: %s", type(exc).__name__)
+
+    # ------------------------------------------------------------------ calling
+
+    async def _ask_llm(self, keys: list[ClassKey], deadline: float) -> dict[ClassKey, Outcome]:
+        try:
+            answer = await self._call_models(keys, deadline)
+        except LLMBadAnswer:
+            if len(keys) == 1:
+                return {keys[0]: self._give_up(keys[0])}
+            # A wrong-length or non-canonical answer: ask once more, item by item.
+            singles = await asyncio.gather(*(self._ask_single(k, deadline) for k in keys))
+            return dict(zip(keys, singles, strict=True))
+        except LLMError as exc:
+            log.info("llm unavailable for %d keys: %s", len(keys), exc.kind)
+            return {k: exc for k in keys}
+        return self._accept(keys, answer)
+
+    async def _ask_single(self, key: ClassKey, deadline: float) -> Outcome:
+        try:
+            answer = await self._call_models([key], deadline)
+        except LLMBadAnswer:
+            return self._give_up(key)
+        except LLMError as exc:
+            return exc
+        return self._accept([key], answer)[key]
+
+    def _accept(self, keys: list[ClassKey], answer: Answer) -> dict[ClassKey, Outcome]:
+        out: dict[ClassKey, Outcome] = {}
+        for key, label in zip(keys, answer.labels, strict=True):
+            verdict = Verdict(label, answer.model)
+            self.remember(key, verdict)
+            out[key] = verdict
+        self.stats.verdicts += len(keys)
+        return out
+
+    def _give_up(self, key: ClassKey) -> LLMBadAnswer:
+        self.stats.invalid_items += 1
+        log.warning("llm gave no valid label; no-LLM rule for %s", key_fingerprint(key))
+        self._rejected[key] = None
+        while len(self._rejected) > self._memory_size:
+            self._rejected.popitem(last=False)
+        return LLMBadAnswer("no valid label")
+
+    async def _call_models(self, keys: list[ClassKey], deadline: float) -> Answer:
+        """Primary model, then the fallback model when the primary fails (not when it
+        answers badly, and not when the shared budget is spent)."""
+        loop = asyncio.get_running_loop()
+        last: LLMError = LLMUnavailable("circuit_open")
+        for i, model in enumerate(self.models):
+            is_last = i == len(self.models) - 1
+            model_deadline = (
+                deadline if is_last else loop.time() + (deadline - loop.time()) * PRIMARY_SHARE
+            )
+            try:
+                answer = await self._call_with_retries(keys, model, model_deadline)
+            except LLMBadAnswer:
+                raise
+            except LLMUnavailable as exc:
+                if exc.reason == "budget":
+                    raise
+                last = exc
+            except LLMError as exc:
+                last = exc
+            else:
+                if i > 0:
+                    self.stats.fallback_used += 1
+                return answer
+        raise last
+
+    async def _call_with_retries(self, keys: list[ClassKey], model: str, deadline: float) -> Answer:
+        loop = asyncio.get_running_loop()
+        breaker = self.breakers[model]
+        attempt = 0
+        while True:
+            attempt += 1
+            wait = self._not_before[model] - loop.time()
+            if wait > 0:
+                if loop.time() + wait >= deadline:
+                    raise LLMUnavailable("cooldown")
+                await asyncio.sleep(wait)
+            remaining = deadline - loop.time()
+            if remaining <= 0.05:
+                raise LLMTimeout("deadline reached before the call")
+            if not breaker.allow():
+                raise LLMUnavailable("circuit_open")
+            estimate = prompt.estimate_tokens(keys)
+            if not await self.budget.acquire(estimate):
+                breaker.release_probe()
+                self.stats.errors["budget"] += 1
+                raise LLMUnavailable("budget")
+            try:
+                answer = await self._timed_call(keys, model, min(self.timeout_s, remaining))
+            except LLMBadAnswer:
+                breaker.record_success()  # the endpoint works; the answer was bad
+                self.stats.errors["bad_answer"] += 1
+                raise
+            except LLMError as exc:
+                breaker.record_failure()
+                self.stats.errors[exc.kind] += 1
+                retry_after = exc.retry_after_s if isinstance(exc, LLMRetryable) else None
+                if retry_after:
+                    self._not_before[model] = max(
+                        self._not_before[model], loop.time() + retry_after
+                    )
+                if not should_retry(exc, attempt, self.retry):
+                    raise
+                delay = backoff_delay(attempt, exc, self.retry, self._rand())
+                if loop.time() + delay >= deadline - 0.05:
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            breaker.record_success()
+            await self.budget.settle(estimate, answer.prompt_tokens + answer.completion_tokens)
+            return answer
+
+    async def _timed_call(self, keys: list[ClassKey], model: str, timeout_s: float) -> Answer:
+        loop = asyncio.get_running_loop()
+        self.stats.calls += 1
+        self.stats.calls_by_model[model] += 1
+        self.stats.items += len(keys)
+        started = loop.time()
+        try:
+            answer = await self._client.classify(keys, model, timeout_s)
+        finally:
+            self.stats.observe_latency(loop.time() - started)
+        self.stats.prompt_tokens += answer.prompt_tokens
+        self.stats.completion_tokens += answer.completion_tokens
+        return answer
+
+    # ------------------------------------------------------------------ queueing
+
+    def _unavailable_reason(self) -> str:
+        now = asyncio.get_running_loop().time()
+        if all(now < self._not_before[m] for m in self.models):
+            return "cooldown"
+        return "circuit_open"
+
+    async def _enqueue(self, keys: Sequence[ClassKey]) -> None:
+        if not keys:
+            return
+        try:
+            async with asyncio.timeout(MARGIN_S):
+                await self.queue.add(keys)
+            self.stats.queued += len(keys)
+        except Exception as exc:
+            log.warning("could not queue %d keys for the LLM: %s", len(keys), type(exc).__name__)
+
+
+def decisions(outcomes: Mapping[ClassKey, Outcome]) -> dict[ClassKey, Decision]:
+    """The Decisions of the verdicts among `outcomes`."""
+    return {
+        k: Decision(o.category, "llm", o.model)
+        for k, o in outcomes.items()
+        if isinstance(o, Verdict)
+    }

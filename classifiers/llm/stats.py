@@ -1,0 +1,42 @@
+"""Counters of the LLM fallback, read by the metrics endpoint."""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+
+# Upper bounds (seconds) of the latency histogram buckets; the last bucket is +Inf.
+LATENCY_BUCKETS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0)
+
+
+@dataclass
+class LLMStats:
+    calls: int = 0  # HTTP requests sent (every attempt, every model)
+    calls_by_model: Counter[str] = field(default_factory=Counter)
+    items: int = 0  # items sent in those requests
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_sum_s: float = 0.0
+    latency_count: int = 0
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    errors: Counter[str] = field(default_factory=Counter)  # by LLMError.kind
+    circuit_state: str = "closed"
+    circuit_opened: int = 0
+    cache_hits: int = 0  # keys answered from memory instead of the LLM
+    coalesced: int = 0  # keys that joined a request already pending
+    verdicts: int = 0  # keys the LLM classified
+    invalid_items: int = 0  # keys that got no valid label even item by item
+    queued: int = 0  # keys handed to the background reclassifier
+    reclassified: int = 0  # categorized_data docs corrected by the reclassifier
+    learned_patterns: int = 0
+    fallback_used: int = 0  # requests answered by the fallback model
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def observe_latency(self, seconds: float) -> None:
+        self.latency_sum_s += seconds
+        self.latency_count += 1
+        self.latency_buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1

@@ -1,0 +1,212 @@
+"""Reclaim, poison control and consumer clean-up for one consumer of the group.
+
+The consumer loop calls `Reclaimer.claim()` between reads when `due()`: XAUTOCLAIM moves
+up to batch_size entries idle longer than `reclaim_idle_ms` (a dead or stuck consumer's)
+to this consumer, and they are processed through the consumer's own path, like new ones.
+The commit script makes the race with a slow-but-alive owner harmless: whoever commits
+first acknowledges, the other finds the ids no longer pending and applies nothing.
+
+Poison control: an entry whose delivery count (XPENDING) is above `max_deliveries` is not
+processed again; it becomes a `max_deliveries` dead letter, written by the same commit
+script that acknowledges it. The check runs on reclaimed entries and on entries re-read
+from this consumer's own pending list (a restart after a crash), which are the two ways
+an entry is delivered again.
+
+Clean-up: a consumer with an empty pending list, idle for `2 * reclaim_idle_ms`, is
+deleted. The emptiness check and XGROUP DELCONSUMER run in one script, so a consumer
+that owns pending entries is never deleted (its entries would become unclaimable).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from consumers.batch import Entry
+from pipeline.events import MAX_DELIVERIES
+from pipeline.settings import Settings
+from sinks.leaderboard import DeadLetter
+
+log = logging.getLogger("pomocore.reclaim")
+
+START = "0-0"
+
+# KEYS[1] stream; ARGV group, consumer, min_idle_ms. Deletes the consumer only if its
+# pending list is empty and it has been idle at least min_idle_ms. Returns 1 if deleted.
+DELETE_IDLE_CONSUMER = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #pending > 0 then return 0 end
+local consumers = redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+for _, c in ipairs(consumers) do
+  local info = {}
+  for i = 1, #c, 2 do info[c[i]] = c[i + 1] end
+  if info['name'] == ARGV[2] then
+    if tonumber(info['pending']) == 0 and tonumber(info['idle']) >= tonumber(ARGV[3]) then
+      return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2]) + 1
+    end
+    return 0
+  end
+end
+return 0
+"""
+
+
+@dataclass(slots=True)
+class Claimed:
+    entries: list[Entry] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    lost_to_trim: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ReclaimStats:
+    runs: int = 0
+    reclaimed: int = 0
+    poisoned: int = 0
+    lost_to_trim: int = 0
+    consumers_deleted: int = 0
+
+
+class Reclaimer:
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.stream_key = settings.keys.stream_key
+        self.clock = clock
+        self.cursor = START
+        self.interval_s = min(30.0, max(0.05, settings.reclaim_idle_ms / 2000))
+        self.cleanup_every_s = max(1.0, settings.reclaim_idle_ms / 1000)
+        self.consumer_idle_ms = 2 * settings.reclaim_idle_ms
+        self._next_at = clock() + self.interval_s
+        self._next_cleanup_at = clock() + self.cleanup_every_s
+        self._delete_script = redis.register_script(DELETE_IDLE_CONSUMER)
+        self.stats = ReclaimStats()
+
+    def due(self) -> bool:
+        return self.clock() >= self._next_at
+
+    async def claim(self) -> Claimed:
+        """One XAUTOCLAIM step (COUNT batch_size) from the kept cursor, poison split."""
+        self._next_at = self.clock() + self.interval_s
+        self.stats.runs += 1
+        reply = await self.redis.xautoclaim(
+            self.stream_key,
+            self.settings.group,
+            self.settings.consumer_name,
+            self.settings.reclaim_idle_ms,
+            start_id=self.cursor,
+            count=self.settings.batch_size,
+        )
+        cursor, messages = reply[0], reply[1]
+        deleted = reply[2] if len(reply) > 2 else []
+        self.cursor = _text(cursor)
+        if self.cursor != START:
+            self._next_at = self.clock()  # more to scan: continue on the next loop turn
+        out = Claimed(lost_to_trim=[_text(i) for i in deleted])
+        if out.lost_to_trim:
+            # XAUTOCLAIM already removed them from the pending list: the entries were
+            # trimmed from the stream before anyone processed them. Nothing can recover them.
+            self.stats.lost_to_trim += len(out.lost_to_trim)
+            await self.redis.incrby(self.settings.keys.lost_to_trim_key, len(out.lost_to_trim))
+            log.error(
+                "pending entries lost to stream trimming",
+                extra={"count": len(out.lost_to_trim), "first_id": out.lost_to_trim[0]},
+            )
+        entries = [(_text(i), fields or None) for i, fields in messages]
+        if entries:
+            self.stats.reclaimed += len(entries)
+            log.warning(
+                "reclaimed idle entries",
+                extra={"count": len(entries), "idle_ms": self.settings.reclaim_idle_ms},
+            )
+            out.entries, out.dead = await self.split_poison(entries)
+        if self.clock() >= self._next_cleanup_at:
+            self._next_cleanup_at = self.clock() + self.cleanup_every_s
+            await self.delete_idle_consumers()
+        return out
+
+    async def delivery_counts(self, ids: Sequence[str]) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xpending_range(self.stream_key, self.settings.group, entry_id, entry_id, 1)
+        counts: dict[str, int] = {}
+        for entry_id, rows in zip(ids, await pipe.execute(), strict=True):
+            if rows:
+                counts[entry_id] = int(rows[0]["times_delivered"])
+        return counts
+
+    async def split_poison(
+        self, entries: Sequence[Entry]
+    ) -> tuple[list[Entry], list[DeadLetter]]:
+        """Entries delivered more than max_deliveries times become dead letters."""
+        limit = self.settings.max_deliveries
+        counts = await self.delivery_counts([i for i, f in entries if f is not None])
+        keep: list[Entry] = []
+        dead: list[DeadLetter] = []
+        for entry_id, fields in entries:
+            n = counts.get(entry_id, 0)
+            if fields is not None and n > limit:
+                dead.append(DeadLetter(entry_id, fields, MAX_DELIVERIES, "", f"delivered {n} times"))
+            else:
+                keep.append((entry_id, fields))
+        if dead:
+            self.stats.poisoned += len(dead)
+            log.error(
+                "dead-lettering entries delivered too often",
+                extra={"count": len(dead), "max_deliveries": limit, "first_id": dead[0].entry_id},
+            )
+        return keep, dead
+
+    async def touch(self, ids: Sequence[str]) -> set[str]:
+        """Reset the idle time of entries this consumer holds (no delivery is counted).
+
+        Returns the ids still pending: one reclaimed and acknowledged elsewhere is gone.
+        """
+        if not ids:
+            return set()
+        claimed = await self.redis.xclaim(
+            self.stream_key,
+            self.settings.group,
+            self.settings.consumer_name,
+            0,
+            list(ids),
+            justid=True,
+        )
+        return {_text(i) for i in claimed}
+
+    async def delete_idle_consumers(self) -> list[str]:
+        """Delete consumers idle for 2 x reclaim_idle_ms whose pending list is empty."""
+        infos: list[dict[str, Any]] = await self.redis.xinfo_consumers(
+            self.stream_key, self.settings.group
+        )
+        deleted: list[str] = []
+        for info in infos:
+            name = _text(info["name"])
+            if name == self.settings.consumer_name or int(info["pending"]) > 0:
+                continue
+            if int(info["idle"]) < self.consumer_idle_ms:
+                continue
+            done = await self._delete_script(
+                keys=[self.stream_key],
+                args=[self.settings.group, name, self.consumer_idle_ms],
+            )
+            if done:
+                deleted.append(name)
+        if deleted:
+            self.stats.consumers_deleted += len(deleted)
+            log.info("deleted idle consumers", extra={"consumers": deleted})
+        return deleted
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

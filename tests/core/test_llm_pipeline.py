@@ -1,0 +1,92 @@
+"""The LLM fallback inside the real consumer: verdicts reach MongoDB and the leaderboards,
+and an unreachable endpoint never stops the pipeline from draining."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+
+import pymongo
+import pytest
+import redis
+
+from pipeline.embedded import free_port
+from pipeline.settings import Settings
+from tests.support.fake_llm import FakeLLM
+from tests.support.pipeline import (
+    actual_leaderboards,
+    assert_scores_equal,
+    drain,
+    now_fields,
+    publish,
+    reference_leaderboards,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLLM]:
+    with FakeLLM(rule=lambda item: "Finance" if "ledger" in str(item).lower() else "Game") as llm:
+        yield llm
+
+
+def unknown_events() -> list[dict[str, str | bytes]]:
+    events = [
+        now_fields(f"u{i % 4}", f"AcmeLedger {i % 30}", 60.0, title=f"book {i % 30}")
+        for i in range(90)
+    ]
+    events += [now_fields("u9", f"PixelQuest{i}", 30.0, title="level 1") for i in range(10)]
+    events.append(now_fields("u1", "Code", 5.0, title="main.py"))  # decided by patterns
+    return events
+
+
+async def test_llm_verdicts_reach_mongo_and_leaderboards(settings: Settings, fake: FakeLLM) -> None:
+    s = dataclasses.replace(
+        settings,
+        llm_base_url=fake.url + "/v1",
+        llm_api_key="test",
+        llm_batch_size=25,
+        llm_calls_per_min=100,
+        batch_size=500,
+    )
+    events = unknown_events()
+    publish(s.redis_url, s.keys.stream_key, events)
+    await drain(s)
+    distinct_unknown = 30 + 10
+    assert 0 < fake.calls <= math.ceil(distinct_unknown / 25)
+    expected = ["Finance"] * 90 + ["Game"] * 10 + ["Development"]
+    assert_scores_equal(
+        actual_leaderboards(s.redis_url),
+        reference_leaderboards(zip(events, expected, strict=True), s.timezone),
+    )
+    db = pymongo.MongoClient(s.mongo_uri)[s.mongo_db]
+    ledger = db.categorized_data.find_one({"app": "AcmeLedger 3"})
+    assert ledger is not None and ledger["category"] == "Finance" and ledger["isLLMBased"]
+    code = db.categorized_data.find_one({"app": "Code"})
+    assert code is not None and not code["isLLMBased"]
+    assert db.pomodoro_usage_log.count_documents({"category": "Finance"}) == 90
+
+    # A restart with the same keys asks the LLM nothing: verdicts are remembered in MongoDB.
+    calls = fake.calls
+    publish(s.redis_url, s.keys.stream_key, unknown_events())
+    await drain(s)
+    assert fake.calls == calls
+
+
+async def test_unreachable_llm_never_stops_the_pipeline(settings: Settings) -> None:
+    dead_url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens here
+    s = dataclasses.replace(settings, llm_base_url=dead_url, llm_api_key="test", llm_timeout_s=1.0)
+    events = unknown_events()
+    events.append(now_fields("u2", "Google Chrome", 7.0, url="https://unknown-site.example/x"))
+    publish(s.redis_url, s.keys.stream_key, events)
+    stats = await drain(s, timeout_s=60)
+    assert stats.committed == len(events)
+    expected = ["Uncategorized"] * 100 + ["Development", "Browsing"]
+    assert_scores_equal(
+        actual_leaderboards(s.redis_url),
+        reference_leaderboards(zip(events, expected, strict=True), s.timezone),
+    )
+    # The undecided keys wait in the LLM queue for the background reclassifier.
+    assert redis.Redis.from_url(s.redis_url).zcard(s.keys.llm_queue_key) >= 40
