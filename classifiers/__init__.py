@@ -1,5 +1,6 @@
 """Category decisions for (app, url, title): patterns first, then the LLM."""
 
+from classifiers.cache import CachingClassifier
 from classifiers.categories import (
     BROWSING,
     CATEGORIES,
@@ -11,6 +12,8 @@ from classifiers.categories import (
     is_work,
 )
 from classifiers.decision import ClassKey, Decision
+from classifiers.engine import Classifier
+from classifiers.patterns import PatternSet, load_default_pattern_set
 
 __all__ = [
     "BROWSING",
@@ -19,8 +22,12 @@ __all__ = [
     "UNCATEGORIZED",
     "WORK",
     "WORK_CATEGORIES",
+    "CachingClassifier",
     "ClassKey",
+    "Classifier",
     "Decision",
+    "PatternSet",
     "canonical",
     "is_work",
+    "load_default_pattern_set",
 ]

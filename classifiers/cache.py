@@ -1,0 +1,144 @@
+"""A count-bounded LRU of decisions in front of the Classifier.
+
+What a hit returns: the stored decision with `source="cache"`, except that an undecided
+decision (`source="default"`) is returned as stored, so the LLM layer still sees it as
+undecided. The original source stays reachable through `peek(key)`; `remember` lets the
+LLM layer store its verdict (`source="llm"`) over a default.
+
+Concurrency: the consumer is single-threaded asyncio. `swap` replaces the classifier and
+the cache by rebinding attributes, so a reader sees the old pair or the new pair.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from classifiers.decision import UNDECIDED_SOURCE, ClassKey, Decision
+from classifiers.engine import Classifier
+from classifiers.pool import DEFAULT_POOL_THRESHOLD, ClassifierPool
+
+log = logging.getLogger(__name__)
+
+# (original decision, what a hit returns): the hit view is built once, at insert time.
+_Entry = tuple[Decision, Decision]
+
+
+class CachingClassifier:
+    def __init__(
+        self,
+        classifier: Classifier,
+        max_size: int,
+        *,
+        pool_workers: int = 0,
+        pool_threshold: int = DEFAULT_POOL_THRESHOLD,
+    ) -> None:
+        """`pool_workers=0` never uses a process pool; otherwise batches with at least
+        `pool_threshold` misses go to the pool (see classifiers/pool.py for why)."""
+        self.classifier = classifier
+        self.max_size = max_size
+        self.pool_threshold = pool_threshold
+        self.hits = 0
+        self.misses = 0
+        self._cache: OrderedDict[ClassKey, _Entry] = OrderedDict()
+        self._pool = ClassifierPool(classifier.pattern_set, pool_workers) if pool_workers else None
+
+    # --- passthroughs the consumer needs ---
+
+    @property
+    def category_ids(self) -> Mapping[str, Any]:
+        return self.classifier.category_ids
+
+    @property
+    def version(self) -> str:
+        return self.classifier.version
+
+    def is_browser(self, app: str) -> bool:
+        return self.classifier.is_browser(app)
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    # --- lookups ---
+
+    def classify(self, app: str, url: str, title: str) -> Decision:
+        key = (app, url, title)
+        entry = self._cache.get(key)
+        if entry is not None:
+            self._cache.move_to_end(key)
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        decision = self.classifier.classify(app, url, title)
+        self._store(key, decision)
+        return decision
+
+    def classify_many(self, keys: Sequence[ClassKey]) -> list[Decision]:
+        """Decisions for a batch's distinct keys; misses go inline or to the pool."""
+        cache = self._cache
+        get, touch = cache.get, cache.move_to_end  # bound once: this loop is the hot path
+        out: list[Decision | None] = []
+        missing: list[int] = []
+        for i, key in enumerate(keys):
+            entry = get(key)
+            if entry is None:
+                missing.append(i)
+                out.append(None)
+            else:
+                touch(key)
+                out.append(entry[1])
+        self.hits += len(keys) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            miss_keys = [keys[i] for i in missing]
+            for i, key, decision in zip(missing, miss_keys, self._compute(miss_keys), strict=True):
+                self._store(key, decision)
+                out[i] = decision
+        return out  # type: ignore[return-value]  # every None was filled above
+
+    def _compute(self, keys: list[ClassKey]) -> list[Decision]:
+        if self._pool is not None and len(keys) >= self.pool_threshold:
+            try:
+                return self._pool.classify(keys)
+            except Exception:  # a broken pool must not stop the consumer
+                log.exception("classifier pool failed; classifying inline")
+        classify = self.classifier.classify
+        return [classify(a, u, t) for a, u, t in keys]
+
+    def peek(self, key: ClassKey) -> Decision | None:
+        """The stored decision with its original source, without touching LRU order."""
+        entry = self._cache.get(key)
+        return entry[0] if entry is not None else None
+
+    # --- updates ---
+
+    def remember(self, key: ClassKey, decision: Decision) -> None:
+        """Store a decision made elsewhere (the LLM's verdict)."""
+        self._store(key, decision)
+
+    def swap(self, classifier: Classifier) -> None:
+        """Replace the classifier (pattern reload) and drop every cached decision."""
+        self.classifier = classifier
+        self._cache = OrderedDict()
+        if self._pool is not None:
+            self._pool.rebuild(classifier.pattern_set)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def _store(self, key: ClassKey, decision: Decision) -> None:
+        if self.max_size <= 0:
+            return
+        view = decision if decision.source in (UNDECIDED_SOURCE, "cache") else replace(
+            decision, source="cache"
+        )
+        cache = self._cache
+        cache[key] = (decision, view)
+        cache.move_to_end(key)
+        if len(cache) > self.max_size:
+            cache.popitem(last=False)

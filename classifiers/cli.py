@@ -1,0 +1,224 @@
+"""`pomocore classify` and `pomocore patterns load|export|check`.
+
+pipeline/cli.py registers the subcommands and calls these functions; `python -m
+classifiers.cli` runs them standalone (see `main`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+import orjson
+
+from classifiers.check import check_pattern_set
+from classifiers.engine import Classifier
+from classifiers.patterns import (
+    COLLECTION,
+    PatternSet,
+    documents_to_json,
+    load_default_pattern_set,
+    load_pattern_file,
+)
+from pipeline.errors import PomocoreError
+
+if TYPE_CHECKING:
+    from pipeline.settings import Settings
+
+PATTERN_ACTIONS = ("load", "export", "check")
+
+
+# --- pomocore classify -----------------------------------------------------------------
+
+
+def classify_command(
+    path: str | None,
+    no_llm: bool,
+    out: TextIO,
+    *,
+    settings: Settings | None = None,
+    patterns_file: str | None = None,
+    inp: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Classify JSONL events from `path` (or stdin) to `out`, adding category/source/pattern.
+
+    Patterns come from `patterns_file`, else MongoDB when `settings` is given, else the
+    shipped default set. Lines carrying `expected` are scored; the score goes to stderr.
+    Returns 0, or 1 if a line was not a JSON object.
+    """
+    err = err or sys.stderr
+    try:
+        classifier = Classifier.from_patterns(_patterns_for_classify(settings, patterns_file, err))
+    except PomocoreError as exc:
+        print(f"error: {exc}", file=err)
+        return 2
+    if not no_llm and settings is not None and settings.llm_enabled:
+        print("note: the LLM fallback is not used by `classify` yet; as --no-llm", file=err)
+    try:
+        if path is None:
+            return _classify_lines(classifier, inp or sys.stdin, out, err)
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return _classify_lines(classifier, fh, out, err)
+    except OSError as exc:
+        print(f"error: cannot read {path}: {exc.strerror}", file=err)
+        return 2
+
+
+def _classify_lines(classifier: Classifier, lines: Iterable[str], out: TextIO, err: TextIO) -> int:
+    status = scored = wrong = 0
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            event = None
+        if not isinstance(event, dict):
+            print(f"line {n}: not a JSON object", file=err)
+            status = 1
+            continue
+        d = classifier.classify(_text(event, "app"), _text(event, "url"), _text(event, "title"))
+        event.update(category=d.category, source=d.source, pattern=d.pattern)
+        out.write(orjson.dumps(event).decode() + "\n")
+        if "expected" in event:
+            scored += 1
+            wrong += event["expected"] != d.category
+    if scored:
+        print(f"{scored - wrong}/{scored} match `expected`", file=err)
+    return status
+
+
+def _text(event: dict[str, Any], field: str) -> str:
+    value = event.get(field)
+    return "" if value is None else value if isinstance(value, str) else str(value)
+
+
+def _patterns_for_classify(
+    settings: Settings | None, patterns_file: str | None, err: TextIO
+) -> PatternSet:
+    if patterns_file:
+        return load_pattern_file(patterns_file)
+    if settings is None:
+        return load_default_pattern_set()
+    try:
+        stored = asyncio.run(_read_stored(settings))
+    except Exception as exc:  # operators debug offline too
+        print(f"warning: MongoDB unavailable ({exc}); using the default patterns", file=err)
+        return load_default_pattern_set()
+    return stored or load_default_pattern_set()
+
+
+# --- pomocore patterns -----------------------------------------------------------------
+
+
+def patterns_command(action: str, settings: Settings, path: str | None, out: TextIO) -> int:
+    """`load FILE` stores a pattern file and announces it; `export` prints the stored set;
+    `check [FILE]` reports overlaps and unreachable patterns (exit 1 on any error)."""
+    try:
+        if action == "load":
+            if not path:
+                print("error: patterns load needs a FILE", file=sys.stderr)
+                return 2
+            pattern_set = load_pattern_file(path)
+            version = asyncio.run(_store_and_announce(settings, pattern_set))
+            print(f"loaded {path}: patterns {pattern_set.version}, counter {version}", file=out)
+            return 0
+        if action == "export":
+            stored = asyncio.run(_read_stored(settings)) or load_default_pattern_set()
+            out.write(documents_to_json(stored) + "\n")
+            return 0
+        if action == "check":
+            checked = load_pattern_file(path) if path else asyncio.run(_read_stored(settings))
+            return _report(checked or load_default_pattern_set(), out)
+    except PomocoreError as exc:
+        print(f"error: {exc}", file=out)
+        return 1
+    print(f"error: unknown action {action!r}; choose {', '.join(PATTERN_ACTIONS)}", file=sys.stderr)
+    return 2
+
+
+def _report(pattern_set: PatternSet, out: TextIO) -> int:
+    findings = check_pattern_set(pattern_set)
+    for f in findings:
+        print(f, file=out)
+    errors = sum(f.level == "error" for f in findings)
+    print(f"{errors} error(s), {len(findings) - errors} warning(s)", file=out)
+    return 1 if errors else 0
+
+
+async def _read_stored(settings: Settings) -> PatternSet | None:
+    """The set in MongoDB without seeding it; None when the collection is empty."""
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongo_uri, serverSelectionTimeoutMS=3000
+    )
+    try:
+        docs = await client[settings.mongo_db][COLLECTION].find({}).to_list(None)
+    finally:
+        await client.close()
+    return PatternSet.from_documents(docs) if docs else None
+
+
+async def _store_and_announce(settings: Settings, pattern_set: PatternSet) -> int:
+    from pymongo import AsyncMongoClient
+    from redis.asyncio import Redis
+
+    from classifiers.store import publish_change, save_patterns
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongo_uri, serverSelectionTimeoutMS=3000
+    )
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await save_patterns(client[settings.mongo_db], pattern_set)
+        return await publish_change(redis, settings.keys)
+    finally:
+        await client.close()
+        await redis.aclose()
+
+
+# --- standalone entry point --------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m classifiers.cli classify|patterns ...` (pipeline/cli.py is the real CLI)."""
+    parser = argparse.ArgumentParser(prog="pomocore")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_classify_parser(sub)
+    add_patterns_parser(sub)
+    args = parser.parse_args(argv)
+    return run_parsed(args)
+
+
+def add_classify_parser(sub: Any) -> None:
+    p = sub.add_parser("classify", help="classify JSONL events (app, title, url) to stdout")
+    p.add_argument("file", nargs="?", help="JSONL input (default stdin)")
+    p.add_argument("--no-llm", action="store_true", help="patterns only")
+    p.add_argument("--patterns", help="use this pattern file instead of MongoDB")
+    p.add_argument("--mongo", action="store_true", help="use the patterns stored in MongoDB")
+
+
+def add_patterns_parser(sub: Any) -> None:
+    p = sub.add_parser("patterns", help="manage category patterns in MongoDB")
+    p.add_argument("action", choices=PATTERN_ACTIONS)
+    p.add_argument("file", nargs="?", help="pattern file (JSON or TOML)")
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    from pipeline.settings import Settings
+
+    if args.command == "classify":
+        settings = Settings.from_env() if args.mongo else None
+        return classify_command(
+            args.file, args.no_llm, sys.stdout, settings=settings, patterns_file=args.patterns
+        )
+    return patterns_command(args.action, Settings.from_env(), args.file, sys.stdout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Patterns in MongoDB (`category_pattern`) and the change notification in Redis."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pymongo import ReplaceOne
+from pymongo.errors import PyMongoError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from classifiers.patterns import COLLECTION, PatternSet, load_default_pattern_set
+from pipeline.errors import ClassifierError
+from pipeline.keys import KeySpace
+
+log = logging.getLogger(__name__)
+
+
+async def load_patterns(db: Any) -> PatternSet:
+    """The set stored in MongoDB; an empty collection is seeded with the default set.
+
+    Raises ClassifierError when MongoDB fails or a document is invalid.
+    """
+    try:
+        docs = await db[COLLECTION].find({}).to_list(None)
+    except PyMongoError as exc:
+        raise ClassifierError(f"cannot read {COLLECTION}: {exc}") from exc
+    if not docs:
+        default = load_default_pattern_set()
+        await save_patterns(db, default)
+        log.info("seeded %s with the default pattern set %s", COLLECTION, default.version)
+        return default
+    pattern_set = PatternSet.from_documents(docs)
+    if len(docs) < len(pattern_set.entries):
+        await save_patterns(db, pattern_set)  # every category needs a doc for its categoryId
+    return pattern_set
+
+
+async def save_patterns(db: Any, pattern_set: PatternSet) -> None:
+    """Upsert one document per category by `_id` (idempotent).
+
+    A category stored under another `_id` is replaced by its document in `pattern_set`,
+    so that `category` stays unique in the collection.
+    """
+    coll = db[COLLECTION]
+    try:
+        names = [e.category for e in pattern_set.entries]
+        stale = await coll.find({"category": {"$in": names}}, {"_id": 1, "category": 1}).to_list(
+            None
+        )
+        wanted = {e.category: e.id for e in pattern_set.entries}
+        for doc in stale:
+            if doc["_id"] != wanted.get(doc.get("category")):
+                await coll.delete_one({"_id": doc["_id"]})
+        ops = [ReplaceOne({"_id": d["_id"]}, d, upsert=True) for d in pattern_set.documents()]
+        await coll.bulk_write(ops, ordered=True)
+    except PyMongoError as exc:
+        raise ClassifierError(f"cannot write {COLLECTION}: {exc}") from exc
+
+
+async def publish_change(redis: Redis, keys: KeySpace) -> int:
+    """Bump the version counter and announce it; returns the new version."""
+    try:
+        version = int(await redis.incr(keys.patterns_version_key))
+        await redis.publish(keys.patterns_channel, str(version))
+    except RedisError as exc:
+        raise ClassifierError(f"cannot announce the pattern change: {exc}") from exc
+    return version

@@ -1,0 +1,86 @@
+"""sinks/commit.lua against a real server: validation before any write, all-or-subset."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from pipeline.errors import CommitError
+from pipeline.keys import KeySpace
+from sinks.leaderboard import COMMIT_SCRIPT, CommitPlan, Committer, DeadLetter, script_arguments
+
+KEYS = KeySpace()
+
+
+def setup_pending(url: str, n: int) -> list[str]:
+    client = redis.Redis.from_url(url)
+    ids = [client.xadd(KEYS.stream_key, {"i": str(i)}).decode() for i in range(n)]
+    client.xgroup_create(KEYS.stream_key, "g", id="0")
+    client.xreadgroup("g", "c", {KEYS.stream_key: ">"}, count=n)
+    return ids
+
+
+def state(url: str) -> tuple[int, int, int, dict[bytes, float]]:
+    client = redis.Redis.from_url(url)
+    return (
+        client.xpending(KEYS.stream_key, "g")["pending"],
+        client.xlen(KEYS.dead_letter_key) if client.exists(KEYS.dead_letter_key) else 0,
+        client.xlen(KEYS.session_score_key) if client.exists(KEYS.session_score_key) else 0,
+        dict(client.zrange("leaderboard:SNS:2026-11-22", 0, -1, withscores=True)),
+    )
+
+
+def plan(ids: list[str]) -> CommitPlan:
+    return CommitPlan(
+        ids=list(ids),
+        dead_letters=[DeadLetter(ids[-1], {b"x": b"\xff"}, "invalid_utf8", "title")],
+        sessions=[("u1", "2026-11-22", 3)],
+        increments={"leaderboard:SNS:2026-11-22": {"u1": 1.5}},
+    )
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda argv: argv.__setitem__(-1, "nan"),  # increment not finite
+        lambda argv: argv.__setitem__(-1, "abc"),  # increment not a number
+        lambda argv: argv.append("extra"),  # argument count mismatch
+        lambda argv: argv.__setitem__(2, "x"),  # id count not a number
+    ],
+)
+def test_invalid_arguments_write_nothing(redis_url: str, corrupt: object) -> None:
+    ids = setup_pending(redis_url, 3)
+    keys, argv = script_arguments(plan(ids), KEYS, "g", "c")
+    corrupt(argv)  # type: ignore[operator]
+    client = redis.Redis.from_url(redis_url)
+    before = state(redis_url)
+    with pytest.raises(redis.ResponseError, match="pomocore"):
+        client.eval(COMMIT_SCRIPT, len(keys), *keys, *argv)
+    assert state(redis_url) == before == (3, 0, 0, {})
+
+
+async def test_all_pending_commits_everything(redis_url: str) -> None:
+    ids = setup_pending(redis_url, 3)
+    committer = Committer(aioredis.Redis.from_url(redis_url), KEYS, "g", "c")
+    assert await committer.commit_once(plan(ids)) == (True, [])
+    assert state(redis_url) == (0, 1, 1, {b"u1": 1.5})
+    # Again: nothing is pending any more, so nothing is applied twice.
+    assert await committer.commit_once(plan(ids)) == (False, [])
+    assert state(redis_url) == (0, 1, 1, {b"u1": 1.5})
+
+
+async def test_partly_acknowledged_batch_writes_nothing_and_names_the_rest(redis_url: str) -> None:
+    ids = setup_pending(redis_url, 4)
+    redis.Redis.from_url(redis_url).xack(KEYS.stream_key, "g", ids[0])
+    committer = Committer(aioredis.Redis.from_url(redis_url), KEYS, "g", "c")
+    done, pending = await committer.commit_once(plan(ids))
+    assert not done and pending == ids[1:]
+    assert state(redis_url) == (3, 0, 0, {})
+
+
+async def test_script_errors_become_commit_errors(redis_url: str) -> None:
+    ids = setup_pending(redis_url, 1)
+    committer = Committer(aioredis.Redis.from_url(redis_url), KEYS, "no-such-group", "c")
+    with pytest.raises(CommitError):
+        await committer.commit_once(plan(ids))
