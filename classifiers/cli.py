@@ -43,6 +43,7 @@ def classify_command(
     patterns_file: str | None = None,
     inp: TextIO | None = None,
     err: TextIO | None = None,
+    use_stored_patterns: bool = True,
 ) -> int:
     """Classify JSONL events from `path` (or stdin) to `out`, adding category/source/pattern.
 
@@ -52,24 +53,37 @@ def classify_command(
     """
     err = err or sys.stderr
     try:
-        classifier = Classifier.from_patterns(_patterns_for_classify(settings, patterns_file, err))
+        source = settings if use_stored_patterns else None
+        classifier = Classifier.from_patterns(_patterns_for_classify(source, patterns_file, err))
     except PomocoreError as exc:
         print(f"error: {exc}", file=err)
         return 2
-    if not no_llm and settings is not None and settings.llm_enabled:
-        print("note: the LLM fallback is not used by `classify` yet; as --no-llm", file=err)
+    use_llm = not no_llm and settings is not None and settings.llm_enabled
     try:
         if path is None:
-            return _classify_lines(classifier, inp or sys.stdin, out, err)
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return _classify_lines(classifier, fh, out, err)
+            events, status = _read_events(inp or sys.stdin, err)
+        else:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                events, status = _read_events(fh, err)
     except OSError as exc:
         print(f"error: cannot read {path}: {exc.strerror}", file=err)
         return 2
+    decisions = {_key(e): classifier.classify(*_key(e)) for e in events}
+    undecided = [k for k, d in decisions.items() if not d.decided]
+    if use_llm and undecided:
+        assert settings is not None
+        decisions.update(asyncio.run(_ask_llm(settings, undecided)))
+    _write_events(events, decisions, out, err)
+    return status
 
 
-def _classify_lines(classifier: Classifier, lines: Iterable[str], out: TextIO, err: TextIO) -> int:
-    status = scored = wrong = 0
+def _key(event: dict[str, Any]) -> tuple[str, str, str]:
+    return (_text(event, "app"), _text(event, "url"), _text(event, "title"))
+
+
+def _read_events(lines: Iterable[str], err: TextIO) -> tuple[list[dict[str, Any]], int]:
+    events: list[dict[str, Any]] = []
+    status = 0
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -81,7 +95,19 @@ def _classify_lines(classifier: Classifier, lines: Iterable[str], out: TextIO, e
             print(f"line {n}: not a JSON object", file=err)
             status = 1
             continue
-        d = classifier.classify(_text(event, "app"), _text(event, "url"), _text(event, "title"))
+        events.append(event)
+    return events, status
+
+
+def _write_events(
+    events: list[dict[str, Any]],
+    decisions: dict[tuple[str, str, str], Any],
+    out: TextIO,
+    err: TextIO,
+) -> None:
+    scored = wrong = 0
+    for event in events:
+        d = decisions[_key(event)]
         event.update(category=d.category, source=d.source, pattern=d.pattern)
         out.write(orjson.dumps(event).decode() + "\n")
         if "expected" in event:
@@ -89,7 +115,28 @@ def _classify_lines(classifier: Classifier, lines: Iterable[str], out: TextIO, e
             wrong += event["expected"] != d.category
     if scored:
         print(f"{scored - wrong}/{scored} match `expected`", file=err)
-    return status
+
+
+async def _ask_llm(settings: Settings, keys: list[tuple[str, str, str]]) -> dict[Any, Any]:
+    """Verdicts for undecided keys from the configured LLM (budget and memory shared with
+    the running consumers through Redis and MongoDB)."""
+    import redis.asyncio as aioredis
+    from pymongo import AsyncMongoClient
+
+    from classifiers.llm.resolver import LLMResolver
+
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        settings.mongo_uri, serverSelectionTimeoutMS=3000
+    )
+    resolver = LLMResolver.from_settings(settings, redis, mongo[settings.mongo_db])
+    try:
+        return await resolver.resolve(keys) if resolver is not None else {}
+    finally:
+        if resolver is not None:
+            await resolver.close()
+        await redis.aclose()
+        await mongo.close()
 
 
 def _text(event: dict[str, Any], field: str) -> str:

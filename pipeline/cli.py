@@ -65,7 +65,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     from classifiers.cli import classify_command
 
-    return classify_command(args.file, args.no_llm, sys.stdout)
+    # Patterns: --patterns FILE, else --mongo (the stored set), else the shipped default set.
+    settings = _settings(args) if (args.mongo or not args.no_llm) else None
+    return classify_command(
+        args.file,
+        args.no_llm,
+        sys.stdout,
+        settings=settings,
+        patterns_file=args.patterns,
+        use_stored_patterns=args.mongo,
+    )
 
 
 def cmd_patterns(args: argparse.Namespace) -> int:
@@ -105,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify = sub.add_parser("classify", help="classify JSONL (app,title,url) from FILE or stdin")
     classify.add_argument("file", nargs="?")
     classify.add_argument("--no-llm", action="store_true", help="patterns only")
+    classify.add_argument("--patterns", help="pattern file instead of the defaults")
+    classify.add_argument("--mongo", action="store_true", help="use the patterns stored in MongoDB")
     classify.set_defaults(func=cmd_classify)
 
     patterns = sub.add_parser("patterns", help="manage category patterns in MongoDB")

@@ -1,0 +1,83 @@
+"""`pomocore classify` with the LLM, and pattern changes reaching a running consumer."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import time
+
+import orjson
+import pymongo
+import pytest
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from classifiers.cli import classify_command
+from classifiers.store import load_patterns, publish_change, save_patterns
+from consumers.app import run_until_stopped, runtime
+from pipeline.settings import Settings
+from tests.support.fake_llm import FakeLLM
+from tests.support.pipeline import group_state, now_fields, publish
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_classify_asks_the_llm_only_for_undecided_lines(settings: Settings) -> None:
+    lines = [
+        {"app": "QuantBooks Pro", "title": "ledger", "url": "", "id": 1},
+        {"app": "Code", "title": "main.py", "url": "", "id": 2},
+    ]
+    inp = io.StringIO("".join(orjson.dumps(line).decode() + "\n" for line in lines))
+    out, err = io.StringIO(), io.StringIO()
+    with FakeLLM(rule=lambda item: "Finance") as fake:
+        s = dataclasses.replace(settings, llm_base_url=fake.url + "/v1", llm_api_key="k")
+        code = classify_command(
+            None, False, out, settings=s, inp=inp, err=err, use_stored_patterns=False
+        )
+        assert fake.items == 1  # only the undecided line went to the LLM
+    rows = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert code == 0
+    assert [(r["id"], r["category"], r["source"]) for r in rows] == [
+        (1, "Finance", "llm"),
+        (2, "Development", "app"),
+    ]
+
+
+async def test_pattern_added_in_mongodb_reaches_a_running_consumer(settings: Settings) -> None:
+    s = dataclasses.replace(settings, pattern_poll_s=0.5)
+    stop = asyncio.Event()
+    db = pymongo.MongoClient(s.mongo_uri)[s.mongo_db]
+    async with runtime(s) as rt:
+        task = asyncio.create_task(run_until_stopped(rt, stop))
+        publish(s.redis_url, s.keys.stream_key, [now_fields("u1", "Zorblax Arena", 10.0)])
+        await _until(lambda: db.pomodoro_usage_log.count_documents({}) == 1)
+        assert db.pomodoro_usage_log.find_one()["category"] == "Uncategorized"  # type: ignore[index]
+
+        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(s.mongo_uri)
+        stored = await load_patterns(client[s.mongo_db])
+        await save_patterns(
+            client[s.mongo_db], stored.with_pattern("Game", "app", "Zorblax", learned=False)
+        )
+        await publish_change(aioredis.Redis.from_url(s.redis_url), s.keys)
+        changed_at = time.monotonic()
+        await _until(lambda: rt.classifier.classify("Zorblax Arena", "", "").category == "Game")
+        assert time.monotonic() - changed_at < 5
+
+        publish(
+            s.redis_url, s.keys.stream_key, [now_fields("u1", "Zorblax Arena", 10.0, title="2")]
+        )
+        await _until(lambda: db.pomodoro_usage_log.count_documents({"category": "Game"}) == 1)
+        stop.set()
+        await task
+        await client.close()
+    assert group_state(s.redis_url, s.keys.stream_key, s.group) == (0, 0)
+
+
+async def _until(condition: object, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
