@@ -20,11 +20,14 @@ COPY --from=build /opt/pomocore /opt/pomocore
 ENV PATH=/opt/pomocore/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PROMETHEUS_MULTIPROC_DIR=/tmp/pomocore-metrics
+    PROMETHEUS_MULTIPROC_DIR=/tmp/pomocore-metrics \
+    POMOCORE_METRICS_PORT=9100
 USER 10001:10001
 # /tmp must be a writable volume (emptyDir / tmpfs) when the root filesystem is read-only.
 VOLUME ["/tmp"]
 EXPOSE 9100
 STOPSIGNAL SIGTERM
+# Readiness without HTTP tools in the image (Redis, MongoDB, consumer group).
+HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=3 CMD ["pomocore", "check"]
 ENTRYPOINT ["pomocore"]
 CMD ["run"]

@@ -96,7 +96,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             settings,
             classifier,
             IncrementBuilder(keys, PeriodCalculator(settings.timezone)),
-            Committer(redis, keys, settings.group, settings.consumer_name),
+            Committer(redis, keys, settings.group, settings.consumer_name, _expire_at(settings)),
             mongo=mongo,
             resolver=resolver,
         )
@@ -105,6 +105,10 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         if db is not None:
             rt.background.append(_pattern_watcher(rt))
         rt.background.extend(_llm_tasks(rt))
+        if settings.stream_maxlen > 0:  # safe trimming: never past a pending entry
+            from consumers.retention import Retention
+
+            rt.background.append(Retention(settings, redis).run)
         yield rt
     finally:
         if resolver is not None:
@@ -112,6 +116,13 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await redis.aclose()
         if client is not None:
             await client.close()
+
+
+def _expire_at(settings: Settings) -> Callable[[str], int | None] | None:
+    from pipeline.retention_ttl import RetentionPolicy
+
+    policy = RetentionPolicy.from_settings(settings)
+    return policy.expire_at_key if policy.enabled else None
 
 
 def _llm_resolver(settings: Settings, redis: aioredis.Redis, db: Any) -> Any:
@@ -179,9 +190,15 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     async with runtime(settings) as rt:
+        from pipeline.health import start_consumer_ops  # metrics recorders, /metrics, probes
+
+        ops = start_consumer_ops(rt, stop)
         log.info(
             "consumer started",
             extra={"consumer": settings.consumer_name, "stream": settings.keys.stream_key},
         )
-        await run_until_stopped(rt, stop)
+        try:
+            await run_until_stopped(rt, stop)
+        finally:
+            ops.close()
         log.info("consumer stopped", extra={"events": rt.consumer.stats.committed})

@@ -27,7 +27,10 @@ def child_main(settings: Settings, index: int) -> None:
     from pipeline.cli import run_single_process
 
     name = f"{settings.consumer_name}-{index}"
-    run_single_process(dataclasses.replace(settings, consumer_name=name, processes=1))
+    # metrics_port=0: the parent serves /metrics (aggregating the children's files)
+    run_single_process(
+        dataclasses.replace(settings, consumer_name=name, processes=1, metrics_port=0)
+    )
 
 
 class Supervisor:
@@ -37,6 +40,9 @@ class Supervisor:
         self.children: dict[int, multiprocessing.process.BaseProcess] = {}
         self.restarts: dict[int, int] = {}
         self.stopping = False
+        from pipeline.health import SupervisorOps  # /metrics, /healthz, /readyz
+
+        self.ops = SupervisorOps(settings)
 
     def _start(self, index: int) -> None:
         proc = self.ctx.Process(
@@ -55,6 +61,10 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        self.ops.start(
+            draining=lambda: self.stopping,
+            alive=lambda: any(p.is_alive() for p in self.children.values()),
+        )
         for index in range(self.settings.processes):
             self._start(index)
         while not self.stopping:
@@ -62,6 +72,7 @@ class Supervisor:
             for index, proc in list(self.children.items()):
                 if proc.is_alive() or self.stopping:
                     continue
+                self.ops.child_exited(proc.pid)
                 self.restarts[index] = self.restarts.get(index, 0) + 1
                 if self.restarts[index] > MAX_RESTARTS_PER_CHILD:
                     log.error("consumer process keeps dying; giving up", extra={"index": index})
@@ -88,4 +99,5 @@ class Supervisor:
                 exit_code = 1
             elif proc.exitcode not in (0, -signal.SIGTERM):
                 exit_code = exit_code or 1
+        self.ops.close()
         return exit_code

@@ -124,6 +124,23 @@ def build_parser() -> argparse.ArgumentParser:
     patterns.add_argument("--reject", help="with learned: reject this learned pattern")
     patterns.set_defaults(func=cmd_patterns)
 
+    from pipeline.bench import add_arguments as add_bench_arguments
+    from pipeline.bench import cmd_bench
+
+    bench = sub.add_parser("bench", help="benchmark against the Redis ceiling and baselines")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=cmd_bench)
+
+    from pipeline.dlq import register as register_dlq  # dlq list|replay|purge
+    from pipeline.ops_cli import LEADERBOARD_ACTIONS
+    from pipeline.rebuild import register as register_rebuild  # leaderboard rebuild
+
+    register_dlq(sub)
+    if register_rebuild not in LEADERBOARD_ACTIONS:
+        LEADERBOARD_ACTIONS.append(register_rebuild)
+    from pipeline.ops_cli import register as register_ops  # check, leaderboard, acl
+
+    register_ops(sub)
     for register in EXTRA_COMMANDS:
         register(sub)
     return parser

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -18,6 +19,15 @@ _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | 
     "message",
     "asctime",
 }
+
+
+# scheme://user:password@host → scheme://user:***@host, wherever it appears in a record.
+_CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
+
+
+def scrub(text: str) -> str:
+    """Remove passwords embedded in URIs (a driver error may quote its connection string)."""
+    return _CREDENTIALS.sub(r"\1***@", text) if "://" in text else text
 
 
 def fingerprint(text: str) -> str:
@@ -32,14 +42,14 @@ class JsonFormatter(logging.Formatter):
             "ts": round(record.created, 3),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": scrub(record.getMessage()),
             "pid": record.process,
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                out[key] = value
+                out[key] = scrub(value) if isinstance(value, str) else value
         if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
+            out["exc"] = scrub(self.formatException(record.exc_info))
         return orjson.dumps(out, default=str).decode()
 
 
@@ -56,7 +66,7 @@ class TextFormatter(logging.Formatter):
         )
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return scrub(line)
 
 
 def setup_logging(fmt: str = "json", level: str = "INFO") -> None:

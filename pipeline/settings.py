@@ -39,6 +39,10 @@ class Settings:
     )
     mongo_uri: str = _setting("mongodb://127.0.0.1:27017", "MongoDB connection string")
     mongo_db: str = _setting("pomocore", "MongoDB database name")
+    redis_cluster: int = _setting(0, "1 = connect as a Redis Cluster client", lo=0, hi=1)
+    redis_tls_ca_file: str = _setting("", "CA bundle verifying the Redis server (rediss://)")
+    redis_tls_cert_file: str = _setting("", "client certificate for Redis mutual TLS")
+    redis_tls_key_file: str = _setting("", "client key for Redis mutual TLS")
     # --- contract names (CONTRACT §1-4) ---
     stream: str = _setting("pattern_match_stream", "input stream key")
     group: str = _setting("pattern_match_group", "consumer group")
@@ -105,6 +109,10 @@ class Settings:
     )
     log_format: str = _setting("json", "json or text")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING, ERROR")
+    # --- leaderboard retention (days after the end of the period; 0 = keep forever) ---
+    ttl_daily_days: int = _setting(0, "keep daily leaderboards N days", lo=0, hi=36_500)
+    ttl_weekly_days: int = _setting(0, "keep weekly leaderboards N days", lo=0, hi=36_500)
+    ttl_monthly_days: int = _setting(0, "keep monthly leaderboards N days", lo=0, hi=36_500)
 
     @property
     def keys(self) -> KeySpace:
@@ -190,6 +198,11 @@ class Settings:
         ):
             if not getattr(self, name):
                 raise ConfigError(env_name(name), "must not be empty")
+        if self.redis_cluster and not self.key_hash_tag:
+            raise ConfigError(
+                "POMOCORE_KEY_HASH_TAG",
+                "required with POMOCORE_REDIS_CLUSTER=1: the commit script's keys share a slot",
+            )
         if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
             raise ConfigError("POMOCORE_LLM_BASE_URL", "must be an http:// or https:// URL")
 

@@ -5,7 +5,8 @@
 -- ARGV: group, consumer, n_ids, ids...,
 --       n_dead, then per dead letter: n_fields, field, value, ...,
 --       n_sessions, then per session: userId, sessionDate, session,
---       then for each KEYS[4..]: n_pairs, member, increment, ...
+--       then for each KEYS[4..]: n_pairs, member, increment, ...,
+--       then for each KEYS[4..]: expire-at unix seconds (0 = keep forever)
 --
 -- Exactly once: the ids still pending in the group are claimed (XCLAIM JUSTID, which
 -- neither counts a delivery nor moves anything else). If some id is no longer pending,
@@ -50,6 +51,11 @@ for k = 4, #KEYS do
     pos = pos + 2
   end
 end
+local expire_at = pos
+for k = 4, #KEYS do
+  if not tonumber(ARGV[pos]) then return redis.error_reply('ERR pomocore: bad expire-at for ' .. KEYS[k]) end
+  pos = pos + 1
+end
 if pos ~= #ARGV + 1 then return redis.error_reply('ERR pomocore: argument count mismatch') end
 
 -- (unpack() expands only as the last argument, so build XCLAIM's argument list)
@@ -87,5 +93,8 @@ for k = 4, #KEYS do
     redis.call('ZINCRBY', key, ARGV[pos + 1], ARGV[pos])
     pos = pos + 2
   end
+  -- Retention counted from the end of the key's period; the same time on every batch.
+  local ts = tonumber(ARGV[expire_at + k - 4])
+  if ts > 0 then redis.call('EXPIREAT', key, ts) end
 end
 return {1, acked}

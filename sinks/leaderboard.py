@@ -9,8 +9,9 @@ acknowledges the entries and applies the effects atomically, exactly once.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -103,8 +104,15 @@ class IncrementBuilder:
         return plan
 
 
+ExpireAt = Callable[[str], "int | None"]
+
+
 def script_arguments(
-    plan: CommitPlan, keys: KeySpace, group: str, consumer: str
+    plan: CommitPlan,
+    keys: KeySpace,
+    group: str,
+    consumer: str,
+    expire_at: ExpireAt | None = None,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of sinks/commit.lua for a plan."""
     lb_keys = list(plan.increments)
@@ -123,6 +131,8 @@ def script_arguments(
         for user, amount in users.items():
             argv.append(user)
             argv.append(repr(amount))  # shortest exact round-trip of the double
+    for key in lb_keys:
+        argv.append((expire_at(key) if expire_at else None) or 0)
     return script_keys, argv
 
 
@@ -144,18 +154,29 @@ def _dead_letter_fields(dead: DeadLetter, stream_key: str, consumer: str) -> lis
 class Committer:
     """Runs the commit script. Shielded: a cancelled caller never leaves it half-observed."""
 
-    def __init__(self, redis: aioredis.Redis, keys: KeySpace, group: str, consumer: str) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: KeySpace,
+        group: str,
+        consumer: str,
+        expire_at: ExpireAt | None = None,
+    ) -> None:
         self.redis = redis
         self.keys = keys
         self.group = group
         self.consumer = consumer
+        # Per key, not per event: a key's expire-at never changes, so remember it.
+        self.expire_at = functools.lru_cache(maxsize=4096)(expire_at) if expire_at else None
         self._script = redis.register_script(COMMIT_SCRIPT)
 
     async def commit_once(self, plan: CommitPlan) -> tuple[bool, list[str]]:
         """Run the script once: (True, []) when committed, else (False, still-pending ids)."""
         if not plan.ids:
             return True, []
-        script_keys, argv = script_arguments(plan, self.keys, self.group, self.consumer)
+        script_keys, argv = script_arguments(
+            plan, self.keys, self.group, self.consumer, self.expire_at
+        )
         try:
             reply = await asyncio.shield(self._script(keys=script_keys, args=argv))
         except ResponseError as exc:

@@ -43,8 +43,9 @@ def plan(ids: list[str]) -> CommitPlan:
 @pytest.mark.parametrize(
     "corrupt",
     [
-        lambda argv: argv.__setitem__(-1, "nan"),  # increment not finite
-        lambda argv: argv.__setitem__(-1, "abc"),  # increment not a number
+        lambda argv: argv.__setitem__(-2, "nan"),  # increment not finite
+        lambda argv: argv.__setitem__(-2, "abc"),  # increment not a number
+        lambda argv: argv.__setitem__(-1, "soon"),  # expire-at not a number
         lambda argv: argv.append("extra"),  # argument count mismatch
         lambda argv: argv.__setitem__(2, "x"),  # id count not a number
     ],
@@ -84,3 +85,15 @@ async def test_script_errors_become_commit_errors(redis_url: str) -> None:
     committer = Committer(aioredis.Redis.from_url(redis_url), KEYS, "no-such-group", "c")
     with pytest.raises(CommitError):
         await committer.commit_once(plan(ids))
+
+
+async def test_retention_sets_expire_at_on_leaderboard_keys(redis_url: str) -> None:
+    ids = setup_pending(redis_url, 2)
+    expire_at = 4_000_000_000
+    committer = Committer(
+        aioredis.Redis.from_url(redis_url), KEYS, "g", "c", lambda key: expire_at
+    )
+    assert await committer.commit_once(plan(ids)) == (True, [])
+    client = redis.Redis.from_url(redis_url)
+    assert client.expiretime("leaderboard:SNS:2026-11-22") == expire_at
+    assert client.ttl(KEYS.stream_key) == -1  # only leaderboard keys expire

@@ -78,4 +78,7 @@ def test_script_arguments_layout() -> None:
     assert argv[5] == 1 and argv[6] == 14  # one dead letter of 7 field/value pairs
     assert argv[7:9] == [b"a", b"b"]
     assert b"dlq.reason" in argv and b"too_long" in argv
-    assert argv[-3:] == [1, "u1", "0.1"]  # exact repr of the double
+    # one pair per key (exact repr of the double), then each key's expire-at (0 = never)
+    assert argv[-12:] == [1, "u1", "0.1"] * 3 + [0, 0, 0]
+    _, with_ttl = script_arguments(plan, KeySpace(), "g", "c", lambda key: len(key))
+    assert with_ttl[-3:] == [len(k) for k in keys[3:]]

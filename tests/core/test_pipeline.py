@@ -260,3 +260,17 @@ def _snapshot(client: redis.Redis, settings: Settings) -> dict[str, object]:
 
 
 pytestmark = pytest.mark.timeout(120)
+
+
+async def test_retention_ttl_is_set_by_the_pipeline(settings: Settings) -> None:
+    import dataclasses
+
+    s = dataclasses.replace(settings, ttl_daily_days=2, ttl_monthly_days=400)
+    publish(s.redis_url, s.keys.stream_key, [now_fields("u1", "Spotify", 30.0)])
+    await drain(s)
+    client = redis.Redis.from_url(s.redis_url)
+    keys = {k.decode().rsplit(":", 1)[1]: k for k in client.scan_iter(match="leaderboard:*")}
+    daily = next(k for label, k in keys.items() if "-W" not in label and "-M" not in label)
+    weekly = next(k for label, k in keys.items() if "-W" in label)
+    assert client.ttl(daily) > 0 and client.ttl(weekly) == -1
+    assert 2 * 86400 < client.ttl(daily) <= 3 * 86400 + 60

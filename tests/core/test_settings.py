@@ -77,3 +77,25 @@ def test_describe_redacts_secrets() -> None:
     assert "hunter2" not in str(described) and "sk-secret" not in str(described)
     assert described["redis_url"] == "redis://worker:***@db:6379/0"
     assert redact("mongodb://h:27017") == "mongodb://h:27017"
+
+
+def test_logs_never_carry_uri_passwords() -> None:
+    import io
+    import logging
+
+    from pipeline.logs import JsonFormatter, TextFormatter, scrub
+
+    assert scrub("cannot reach redis://worker:hunter2@db:6379/0") == (
+        "cannot reach redis://worker:***@db:6379/0"
+    )
+    assert scrub("mongodb://a:b@h1,h2/?x=1 and rediss://:pw@h") == (
+        "mongodb://a:***@h1,h2/?x=1 and rediss://:***@h"
+    )
+    for formatter in (JsonFormatter(), TextFormatter()):
+        stream = io.StringIO()
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(formatter)
+        logger = logging.getLogger(f"scrub-{type(formatter).__name__}")
+        logger.addHandler(handler)
+        logger.warning("failed %s", "mongodb://u:s3cret@m:27017", extra={"uri": "redis://:s3cret@r"})
+        assert "s3cret" not in stream.getvalue() and "***" in stream.getvalue()

@@ -1,0 +1,471 @@
+"""Prometheus metrics of pomocore.
+
+Three kinds, recorded in three places:
+
+- **Per-batch** counters and histograms (events read/processed/rejected, batch size and
+  latency, end-to-end latency, classification sources, MongoDB/Redis operation latency):
+  recorded by each consumer process through `StreamConsumer.on_batch` and two timing
+  wrappers (MongoDB bulk write, commit script). Never per event.
+- **Per-process counters kept elsewhere** (classifier cache hits/misses, `LLMStats`,
+  reclaimed entries, Redis reconnects): copied as deltas every `SYNC_INTERVAL_S` by a
+  background task of the consumer.
+- **Group-level gauges** (consumer-group lag, pending count, age of the oldest pending
+  entry, stream and dead-letter stream length, lost-to-trim counter): sampled from Redis
+  when `/metrics` is scraped, by `GroupSampler`, only in the process that serves HTTP
+  (the supervisor parent with `--processes N`), so there is one copy, not N.
+
+With `--processes N` the children record into prometheus-client's multiprocess files
+(`PROMETHEUS_MULTIPROC_DIR`, set by the parent before it spawns them) and the parent
+serves `/metrics` by aggregating those files; a dead child's live gauges are removed with
+`multiprocess.mark_process_dead`. A single process without that variable keeps its
+metrics in memory. `METRIC_NAMES` lists every family (the Grafana dashboard test checks
+the dashboard against it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pipeline.settings import Settings
+
+log = logging.getLogger("pomocore.metrics")
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+SYNC_INTERVAL_S = 5.0
+SAMPLE_CACHE_S = 1.0
+E2E_SAMPLES_PER_BATCH = 32  # end-to-end latency: at most this many entries observed per batch
+
+BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000)
+LATENCY_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+CIRCUIT_VALUE = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
+
+# Families whose values come from GroupSampler (scrape time) rather than recorders.
+GROUP_GAUGES = {
+    "pomocore_group_lag": "entries in the stream not yet delivered to the group (XINFO lag)",
+    "pomocore_group_pending": "entries delivered but not acknowledged (PEL size)",
+    "pomocore_group_consumers": "consumers registered in the group",
+    "pomocore_oldest_pending_age_seconds": "age of the oldest unacknowledged entry (by its id)",
+    "pomocore_oldest_pending_idle_seconds": "time since the oldest pending entry was delivered",
+    "pomocore_stream_length": "entries in the input stream",
+    "pomocore_dead_letter_length": "entries in the dead-letter stream",
+    "pomocore_lost_to_trim": "entries trimmed before they were processed (shared counter)",
+    "pomocore_group_sample_up": "1 when the last group sample from Redis succeeded",
+}
+
+
+class PipelineMetrics:
+    """Every recorded (not sampled) metric family, created once per process."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        def hist(
+            name: str, doc: str, buckets: Sequence[float], labels: Sequence[str] = ()
+        ) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=registry)
+
+        self.events_read = counter("pomocore_events_read", "stream entries read")
+        self.events_processed = counter(
+            "pomocore_events_processed", "valid events classified and committed"
+        )
+        self.events_rejected = counter(
+            "pomocore_events_rejected", "events dead-lettered, by reason", ["reason"]
+        )
+        self.events_duplicate = counter(
+            "pomocore_events_duplicate", "entries another consumer had already acknowledged"
+        )
+        self.events_lost_to_trim = counter(
+            "pomocore_events_lost_to_trim", "entries trimmed from the stream before processing"
+        )
+        self.events_reclaimed = counter(
+            "pomocore_events_reclaimed", "entries claimed from idle consumers"
+        )
+        self.batches = counter("pomocore_batches", "batches committed")
+        self.batch_failures = counter("pomocore_batch_failures", "failed batch attempts (retried)")
+        self.batch_size = hist("pomocore_batch_size", "entries per batch", BATCH_SIZE_BUCKETS)
+        self.batch_seconds = hist(
+            "pomocore_batch_duration_seconds", "validate → commit time of a batch", LATENCY_BUCKETS
+        )
+        self.e2e_seconds = hist(
+            "pomocore_end_to_end_latency_seconds",
+            "entry time (stream id) to acknowledgement; sampled entries of each batch",
+            E2E_BUCKETS,
+        )
+        self.classified = counter(
+            "pomocore_classifications", "classified events by decision source", ["source"]
+        )
+        self.categories = counter("pomocore_events_by_category", "events by category", ["category"])
+        self.cache_hits = counter("pomocore_classifier_cache_hits", "decision cache hits")
+        self.cache_misses = counter("pomocore_classifier_cache_misses", "decision cache misses")
+        self.llm_calls = counter("pomocore_llm_calls", "LLM requests sent", ["model"])
+        self.llm_items = counter("pomocore_llm_items", "items sent to the LLM")
+        self.llm_tokens = counter("pomocore_llm_tokens", "LLM tokens used", ["kind"])
+        self.llm_errors = counter("pomocore_llm_errors", "LLM failures by kind", ["kind"])
+        self.llm_circuit_opened = counter(
+            "pomocore_llm_circuit_opened", "times an LLM circuit breaker opened"
+        )
+        self.llm_circuit_state = Gauge(
+            "pomocore_llm_circuit_state",
+            "primary-model circuit: 0 closed, 1 half-open, 2 open (worst live process)",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.draining = Gauge(
+            "pomocore_consumer_draining",
+            "1 while a consumer process is finishing its last batch",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.op_seconds = hist(
+            "pomocore_op_duration_seconds",
+            "MongoDB and Redis operation latency",
+            LATENCY_BUCKETS,
+            ["backend", "op"],
+        )
+        self.op_errors = counter(
+            "pomocore_op_errors", "MongoDB and Redis operation errors", ["backend", "op", "error"]
+        )
+
+    # --- recorders ---
+
+    def observe_batch(
+        self, outcome: Any, elapsed_s: float, entries: Sequence[tuple[str, Any]]
+    ) -> None:
+        """`StreamConsumer.on_batch` hook: one call per committed batch."""
+        self.batches.inc()
+        self.events_read.inc(outcome.read)
+        self.events_processed.inc(outcome.accepted)
+        if outcome.skipped_already_acked:
+            self.events_duplicate.inc(outcome.skipped_already_acked)
+        if outcome.trimmed:
+            self.events_lost_to_trim.inc(outcome.trimmed)
+        for reason, n in outcome.rejected_by_reason.items():
+            self.events_rejected.labels(reason).inc(n)
+        for source, n in outcome.sources.items():
+            self.classified.labels(source).inc(n)
+        for category, n in outcome.categories.items():
+            self.categories.labels(category).inc(n)
+        self.batch_size.observe(len(entries))
+        self.batch_seconds.observe(elapsed_s)
+        now_ms = time.time() * 1000
+        for entry_id in sample_ids(entries, E2E_SAMPLES_PER_BATCH):
+            self.e2e_seconds.observe(max(0.0, now_ms - entry_ms(entry_id)) / 1000)
+
+
+def entry_ms(entry_id: str) -> int:
+    """Milliseconds part of a stream id (`1700000000000-3` → 1700000000000)."""
+    head, _, _ = entry_id.partition("-")
+    return int(head)
+
+
+def sample_ids(entries: Sequence[tuple[str, Any]], limit: int) -> list[str]:
+    """At most `limit` ids spread evenly over the batch, first and last included."""
+    n = len(entries)
+    if n <= limit:
+        return [e[0] for e in entries]
+    step = (n - 1) / (limit - 1)
+    return [entries[round(i * step)][0] for i in range(limit)]
+
+
+_lock = threading.Lock()
+_metrics: PipelineMetrics | None = None
+
+
+def pipeline_metrics() -> PipelineMetrics:
+    """The process's PipelineMetrics (created on first use, in the default registry)."""
+    global _metrics
+    with _lock:
+        if _metrics is None:
+            _metrics = PipelineMetrics()
+        return _metrics
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def recording_enabled(settings: Settings) -> bool:
+    return settings.metrics_port > 0 or multiprocess_dir() is not None
+
+
+def prepare_multiprocess(settings: Settings) -> str | None:
+    """In the process that serves /metrics for N children, before they start: make sure
+    `PROMETHEUS_MULTIPROC_DIR` is set (a fresh temporary directory unless the deployment
+    set one) and holds no files from an earlier run."""
+    path = multiprocess_dir()
+    if path is None:
+        if settings.processes <= 1 or settings.metrics_port == 0:
+            return None
+        path = tempfile.mkdtemp(prefix="pomocore-metrics-")
+        os.environ[MULTIPROC_ENV] = path
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    return path
+
+
+def mark_process_dead(pid: int | None) -> None:
+    """A child exited: drop its live gauges (counters and histograms stay summed)."""
+    path = multiprocess_dir()
+    if pid and path:
+        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+
+
+def cleanup_multiprocess(path: str | None) -> None:
+    if path and path.startswith(tempfile.gettempdir()) and "pomocore-metrics-" in path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --- timing wrappers (per batch, not per event) ---
+
+T = TypeVar("T")
+
+
+def timed(
+    fn: Callable[..., Awaitable[T]], metrics: PipelineMetrics, backend: str, op: str
+) -> Callable[..., Awaitable[T]]:
+    hist = metrics.op_seconds.labels(backend, op)
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        started = time.perf_counter()
+        try:
+            result = await fn(*args, **kwargs)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            metrics.op_errors.labels(backend, op, type(exc).__name__).inc()
+            raise
+        hist.observe(time.perf_counter() - started)
+        return result
+
+    return wrapper
+
+
+class CounterSync:
+    """Copies counters kept by other objects into Prometheus counters as deltas."""
+
+    def __init__(self) -> None:
+        self._last: dict[tuple[str, ...], float] = {}
+
+    def delta(self, key: tuple[str, ...], value: float) -> float:
+        previous = self._last.get(key, 0.0)
+        self._last[key] = value
+        return value - previous if value >= previous else value
+
+
+def sync_process_counters(rt: Any, metrics: PipelineMetrics, sync: CounterSync) -> None:
+    """Cache, LLM, reclaim and reconnect counters of one consumer runtime."""
+    cache = rt.classifier
+    reclaim = getattr(getattr(rt.consumer, "reclaimer", None), "stats", None)
+    for key, value, target in (
+        (("cache", "hits"), getattr(cache, "hits", 0), metrics.cache_hits),
+        (("cache", "misses"), getattr(cache, "misses", 0), metrics.cache_misses),
+        (("reclaimed",), getattr(reclaim, "reclaimed", 0), metrics.events_reclaimed),
+        (("reclaim_lost",), getattr(reclaim, "lost_to_trim", 0), metrics.events_lost_to_trim),
+        (("sink_failures",), rt.consumer.stats.sink_failures, metrics.batch_failures),
+    ):
+        if d := sync.delta(key, value):
+            target.inc(d)
+    if d := sync.delta(("redis_failures",), rt.consumer.stats.redis_failures):
+        metrics.op_errors.labels("redis", "read", "ConnectionError").inc(d)
+    metrics.draining.set(1 if rt.consumer.draining else 0)
+    resolver = rt.resolver
+    if resolver is None or not hasattr(resolver, "refresh_stats"):
+        return
+    stats = resolver.refresh_stats()
+    for model, n in stats.calls_by_model.items():
+        if d := sync.delta(("llm_calls", model), n):
+            metrics.llm_calls.labels(model).inc(d)
+    if d := sync.delta(("llm_items",), stats.items):
+        metrics.llm_items.inc(d)
+    for kind, n in (("prompt", stats.prompt_tokens), ("completion", stats.completion_tokens)):
+        if d := sync.delta(("llm_tokens", kind), n):
+            metrics.llm_tokens.labels(kind).inc(d)
+    for kind, n in stats.errors.items():
+        if d := sync.delta(("llm_errors", kind), n):
+            metrics.llm_errors.labels(kind).inc(d)
+    if d := sync.delta(("llm_opened",), stats.circuit_opened):
+        metrics.llm_circuit_opened.inc(d)
+    metrics.llm_circuit_state.set(CIRCUIT_VALUE.get(stats.circuit_state, 0))
+
+
+def instrument(rt: Any, metrics: PipelineMetrics | None = None) -> Callable[[Any], Awaitable[None]]:
+    """Hook a consumer runtime's batches and sinks; returns the periodic counter-sync task."""
+    metrics = metrics or pipeline_metrics()
+    consumer = rt.consumer
+    consumer.on_batch.append(metrics.observe_batch)
+    processor = consumer.processor
+    if processor.mongo is not None:
+        processor.mongo.write = timed(processor.mongo.write, metrics, "mongo", "bulk_write")
+    committer = processor.committer
+    committer.commit_once = timed(committer.commit_once, metrics, "redis", "commit_script")
+    sync = CounterSync()
+
+    async def sync_task(stop: asyncio.Event) -> None:
+        while True:
+            try:
+                sync_process_counters(rt, metrics, sync)
+            except Exception:  # metrics must never take the consumer down
+                log.warning("metrics sync failed", exc_info=True)
+            if stop.is_set():
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SYNC_INTERVAL_S)
+
+    return sync_task
+
+
+# --- group-level gauges, sampled at scrape time by the serving process ---
+
+
+class GroupSampler(Collector):
+    """XINFO GROUPS / XPENDING / XLEN of the consumer group, cached for SAMPLE_CACHE_S."""
+
+    def __init__(self, settings: Settings, client_factory: Callable[[], Any] | None = None) -> None:
+        self.settings = settings
+        self._factory = client_factory
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, float]] = (0.0, {})
+
+    def _redis(self) -> Any:
+        if self._client is None:
+            if self._factory is not None:
+                self._client = self._factory()
+            else:
+                from pipeline.connect import sync_redis
+
+                self._client = sync_redis(self.settings)
+        return self._client
+
+    def sample(self) -> dict[str, float]:
+        keys = self.settings.keys
+        r = self._redis()
+        out: dict[str, float] = {"pomocore_group_sample_up": 1.0}
+        groups = r.xinfo_groups(keys.stream_key) if r.exists(keys.stream_key) else []
+        for g in groups:
+            name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+            if name != self.settings.group:
+                continue
+            if g.get("lag") is not None:
+                out["pomocore_group_lag"] = float(g["lag"])
+            out["pomocore_group_pending"] = float(g["pending"])
+            out["pomocore_group_consumers"] = float(g["consumers"])
+            if g["pending"]:
+                oldest = r.xpending_range(
+                    keys.stream_key, self.settings.group, min="-", max="+", count=1
+                )
+                if oldest:
+                    first = oldest[0]
+                    entry_id = first["message_id"]
+                    entry_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                    out["pomocore_oldest_pending_age_seconds"] = max(
+                        0.0, time.time() - entry_ms(entry_id) / 1000
+                    )
+                    out["pomocore_oldest_pending_idle_seconds"] = (
+                        first["time_since_delivered"] / 1000
+                    )
+            else:
+                out["pomocore_oldest_pending_age_seconds"] = 0.0
+                out["pomocore_oldest_pending_idle_seconds"] = 0.0
+        out["pomocore_stream_length"] = float(r.xlen(keys.stream_key))
+        out["pomocore_dead_letter_length"] = float(r.xlen(keys.dead_letter_key))
+        lost = r.get(keys.lost_to_trim_key)
+        out["pomocore_lost_to_trim"] = float(lost or 0)
+        return out
+
+    def values(self) -> dict[str, float]:
+        with self._lock:
+            at, cached = self._cached
+            if time.monotonic() - at < SAMPLE_CACHE_S:
+                return cached
+            try:
+                values = self.sample()
+            except Exception as exc:
+                log.warning("group sample failed", extra={"error": str(exc)[:200]})
+                values = {"pomocore_group_sample_up": 0.0}
+                self._client = None
+            self._cached = (time.monotonic(), values)
+            return values
+
+    def collect(self) -> Iterable[Metric]:
+        values = self.values()
+        labels = ["stream", "group"]
+        label_values = [self.settings.keys.stream_key, self.settings.group]
+        for name, doc in GROUP_GAUGES.items():
+            if name not in values:
+                continue
+            family = GaugeMetricFamily(name, doc, labels=labels)
+            family.add_metric(label_values, values[name])
+            yield family
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class _Forward(Collector):
+    """Exposes another registry's families (the in-memory default registry)."""
+
+    def __init__(self, source: CollectorRegistry) -> None:
+        self.source = source
+
+    def collect(self) -> Iterable[Metric]:
+        return self.source.collect()
+
+
+def serving_registry(sampler: GroupSampler | None) -> CollectorRegistry:
+    """What /metrics exposes: the recorded metrics (aggregated over every process's files
+    in multiprocess mode) plus the group gauges."""
+    registry = CollectorRegistry()
+    if multiprocess_dir() is not None:
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    else:
+        registry.register(_Forward(REGISTRY))
+    if sampler is not None:
+        registry.register(sampler)
+    return registry
+
+
+def metric_names() -> set[str]:
+    """Every family name pomocore exposes (as written in PromQL: `_total`, `_bucket`...)."""
+    names = set(GROUP_GAUGES)
+    registry = CollectorRegistry()
+    PipelineMetrics(registry)
+    for family in registry.collect():
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names.update(family.name + s for s in ("_bucket", "_sum", "_count"))
+        else:
+            names.add(family.name)
+    return names

@@ -1,0 +1,147 @@
+"""Operations subcommands of `pomocore`: `check`, `leaderboard top|rank|serve`, `acl`.
+
+Registered into pipeline.cli's parser; each handler imports its module lazily.
+Other modules can add `pomocore leaderboard <action>` subcommands by appending a
+`register(actions_subparsers)` callable to `LEADERBOARD_ACTIONS` (e.g. `rebuild`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pipeline.settings import Settings
+
+LEADERBOARD_ACTIONS: list[Callable[[Any], None]] = []
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(
+        log_format=getattr(args, "log_format", None), log_level=getattr(args, "log_level", None)
+    )
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pipeline.health import check_command
+
+    return check_command(_settings(args), sys.stdout)
+
+
+def _reader_args(p: argparse.ArgumentParser, *, user: bool) -> None:
+    if user:
+        p.add_argument("--user", required=True, help="userId")
+    p.add_argument("--category", required=True, help="category name, or work")
+    p.add_argument("--period", required=True, choices=("daily", "weekly", "monthly"))
+    p.add_argument("--date", help="local date YYYY-MM-DD (default: today in POMOCORE_TIMEZONE)")
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from pipeline.leaderboard import LeaderboardReader, QueryError
+
+    reader = LeaderboardReader.from_settings(_settings(args))
+    try:
+        if args.action == "top":
+            rows = reader.top(args.category, args.period, args.date, args.limit, args.offset)
+        else:
+            row = reader.rank(args.user, args.category, args.period, args.date)
+            rows = [row] if row else []
+    except QueryError as exc:
+        print(f"pomocore: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        reader.close()
+    for r in rows:
+        if args.json:
+            print(json.dumps(r.as_dict(), ensure_ascii=False))
+        else:
+            print(f"{r.rank}\t{r.user}\t{r.score:.3f}")
+    return 0 if rows or args.action == "top" else 1
+
+
+def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
+    from pipeline.http_api import LeaderboardHTTPServer
+    from pipeline.leaderboard import LeaderboardReader
+    from pipeline.logs import setup_logging
+
+    settings = _settings(args)
+    setup_logging(settings.log_format, settings.log_level)
+    server = LeaderboardHTTPServer(LeaderboardReader.from_settings(settings), args.port, args.host)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.httpd.server_close()
+    return 0
+
+
+def cmd_acl(args: argparse.Namespace) -> int:
+    from pipeline import acl
+
+    settings = _settings(args)
+    passwords: dict[str, str] = {}
+    for spec in args.password_file or []:
+        role, _, path = spec.partition("=")
+        with open(path, encoding="utf-8") as fh:
+            passwords[role] = fh.read().strip()
+    roles = [r.strip() for r in args.users.split(",") if r.strip()]
+    for role in roles:
+        if role not in acl.ROLES:
+            print(f"pomocore: unknown role {role!r}", file=sys.stderr)
+            return 2
+        if role not in passwords:
+            print(f"pomocore: --password-file {role}=PATH is required", file=sys.stderr)
+            return 2
+    cluster = bool(settings.redis_cluster)
+    if args.setuser:
+        for role in roles:
+            words = acl.setuser_args(settings.keys, role, passwords[role], cluster=cluster)
+            print("ACL SETUSER " + " ".join(words))
+    else:
+        sys.stdout.write(
+            acl.acl_file(settings.keys, {r: passwords[r] for r in roles}, cluster=cluster)
+        )
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add the operations subcommands to `pomocore`'s subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-format", choices=("json", "text"), help="POMOCORE_LOG_FORMAT")
+    common.add_argument("--log-level", help="POMOCORE_LOG_LEVEL")
+
+    check = sub.add_parser(
+        "check", parents=[common], help="readiness checks without HTTP: exit 0 ready, 1 not"
+    )
+    check.set_defaults(func=cmd_check)
+
+    lb = sub.add_parser("leaderboard", help="read leaderboards (top, rank, serve)")
+    actions = lb.add_subparsers(dest="action", required=True)
+    top = actions.add_parser("top", parents=[common], help="top N users, one row per user")
+    _reader_args(top, user=False)
+    top.add_argument("--limit", type=int, default=10)
+    top.add_argument("--offset", type=int, default=0)
+    top.set_defaults(func=cmd_leaderboard)
+    rank = actions.add_parser("rank", parents=[common], help="rank and score of one user")
+    _reader_args(rank, user=True)
+    rank.set_defaults(func=cmd_leaderboard)
+    serve = actions.add_parser("serve", parents=[common], help="read-only HTTP JSON endpoint")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
+    serve.set_defaults(func=cmd_leaderboard_serve)
+    for add in LEADERBOARD_ACTIONS:
+        add(actions)
+
+    acl_cmd = sub.add_parser(
+        "acl", parents=[common], help="print Redis ACL users (least privilege)"
+    )
+    acl_cmd.add_argument("--users", default="producer,worker,reader", help="comma list of roles")
+    acl_cmd.add_argument(
+        "--password-file", action="append", metavar="ROLE=PATH", help="password of a role"
+    )
+    acl_cmd.add_argument("--setuser", action="store_true", help="ACL SETUSER lines, not a file")
+    acl_cmd.set_defaults(func=cmd_acl)
