@@ -7,6 +7,7 @@ and in the commit step (dramatiq's rule). One consumer = one name in the group.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 import uuid
@@ -19,7 +20,8 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers.batch import BatchOutcome, BatchProcessor, Entry
-from pipeline.errors import Backpressure, CommitError, SinkError
+from consumers.reclaim import Reclaimer
+from pipeline.errors import Backpressure, CommitError, MongoWriteError, SinkError
 from pipeline.retry import backoff_s
 from pipeline.settings import Settings
 
@@ -84,15 +86,43 @@ class StreamConsumer:
         self.stats = ConsumerStats()
         self.draining = False
         self.on_batch: list[Any] = []  # callables(outcome, elapsed_s, entries) for metrics
+        self.reclaimer = Reclaimer(settings, redis)
+        self.held: list[Entry] = []  # a batch abandoned while a dependency was down
+        self.held_dead: list[Any] = []  # ... and its extra dead letters
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read and process until `stop` is set; the batch in hand is always finished."""
         await self._with_redis_retry(lambda: ensure_group(self.redis, self.settings), stop)
         while not stop.is_set():
+            if self.held:  # retry it before reading anything new (backpressure)
+                await self._retry_held(stop)
+                continue
+            if self.reclaimer.due():
+                claimed = await self._with_redis_retry(self.reclaimer.claim, stop)
+                if claimed and (claimed.entries or claimed.dead):
+                    await self.process(claimed.entries, stop, claimed.dead)
+                    continue
             entries = await self._with_redis_retry(lambda: self.read_batch(stop), stop)
-            if entries:
+            if entries and self.read_id == OWN_PENDING:  # re-delivered: poison control
+                split = await self._with_redis_retry(
+                    functools.partial(self.reclaimer.split_poison, entries), stop
+                )
+                if split:
+                    await self.process(split[0], stop, split[1])
+            elif entries:
                 await self.process(entries, stop)
         self.draining = True
+
+    async def _retry_held(self, stop: asyncio.Event) -> None:
+        held, self.held = self.held, []
+        dead, self.held_dead = self.held_dead, []
+        ids = [i for i, _ in held] + [d.entry_id for d in dead]
+        pending = await self._with_redis_retry(lambda: self.reclaimer.touch(ids), stop)
+        if isinstance(pending, set):
+            held = [e for e in held if e[0] in pending]
+            dead = [d for d in dead if d.entry_id in pending]
+        if held or dead:
+            await self.process(held, stop, dead)
 
     async def read_batch(self, stop: asyncio.Event) -> list[Entry]:
         """Up to batch_size entries; waits at most linger_ms to fill a partial batch."""
@@ -136,14 +166,20 @@ class StreamConsumer:
                 return None
             raise
 
-    async def process(self, entries: list[Entry], stop: asyncio.Event) -> BatchOutcome | None:
+    async def process(
+        self, entries: list[Entry], stop: asyncio.Event, extra_dead: Any = ()
+    ) -> BatchOutcome | None:
         """Process one batch, retrying sinks with backoff; while failing, nothing is read."""
         batch_id = uuid.uuid4().hex[:12]
+        data_error = False
         for attempt in range(1, self.settings.mongo_retry_max + 2):
             started = time.perf_counter()
             try:
-                outcome = await self.processor.process(entries)
+                outcome: BatchOutcome = await _closed_is_transient(
+                    self.processor.process(entries, extra_dead)
+                )
             except (SinkError, *TRANSIENT_REDIS) as exc:
+                data_error = isinstance(exc, MongoWriteError)
                 retry_after = exc.retry_after_s if isinstance(exc, Backpressure) else None
                 self.stats.sink_failures += 1
                 delay = backoff_s(attempt, base_s=0.2, cap_s=10.0, retry_after_s=retry_after)
@@ -182,14 +218,21 @@ class StreamConsumer:
             "batch abandoned after retries; entries stay pending",
             extra={"batch_id": batch_id, "events": len(entries)},
         )
-        self.read_id = OWN_PENDING
+        if data_error or stop.is_set():
+            # MongoDB refused the data: re-read from the pending list, which counts a
+            # delivery, so a poison entry ends in the dead-letter stream (max_deliveries).
+            self.read_id = OWN_PENDING
+        else:
+            # The dependency is down: keep the batch and retry it without re-reading, so
+            # an outage neither counts deliveries nor lets anything new in.
+            self.held, self.held_dead = list(entries), list(extra_dead)
         return None
 
     async def _with_redis_retry(self, op: Any, stop: asyncio.Event) -> Any:
         attempt = 0
         while True:
             try:
-                return await op()
+                return await _closed_is_transient(op())
             except TRANSIENT_REDIS as exc:
                 attempt += 1
                 self.stats.redis_failures += 1
@@ -205,6 +248,17 @@ class StreamConsumer:
                     },
                 )
                 await asyncio.sleep(delay)
+
+
+async def _closed_is_transient(awaitable: Any) -> Any:
+    """uvloop raises RuntimeError ("handler is closed") when redis-py writes to a socket
+    the peer just reset; that is a connection error, not a bug (found by tests/chaos)."""
+    try:
+        return await awaitable
+    except RuntimeError as exc:
+        if "handler is closed" in str(exc) or "transport is closing" in str(exc).lower():
+            raise RedisConnectionError(str(exc)) from exc
+        raise
 
 
 def _entries(reply: Any) -> list[Entry]:

@@ -145,9 +145,7 @@ class Reclaimer:
                 counts[entry_id] = int(rows[0]["times_delivered"])
         return counts
 
-    async def split_poison(
-        self, entries: Sequence[Entry]
-    ) -> tuple[list[Entry], list[DeadLetter]]:
+    async def split_poison(self, entries: Sequence[Entry]) -> tuple[list[Entry], list[DeadLetter]]:
         """Entries delivered more than max_deliveries times become dead letters."""
         limit = self.settings.max_deliveries
         counts = await self.delivery_counts([i for i, f in entries if f is not None])
@@ -156,7 +154,8 @@ class Reclaimer:
         for entry_id, fields in entries:
             n = counts.get(entry_id, 0)
             if fields is not None and n > limit:
-                dead.append(DeadLetter(entry_id, fields, MAX_DELIVERIES, "", f"delivered {n} times"))
+                detail = f"delivered {n} times"
+                dead.append(DeadLetter(entry_id, fields, MAX_DELIVERIES, "", detail))
             else:
                 keep.append((entry_id, fields))
         if dead:

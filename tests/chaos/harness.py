@@ -1,0 +1,325 @@
+"""The chaos run: real servers, consumer processes, a producer, and scheduled faults.
+
+Valkey with AOF (appendfsync always) and the MongoDB-wire server run on loopback; the
+consumers (`python -m pipeline.cli run`) reach both through fault proxies. While the
+producer publishes, a seeded schedule injects faults: kill -9 of a consumer (restarted
+under the same name, which re-reads its pending list, or a new one, which leaves the
+entries for XAUTOCLAIM), kill -9 and restart of Redis, kill -9 and restart of MongoDB,
+and proxy latency, connection resets and blackholes. Then everything is healed, the
+group drained, the consumers stopped, and the checker compares what the servers hold
+with what was published.
+
+Which faults happen, in which order, is fixed by the seed; exactly when a fault lands
+in a batch is not (that is the point), and the invariants must hold for every timing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from pipeline.embedded import EmbeddedMongo, EmbeddedRedis
+from pipeline.settings import Settings
+from tests.chaos.checker import Checker, Published, generate
+from tests.support.fault_proxy import FaultProxy
+from tests.support.pipeline import group_state
+
+FAULT_KINDS = (
+    "kill_consumer",
+    "kill_redis",
+    "proxy_latency",
+    "kill_mongo",
+    "proxy_reset",
+    "proxy_blackhole",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosConfig:
+    seed: int = 1
+    events: int = 4000
+    publish_s: float = 14.0
+    consumers: int = 2
+    fault_every_s: float = 1.8
+    drain_timeout_s: float = 90.0
+    chunk: int = 50
+
+
+@dataclass(slots=True)
+class ChaosReport:
+    published: int = 0
+    rejected: int = 0
+    faults: list[str] = field(default_factory=list)
+    unexpected_exits: list[str] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    drain_s: float = 0.0
+    wall_s: float = 0.0
+    consumer_warnings: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        counts: dict[str, int] = {}
+        for f in self.faults:
+            if not f.startswith("t="):
+                continue
+            kind = f.split("s ", 1)[1].split()[0]
+            counts[kind] = counts.get(kind, 0) + 1
+        return (
+            f"published={self.published} rejected={self.rejected} faults={len(self.faults)} "
+            f"{counts} unexpected_exits={len(self.unexpected_exits)} "
+            f"violations={len(self.violations)} drain_s={self.drain_s:.1f} "
+            f"wall_s={self.wall_s:.1f} consumer_logs={self.consumer_warnings}"
+        )
+
+
+class ChaosRun:
+    def __init__(self, config: ChaosConfig, workdir: Path | None = None) -> None:
+        self.cfg = config
+        self.rng = random.Random(config.seed)
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="pomocore-chaos-"))
+        self.redis = EmbeddedRedis(self.workdir / "redis", appendonly=True)
+        self.mongo = EmbeddedMongo(self.workdir / "mongo")
+        self.redis_proxy: FaultProxy | None = None
+        self.mongo_proxy: FaultProxy | None = None
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.names: dict[int, str] = {}
+        self.generation = 0
+        self.report = ChaosReport()
+        self.t0 = 0.0
+        self.killed: set[int] = set()
+
+    # --- processes ---
+
+    @property
+    def settings(self) -> Settings:
+        return Settings.from_dsn(
+            self.redis.url, self.mongo.url, mongo_db="chaos", consumer_name="checker"
+        )
+
+    def _consumer_env(self, name: str) -> dict[str, str]:
+        assert self.redis_proxy and self.mongo_proxy
+        return {
+            **os.environ,
+            "POMOCORE_REDIS_URL": f"redis://{self.redis_proxy.host_port}/0",
+            "POMOCORE_MONGO_URI": f"mongodb://{self.mongo_proxy.host_port}/",
+            "POMOCORE_MONGO_DB": "chaos",
+            "POMOCORE_CONSUMER_NAME": name,
+            "POMOCORE_BATCH_SIZE": "100",
+            "POMOCORE_BLOCK_MS": "200",
+            "POMOCORE_LINGER_MS": "5",
+            "POMOCORE_RECLAIM_IDLE_MS": "2000",
+            "POMOCORE_MAX_DELIVERIES": "50",
+            "POMOCORE_MONGO_RETRY_MAX": "2",
+            "POMOCORE_SHUTDOWN_TIMEOUT_S": "15",
+            "POMOCORE_LOG_LEVEL": "WARNING",
+        }
+
+    def _start_consumer(self, index: int, name: str) -> None:
+        log = open(self.workdir / f"consumer-{name}.log", "ab")  # noqa: SIM115
+        self.procs[index] = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run"],
+            env=self._consumer_env(name),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.names[index] = name
+
+    def _watch_consumers(self) -> None:
+        for index, proc in list(self.procs.items()):
+            code = proc.poll()
+            if code is not None and index not in self.killed:
+                self.report.unexpected_exits.append(f"{self.names[index]} exited {code}")
+                self._start_consumer(index, self.names[index])
+
+    # --- producer ---
+
+    def _publish(self, events: list[Published], stop: threading.Event) -> None:
+        base_ms = int(time.time() * 1000)
+        for n, p in enumerate(events, start=1):
+            p.entry_id = f"{base_ms}-{n}"
+        key = self.settings.keys.stream_key
+        pause = self.cfg.publish_s / max(1, len(events) / self.cfg.chunk)
+        for i in range(0, len(events), self.cfg.chunk):
+            chunk = events[i : i + self.cfg.chunk]
+            while True:  # idempotent: after a failure, publish only what is missing
+                try:
+                    client = redis.Redis.from_url(self.redis.url, socket_timeout=5)
+                    try:
+                        present = {
+                            e.decode()
+                            for e, _ in client.xrange(key, chunk[0].entry_id, chunk[-1].entry_id)
+                        }
+                        pipe = client.pipeline(transaction=False)
+                        for p in chunk:
+                            if p.entry_id not in present:
+                                pipe.xadd(key, dict(p.fields), id=p.entry_id)  # type: ignore[arg-type]
+                        pipe.execute()
+                    finally:
+                        client.close()
+                    break
+                except (redis.ConnectionError, redis.TimeoutError, OSError):
+                    time.sleep(0.2)
+            time.sleep(pause)
+        stop.set()
+
+    # --- faults ---
+
+    def _schedule(self) -> list[tuple[float, str]]:
+        n = max(len(FAULT_KINDS), int(self.cfg.publish_s / self.cfg.fault_every_s))
+        kinds = list(FAULT_KINDS) + [self.rng.choice(FAULT_KINDS) for _ in range(n - 6)]
+        self.rng.shuffle(kinds)
+        step = self.cfg.publish_s / (n + 1)
+        return [
+            (step * (i + 1) + self.rng.uniform(-0.3, 0.3) * step, k) for i, k in enumerate(kinds)
+        ]
+
+    def _note(self, text: str) -> None:
+        self.report.faults.append(f"t={time.monotonic() - self.t0:5.1f}s {text}")
+
+    def _inject(self, kind: str) -> None:
+        rng = self.rng
+        assert self.redis_proxy and self.mongo_proxy
+        if kind == "kill_consumer":
+            index = rng.randrange(self.cfg.consumers)
+            self.killed.add(index)
+            self.procs[index].send_signal(signal.SIGKILL)
+            self.procs[index].wait(10)
+            same = rng.random() < 0.5
+            if not same:
+                self.generation += 1
+            name = self.names[index] if same else f"chaos-{index}-g{self.generation}"
+            delay = rng.uniform(0.2, 1.2)
+            self._note(
+                f"kill_consumer {self.names[index]} -9; restart as {name} after {delay:.1f}s"
+            )
+            time.sleep(delay)
+            self._start_consumer(index, name)
+            self.killed.discard(index)
+        elif kind == "kill_redis":
+            down = rng.uniform(0.3, 1.5)
+            self._note(f"kill_redis -9, down {down:.1f}s")
+            self.redis.kill()
+            time.sleep(down)
+            self.redis.start()
+        elif kind == "kill_mongo":
+            down = rng.uniform(0.5, 2.0)
+            self._note(f"kill_mongo -9, down {down:.1f}s")
+            self.mongo.kill()
+            time.sleep(down)
+            self.mongo.start()
+        else:
+            proxy, which = rng.choice(((self.redis_proxy, "redis"), (self.mongo_proxy, "mongo")))
+            if kind == "proxy_latency":
+                latency, span = rng.uniform(0.02, 0.2), rng.uniform(1.0, 2.5)
+                self._note(f"proxy_latency {which} {latency * 1000:.0f}ms for {span:.1f}s")
+                proxy.set_mode("latency", latency)
+            elif kind == "proxy_reset":
+                span = rng.uniform(0.1, 0.8)
+                self._note(f"proxy_reset {which} for {span:.1f}s")
+                proxy.set_mode("reset")
+            else:
+                span = rng.uniform(1.0, 3.0)
+                self._note(f"proxy_blackhole {which} for {span:.1f}s")
+                proxy.set_mode("blackhole")
+            time.sleep(span)
+            proxy.set_mode("pass")
+
+    # --- the run ---
+
+    def run(self) -> ChaosReport:
+        started = time.monotonic()
+        self.redis.start()
+        self.mongo.start()
+        self.redis_proxy = FaultProxy(self.redis.port)
+        self.mongo_proxy = FaultProxy(self.mongo.port)
+        self.redis_proxy.start()
+        self.mongo_proxy.start()
+        try:
+            return self._run(started)
+        finally:
+            for proc in self.procs.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+            self.redis_proxy.close()
+            self.mongo_proxy.close()
+            self.redis.close()
+            self.mongo.close()
+            if (
+                self.report.violations
+                or self.report.unexpected_exits
+                or os.environ.get("POMOCORE_CHAOS_KEEP")
+            ):
+                self.report.faults.append(f"logs kept in {self.workdir}")
+            else:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _run(self, started: float) -> ChaosReport:
+        published = generate(self.cfg.seed, self.cfg.events, time.time())
+        self.report.published = len(published)
+        self.report.rejected = sum(1 for p in published if p.reason)
+        for index in range(self.cfg.consumers):
+            self._start_consumer(index, f"chaos-{index}-g0")
+        done = threading.Event()
+        producer = threading.Thread(target=self._publish, args=(published, done), daemon=True)
+        self.t0 = time.monotonic()
+        producer.start()
+        for at, kind in self._schedule():
+            while time.monotonic() - self.t0 < at:
+                self._watch_consumers()
+                time.sleep(0.05)
+            self._watch_consumers()
+            self._inject(kind)
+        producer.join(self.cfg.publish_s * 4 + 60)
+        assert done.is_set(), "producer did not finish"
+        drain_started = time.monotonic()
+        s = self.settings
+        deadline = drain_started + self.cfg.drain_timeout_s
+        stable = 0
+        while time.monotonic() < deadline and stable < 3:
+            self._watch_consumers()
+            state = group_state(s.redis_url, s.keys.stream_key, s.group)
+            stable = stable + 1 if state == (0, 0) else 0
+            time.sleep(0.2)
+        self.report.drain_s = time.monotonic() - drain_started
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for index, proc in self.procs.items():
+            try:
+                code = proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait(10)
+            if code != 0:
+                self.report.unexpected_exits.append(f"{self.names[index]} stopped with {code}")
+        self.report.violations = Checker(s).check(published)
+        self.report.wall_s = time.monotonic() - started
+        self.report.consumer_warnings = self._count_log_lines()
+        return self.report
+
+    def _count_log_lines(self) -> dict[str, int]:
+        """How the consumers saw the faults (evidence that they landed)."""
+        counts: dict[str, int] = {}
+        for path in self.workdir.glob("consumer-*.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                for msg in (
+                    "redis unavailable",
+                    "batch failed",
+                    "batch abandoned",
+                    "reclaimed idle entries",
+                    '"level":"error"',
+                ):
+                    if msg in line:
+                        counts[msg] = counts.get(msg, 0) + 1
+        return counts

@@ -1,0 +1,44 @@
+"""The chaos suite: a short seeded run in `make test`, a long one with `make chaos`."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.chaos.harness import ChaosConfig, ChaosRun
+
+LONG = os.environ.get("POMOCORE_CHAOS_LONG") == "1"
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1800 if LONG else 240)]
+
+SHORT = ChaosConfig(seed=1, events=4000, publish_s=14.0, consumers=2, fault_every_s=1.8)
+LONG_RUNS = [
+    ChaosConfig(seed=seed, events=30_000, publish_s=90.0, consumers=3, fault_every_s=1.5)
+    for seed in (11, 12, 13)
+]
+
+
+def _run(config: ChaosConfig) -> None:
+    report = ChaosRun(config).run()
+    print("\nchaos:", report.summary())
+    for fault in report.faults:
+        print("  fault", fault)
+    for exit_ in report.unexpected_exits:
+        print("  exit", exit_)
+    for violation in report.violations[:50]:
+        print("  VIOLATION", violation)
+    assert len(report.faults) >= 6
+    assert report.violations == []
+    assert report.unexpected_exits == []
+
+
+@pytest.mark.skipif(LONG, reason="the long runs replace the short one")
+def test_chaos_short() -> None:
+    _run(SHORT)
+
+
+@pytest.mark.skipif(not LONG, reason="POMOCORE_CHAOS_LONG=1 (make chaos)")
+@pytest.mark.parametrize("config", LONG_RUNS, ids=lambda c: f"seed{c.seed}")
+def test_chaos_long(config: ChaosConfig) -> None:
+    _run(config)

@@ -1,0 +1,167 @@
+"""Hypothesis-generated entries mixed into valid traffic: no crash, every bad entry
+rejected with a reason, every valid one counted exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import time
+import uuid
+from typing import Any
+
+import pymongo
+import redis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
+
+from consumers.batch import validate
+from pipeline.events import MAX_DURATION_S, REASONS
+from pipeline.settings import Settings
+from tests.core.test_pipeline import categories_of
+from tests.support.pipeline import (
+    actual_leaderboards,
+    assert_scores_equal,
+    drain,
+    now_fields,
+    publish,
+    reference_leaderboards,
+)
+
+NOW = time.time()
+FIELDS = [
+    "userId",
+    "app",
+    "title",
+    "url",
+    "duration",
+    "timestamp",
+    "session",
+    "sessionDate",
+    "sessionMinutes",
+    "isEnd",
+    "categorizedDataId",
+    "pomodoroUsageLogId",
+    "extra",
+]
+
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(
+        [
+            "nan",
+            "NaN",
+            "inf",
+            "-inf",
+            "1e309",
+            "-0",
+            "0",
+            "1_000",
+            "0x10",
+            " 5 ",
+            "9" * 80,
+            "86400",
+            "86400.0001",
+            "1e-320",
+        ]
+    ),
+    st.integers(min_value=-(10**30), max_value=10**30).map(str),
+    st.floats(min_value=NOW - 86_400 * 400, max_value=NOW + 86_400).map(lambda f: f"{f:.3f}"),
+)
+raw_bytes = st.one_of(
+    st.binary(max_size=64),
+    st.just(b"\xff\xfe\xfd"),
+    st.just(b"\xed\xa0\x80"),  # an encoded surrogate: invalid UTF-8
+    st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")),
+    st.integers(min_value=100, max_value=40_000).map(lambda n: b"t" * n),  # oversized
+)
+value = st.one_of(numbers.map(str.encode), raw_bytes, st.sampled_from([b"true", b"0", b""]))
+
+
+@st.composite
+def fuzz_entry(draw: Any) -> dict[bytes, bytes]:
+    base = {
+        k.encode(): v if isinstance(v, bytes) else v.encode()
+        for k, v in now_fields("fuzz", "Code", 12.0, title="x.py").items()
+    }
+    for name in draw(st.lists(st.sampled_from(FIELDS), max_size=5, unique=True)):
+        if draw(st.booleans()):
+            base.pop(name.encode(), None)  # missing field
+        else:
+            base[name.encode()] = draw(value)
+    if draw(st.integers(0, 9)) == 0:  # sometimes a wholly random entry
+        base = draw(
+            st.dictionaries(
+                st.binary(min_size=1, max_size=12), st.binary(max_size=30), min_size=1, max_size=6
+            )
+        )
+    return base
+
+
+@hsettings(max_examples=400, deadline=None)
+@given(st.lists(fuzz_entry(), min_size=1, max_size=20))
+def test_validate_never_crashes_and_every_rejection_has_a_reason(
+    entries: list[dict[bytes, bytes]],
+) -> None:
+    s = Settings.from_env({})
+    batch = validate([(f"{i + 1}-0", e) for i, e in enumerate(entries)], s, time.time())
+    assert len(batch.accepted) + len(batch.dead_letters) == len(entries)
+    for dead in batch.dead_letters:
+        assert dead.reason in REASONS
+    for event in batch.accepted:
+        assert event.user_id and len(event.user_id) <= 128
+        assert math.isfinite(event.duration_s) and 0 < event.duration_s <= MAX_DURATION_S
+        assert math.isfinite(event.timestamp_s) and event.timestamp_s <= time.time() + 300
+        assert event.app or event.title or event.url
+
+
+@hsettings(
+    max_examples=4,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+    ],
+)
+@given(st.lists(fuzz_entry(), min_size=20, max_size=60), st.randoms(use_true_random=False))
+def test_fuzz_mixed_into_valid_traffic_end_to_end(
+    settings: Settings, fuzz: list[dict[bytes, bytes]], rnd: Any
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    s = dataclasses.replace(
+        settings,
+        stream=f"fuzz-{tag}",
+        dead_letter_stream=f"fuzz-{tag}:dlq",
+        session_score_stream=f"fuzz-{tag}:sessions",
+        leaderboard_prefix=f"lb{tag}",
+        mongo_db=f"fuzz_{tag}",
+    )
+    valid = [now_fields(f"u{i % 9}", ["Code", "Slack", "Figma"][i % 3], 3.0 + i) for i in range(80)]
+    mixed: list[Any] = [("v", e) for e in valid] + [("f", e) for e in fuzz]
+    rnd.shuffle(mixed)
+    ids = publish(s.redis_url, s.keys.stream_key, [e for _, e in mixed])
+
+    asyncio.run(drain(s))
+
+    client = redis.Redis.from_url(s.redis_url)
+    dead = {
+        f[b"dlq.entry_id"].decode(): f[b"dlq.reason"].decode()
+        for _, f in client.xrange(s.keys.dead_letter_key)
+    }
+    assert set(dead.values()) <= set(REASONS)
+    kinds = dict(zip(ids, (k for k, _ in mixed), strict=True))
+    assert all(kinds[i] == "f" for i in dead)  # no valid event rejected
+    accepted_fuzz = [e for i, (k, e) in zip(ids, mixed, strict=True) if k == "f" and i not in dead]
+    accepted = valid + [
+        {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in e.items()}
+        for e in accepted_fuzz
+    ]
+    expected = reference_leaderboards(
+        zip(accepted, categories_of(accepted), strict=True), s.timezone, s.leaderboard_prefix
+    )
+    assert_scores_equal(actual_leaderboards(s.redis_url, s.leaderboard_prefix), expected)
+    db: Any = pymongo.MongoClient(s.mongo_uri)[s.mongo_db]
+    assert db.pomodoro_usage_log.count_documents({}) == len(accepted)
+    assert client.xpending(s.keys.stream_key, s.group)["pending"] == 0

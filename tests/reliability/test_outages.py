@@ -1,0 +1,152 @@
+"""Redis and MongoDB outages against real servers: no crash, no loss, nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import pymongo
+import pytest
+import redis
+from pymongo.errors import BulkWriteError
+
+from pipeline.embedded import EmbeddedMongo, EmbeddedRedis
+from pipeline.errors import MongoWriteError
+from pipeline.settings import Settings
+from sinks.mongo import MongoSink
+from tests.core.test_pipeline import categories_of
+from tests.reliability.conftest import with_servers
+from tests.reliability.helpers import dead_letters, drained, running_consumer, wait_until
+from tests.support.pipeline import (
+    actual_leaderboards,
+    assert_scores_equal,
+    group_state,
+    now_fields,
+    publish,
+    reference_leaderboards,
+)
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _events(n: int, offset: int = 0) -> list[dict[str, str | bytes]]:
+    apps = ["Code", "Slack", "Figma", "Spotify", "Google Chrome"]
+    return [
+        now_fields(
+            f"u{(i + offset) % 11}",
+            apps[i % 5],
+            1.5 + (i % 13) * 0.25,
+            url="https://github.com/x" if i % 5 == 4 else "",
+        )
+        for i in range(n)
+    ]
+
+
+def _usage_logs(settings: Settings) -> int:
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongo_uri)
+    try:
+        return client[settings.mongo_db].pomodoro_usage_log.count_documents({})
+    finally:
+        client.close()
+
+
+def _assert_exact(settings: Settings, good: list[dict[str, str | bytes]]) -> None:
+    expected = reference_leaderboards(zip(good, categories_of(good), strict=True), "Asia/Seoul")
+    assert_scores_equal(actual_leaderboards(settings.redis_url), expected)
+    assert _usage_logs(settings) == len(good)
+    assert group_state(settings.redis_url, settings.keys.stream_key, settings.group) == (0, 0)
+
+
+async def test_redis_killed_and_restarted_mid_batch(
+    settings: Settings, own_redis: EmbeddedRedis
+) -> None:
+    s = with_servers(settings, redis_url=own_redis.url, mongo_uri=settings.mongo_uri, batch_size=50)
+    first, second = _events(3000), _events(500, offset=3)
+    async with running_consumer(s) as rt:
+        publish(s.redis_url, s.keys.stream_key, first)
+        await wait_until(lambda: rt.consumer.stats.committed >= 300)
+        own_redis.kill()  # SIGKILL while batches are in flight
+        await asyncio.sleep(1.0)
+        own_redis.start()  # same port and AOF (appendfsync always)
+        publish(s.redis_url, s.keys.stream_key, second)
+        await wait_until(drained(s), 120)
+        assert rt.consumer.stats.redis_failures + rt.consumer.stats.sink_failures > 0
+    _assert_exact(s, first + second)
+    assert dead_letters(s) == []
+
+
+async def test_group_recreated_after_flush(settings: Settings) -> None:
+    s = dataclasses.replace(settings, batch_size=50)
+    before, after = _events(200), _events(300, offset=5)
+    async with running_consumer(s):
+        publish(s.redis_url, s.keys.stream_key, before)
+        await wait_until(drained(s))
+        redis.Redis.from_url(s.redis_url).flushall()  # NOGROUP on the next read
+        await asyncio.sleep(0.3)
+        publish(s.redis_url, s.keys.stream_key, after)
+        await wait_until(drained(s))
+    expected = reference_leaderboards(zip(after, categories_of(after), strict=True), s.timezone)
+    assert_scores_equal(actual_leaderboards(s.redis_url), expected)
+    assert _usage_logs(s) == len(before) + len(after)
+
+
+async def test_mongo_down_nothing_acknowledged_reading_stops_then_exact(
+    settings: Settings, own_mongo: EmbeddedMongo
+) -> None:
+    s = with_servers(
+        settings, mongo_uri=own_mongo.url, batch_size=50, mongo_retry_max=1, max_deliveries=2
+    )
+    first, second = _events(200), _events(600, offset=7)
+    async with running_consumer(s) as rt:
+        publish(s.redis_url, s.keys.stream_key, first)
+        await wait_until(drained(s))
+        own_mongo.kill()
+        committed = rt.consumer.stats.committed
+        publish(s.redis_url, s.keys.stream_key, second)
+        await asyncio.sleep(8)  # several abandoned retry rounds
+        lag, pending = group_state(s.redis_url, s.keys.stream_key, s.group)
+        assert rt.consumer.stats.committed == committed  # nothing acknowledged
+        assert pending <= s.batch_size  # one batch in hand, not piled up (backpressure)
+        assert lag >= len(second) - s.batch_size
+        assert rt.consumer.stats.sink_failures >= 1
+        own_mongo.start()
+        await wait_until(drained(s), 120)
+    _assert_exact(s, first + second)
+    # an outage is not a poison message: nothing dead-lettered for max_deliveries
+    assert dead_letters(s) == []
+
+
+class _FakeCollection:
+    def __init__(self, error: BulkWriteError) -> None:
+        self.error = error
+
+    async def bulk_write(self, ops: Any, ordered: bool) -> None:
+        raise self.error
+
+
+class _FakeDb(dict[str, Any]):
+    pass
+
+
+def _sink(error: BulkWriteError) -> MongoSink:
+    db: Any = _FakeDb(pomodoro_usage_log=_FakeCollection(error))
+    return MongoSink(db, "s", {})
+
+
+async def test_duplicate_key_only_bulk_error_is_success() -> None:
+    err = BulkWriteError({"writeErrors": [{"code": 11000, "errmsg": "dup"}] * 3})
+    await _sink(err)._bulk("pomodoro_usage_log", [])
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        {"writeErrors": [{"code": 11000, "errmsg": "dup"}, {"code": 121, "errmsg": "invalid"}]},
+        {"writeErrors": [], "writeConcernErrors": [{"code": 64, "errmsg": "wtimeout"}]},
+        {"writeErrors": [{"code": 2, "errmsg": "bad value"}]},
+    ],
+)
+async def test_other_bulk_errors_fail_the_batch(details: dict[str, Any]) -> None:
+    with pytest.raises(MongoWriteError):
+        await _sink(BulkWriteError(details))._bulk("pomodoro_usage_log", [])
