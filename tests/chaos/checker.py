@@ -28,20 +28,11 @@ from classifiers.engine import Classifier
 from classifiers.patterns import load_default_pattern_set
 from pipeline.settings import Settings
 from pipeline.workload import MALFORMED_KINDS, Workload
-from tests.support.pipeline import actual_leaderboards, reference_leaderboards
-
-# The contract's reason for each defect the generator injects (CONTRACT §1, docs/contract.md).
-REASON_OF_KIND = {
-    "missing_user": "missing_field",
-    "invalid_utf8": "invalid_utf8",
-    "nan_duration": "not_finite",
-    "negative_duration": "out_of_range",
-    "future_timestamp": "future_timestamp",
-    "bad_bool": "invalid_bool",
-    "bad_number": "invalid_number",
-    "too_long_title": "too_long",
-    "all_empty": "missing_field",
-}
+from tests.support.pipeline import (
+    REASON_OF_MALFORMED_KIND,
+    actual_leaderboards,
+    reference_leaderboards,
+)
 
 Fields = dict[str, str | bytes]
 
@@ -64,7 +55,7 @@ def generate(seed: int, count: int, now_s: float, bad_ratio: float = 0.03) -> li
         if rng.random() < bad_ratio:
             kind = rng.choice(MALFORMED_KINDS)
             fields = workload.malformed(kind, now_s)
-            out.append(Published("", fields, REASON_OF_KIND[kind]))
+            out.append(Published("", fields, REASON_OF_MALFORMED_KIND[kind]))
         else:
             out.append(Published("", workload.event(now_s), None))
     return out

@@ -17,6 +17,7 @@ from consumers.batch import validate
 from pipeline.settings import Settings
 from pipeline.workload import MALFORMED_KINDS, Workload
 from tests.support.pipeline import (
+    REASON_OF_MALFORMED_KIND,
     actual_leaderboards,
     assert_scores_equal,
     drain,
@@ -25,18 +26,6 @@ from tests.support.pipeline import (
     publish,
     reference_leaderboards,
 )
-
-EXPECTED_REASONS = {
-    "missing_user": "missing_field",
-    "invalid_utf8": "invalid_utf8",
-    "nan_duration": "not_finite",
-    "negative_duration": "out_of_range",
-    "future_timestamp": "future_timestamp",
-    "bad_bool": "invalid_bool",
-    "bad_number": "invalid_number",
-    "too_long_title": "too_long",
-    "all_empty": "missing_field",
-}
 
 
 def categories_of(events: list[dict[str, str | bytes]]) -> list[str]:
@@ -103,7 +92,7 @@ async def test_end_to_end_exact(settings: Settings) -> None:
     by_entry = {f[b"dlq.entry_id"].decode(): f for _, f in dead}
     for kind, entry_id in zip(MALFORMED_KINDS, ids[700 : 700 + len(bad)], strict=True):
         fields = by_entry[entry_id]
-        assert fields[b"dlq.reason"].decode() == EXPECTED_REASONS[kind], kind
+        assert fields[b"dlq.reason"].decode() == REASON_OF_MALFORMED_KIND[kind], kind
         assert fields[b"dlq.stream"] == settings.keys.stream_key.encode()
         original = bad[MALFORMED_KINDS.index(kind)]
         for name, value in original.items():  # original fields kept byte for byte

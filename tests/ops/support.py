@@ -3,13 +3,10 @@ reach the server (TLS, Cluster), using pomocore's own connection settings."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
-from consumers.app import run_until_stopped, runtime
 from consumers.consumer import ConsumerStats
 from pipeline.connect import sync_redis
 from pipeline.settings import Settings
+from tests.support.pipeline import drain as shared_drain
 
 
 def group_state(settings: Settings) -> tuple[int, int]:
@@ -27,14 +24,5 @@ def group_state(settings: Settings) -> tuple[int, int]:
 
 
 async def drain(settings: Settings, timeout_s: float = 60.0) -> ConsumerStats:
-    stop = asyncio.Event()
-    async with runtime(settings) as rt:
-        task = asyncio.create_task(run_until_stopped(rt, stop))
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not task.done():
-            await asyncio.sleep(0.05)
-            if await asyncio.to_thread(group_state, settings) == (0, 0):
-                break
-        stop.set()
-        await task
-        return rt.consumer.stats
+    """The shared drain, watching the group through a TLS/Cluster-aware client."""
+    return await shared_drain(settings, timeout_s, state=lambda: group_state(settings))

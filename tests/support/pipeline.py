@@ -6,31 +6,29 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
 
+from classifiers.categories import WORK_CATEGORIES
 from consumers.app import run_until_stopped, runtime
 from consumers.consumer import ConsumerStats
 from pipeline.settings import Settings
 
-WORK = {
-    "Development",
-    "LLM",
-    "Documentation",
-    "Design",
-    "Video Editing",
-    "Education",
-    "Productivity",
-    "Finance",
-    "File Management",
-    "Browsing",
-    "Marketing",
-    "System & Utilities",
-    "Meetings",
+# The contract's reason for each defect the workload generator injects (docs/contract.md).
+REASON_OF_MALFORMED_KIND = {
+    "missing_user": "missing_field",
+    "invalid_utf8": "invalid_utf8",
+    "nan_duration": "not_finite",
+    "negative_duration": "out_of_range",
+    "future_timestamp": "future_timestamp",
+    "bad_bool": "invalid_bool",
+    "bad_number": "invalid_number",
+    "too_long_title": "too_long",
+    "all_empty": "missing_field",
 }
 
 Fields = Mapping[str, str | bytes]
@@ -61,15 +59,25 @@ def group_state(url: str, stream: str, group: str) -> tuple[int, int]:
     return -1, -1
 
 
-async def drain(settings: Settings, timeout_s: float = 60.0) -> ConsumerStats:
-    """Run one in-process consumer until the group has nothing undelivered or pending."""
+async def drain(
+    settings: Settings,
+    timeout_s: float = 60.0,
+    state: Callable[[], tuple[int, int]] | None = None,
+) -> ConsumerStats:
+    """Run one in-process consumer until the group has nothing undelivered or pending.
+
+    `state` returns (lag, pending); by default read from `settings.redis_url`.
+    """
+    state = state or (
+        lambda: group_state(settings.redis_url, settings.keys.stream_key, settings.group)
+    )
     stop = asyncio.Event()
     async with runtime(settings) as rt:
         task = asyncio.create_task(run_until_stopped(rt, stop))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and not task.done():
             await asyncio.sleep(0.05)
-            if group_state(settings.redis_url, settings.keys.stream_key, settings.group) == (0, 0):
+            if await asyncio.to_thread(state) == (0, 0):
                 break
         stop.set()
         await task
@@ -86,7 +94,7 @@ def reference_leaderboards(
         local = datetime.fromtimestamp(float(fields["timestamp"]), zone)
         year, week, _ = local.isocalendar()
         periods = (local.strftime("%Y-%m-%d"), f"{year}-W{week}", f"{local.year}-M{local.month}")
-        for cat in [category, "work"] if category in WORK else [category]:
+        for cat in [category, "work"] if category in WORK_CATEGORIES else [category]:
             for period in periods:
                 out[f"{prefix}:{cat}:{period}"][str(fields["userId"])] += float(fields["duration"])
     return {k: dict(v) for k, v in out.items()}
