@@ -11,6 +11,7 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,8 +25,12 @@ from consumers.reclaim import Reclaimer
 from pipeline.errors import Backpressure, CommitError, MongoWriteError, SinkError
 from pipeline.retry import backoff_s
 from pipeline.settings import Settings
+from sinks.leaderboard import DeadLetter
 
 log = logging.getLogger("pomocore.consumer")
+
+BatchHook = Callable[[BatchOutcome, float, list[Entry]], None]
+"""(outcome, elapsed_s, entries) after each committed batch; must not do I/O."""
 
 OWN_PENDING = "0"  # XREADGROUP id: re-read entries already delivered to this consumer
 NEW_ENTRIES = ">"
@@ -85,10 +90,10 @@ class StreamConsumer:
         self.read_id = OWN_PENDING  # first finish what an earlier run of this name left
         self.stats = ConsumerStats()
         self.draining = False
-        self.on_batch: list[Any] = []  # callables(outcome, elapsed_s, entries) for metrics
+        self.on_batch: list[BatchHook] = []  # metrics: called after each committed batch
         self.reclaimer = Reclaimer(settings, redis)
         self.held: list[Entry] = []  # a batch abandoned while a dependency was down
-        self.held_dead: list[Any] = []  # ... and its extra dead letters
+        self.held_dead: list[DeadLetter] = []  # ... and its extra dead letters
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read and process until `stop` is set; the batch in hand is always finished."""
@@ -167,7 +172,7 @@ class StreamConsumer:
             raise
 
     async def process(
-        self, entries: list[Entry], stop: asyncio.Event, extra_dead: Any = ()
+        self, entries: list[Entry], stop: asyncio.Event, extra_dead: Sequence[DeadLetter] = ()
     ) -> BatchOutcome | None:
         """Process one batch, retrying sinks with backoff; while failing, nothing is read."""
         batch_id = uuid.uuid4().hex[:12]
