@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -46,6 +47,7 @@ class Runtime:
     classifier: CachingClassifier
     consumer: StreamConsumer
     resolver: Any = None  # classifiers.llm.resolver.LLMResolver when an LLM is configured
+    lanes: list[StreamConsumer] = field(default_factory=list)  # `consumer` is lanes[0]
     background: list[Task] = field(default_factory=list)
 
 
@@ -90,18 +92,27 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             Classifier.from_patterns(patterns), settings.decision_cache_size
         )
         keys = settings.keys
-        mongo = MongoSink(db, keys.stream_key, classifier.category_ids) if db is not None else None
-        resolver = _llm_resolver(settings, redis, db)
-        processor = BatchProcessor(
-            settings,
-            classifier,
-            IncrementBuilder(keys, PeriodCalculator(settings.timezone)),
-            Committer(redis, keys, settings.group, settings.consumer_name, _expire_at(settings)),
-            mongo=mongo,
-            resolver=resolver,
+        mongo = (
+            MongoSink(db, keys.stream_key, classifier.category_ids, settings.decision_cache_size)
+            if db is not None
+            else None
         )
-        consumer = StreamConsumer(settings, redis, processor)
-        rt = Runtime(settings, redis, client, db, patterns, classifier, consumer, resolver)
+        resolver = _llm_resolver(settings, redis, db)
+        builder = IncrementBuilder(keys, PeriodCalculator(settings.timezone))
+        expire_at = _expire_at(settings)
+        lanes: list[StreamConsumer] = []
+        for lane_settings in _lane_settings(settings):
+            committer = Committer(
+                redis, keys, settings.group, lane_settings.consumer_name, expire_at
+            )
+            processor = BatchProcessor(
+                lane_settings, classifier, builder, committer, mongo=mongo, resolver=resolver
+            )
+            lanes.append(StreamConsumer(lane_settings, redis, processor, reclaims=not lanes))
+        for lane in lanes[1:]:  # one set of counters and hooks for the whole process
+            lane.stats, lane.on_batch = lanes[0].stats, lanes[0].on_batch
+        rt = Runtime(settings, redis, client, db, patterns, classifier, lanes[0], resolver)
+        rt.lanes = lanes
         if db is not None:
             rt.background.append(_pattern_watcher(rt))
         rt.background.extend(_llm_tasks(rt))
@@ -116,6 +127,21 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         await redis.aclose()
         if client is not None:
             await client.close()
+
+
+def _lane_settings(settings: Settings) -> list[Settings]:
+    """One consumer name per lane: lane 0 keeps the process's name, lane i appends `.i`.
+
+    Lanes are concurrent read → process → commit loops in one process: while one waits
+    for Redis (its read or its commit script), another does its Python work, so the
+    client and Redis work overlap instead of adding up.
+    """
+    return [
+        settings
+        if i == 0
+        else dataclasses.replace(settings, consumer_name=f"{settings.consumer_name}.{i}")
+        for i in range(settings.lanes)
+    ]
 
 
 def _expire_at(settings: Settings) -> Callable[[str], int | None] | None:
@@ -157,10 +183,17 @@ def _pattern_watcher(rt: Runtime) -> Task:
     return watch
 
 
+async def _run_lanes(rt: Runtime, stop: asyncio.Event) -> None:
+    """All lanes; a lane that fails cancels the others (the process then exits non-zero)."""
+    async with asyncio.TaskGroup() as group:
+        for lane in rt.lanes or [rt.consumer]:
+            group.create_task(lane.run(stop))
+
+
 async def run_until_stopped(rt: Runtime, stop: asyncio.Event) -> None:
     """Run the consumer and its background tasks; on stop, drain within the timeout."""
     tasks = [asyncio.create_task(t(stop)) for t in rt.background]
-    main = asyncio.create_task(rt.consumer.run(stop))
+    main = asyncio.create_task(_run_lanes(rt, stop))
     try:
         stopped = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({main, stopped}, return_when=asyncio.FIRST_COMPLETED)

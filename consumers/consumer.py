@@ -81,7 +81,12 @@ async def ensure_group(redis: aioredis.Redis, settings: Settings) -> None:
 
 class StreamConsumer:
     def __init__(
-        self, settings: Settings, redis: aioredis.Redis, processor: BatchProcessor
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        processor: BatchProcessor,
+        *,
+        reclaims: bool = True,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -92,6 +97,7 @@ class StreamConsumer:
         self.draining = False
         self.on_batch: list[BatchHook] = []  # metrics: called after each committed batch
         self.reclaimer = Reclaimer(settings, redis)
+        self.reclaims = reclaims  # scan the group for stale entries (one lane per process)
         self.held: list[Entry] = []  # a batch abandoned while a dependency was down
         self.held_dead: list[DeadLetter] = []  # ... and its extra dead letters
 
@@ -102,7 +108,7 @@ class StreamConsumer:
             if self.held:  # retry it before reading anything new (backpressure)
                 await self._retry_held(stop)
                 continue
-            if self.reclaimer.due():
+            if self.reclaims and self.reclaimer.due():
                 claimed = await self._with_redis_retry(self.reclaimer.claim, stop)
                 if claimed and (claimed.entries or claimed.dead):
                     await self.process(claimed.entries, stop, claimed.dead)

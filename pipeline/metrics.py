@@ -325,8 +325,9 @@ def instrument(rt: Any, metrics: PipelineMetrics | None = None) -> Callable[[Any
     processor = consumer.processor
     if processor.mongo is not None:
         processor.mongo.write = timed(processor.mongo.write, metrics, "mongo", "bulk_write")
-    committer = processor.committer
-    committer.commit_once = timed(committer.commit_once, metrics, "redis", "commit_script")
+    for lane in getattr(rt, "lanes", None) or [consumer]:
+        committer = lane.processor.committer
+        committer.commit_once = timed(committer.commit_once, metrics, "redis", "commit_script")
     sync = CounterSync()
 
     async def sync_task(stop: asyncio.Event) -> None:

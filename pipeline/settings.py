@@ -53,12 +53,15 @@ class Settings:
     timezone: str = _setting("Asia/Seoul", "IANA time zone of leaderboard periods")
     consumer_name: str = _setting("", "consumer name in the group (default host-pid)")
     # --- batching ---
-    batch_size: int = _setting(500, "max entries per XREADGROUP (COUNT)", lo=1, hi=5_000)
+    batch_size: int = _setting(1000, "max entries per XREADGROUP (COUNT)", lo=1, hi=5_000)
     block_ms: int = _setting(1000, "XREADGROUP BLOCK when the stream is idle", lo=1, hi=60_000)
     linger_ms: int = _setting(
         20, "max wait to fill a partial batch before processing it", lo=0, hi=10_000
     )
     sinks: tuple[str, ...] = _setting(KNOWN_SINKS, "comma list of sinks: mongo,leaderboard")
+    lanes: int = _setting(
+        2, "concurrent batches per process (overlap reads, work, commits)", lo=1, hi=16
+    )
     processes: int = _setting(1, "consumer processes (pomocore run --processes)", lo=1, hi=64)
     shutdown_timeout_s: float = _setting(
         30.0, "max time to finish in-flight batches on SIGTERM", lo=0.1, hi=3600
@@ -70,7 +73,7 @@ class Settings:
     max_text_chars: int = _setting(8192, "max length of app, title and url", lo=64, hi=1_000_000)
     # --- classification ---
     decision_cache_size: int = _setting(
-        200_000, "LRU size of (app,url,title) decisions", lo=0, hi=50_000_000
+        50_000, "LRU size of (app,url,title) decisions", lo=0, hi=50_000_000
     )
     pattern_poll_s: float = _setting(5.0, "period of the pattern version check", lo=0.1, hi=3600)
     # --- reliability ---

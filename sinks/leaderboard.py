@@ -17,7 +17,8 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from hiredis import pack_command
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from classifiers.categories import WORK, WORK_CATEGORIES
 from pipeline.errors import CommitError
@@ -178,12 +179,37 @@ class Committer:
             plan, self.keys, self.group, self.consumer, self.expire_at
         )
         try:
-            reply = await asyncio.shield(self._script(keys=script_keys, args=argv))
+            reply = await asyncio.shield(self._run(script_keys, argv))
         except ResponseError as exc:
             raise CommitError(f"commit script failed: {exc}") from exc
         if reply[0] == 1:
             return True, []
         return False, [i.decode() if isinstance(i, bytes) else str(i) for i in reply[1:]]
+
+    async def _run(self, script_keys: list[str], argv: list[Any]) -> Any:
+        if type(self.redis) is not aioredis.Redis:
+            return await self._script(keys=script_keys, args=argv)  # e.g. Redis Cluster
+        # redis-py's asyncio client encodes commands in pure Python (~6 µs per event for
+        # this script's arguments); hiredis packs the same RESP request in C.
+        packed = pack_command(("EVALSHA", self._script.sha, len(script_keys), *script_keys, *argv))
+        try:
+            return await self._send(packed)
+        except NoScriptError:  # a restarted or flushed server: load it, then once more
+            await self.redis.script_load(COMMIT_SCRIPT)
+            return await self._send(packed)
+
+    async def _send(self, packed: bytes) -> Any:
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(packed)
+            return await conn.read_response()
+        except BaseException as exc:
+            if not isinstance(exc, ResponseError):  # the connection state is unknown now
+                await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
 
 
 __all__ = [
