@@ -15,7 +15,9 @@ written, and step 4 applies each entry's effects exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -24,11 +26,12 @@ from classifiers.decision import ClassKey, Decision
 from pipeline.errors import RejectedEvent
 from pipeline.events import Event, parse_entry
 from pipeline.settings import Settings
-from sinks.leaderboard import Committer, DeadLetter, IncrementBuilder
+from sinks.leaderboard import CommitPlan, Committer, DeadLetter, IncrementBuilder
 from sinks.mongo import MongoSink
 
 Entry = tuple[str, dict[bytes, bytes] | None]
 MAX_COMMIT_ATTEMPTS = 10
+YIELD_EVERY = 200  # entries validated between two yields to the event loop
 
 
 class BatchClassifier(Protocol):
@@ -101,41 +104,67 @@ class BatchProcessor:
     async def classify(self, events: Sequence[Event]) -> list[Decision]:
         keys = list(dict.fromkeys((e.app, e.url, e.title) for e in events))
         by_key = dict(zip(keys, self.classifier.classify_many(keys), strict=True))
+        await self._ask_llm(by_key)
+        return [by_key[(e.app, e.url, e.title)] for e in events]
+
+    async def _ask_llm(self, by_key: dict[ClassKey, Decision]) -> None:
         if self.resolver is not None:
             undecided = [k for k, d in by_key.items() if not d.decided]
             if undecided:
                 by_key.update(await self.resolver.resolve(undecided))
-        return [by_key[(e.app, e.url, e.title)] for e in events]
 
     async def process(
         self, entries: Sequence[Entry], extra_dead: Sequence[DeadLetter] = ()
     ) -> BatchOutcome:
-        batch = validate(entries, self.settings, time.time())
+        batch = await self._validate(entries)
         batch.dead_letters.extend(extra_dead)
         decisions = await self.classify(batch.accepted)
         pairs = list(zip(batch.accepted, decisions, strict=True))
+        await asyncio.sleep(0)
         if self.mongo is not None and pairs:
             await self.mongo.write(self.mongo.build(pairs))
-        outcome = await self.commit(batch, pairs)
+        plan = self._plan(batch, pairs)
+        await asyncio.sleep(0)
+        outcome = await self.commit(batch, pairs, plan)
         outcome.read = len(entries) + len(extra_dead)
-        for dead in batch.dead_letters:
-            outcome.rejected_by_reason[dead.reason] = (
-                outcome.rejected_by_reason.get(dead.reason, 0) + 1
-            )
-        for _, decision in pairs:
-            outcome.sources[decision.source] = outcome.sources.get(decision.source, 0) + 1
-            outcome.categories[decision.category] = outcome.categories.get(decision.category, 0) + 1
+        outcome.rejected_by_reason = dict(Counter(d.reason for d in batch.dead_letters))
+        outcome.sources = dict(Counter(d.source for d in decisions))
+        outcome.categories = dict(Counter(d.category for d in decisions))
         return outcome
 
+    async def _validate(self, entries: Sequence[Entry]) -> ValidatedBatch:
+        """Validate in slices, yielding to the event loop between them.
+
+        Another lane's request or reply is only written or read when the loop gets
+        control; one long synchronous stretch per batch would hold its commit back and
+        serialise the lanes' Redis and Python work instead of overlapping them.
+        """
+        now_s = time.time()
+        out = ValidatedBatch()
+        for start in range(0, len(entries), YIELD_EVERY):
+            part = validate(entries[start : start + YIELD_EVERY], self.settings, now_s)
+            out.accepted += part.accepted
+            out.dead_letters += part.dead_letters
+            out.trimmed += part.trimmed
+            await asyncio.sleep(0)
+        return out
+
+    def _plan(self, batch: ValidatedBatch, pairs: list[tuple[Event, Decision]]) -> CommitPlan:
+        plan = self.builder.plan([(e, d.category) for e, d in pairs], batch.dead_letters)
+        plan.ids.extend(batch.trimmed)
+        return plan
+
     async def commit(
-        self, batch: ValidatedBatch, pairs: list[tuple[Event, Decision]]
+        self,
+        batch: ValidatedBatch,
+        pairs: list[tuple[Event, Decision]],
+        plan: CommitPlan | None = None,
     ) -> BatchOutcome:
         """Commit, narrowing to the still-pending subset if another consumer got there first."""
         outcome = BatchOutcome(accepted=len(pairs), trimmed=len(batch.trimmed))
         accepted = [(e, d.category) for e, d in pairs]
         dead = batch.dead_letters
-        plan = self.builder.plan(accepted, dead)
-        plan.ids.extend(batch.trimmed)
+        plan = plan or self._plan(batch, pairs)
         total = len(plan.ids)
         for _ in range(MAX_COMMIT_ATTEMPTS):
             done, pending = await self.committer.commit_once(plan)

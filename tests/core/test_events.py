@@ -117,3 +117,69 @@ def test_max_text_chars_is_configurable() -> None:
     assert (
         parse_entry("1-0", entry(title="t" * 100), now_s=NOW, max_text_chars=100).title == "t" * 100
     )
+
+
+# --- the fast path agrees with the checked path on any input -------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from pipeline.events import parse_checked  # noqa: E402
+
+_VALUE = st.one_of(
+    st.binary(max_size=12),
+    st.sampled_from(
+        [
+            b"",
+            b"0",
+            b"1",
+            b"12.5",
+            b"-3",
+            b"1_0",
+            b"nan",
+            b"inf",
+            b" 7",
+            b"1e3",
+            b"86400",
+            b"86401",
+            b"true",
+            b"2026-11-22",
+            b"\xff",
+            b"x" * 130,
+            str(NOW).encode(),
+            str(NOW + 400).encode(),
+        ]
+    ),
+    st.text(max_size=10).map(lambda t: t.encode("utf-8", "surrogatepass")),
+)
+_NAMES = st.sampled_from(
+    [
+        b"userId",
+        b"app",
+        b"title",
+        b"url",
+        b"duration",
+        b"timestamp",
+        b"session",
+        b"sessionMinutes",
+        b"isEnd",
+        b"sessionDate",
+        b"other",
+    ]
+)
+
+
+def _outcome(fn: object, fields: dict[bytes, bytes]) -> object:
+    try:
+        return fn("1-0", fields, now_s=NOW, max_text_chars=100)  # type: ignore[operator]
+    except RejectedEvent as exc:
+        return (exc.reason, exc.field)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_NAMES, _VALUE, max_size=9), st.booleans())
+def test_fast_path_agrees_with_checked_path(fields: dict[bytes, bytes], base: bool) -> None:
+    if base:  # start from a valid entry, then perturb it
+        fields = {**entry(), **fields}
+    # The same Event field for field, or the same (reason, field) rejection.
+    assert _outcome(parse_entry, fields) == _outcome(parse_checked, fields)
