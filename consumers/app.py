@@ -108,10 +108,14 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     client = mongo_client(settings) if "mongo" in settings.sinks else None
     db = client[settings.mongo_db] if client is not None else None
     resolver = None
+    classifier: CachingClassifier | None = None
     try:
         patterns = await load_patterns(settings, db)
         classifier = CachingClassifier(
-            Classifier.from_patterns(patterns), settings.decision_cache_size
+            Classifier.from_patterns(patterns),
+            settings.decision_cache_size,
+            pool_workers=settings.classifier_pool_workers,
+            pool_threshold=settings.classifier_pool_threshold,
         )
         keys = settings.keys
         mongo = (
@@ -149,6 +153,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             rt.background.append(Retention(settings, redis).run)
         yield rt
     finally:
+        if classifier is not None:
+            classifier.close()  # stops the process pool, if any
         if resolver is not None:
             await resolver.close()
         await redis.aclose()

@@ -75,6 +75,12 @@ class Settings:
     decision_cache_size: int = _setting(
         50_000, "LRU size of (app,url,title) decisions", lo=0, hi=50_000_000
     )
+    classifier_pool_workers: int = _setting(
+        0, "processes classifying cache misses (0 = inline; see benchmarks)", lo=0, hi=64
+    )
+    classifier_pool_threshold: int = _setting(
+        50_000, "misses per batch from which the pool is used", lo=1, hi=10_000_000
+    )
     pattern_poll_s: float = _setting(5.0, "period of the pattern version check", lo=0.1, hi=3600)
     # --- reliability ---
     reclaim_idle_ms: int = _setting(

@@ -263,3 +263,14 @@ async def test_retention_ttl_is_set_by_the_pipeline(settings: Settings) -> None:
     weekly = next(k for label, k in keys.items() if "-W" in label)
     assert client.ttl(daily) > 0 and client.ttl(weekly) == -1
     assert 2 * 86400 < client.ttl(daily) <= 3 * 86400 + 60
+
+
+async def test_process_pool_gives_the_same_results(settings: Settings) -> None:
+    import dataclasses
+
+    s = dataclasses.replace(settings, classifier_pool_workers=1, classifier_pool_threshold=1)
+    events = list(Workload(users=50, distinct_variants=40, malformed_ratio=0.0, seed=5).events(400))
+    publish(s.redis_url, s.keys.stream_key, events)
+    await drain(s)
+    expected = reference_leaderboards(zip(events, categories_of(events), strict=True), s.timezone)
+    assert_scores_equal(actual_leaderboards(s.redis_url), expected)
