@@ -10,8 +10,6 @@ import pytest
 import redis
 from bson import ObjectId
 
-from classifiers.engine import Classifier
-from classifiers.patterns import load_default_pattern_set
 from consumers.app import runtime
 from consumers.batch import validate
 from pipeline.settings import Settings
@@ -20,22 +18,13 @@ from tests.support.pipeline import (
     REASON_OF_MALFORMED_KIND,
     actual_leaderboards,
     assert_scores_equal,
+    categories_of,
     drain,
     group_state,
     now_fields,
     publish,
     reference_leaderboards,
 )
-
-
-def categories_of(events: list[dict[str, str | bytes]]) -> list[str]:
-    classifier = Classifier.from_patterns(load_default_pattern_set())
-    return [
-        classifier.classify(
-            str(e.get("app", "")), str(e.get("url", "")), str(e.get("title", ""))
-        ).category
-        for e in events
-    ]
 
 
 async def test_end_to_end_exact(settings: Settings) -> None:

@@ -14,10 +14,10 @@ import redis
 
 from pipeline.settings import Settings
 from pipeline.workload import Workload
-from tests.core.test_pipeline import categories_of
 from tests.support.pipeline import (
     actual_leaderboards,
     assert_scores_equal,
+    categories_of,
     group_state,
     publish,
     reference_leaderboards,

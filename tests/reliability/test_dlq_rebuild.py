@@ -17,11 +17,11 @@ from pipeline.dlq import dlq_command
 from pipeline.rebuild import rebuild_command
 from pipeline.settings import Settings
 from sinks.ids import stream_tag, usage_log_id
-from tests.core.test_pipeline import categories_of
 from tests.reliability.helpers import dead_letters
 from tests.support.pipeline import (
     actual_leaderboards,
     assert_scores_equal,
+    categories_of,
     drain,
     now_fields,
     publish,

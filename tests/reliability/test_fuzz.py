@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from consumers.batch import validate
 from pipeline.events import MAX_DURATION_S, REASONS
 from pipeline.settings import Settings
-from tests.core.test_pipeline import categories_of
 from tests.support.pipeline import (
     actual_leaderboards,
     assert_scores_equal,
+    categories_of,
     drain,
     now_fields,
     publish,

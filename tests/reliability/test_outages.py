@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 from typing import Any
 
-import pymongo
 import pytest
 import redis
 from pymongo.errors import BulkWriteError
@@ -15,16 +14,18 @@ from pipeline.embedded import EmbeddedMongo, EmbeddedRedis
 from pipeline.errors import MongoWriteError
 from pipeline.settings import Settings
 from sinks.mongo import MongoSink
-from tests.core.test_pipeline import categories_of
 from tests.reliability.conftest import with_servers
 from tests.reliability.helpers import dead_letters, drained, running_consumer, wait_until
 from tests.support.pipeline import (
     actual_leaderboards,
+    assert_exact,
     assert_scores_equal,
+    categories_of,
     group_state,
     now_fields,
     publish,
     reference_leaderboards,
+    usage_log_count,
 )
 
 pytestmark = pytest.mark.timeout(240)
@@ -43,21 +44,6 @@ def _events(n: int, offset: int = 0) -> list[dict[str, str | bytes]]:
     ]
 
 
-def _usage_logs(settings: Settings) -> int:
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongo_uri)
-    try:
-        return client[settings.mongo_db].pomodoro_usage_log.count_documents({})
-    finally:
-        client.close()
-
-
-def _assert_exact(settings: Settings, good: list[dict[str, str | bytes]]) -> None:
-    expected = reference_leaderboards(zip(good, categories_of(good), strict=True), "Asia/Seoul")
-    assert_scores_equal(actual_leaderboards(settings.redis_url), expected)
-    assert _usage_logs(settings) == len(good)
-    assert group_state(settings.redis_url, settings.keys.stream_key, settings.group) == (0, 0)
-
-
 async def test_redis_killed_and_restarted_mid_batch(
     settings: Settings, own_redis: EmbeddedRedis
 ) -> None:
@@ -72,7 +58,7 @@ async def test_redis_killed_and_restarted_mid_batch(
         publish(s.redis_url, s.keys.stream_key, second)
         await wait_until(drained(s), 120)
         assert rt.consumer.stats.redis_failures + rt.consumer.stats.sink_failures > 0
-    _assert_exact(s, first + second)
+    assert_exact(s, first + second)
     assert dead_letters(s) == []
 
 
@@ -88,7 +74,7 @@ async def test_group_recreated_after_flush(settings: Settings) -> None:
         await wait_until(drained(s))
     expected = reference_leaderboards(zip(after, categories_of(after), strict=True), s.timezone)
     assert_scores_equal(actual_leaderboards(s.redis_url), expected)
-    assert _usage_logs(s) == len(before) + len(after)
+    assert usage_log_count(s) == len(before) + len(after)
 
 
 async def test_mongo_down_nothing_acknowledged_reading_stops_then_exact(
@@ -112,7 +98,7 @@ async def test_mongo_down_nothing_acknowledged_reading_stops_then_exact(
         assert rt.consumer.stats.sink_failures >= 1
         own_mongo.start()
         await wait_until(drained(s), 120)
-    _assert_exact(s, first + second)
+    assert_exact(s, first + second)
     # an outage is not a poison message: nothing dead-lettered for max_deliveries
     assert dead_letters(s) == []
 

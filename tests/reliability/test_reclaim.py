@@ -5,22 +5,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-import pymongo
 import redis
 import redis.asyncio as aioredis
 
 from consumers.reclaim import Reclaimer
 from pipeline.settings import Settings
-from tests.core.test_pipeline import categories_of
 from tests.reliability.helpers import dead_letters
 from tests.support.pipeline import (
-    actual_leaderboards,
-    assert_scores_equal,
+    assert_exact,
     drain,
-    group_state,
     now_fields,
     publish,
-    reference_leaderboards,
 )
 
 
@@ -37,21 +32,6 @@ def _group(settings: Settings) -> redis.Redis:
     return client
 
 
-def _usage_logs(settings: Settings) -> int:
-    client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(settings.mongo_uri)
-    try:
-        return client[settings.mongo_db].pomodoro_usage_log.count_documents({})
-    finally:
-        client.close()
-
-
-def _assert_exact(settings: Settings, good: list[dict[str, str | bytes]]) -> None:
-    expected = reference_leaderboards(zip(good, categories_of(good), strict=True), "Asia/Seoul")
-    assert_scores_equal(actual_leaderboards(settings.redis_url), expected)
-    assert _usage_logs(settings) == len(good)
-    assert group_state(settings.redis_url, settings.keys.stream_key, settings.group) == (0, 0)
-
-
 async def test_entries_of_a_dead_consumer_are_reclaimed_and_counted_once(
     settings: Settings,
 ) -> None:
@@ -66,7 +46,7 @@ async def test_entries_of_a_dead_consumer_are_reclaimed_and_counted_once(
     stats = await drain(s)
 
     assert stats.committed == 60
-    _assert_exact(s, events)
+    assert_exact(s, events)
     assert client.xpending(s.keys.stream_key, s.group)["pending"] == 0
     assert dead_letters(s) == []
 
@@ -116,7 +96,7 @@ async def test_entry_delivered_too_often_is_dead_lettered_with_its_ack(
     assert letter[b"dlq.entry_id"] == ids[1].encode()
     assert letter[b"dlq.detail"] == b"delivered 5 times"
     assert letter[b"userId"] == b"poison-user"
-    _assert_exact(s, good)  # the poison entry: acknowledged, no usage log, no score
+    assert_exact(s, good)  # the poison entry: acknowledged, no usage log, no score
 
 
 async def test_own_pending_entries_redelivered_too_often_are_dead_lettered(
@@ -135,7 +115,7 @@ async def test_own_pending_entries_redelivered_too_often_are_dead_lettered(
     letters = dead_letters(s)
     assert sorted(f[b"dlq.entry_id"] for f in letters) == sorted(i.encode() for i in ids)
     assert {f[b"dlq.reason"] for f in letters} == {b"max_deliveries"}
-    _assert_exact(s, [])
+    assert_exact(s, [])
 
 
 async def test_entries_trimmed_while_pending_are_counted_as_lost(settings: Settings) -> None:
@@ -149,4 +129,4 @@ async def test_entries_trimmed_while_pending_are_counted_as_lost(settings: Setti
     await drain(s)
 
     assert int(client.get(s.keys.lost_to_trim_key) or 0) == 3
-    _assert_exact(s, events[3:])
+    assert_exact(s, events[3:])

@@ -131,3 +131,37 @@ def now_fields(user: str, app: str, duration: float, **extra: Any) -> dict[str, 
     }
     fields.update({k: str(v) if not isinstance(v, bytes) else v for k, v in extra.items()})
     return fields
+
+
+def categories_of(events: Iterable[Fields]) -> list[str]:
+    """The category each event must get, from the shipped default patterns."""
+    from classifiers.engine import Classifier
+    from classifiers.patterns import load_default_pattern_set
+
+    classifier = Classifier.from_patterns(load_default_pattern_set())
+    return [
+        classifier.classify(
+            str(e.get("app", "")), str(e.get("url", "")), str(e.get("title", ""))
+        ).category
+        for e in events
+    ]
+
+
+def usage_log_count(settings: Settings) -> int:
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(settings.mongo_uri)
+    try:
+        return client[settings.mongo_db].pomodoro_usage_log.count_documents({})
+    finally:
+        client.close()
+
+
+def assert_exact(settings: Settings, good: list[dict[str, str | bytes]]) -> None:
+    """Leaderboards, usage logs and the group are exactly what `good` events imply."""
+    expected = reference_leaderboards(
+        zip(good, categories_of(good), strict=True), settings.timezone
+    )
+    assert_scores_equal(actual_leaderboards(settings.redis_url), expected)
+    assert usage_log_count(settings) == len(good)
+    assert group_state(settings.redis_url, settings.keys.stream_key, settings.group) == (0, 0)
