@@ -191,6 +191,24 @@ def _print_summary(
     )
     print(f"  dead letters       {sum(reasons.values()):,}  {dict(reasons.most_common())}")
     print(f"  session scores     {client.xlen(keys.session_score_key):,}")
+    print(f"  classified keys    {_classification_counts(settings)}")
     print("  category mix (time this month, top 10)")
     for category, seconds in mix.most_common(10):
         print(f"    {category:<22} {100 * seconds / total_time:5.1f}%")
+
+
+def _classification_counts(settings: Settings) -> str:
+    """categorized_data records, and how many of them the LLM decided."""
+    import pymongo
+
+    mongo: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        settings.mongo_uri, serverSelectionTimeoutMS=3000
+    )
+    try:
+        docs = mongo[settings.mongo_db].categorized_data
+        total, by_llm = docs.count_documents({}), docs.count_documents({"isLLMBased": True})
+    except pymongo.errors.PyMongoError as exc:
+        return f"unavailable ({type(exc).__name__})"
+    finally:
+        mongo.close()
+    return f"{total:,} distinct (app, url, title), {by_llm:,} decided by the LLM"
