@@ -1,30 +1,35 @@
-"""Drain N events with the real consumer (leaderboard sink only) and report events/s,
+"""Drain N events with the real consumer (leaderboard sink; --mongo adds MongoDB), report events/s,
 consumer CPU µs/event and Redis CPU µs/event. Used to compare lanes and hot-path changes:
 
-    .venv/bin/python benchmarks/drain_ab.py --lanes 1 --lanes 2 --repeat 3
+    .venv/bin/python benchmarks/drain_ab.py --lanes 1 --lanes 2 --repeat 3 [--mongo]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import redis
 import uvloop
 
-from pipeline.embedded import EmbeddedRedis
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: tests.support
+
+from pipeline.embedded import EmbeddedMongo, EmbeddedRedis
 from pipeline.settings import Settings
 from pipeline.workload import Workload
 from tests.support.pipeline import drain, publish
 
 
-def run_once(lanes: int, events: int, batch_size: int) -> tuple[float, float, float]:
-    with EmbeddedRedis() as server:
+def run_once(lanes: int, events: int, batch_size: int, mongo: bool) -> tuple[float, float, float]:
+    with EmbeddedRedis() as server, EmbeddedMongo() as mongo_server:
         settings = Settings.from_dsn(
             server.url,
+            mongo_server.url,
             consumer_name="ab",
-            sinks=("leaderboard",),
+            sinks=("mongo", "leaderboard") if mongo else ("leaderboard",),
             block_ms=100,
             lanes=lanes,
             batch_size=batch_size,
@@ -50,13 +55,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=150_000)
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--mongo", action="store_true", help="also the MongoDB sink (nx-27017)")
     args = parser.parse_args()
     results: dict[int, list[tuple[float, float, float]]] = {
         lanes: [] for lanes in args.lanes or [1, 2]
     }
     for _ in range(args.repeat):  # interleaved, so drift on a shared machine hits all alike
         for lanes in results:
-            results[lanes].append(run_once(lanes, args.events, args.batch_size))
+            results[lanes].append(run_once(lanes, args.events, args.batch_size, args.mongo))
             rate, client, server = results[lanes][-1]
             print(
                 f"lanes={lanes} {rate:9,.0f} events/s  client {client:5.1f} µs/ev  "
