@@ -127,6 +127,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         builder = IncrementBuilder(keys, PeriodCalculator(settings.timezone))
         expire_at = _expire_at(settings)
         lanes: list[StreamConsumer] = []
+        compute_lock = asyncio.Lock()
         for lane_settings in _lane_settings(settings):
             committer = Committer(
                 redis, keys, settings.group, lane_settings.consumer_name, expire_at
@@ -138,6 +139,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 committer,
                 mongo=mongo,
                 resolver=resolver,
+                compute_lock=compute_lock,
             )
             lanes.append(StreamConsumer(lane_settings, redis, processor, reclaims=not lanes))
         for lane in lanes[1:]:  # one set of counters and hooks for the whole process

@@ -93,6 +93,7 @@ class BatchProcessor:
         committer: Committer,
         mongo: MongoSink | None = None,
         resolver: Resolver | None = None,
+        compute_lock: asyncio.Lock | None = None,
     ) -> None:
         self.settings = settings
         self.classifier = classifier
@@ -100,6 +101,10 @@ class BatchProcessor:
         self.committer = committer
         self.mongo = mongo
         self.resolver = resolver
+        # Shared by the lanes of a process: one lane computes a whole batch while the
+        # others wait on Redis, MongoDB or the LLM, so client and server work alternate
+        # instead of colliding (see benchmarks/README.md, "Lanes").
+        self.compute_lock = compute_lock or asyncio.Lock()
 
     async def classify(self, events: Sequence[Event]) -> list[Decision]:
         keys = list(dict.fromkeys((e.app, e.url, e.title) for e in events))
@@ -116,15 +121,27 @@ class BatchProcessor:
     async def process(
         self, entries: Sequence[Entry], extra_dead: Sequence[DeadLetter] = ()
     ) -> BatchOutcome:
-        batch = await self._validate(entries)
-        batch.dead_letters.extend(extra_dead)
-        decisions = await self.classify(batch.accepted)
-        pairs = list(zip(batch.accepted, decisions, strict=True))
-        await asyncio.sleep(0)
-        if self.mongo is not None and pairs:
-            await self.mongo.write(self.mongo.build(pairs))
-        plan = self._plan(batch, pairs)
-        await asyncio.sleep(0)
+        lock = self.compute_lock
+        await lock.acquire()
+        try:
+            batch = await self._validate(entries)
+            batch.dead_letters.extend(extra_dead)
+            keys = list(dict.fromkeys((e.app, e.url, e.title) for e in batch.accepted))
+            by_key = dict(zip(keys, self.classifier.classify_many(keys), strict=True))
+            if self.resolver is not None and not all(d.decided for d in by_key.values()):
+                lock.release()  # the LLM is a network wait: let the other lanes compute
+                try:
+                    await self._ask_llm(by_key)
+                finally:
+                    await lock.acquire()
+            decisions = [by_key[(e.app, e.url, e.title)] for e in batch.accepted]
+            pairs = list(zip(batch.accepted, decisions, strict=True))
+            mongo_batch = self.mongo.build(pairs) if self.mongo is not None and pairs else None
+            plan = self._plan(batch, pairs)
+        finally:
+            lock.release()
+        if self.mongo is not None and mongo_batch is not None:
+            await self.mongo.write(mongo_batch)
         outcome = await self.commit(batch, pairs, plan)
         outcome.read = len(entries) + len(extra_dead)
         outcome.rejected_by_reason = dict(Counter(d.reason for d in batch.dead_letters))
