@@ -828,16 +828,16 @@ def _redis_async(spec: dict[str, Any]) -> Any:
     return aioredis.Redis.from_url(spec["redis_url"], decode_responses=False)
 
 
+def _read_args(spec: dict[str, Any]) -> tuple[str, str, str, int]:
+    """(stream, group, consumer, COUNT) of a variant's consumer."""
+    return spec["stream"], spec["group"], spec["consumer"], spec["batch_size"]
+
+
 @contextlib.asynccontextmanager
 async def _ceiling_runner(spec: dict[str, Any], rec: Recorder, state: dict[str, Any]) -> Any:
     r = _redis_async(spec)
     await r.ping()
-    stream, group, consumer, count = (
-        spec["stream"],
-        spec["group"],
-        spec["consumer"],
-        spec["batch_size"],
-    )
+    stream, group, consumer, count = _read_args(spec)
 
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -936,12 +936,7 @@ async def _plain_runner(spec: dict[str, Any], rec: Recorder, state: dict[str, An
     await r.script_load(PLAIN_SCRIPT)
     classify = DictClassifier(rec)
     keys_of = _leaderboard_keys(spec)
-    stream, group, consumer, count = (
-        spec["stream"],
-        spec["group"],
-        spec["consumer"],
-        spec["batch_size"],
-    )
+    stream, group, consumer, count = _read_args(spec)
 
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -1047,12 +1042,7 @@ def _child_naive(spec: dict[str, Any], rec: Recorder, state: dict[str, Any], pro
 
     engine = Classifier.from_patterns(load_default_pattern_set())
     keys_of = _leaderboard_keys(spec)
-    stream, group, consumer, count = (
-        spec["stream"],
-        spec["group"],
-        spec["consumer"],
-        spec["batch_size"],
-    )
+    stream, group, consumer, count = _read_args(spec)
     r.ping()
     stop = threading.Event()
     state["t_go"] = _ready_and_wait_go()
