@@ -41,6 +41,22 @@ REASONS: Final = (
     MAX_DELIVERIES,
 )
 
+# The fields of an entry that CONTRACT §1 defines; any other field is ignored.
+FIELDS: Final = (
+    "userId",
+    "app",
+    "title",
+    "url",
+    "duration",
+    "timestamp",
+    "session",
+    "sessionDate",
+    "sessionMinutes",
+    "isEnd",
+    "categorizedDataId",
+    "pomodoroUsageLogId",
+)
+
 MAX_USER_ID_CHARS: Final = 128
 MAX_DURATION_S: Final = 86_400.0
 
@@ -80,10 +96,28 @@ def parse_entry(
 ) -> Event:
     """Validate one stream entry. Raises RejectedEvent with the reason of the first failure.
 
-    Per event on the hot path: a fast path accepts the common, plainly valid entry with a
-    few cheap checks; anything it is not sure of goes to `parse_checked`, which applies
+    Per event on the hot path: `_parse_plain` accepts the common, plainly valid entry with
+    a few cheap checks; anything it is not sure of goes to `parse_checked`, which applies
     every rule in order and names the reason. Both agree on every input (property test).
     """
+    event = _parse_plain(entry_id, fields, now_s, max_future_s, max_text_chars)
+    if event is None:
+        event = parse_checked(
+            entry_id, fields, now_s=now_s, max_future_s=max_future_s, max_text_chars=max_text_chars
+        )
+    return event
+
+
+def _parse_plain(
+    entry_id: str,
+    fields: dict[bytes, bytes],
+    now_s: float,
+    max_future_s: float,
+    max_text_chars: int,
+) -> Event | None:
+    """The event when the entry is plainly valid, else None (then the checked path decides)."""
+    if not _PLAIN_FIELDS.issuperset(fields):
+        return None
     get = fields.get
     try:
         user_id = get(b"userId", b"").decode()
@@ -93,38 +127,31 @@ def parse_entry(
         raw_duration, raw_timestamp = get(b"duration", b"_"), get(b"timestamp", b"_")
         duration, timestamp = float(raw_duration), float(raw_timestamp)
     except (UnicodeDecodeError, ValueError):
-        return parse_checked(entry_id, fields, now_s=now_s, max_future_s=max_future_s,
-                             max_text_chars=max_text_chars)
-    longest = max(len(app), len(title), len(url))
-    if (
+        return None
+    session, minutes = get(b"session"), get(b"sessionMinutes")
+    plain = (
         0 < len(user_id) <= MAX_USER_ID_CHARS
         and (app or title or url)
-        and longest <= max_text_chars
+        and max(len(app), len(title), len(url)) <= max_text_chars
         and 0.0 < duration <= MAX_DURATION_S
         and 0.0 <= timestamp <= now_s + max_future_s
         and len(raw_duration) <= 64
         and len(raw_timestamp) <= 64
         and b"_" not in raw_duration
         and b"_" not in raw_timestamp
-        and _PLAIN_FIELDS.issuperset(fields)
-    ):
-        session, minutes = get(b"session"), get(b"sessionMinutes")
-        if (session is None or _plain_int(session)) and (minutes is None or _plain_int(minutes)):
-            return Event(entry_id, user_id, app, title, url, duration, timestamp,
-                         int(session) if session else None, None,
-                         int(minutes) if minutes else None)
-    return parse_checked(entry_id, fields, now_s=now_s, max_future_s=max_future_s,
-                         max_text_chars=max_text_chars)
+        and (session is None or _plain_int(session))
+        and (minutes is None or _plain_int(minutes))
+    )
+    if not plain:
+        return None
+    return Event(
+        entry_id, user_id, app, title, url, duration, timestamp,
+        int(session) if session else None, None, int(minutes) if minutes else None,
+    )  # fmt: skip
 
 
 def _plain_int(raw: bytes) -> bool:
     return 0 < len(raw) <= 18 and raw.isdigit()
-
-
-# Entries with only these fields (any subset) can take the fast path.
-_PLAIN_FIELDS: Final = frozenset(
-    {b"userId", b"app", b"title", b"url", b"duration", b"timestamp", b"session", b"sessionMinutes"}
-)
 
 
 def parse_checked(
@@ -173,8 +200,10 @@ def parse_checked(
     )
 
 
-_KEYS: Final = {
-    name: name.encode()
+_KEYS: Final = {name: name.encode() for name in FIELDS}
+# Entries with only these fields (any subset) can take the fast path.
+_PLAIN_FIELDS: Final = frozenset(
+    _KEYS[name]
     for name in (
         "userId",
         "app",
@@ -183,13 +212,9 @@ _KEYS: Final = {
         "duration",
         "timestamp",
         "session",
-        "sessionDate",
         "sessionMinutes",
-        "isEnd",
-        "categorizedDataId",
-        "pomodoroUsageLogId",
     )
-}
+)
 
 
 def _raw(fields: dict[bytes, bytes], name: str) -> bytes | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from hiredis import pack_command
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from classifiers.categories import WORK, WORK_CATEGORIES
 from pipeline.errors import CommitError
@@ -217,6 +217,5 @@ __all__ = [
     "Committer",
     "DeadLetter",
     "IncrementBuilder",
-    "RedisError",
     "script_arguments",
 ]

@@ -17,6 +17,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from consumers.batch import validate
+from pipeline.events import FIELDS as CONTRACT_FIELDS
 from pipeline.events import MAX_DURATION_S, REASONS
 from pipeline.settings import Settings
 from tests.support.pipeline import (
@@ -30,21 +31,7 @@ from tests.support.pipeline import (
 )
 
 NOW = time.time()
-FIELDS = [
-    "userId",
-    "app",
-    "title",
-    "url",
-    "duration",
-    "timestamp",
-    "session",
-    "sessionDate",
-    "sessionMinutes",
-    "isEnd",
-    "categorizedDataId",
-    "pomodoroUsageLogId",
-    "extra",
-]
+FIELDS = [*CONTRACT_FIELDS, "extra"]
 
 numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
