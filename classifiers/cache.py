@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # (original decision, what a hit returns): the hit view is built once, at insert time.
 _Entry = tuple[Decision, Decision]
+_MAX_VIEWS = 4096  # title decisions carry the matched text: bound their variety
 
 
 class CachingClassifier:
@@ -44,6 +45,7 @@ class CachingClassifier:
         self.hits = 0
         self.misses = 0
         self._cache: OrderedDict[ClassKey, _Entry] = OrderedDict()
+        self._views: dict[Decision, Decision] = {}
         self._pool = ClassifierPool(classifier.pattern_set, pool_workers) if pool_workers else None
 
     # --- passthroughs the consumer needs ---
@@ -134,9 +136,14 @@ class CachingClassifier:
     def _store(self, key: ClassKey, decision: Decision) -> None:
         if self.max_size <= 0:
             return
-        view = decision if decision.source in (UNDECIDED_SOURCE, "cache") else replace(
-            decision, source="cache"
-        )
+        view = self._views.get(decision)
+        if view is None:  # few distinct decisions: share one hit view per decision
+            view = decision if decision.source in (UNDECIDED_SOURCE, "cache") else replace(
+                decision, source="cache"
+            )
+            if len(self._views) >= _MAX_VIEWS:
+                self._views.clear()
+            self._views[decision] = view
         cache = self._cache
         cache[key] = (decision, view)
         cache.move_to_end(key)

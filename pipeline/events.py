@@ -96,11 +96,11 @@ def parse_entry(
 ) -> Event:
     """Validate one stream entry. Raises RejectedEvent with the reason of the first failure.
 
-    Per event on the hot path: `_parse_plain` accepts the common, plainly valid entry with
+    Per event on the hot path: `parse_plain` accepts the common, plainly valid entry with
     a few cheap checks; anything it is not sure of goes to `parse_checked`, which applies
     every rule in order and names the reason. Both agree on every input (property test).
     """
-    event = _parse_plain(entry_id, fields, now_s, max_future_s, max_text_chars)
+    event = parse_plain(entry_id, fields, now_s, max_future_s, max_text_chars)
     if event is None:
         event = parse_checked(
             entry_id, fields, now_s=now_s, max_future_s=max_future_s, max_text_chars=max_text_chars
@@ -108,7 +108,7 @@ def parse_entry(
     return event
 
 
-def _parse_plain(
+def parse_plain(
     entry_id: str,
     fields: dict[bytes, bytes],
     now_s: float,

@@ -73,7 +73,7 @@ class Settings:
     max_text_chars: int = _setting(8192, "max length of app, title and url", lo=64, hi=1_000_000)
     # --- classification ---
     decision_cache_size: int = _setting(
-        50_000, "LRU size of (app,url,title) decisions", lo=0, hi=50_000_000
+        20_000, "LRU size of (app,url,title) decisions", lo=0, hi=50_000_000
     )
     classifier_pool_workers: int = _setting(
         0, "processes classifying cache misses (0 = inline; see benchmarks)", lo=0, hi=64

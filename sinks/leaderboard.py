@@ -24,7 +24,7 @@ from classifiers.categories import WORK, WORK_CATEGORIES
 from pipeline.errors import CommitError
 from pipeline.events import Event
 from pipeline.keys import KeySpace
-from pipeline.periods import PeriodCalculator
+from pipeline.periods import BUCKET_S, PeriodCalculator
 
 COMMIT_SCRIPT = resources.files("sinks").joinpath("commit.lua").read_text(encoding="utf-8")
 
@@ -68,18 +68,18 @@ class IncrementBuilder:
     def __init__(self, keys: KeySpace, periods: PeriodCalculator) -> None:
         self.keys = keys
         self.periods = periods
-        self._key_cache: dict[tuple[str, str], tuple[str, ...]] = {}
+        # (category, 15-minute bucket) -> keys: one dict lookup per event on the hot path
+        # (all instants of a bucket share their local date: pipeline/periods.py).
+        self._key_cache: dict[tuple[str, int], tuple[str, ...]] = {}
 
     def leaderboard_keys(self, category: str, timestamp_s: float) -> tuple[str, ...]:
         """The 3 keys of the category, plus the 3 `work` keys for a work category."""
-        daily = self.periods(timestamp_s)
-        cache_key = (category, daily.daily)
+        cache_key = (category, int(timestamp_s // BUCKET_S))
         keys = self._key_cache.get(cache_key)
         if keys is None:
+            labels = self.periods(timestamp_s).labels()
             categories = (category, WORK) if category in WORK_CATEGORIES else (category,)
-            keys = tuple(
-                self.keys.leaderboard(c, label) for c in categories for label in daily.labels()
-            )
+            keys = tuple(self.keys.leaderboard(c, label) for c in categories for label in labels)
             if len(self._key_cache) > 10_000:
                 self._key_cache.clear()
             self._key_cache[cache_key] = keys
@@ -93,14 +93,18 @@ class IncrementBuilder:
     ) -> CommitPlan:
         sums: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
         plan = CommitPlan(dead_letters=list(dead_letters))
+        ids, cached, keys_of = plan.ids, self._key_cache.get, self.leaderboard_keys
         for event, category in accepted:
-            plan.ids.append(event.entry_id)
-            for key in self.leaderboard_keys(category, event.timestamp_s):
-                sums[key][event.user_id] += event.duration_s
+            ids.append(event.entry_id)
+            ts = event.timestamp_s
+            keys = cached((category, int(ts // BUCKET_S))) or keys_of(category, ts)
+            user, duration = event.user_id, event.duration_s
+            for key in keys:
+                sums[key][user] += duration
             if event.is_end and event.session is not None:
-                date = event.session_date or self.periods(event.timestamp_s).daily
+                date = event.session_date or self.periods(ts).daily
                 plan.sessions.append((event.user_id, date, event.session))
-        plan.ids.extend(d.entry_id for d in dead_letters)
+        ids.extend(d.entry_id for d in dead_letters)
         plan.increments = {k: dict(v) for k, v in sums.items()}
         return plan
 

@@ -4,8 +4,13 @@ pomodoro_usage_log document per accepted event (CONTRACT §3).
 Writes are idempotent by construction: every `_id` is deterministic (sinks/ids.py) or
 given by the producer, inserts are unordered, and a duplicate-key error (11000) means
 "already written". Any other error fails the batch, which is then not acknowledged.
-Per batch: at most one read of categorized_data (keys not known in memory), one write
-of categorized_data, one write of usage logs.
+
+Round trips per batch, insert first: keys not known in memory are inserted blind (one
+write); usage logs are one write. Only keys that turn out to exist already (a duplicate
+key on that insert), or that memory knows under another category (a pattern reload),
+are read back and updated where their stored category differs: at most one read and one
+update more, and only for batches that carry such keys. A verdict of the LLM stored in a
+document is never overwritten by a rule's fallback.
 """
 
 from __future__ import annotations
@@ -133,36 +138,54 @@ class MongoSink:
     async def _write_categorized(self, batch: MongoBatch) -> None:
         if not batch.categorized:
             return
-        derived = [i for i in batch.categorized if i not in batch.upstream_categorized]
-        existing: dict[ObjectId, str] = {}
-        llm_decided: set[ObjectId] = set()
-        if derived:
-            self.round_trips += 1
-            cursor = self.db[CATEGORIZED_DATA].find(
-                {"_id": {"$in": derived}}, {"category": 1, "isLLMBased": 1}
-            )
-            async for doc in cursor:
-                existing[doc["_id"]] = doc.get("category", "")
-                if doc.get("isLLMBased"):
-                    llm_decided.add(doc["_id"])
+        inserted: list[ObjectId | None] = []  # per op: the id of a blind insert, else None
+        stale: list[ObjectId] = []  # known to exist under another category
         ops: list[Op] = []
         for doc_id, doc in batch.categorized.items():
-            if doc_id in llm_decided and not doc["isLLMBased"]:
-                # The LLM (or its background reclassifier) decided this key after our batch
-                # took the no-LLM rule: never overwrite a verdict with the fallback.
-                continue
-            if doc_id in batch.upstream_categorized or doc_id in existing:
-                if existing.get(doc_id) != doc["category"]:
-                    fields = {k: v for k, v in doc.items() if k != "_id"}
-                    ops.append(UpdateOne({"_id": doc_id}, {"$set": fields}, upsert=True))
-            else:
+            if doc_id in batch.upstream_categorized:  # the producer's id: update in place
+                fields = {k: v for k, v in doc.items() if k != "_id"}
+                ops.append(UpdateOne({"_id": doc_id}, {"$set": fields}, upsert=True))
+                inserted.append(None)
+            elif self.known.get(doc_id) is None:  # not known to exist: insert blind
                 ops.append(InsertOne(doc))
+                inserted.append(doc_id)
+            else:
+                stale.append(doc_id)
         if ops:
-            await self._bulk(CATEGORIZED_DATA, ops)
+            for i in await self._bulk(CATEGORIZED_DATA, ops):
+                existing = inserted[i]
+                if existing is not None:
+                    stale.append(existing)
+        if stale:
+            await self._update_existing(batch, stale)
         for doc_id, doc in batch.categorized.items():
             self.known.put(doc_id, doc["category"])
 
-    async def _bulk(self, collection: str, ops: list[Op]) -> None:
+    async def _update_existing(self, batch: MongoBatch, doc_ids: list[ObjectId]) -> None:
+        """Bring existing documents to this batch's category, unless the LLM decided them."""
+        self.round_trips += 1
+        stored: dict[ObjectId, tuple[str, bool]] = {}
+        cursor = self.db[CATEGORIZED_DATA].find(
+            {"_id": {"$in": doc_ids}}, {"category": 1, "isLLMBased": 1}
+        )
+        async for doc in cursor:
+            stored[doc["_id"]] = (doc.get("category", ""), bool(doc.get("isLLMBased")))
+        ops: list[Op] = []
+        for doc_id in doc_ids:
+            doc = batch.categorized[doc_id]
+            category, llm_decided = stored.get(doc_id, ("", False))
+            if llm_decided and not doc["isLLMBased"]:
+                # The LLM (or its background reclassifier) decided this key after our batch
+                # took the no-LLM rule: never overwrite a verdict with the fallback.
+                continue
+            if category != doc["category"]:
+                fields = {k: v for k, v in doc.items() if k != "_id"}
+                ops.append(UpdateOne({"_id": doc_id}, {"$set": fields}, upsert=True))
+        if ops:
+            await self._bulk(CATEGORIZED_DATA, ops)
+
+    async def _bulk(self, collection: str, ops: list[Op]) -> list[int]:
+        """Unordered bulk write; returns the indexes of ops that hit a duplicate key."""
         self.round_trips += 1
         try:
             await self.db[collection].bulk_write(ops, ordered=False)
@@ -176,3 +199,5 @@ class MongoSink:
                     f"{collection}: {len(other)} write errors, {len(concern)} write concern "
                     f"errors; first: code {first.get('code')} {first.get('errmsg', '')[:200]}"
                 ) from exc
+            return sorted(int(e["index"]) for e in errors)
+        return []

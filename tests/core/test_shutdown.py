@@ -55,6 +55,19 @@ def wait_drained(settings: Settings, timeout_s: float = 90) -> None:
     )
 
 
+def wait_joined(settings: Settings, consumer: str, timeout_s: float = 30) -> None:
+    """Until the consumer has read from the group once: its signal handlers are set."""
+    client = redis.Redis.from_url(settings.redis_url)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        consumers = client.xinfo_consumers(settings.keys.stream_key, settings.group)
+        names = [str(c["name"], "utf-8") for c in consumers]
+        if any(n == consumer or n.startswith(f"{consumer}.") for n in names):  # lanes: name.i
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"consumer {consumer} never joined the group")
+
+
 @pytest.mark.parametrize("processes", [1, 2])
 def test_sigterm_under_load_then_restart_is_exact(settings: Settings, processes: int) -> None:
     workload = Workload(users=200, distinct_variants=30, malformed_ratio=0.0, seed=processes)
@@ -81,6 +94,9 @@ def test_sigterm_under_load_then_restart_is_exact(settings: Settings, processes:
 
     second = start_consumer(settings, "--consumer", "after-restart")
     try:
+        # The first consumer may have drained everything already: SIGTERM must not reach
+        # the second before it runs (Python's default action would kill it with -15).
+        wait_joined(settings, "after-restart")
         wait_drained(settings)
     finally:
         second.send_signal(signal.SIGTERM)

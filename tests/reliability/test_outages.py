@@ -122,8 +122,13 @@ def _sink(error: BulkWriteError) -> MongoSink:
 
 
 async def test_duplicate_key_only_bulk_error_is_success() -> None:
-    err = BulkWriteError({"writeErrors": [{"code": 11000, "errmsg": "dup"}] * 3})
-    await _sink(err)._bulk("pomodoro_usage_log", [])
+    dup = [{"index": i, "code": 11000, "errmsg": "dup"} for i in (4, 0, 2)]
+    # Success, naming the ops that hit an existing document (pymongo's op indexes).
+    assert await _sink(BulkWriteError({"writeErrors": dup}))._bulk("pomodoro_usage_log", []) == [
+        0,
+        2,
+        4,
+    ]
 
 
 @pytest.mark.parametrize(
