@@ -124,13 +124,19 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             else None
         )
         resolver = _llm_resolver(settings, redis, db)
-        builder = IncrementBuilder(keys, PeriodCalculator(settings.timezone))
+        derived = settings.leaderboard_mode == "derived"
+        builder = IncrementBuilder(keys, PeriodCalculator(settings.timezone), derived=derived)
         expire_at = _expire_at(settings)
         lanes: list[StreamConsumer] = []
         compute_lock = asyncio.Lock()
         for lane_settings in _lane_settings(settings):
             committer = Committer(
-                redis, keys, settings.group, lane_settings.consumer_name, expire_at
+                redis,
+                keys,
+                settings.group,
+                lane_settings.consumer_name,
+                expire_at,
+                mark_derived=derived,
             )
             processor = BatchProcessor(
                 lane_settings,
@@ -149,6 +155,11 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         if db is not None:
             rt.background.append(_pattern_watcher(rt))
         rt.background.extend(_llm_tasks(rt))
+        if derived:  # weekly/monthly keys rebuilt from daily ones (sinks/derived.py)
+            from sinks.derived import DerivedRefresher
+
+            refresher = DerivedRefresher(redis, keys, settings.derived_refresh_s, expire_at)
+            rt.background.append(refresher.run)
         if settings.stream_maxlen > 0:  # safe trimming: never past a pending entry
             from consumers.retention import Retention
 

@@ -62,6 +62,7 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "d": ("naive", "per message: lookup, insert, ZINCRBYs, XACK"),
     "e": ("celery", "Celery task per event, Redis broker, solo pool"),
     "f": ("plain", "read, dict classify, aggregate, 1 Lua ack+ZINCRBY"),
+    "g": ("pomocore-derived", "c with POMOCORE_LEADERBOARD_MODE=derived (refresh every 1 s)"),
 }
 MONGO_VARIANTS = frozenset("bd")
 SLOW_VARIANTS = frozenset("de")
@@ -88,7 +89,7 @@ class BenchOptions:
     slow_events: int = 5_000  # for d and e (per-event figures are scaled, not the counts)
     mongo_events: int = 50_000  # for b: bounded by the MongoDB server (nx-27017 here)
     runs: int = 3
-    variants: str = "abcdef"
+    variants: str = "abcdefg"
     sweeps: tuple[str, ...] = ()
     sweep_events: int = 0  # 0 = events // 2
     batch_size: int = 1000
@@ -324,11 +325,17 @@ class Bench:
                     batch.clear()
         if batch:
             self.r.unlink(*batch)
+        from pipeline.keys import KeySpace
+
+        derived = KeySpace(leaderboard_prefix=names["leaderboard_prefix"])  # variant g
         self.r.unlink(
             names["dead_letter_stream"],
             names["session_score_stream"],
             names["celery_queue"],
             names["celery_done"],
+            derived.derived_stale_key,
+            derived.derived_refreshing_key,
+            derived.derived_lock_key,
         )
         for key in self.r.scan_iter(match=f"{self.prefix}r{names['run']}:*", count=5000):
             self.r.unlink(key)
@@ -800,7 +807,7 @@ async def _child_async(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     variant = spec["variant"]
-    if variant in "bc":
+    if variant in "bcg":
         runner = _pomocore_runner(spec, rec, state)
     elif variant == "a":
         runner = _ceiling_runner(spec, rec, state)
@@ -991,6 +998,8 @@ async def _pomocore_runner(spec: dict[str, Any], rec: Recorder, state: dict[str,
         sinks=sinks,
         batch_size=spec["batch_size"],
         block_ms=100,
+        leaderboard_mode="derived" if spec["variant"] == "g" else "exact",
+        derived_refresh_s=1.0,  # several refreshes inside a run: their Redis CPU is counted
         log_format="text",
         log_level="WARNING",
     )
@@ -1541,7 +1550,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--mongo-events", type=int, help="events per run for b, bounded by MongoDB (default 50000)"
     )
     p.add_argument("--runs", type=int, help="runs per variant (median, min, max; default 3)")
-    p.add_argument("--variants", default="a,b,c,d,e,f", help="comma list from a,b,c,d,e,f")
+    p.add_argument(
+        "--variants", default="a,b,c,d,e,f,g", help="comma list from a,b,c,d,e,f,g"
+    )
     p.add_argument(
         "--sweep",
         action="append",

@@ -120,9 +120,7 @@ def _bar(done: int, total: int, width: int = 30) -> str:
     return "█" * filled + "·" * (width - filled)
 
 
-def _publish_and_wait(
-    client: Any, settings: Settings, options: DemoOptions
-) -> dict[str, float]:
+def _publish_and_wait(client: Any, settings: Settings, options: DemoOptions) -> dict[str, float]:
     workload = Workload(users=options.users, distinct_variants=200)
     stream = settings.keys.stream_key
     started = time.perf_counter()

@@ -40,6 +40,28 @@ class KeySpace:
 
     # --- pomocore's own bookkeeping keys (not part of the contract) ---
 
+    # Derived mode (sinks/derived.py), per leaderboard prefix: two pipelines with different
+    # prefixes on one Redis (or a benchmark beside a deployment) never share them.
+    @property
+    def derived_stale_key(self) -> str:
+        """Set of daily leaderboard keys changed since their weekly/monthly keys were rebuilt
+        (added to by the commit script)."""
+        return self._k(f"pomocore:derived:{self.leaderboard_prefix}:stale")
+
+    @property
+    def derived_refreshing_key(self) -> str:
+        """The stale set taken over by the refresher that holds the lease, until it is done."""
+        return self._k(f"pomocore:derived:{self.leaderboard_prefix}:refreshing")
+
+    @property
+    def derived_lock_key(self) -> str:
+        """Lease of the one refresher at work (value: its token)."""
+        return self._k(f"pomocore:derived:{self.leaderboard_prefix}:lock")
+
+    def leaderboard_prefix_key(self) -> str:
+        """What every leaderboard key starts with, before `{category}:{period}`."""
+        return self._k(f"{self.leaderboard_prefix}:")
+
     @property
     def patterns_version_key(self) -> str:
         """Counter bumped on every pattern change; consumers poll it as a fallback to pub/sub."""

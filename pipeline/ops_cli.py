@@ -62,6 +62,39 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0 if rows or args.action == "top" else 1
 
 
+def cmd_leaderboard_refresh(args: argparse.Namespace) -> int:
+    """One round of the derived-mode refresher (also safe to run in exact mode)."""
+    import asyncio
+
+    from consumers.app import _expire_at
+    from pipeline.connect import async_redis
+    from sinks.derived import DerivedRefresher
+
+    settings = _settings(args)
+
+    async def once() -> int | None:
+        redis = async_redis(settings)
+        try:
+            refresher = DerivedRefresher(
+                redis, settings.keys, settings.derived_refresh_s, _expire_at(settings)
+            )
+            for _ in range(int(args.wait_s * 10) + 1):  # another refresher may hold the lease
+                rebuilt = await refresher.refresh_once()
+                if rebuilt is not None:
+                    return rebuilt
+                await asyncio.sleep(0.1)
+            return None
+        finally:
+            await redis.aclose()
+
+    rebuilt = asyncio.run(once())
+    if rebuilt is None:
+        print("pomocore: another refresher holds the lease; try again", file=sys.stderr)
+        return 1
+    print(f"rebuilt {rebuilt} weekly/monthly keys")
+    return 0
+
+
 def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
     from pipeline.http_api import LeaderboardHTTPServer
     from pipeline.leaderboard import LeaderboardReader
@@ -133,6 +166,11 @@ def register(sub: Any) -> None:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
     serve.set_defaults(func=cmd_leaderboard_serve)
+    refresh = actions.add_parser(
+        "refresh", parents=[common], help="derived mode: rebuild stale weekly/monthly keys now"
+    )
+    refresh.add_argument("--wait-s", type=float, default=10.0, help="wait for the lease")
+    refresh.set_defaults(func=cmd_leaderboard_refresh)
     for add in LEADERBOARD_ACTIONS:
         add(actions)
 

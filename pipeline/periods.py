@@ -11,7 +11,7 @@ since 1970 is a multiple of 15 minutes, so all instants of one bucket share a lo
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from functools import lru_cache
 from typing import NamedTuple
 from zoneinfo import ZoneInfo
@@ -28,7 +28,7 @@ class Periods(NamedTuple):
         return (self.daily, self.weekly, self.monthly)
 
 
-def periods_of_datetime(local: datetime) -> Periods:
+def periods_of_datetime(local: date) -> Periods:
     iso_year, iso_week, _ = local.isocalendar()
     return Periods(
         daily=f"{local.year:04d}-{local.month:02d}-{local.day:02d}",

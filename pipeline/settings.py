@@ -21,6 +21,7 @@ from pipeline.keys import KeySpace
 ENV_PREFIX = "POMOCORE_"
 SECRET_SETTINGS = frozenset({"redis_url", "mongo_uri", "llm_api_key"})
 KNOWN_SINKS = ("mongo", "leaderboard")
+LEADERBOARD_MODES = ("exact", "derived")
 
 
 def default_consumer_name() -> str:
@@ -60,7 +61,7 @@ class Settings:
     )
     sinks: tuple[str, ...] = _setting(KNOWN_SINKS, "comma list of sinks: mongo,leaderboard")
     lanes: int = _setting(
-        2, "concurrent batches per process (overlap reads, work, commits)", lo=1, hi=16
+        4, "concurrent batches per process (overlap reads, work, commits)", lo=1, hi=16
     )
     processes: int = _setting(1, "consumer processes (pomocore run --processes)", lo=1, hi=64)
     shutdown_timeout_s: float = _setting(
@@ -122,6 +123,13 @@ class Settings:
     ttl_daily_days: int = _setting(0, "keep daily leaderboards N days", lo=0, hi=36_500)
     ttl_weekly_days: int = _setting(0, "keep weekly leaderboards N days", lo=0, hi=36_500)
     ttl_monthly_days: int = _setting(0, "keep monthly leaderboards N days", lo=0, hi=36_500)
+    # --- leaderboard mode (docs/guarantees.md, "Derived weekly and monthly keys") ---
+    leaderboard_mode: str = _setting(
+        "exact", "exact, or derived: weekly/monthly keys rebuilt from daily ones"
+    )
+    derived_refresh_s: float = _setting(
+        5.0, "derived mode: max staleness of weekly/monthly keys", lo=0.1, hi=3600
+    )
 
     @property
     def keys(self) -> KeySpace:
@@ -214,6 +222,25 @@ class Settings:
             )
         if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
             raise ConfigError("POMOCORE_LLM_BASE_URL", "must be an http:// or https:// URL")
+        self._validate_leaderboard_mode()
+
+    def _validate_leaderboard_mode(self) -> None:
+        if self.leaderboard_mode not in LEADERBOARD_MODES:
+            raise ConfigError(
+                "POMOCORE_LEADERBOARD_MODE",
+                f"must be exact or derived, got {self.leaderboard_mode!r}",
+            )
+        if self.leaderboard_mode == "derived" and self.ttl_daily_days:
+            # A weekly/monthly key is rebuilt from its days: every day must outlive it.
+            weekly, monthly = self.ttl_weekly_days, self.ttl_monthly_days
+            need = None if not (weekly and monthly) else max(weekly + 7, monthly + 31)
+            if need is None or self.ttl_daily_days < need:
+                raise ConfigError(
+                    "POMOCORE_TTL_DAILY_DAYS",
+                    "with POMOCORE_LEADERBOARD_MODE=derived, daily keys must outlive the weekly "
+                    "and monthly keys built from them: 0 (keep forever), or at least "
+                    "POMOCORE_TTL_WEEKLY_DAYS + 7 and POMOCORE_TTL_MONTHLY_DAYS + 31 (both set)",
+                )
 
     def describe(self) -> dict[str, Any]:
         """Settings for logs and `pomocore check`: secrets redacted."""

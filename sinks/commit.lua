@@ -1,12 +1,13 @@
 -- Acknowledge a batch and apply its effects in one atomic step.
 --
 -- KEYS[1] input stream, KEYS[2] dead-letter stream, KEYS[3] session-score stream,
--- KEYS[4..] leaderboard keys (every key the script touches is in KEYS: Cluster-safe).
--- ARGV: group, consumer, n_ids, ids...,
+-- KEYS[4] set of daily keys whose weekly/monthly keys are derived and stale,
+-- KEYS[5..] leaderboard keys (every key the script touches is in KEYS: Cluster-safe).
+-- ARGV: group, consumer, mark_derived (1 = add KEYS[5..] to KEYS[4]), n_ids, ids...,
 --       n_dead, then per dead letter: n_fields, field, value, ...,
 --       n_sessions, then per session: userId, sessionDate, session,
---       then for each KEYS[4..]: n_pairs, member, increment, ...,
---       then for each KEYS[4..]: expire-at unix seconds (0 = keep forever)
+--       then for each KEYS[5..]: n_pairs, member, increment, ...,
+--       then for each KEYS[5..]: expire-at unix seconds (0 = keep forever)
 --
 -- Exactly once: the ids still pending in the group are claimed (XCLAIM JUSTID, which
 -- neither counts a delivery nor moves anything else). If some id is no longer pending,
@@ -17,9 +18,13 @@
 -- Returns {1, acked} or {0, still_pending_id, ...}.
 
 local group, consumer = ARGV[1], ARGV[2]
-local n_ids = tonumber(ARGV[3])
+local mark_derived = ARGV[3]
+if mark_derived ~= '0' and mark_derived ~= '1' then
+  return redis.error_reply('ERR pomocore: bad mark_derived flag')
+end
+local n_ids = tonumber(ARGV[4])
 if not n_ids or n_ids < 1 then return redis.error_reply('ERR pomocore: bad id count') end
-local pos = 4
+local pos = 5
 local ids = {}
 for i = 1, n_ids do ids[i] = ARGV[pos]; pos = pos + 1 end
 
@@ -40,7 +45,7 @@ if not n_sessions then return redis.error_reply('ERR pomocore: bad session count
 pos = pos + 3 * n_sessions
 
 local increments_at = pos
-for k = 4, #KEYS do
+for k = 5, #KEYS do
   local n_pairs = tonumber(ARGV[pos]); pos = pos + 1
   if not n_pairs then return redis.error_reply('ERR pomocore: bad pair count for ' .. KEYS[k]) end
   for _ = 1, n_pairs do
@@ -52,7 +57,7 @@ for k = 4, #KEYS do
   end
 end
 local expire_at = pos
-for k = 4, #KEYS do
+for k = 5, #KEYS do
   if not tonumber(ARGV[pos]) then return redis.error_reply('ERR pomocore: bad expire-at for ' .. KEYS[k]) end
   pos = pos + 1
 end
@@ -86,7 +91,7 @@ for _ = 1, n_sessions do
 end
 
 pos = increments_at
-for k = 4, #KEYS do
+for k = 5, #KEYS do
   local key = KEYS[k]
   local n_pairs = tonumber(ARGV[pos]); pos = pos + 1
   for _ = 1, n_pairs do
@@ -94,7 +99,12 @@ for k = 4, #KEYS do
     pos = pos + 2
   end
   -- Retention counted from the end of the key's period; the same time on every batch.
-  local ts = tonumber(ARGV[expire_at + k - 4])
+  local ts = tonumber(ARGV[expire_at + k - 5])
   if ts > 0 then redis.call('EXPIREAT', key, ts) end
+end
+-- Derived mode: the refresher rebuilds the weekly/monthly keys of these days. Marked in
+-- the same atomic step as the increments, so no committed increment can miss a refresh.
+if mark_derived == '1' and #KEYS >= 5 then
+  redis.call('SADD', KEYS[4], unpack(KEYS, 5, #KEYS))
 end
 return {1, acked}

@@ -65,19 +65,24 @@ class CommitPlan:
 class IncrementBuilder:
     """Turns accepted events with their categories into a CommitPlan (pure, no I/O)."""
 
-    def __init__(self, keys: KeySpace, periods: PeriodCalculator) -> None:
+    def __init__(self, keys: KeySpace, periods: PeriodCalculator, *, derived: bool = False) -> None:
+        """`derived=True`: increments go to daily keys only; the weekly and monthly keys are
+        rebuilt from them by `sinks.derived.DerivedRefresher` (POMOCORE_LEADERBOARD_MODE)."""
         self.keys = keys
         self.periods = periods
+        self.derived = derived
         # (category, 15-minute bucket) -> keys: one dict lookup per event on the hot path
         # (all instants of a bucket share their local date: pipeline/periods.py).
         self._key_cache: dict[tuple[str, int], tuple[str, ...]] = {}
 
     def leaderboard_keys(self, category: str, timestamp_s: float) -> tuple[str, ...]:
-        """The 3 keys of the category, plus the 3 `work` keys for a work category."""
+        """The 3 keys of the category, plus the 3 `work` keys for a work category (daily
+        keys only in derived mode)."""
         cache_key = (category, int(timestamp_s // BUCKET_S))
         keys = self._key_cache.get(cache_key)
         if keys is None:
-            labels = self.periods(timestamp_s).labels()
+            periods = self.periods(timestamp_s)
+            labels = (periods.daily,) if self.derived else periods.labels()
             categories = (category, WORK) if category in WORK_CATEGORIES else (category,)
             keys = tuple(self.keys.leaderboard(c, label) for c in categories for label in labels)
             if len(self._key_cache) > 10_000:
@@ -118,11 +123,17 @@ def script_arguments(
     group: str,
     consumer: str,
     expire_at: ExpireAt | None = None,
+    mark_derived: bool = False,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of sinks/commit.lua for a plan."""
     lb_keys = list(plan.increments)
-    script_keys = [keys.stream_key, keys.dead_letter_key, keys.session_score_key, *lb_keys]
-    argv: list[Any] = [group, consumer, len(plan.ids), *plan.ids, len(plan.dead_letters)]
+    script_keys = [
+        keys.stream_key, keys.dead_letter_key, keys.session_score_key, keys.derived_stale_key,
+        *lb_keys,
+    ]  # fmt: skip
+    argv: list[Any] = [
+        group, consumer, int(mark_derived), len(plan.ids), *plan.ids, len(plan.dead_letters)
+    ]  # fmt: skip
     for dead in plan.dead_letters:
         flat = _dead_letter_fields(dead, keys.stream_key, consumer)
         argv.append(len(flat))
@@ -166,11 +177,14 @@ class Committer:
         group: str,
         consumer: str,
         expire_at: ExpireAt | None = None,
+        *,
+        mark_derived: bool = False,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.group = group
         self.consumer = consumer
+        self.mark_derived = mark_derived  # derived mode: record the days the refresher rebuilds
         # Per key, not per event: a key's expire-at never changes, so remember it.
         self.expire_at = functools.lru_cache(maxsize=4096)(expire_at) if expire_at else None
         self._script = redis.register_script(COMMIT_SCRIPT)
@@ -180,7 +194,7 @@ class Committer:
         if not plan.ids:
             return True, []
         script_keys, argv = script_arguments(
-            plan, self.keys, self.group, self.consumer, self.expire_at
+            plan, self.keys, self.group, self.consumer, self.expire_at, self.mark_derived
         )
         try:
             reply = await asyncio.shield(self._run(script_keys, argv))

@@ -59,7 +59,7 @@ def test_every_variant_drains_exactly_and_reports(
         slow_events=60,
         mongo_events=200,
         runs=1,
-        variants="abcdef",
+        variants="abcdefg",
         sweeps=("batch",),
         sweep_events=200,
         latency=True,

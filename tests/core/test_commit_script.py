@@ -47,7 +47,8 @@ def plan(ids: list[str]) -> CommitPlan:
         lambda argv: argv.__setitem__(-2, "abc"),  # increment not a number
         lambda argv: argv.__setitem__(-1, "soon"),  # expire-at not a number
         lambda argv: argv.append("extra"),  # argument count mismatch
-        lambda argv: argv.__setitem__(2, "x"),  # id count not a number
+        lambda argv: argv.__setitem__(3, "x"),  # id count not a number
+        lambda argv: argv.__setitem__(2, "2"),  # mark_derived flag neither 0 nor 1
     ],
 )
 def test_invalid_arguments_write_nothing(redis_url: str, corrupt: object) -> None:

@@ -73,12 +73,32 @@ def test_script_arguments_layout() -> None:
         [(ev("1-0", "u1", 0.1), "SNS")], [DeadLetter("1-1", {b"a": b"b"}, "too_long", "title")]
     )
     keys, argv = script_arguments(plan, KeySpace(), "g", "c")
-    assert keys[:3] == ["pattern_match_stream", "pattern_match_stream:dlq", "session_score_stream"]
-    assert argv[:5] == ["g", "c", 2, "1-0", "1-1"]
-    assert argv[5] == 1 and argv[6] == 14  # one dead letter of 7 field/value pairs
-    assert argv[7:9] == [b"a", b"b"]
+    assert keys[:4] == [
+        "pattern_match_stream",
+        "pattern_match_stream:dlq",
+        "session_score_stream",
+        "pomocore:derived:leaderboard:stale",
+    ]
+    assert argv[:6] == ["g", "c", 0, 2, "1-0", "1-1"]  # 0: exact mode, days not marked
+    assert argv[6] == 1 and argv[7] == 14  # one dead letter of 7 field/value pairs
+    assert argv[8:10] == [b"a", b"b"]
     assert b"dlq.reason" in argv and b"too_long" in argv
     # one pair per key (exact repr of the double), then each key's expire-at (0 = never)
     assert argv[-12:] == [1, "u1", "0.1"] * 3 + [0, 0, 0]
     _, with_ttl = script_arguments(plan, KeySpace(), "g", "c", lambda key: len(key))
-    assert with_ttl[-3:] == [len(k) for k in keys[3:]]
+    assert with_ttl[-3:] == [len(k) for k in keys[4:]]
+    _, derived = script_arguments(plan, KeySpace(), "g", "c", mark_derived=True)
+    assert derived[2] == 1
+
+
+def test_derived_mode_increments_daily_keys_only() -> None:
+    events = [(ev("1-0", "u1", 1.5), "Development"), (ev("1-1", "u2", 2.0), "SNS")]
+    exact = IncrementBuilder(KeySpace(), PeriodCalculator("Asia/Seoul")).plan(events, [])
+    derived = IncrementBuilder(KeySpace(), PeriodCalculator("Asia/Seoul"), derived=True).plan(
+        events, []
+    )
+    assert len(exact.increments) == 9  # Development and work: 3 + 3; SNS: 3
+    assert sorted(derived.increments) == sorted(k for k in exact.increments if k.count("-") == 2)
+    assert len(derived.increments) == 3  # the daily keys of Development, work and SNS
+    for key, users in derived.increments.items():
+        assert users == exact.increments[key]

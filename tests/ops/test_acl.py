@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from pipeline import acl
 from pipeline.embedded import EmbeddedRedis
@@ -49,8 +50,9 @@ def test_acl_file_is_loaded(acl_server: EmbeddedRedis) -> None:
     assert {"producer", "worker", "reader", "default"} <= users
 
 
+@pytest.mark.parametrize("mode", ["exact", "derived"])
 def test_pipeline_runs_as_worker(
-    acl_server: EmbeddedRedis, settings: Settings, tmp_path: Path
+    acl_server: EmbeddedRedis, settings: Settings, tmp_path: Path, mode: str
 ) -> None:
     admin = redis.Redis.from_url(url(acl_server, "default", ADMIN_PW))
     admin.flushall()
@@ -61,12 +63,28 @@ def test_pipeline_runs_as_worker(
     producer.xadd(stream, {"userId": "bad", "duration": "-1"})
     producer.close()
     worker_settings = dataclasses.replace(
-        settings, redis_url=url(acl_server, "worker", PASSWORDS["worker"])
+        settings,
+        redis_url=url(acl_server, "worker", PASSWORDS["worker"]),
+        leaderboard_mode=mode,
+        derived_refresh_s=0.1,
     )
 
     import asyncio
 
     stats = asyncio.run(drain(worker_settings, timeout_s=30))
+    if mode == "derived":  # the refresher, as worker, rebuilds the weekly key
+        from sinks.derived import DerivedRefresher
+
+        async def refresh() -> int | None:
+            worker = aioredis.Redis.from_url(worker_settings.redis_url)
+            try:
+                return await DerivedRefresher(worker, settings.keys, 1.0).refresh_once()
+            finally:
+                await worker.aclose()
+
+        admin.sadd(settings.keys.derived_stale_key, *admin.keys("leaderboard:*-*-*"))
+        assert asyncio.run(refresh()) == 4  # the week and month of Development and of work
+
     assert stats.committed == 51
     assert admin.xlen(settings.keys.dead_letter_key) == 1
     assert admin.xlen(settings.keys.session_score_key) == 50
@@ -74,6 +92,10 @@ def test_pipeline_runs_as_worker(
     top = reader.top("Development", "daily", None, limit=10)
     reader.close()
     assert len(top) == 5 and all(r.score == 600.0 for r in top)
+    reader = LeaderboardReader(client(acl_server, "reader"), settings.keys, settings.timezone)
+    weekly = reader.top("work", "weekly", None, limit=10)
+    reader.close()
+    assert len(weekly) == 5 and all(r.score == 600.0 for r in weekly)
     groups = admin.xinfo_groups(stream)
     assert groups[0]["pending"] == 0
     admin.close()
