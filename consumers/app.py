@@ -72,9 +72,10 @@ async def _large_socket_buffers(conn: Any) -> None:
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
+    from consumers.consumer import raw_stream_reply
     from pipeline.connect import async_redis  # Cluster and TLS options from settings
 
-    return async_redis(
+    client = async_redis(
         settings,
         decode_responses=False,  # bytes: one invalid entry must not poison a whole read
         socket_timeout=max(10.0, settings.block_ms / 1000 + 5),
@@ -83,6 +84,9 @@ def redis_client(settings: Settings) -> aioredis.Redis:
         # (standalone only: the Cluster client manages its node connections itself)
         **({} if settings.redis_cluster else {"redis_connect_func": _large_socket_buffers}),
     )
+    if not settings.redis_cluster:  # our read path takes the raw reply (RESP2 or RESP3)
+        client.set_response_callback("XREADGROUP", raw_stream_reply)
+    return client
 
 
 def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:

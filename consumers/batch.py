@@ -24,12 +24,15 @@ from typing import Protocol
 
 from classifiers.decision import ClassKey, Decision
 from pipeline.errors import RejectedEvent
-from pipeline.events import Event, parse_checked, parse_plain
+from pipeline.events import Event, fields_dict, parse_checked, parse_plain, parse_plain_flat
 from pipeline.settings import Settings
 from sinks.leaderboard import CommitPlan, Committer, DeadLetter, IncrementBuilder
 from sinks.mongo import MongoSink
 
-Entry = tuple[str, dict[bytes, bytes] | None]
+Fields = dict[bytes, bytes] | list[bytes]
+"""An entry's fields: a dict, or the flat `[name, value, ...]` list of a raw XREADGROUP reply
+(the consumer's own reads: no dict per entry on the hot path)."""
+Entry = tuple[str, Fields | None]
 MAX_COMMIT_ATTEMPTS = 10
 YIELD_EVERY = 200  # entries validated between two yields to the event loop
 
@@ -69,15 +72,19 @@ def validate(entries: Sequence[Entry], settings: Settings, now_s: float) -> Vali
         if fields is None:  # trimmed from the stream before we could read it
             out.trimmed.append(entry_id)
             continue
-        event = parse_plain(entry_id, fields, now_s, max_future_s, max_chars)
-        if event is None:
+        if isinstance(fields, list):
+            event = parse_plain_flat(entry_id, fields, now_s, max_future_s, max_chars)
+        else:
+            event = parse_plain(entry_id, fields, now_s, max_future_s, max_chars)
+        if event is None:  # not plainly valid: every rule in order, naming the reason
+            as_dict = fields_dict(fields) if isinstance(fields, list) else fields
             try:
                 event = parse_checked(
-                    entry_id, fields, now_s=now_s, max_future_s=max_future_s,
+                    entry_id, as_dict, now_s=now_s, max_future_s=max_future_s,
                     max_text_chars=max_chars,
                 )  # fmt: skip
             except RejectedEvent as exc:
-                dead = DeadLetter(entry_id, fields, exc.reason, exc.field, exc.detail)
+                dead = DeadLetter(entry_id, as_dict, exc.reason, exc.field, exc.detail)
                 out.dead_letters.append(dead)
                 continue
         accepted.append(event)

@@ -34,6 +34,7 @@ BatchHook = Callable[[BatchOutcome, float, list[Entry]], None]
 
 OWN_PENDING = "0"  # XREADGROUP id: re-read entries already delivered to this consumer
 NEW_ENTRIES = ">"
+NO_GROUP = object()  # what _xreadgroup returns for NOGROUP (a raw reply is None on timeout)
 TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
@@ -145,10 +146,10 @@ class StreamConsumer:
             if deadline is not None:
                 block_ms = max(1, int((deadline - time.monotonic()) * 1000))
             reply = await self._xreadgroup(want - len(entries), block_ms)
-            if reply is None:  # NOGROUP: the stream or group vanished (restart, flush)
+            if reply is NO_GROUP:  # the stream or group vanished (restart, flush)
                 await ensure_group(self.redis, self.settings)
                 continue
-            got = _entries(reply)
+            got = stream_entries(reply)
             if self.read_id == OWN_PENDING and not got:
                 self.read_id = NEW_ENTRIES  # own backlog done: switch to new entries
                 continue
@@ -174,7 +175,7 @@ class StreamConsumer:
         except ResponseError as exc:
             if "NOGROUP" in str(exc):
                 log.warning("consumer group missing; recreating it")
-                return None
+                return NO_GROUP
             raise
 
     async def process(
@@ -272,10 +273,22 @@ async def _closed_is_transient(awaitable: Any) -> Any:
         raise
 
 
-def _entries(reply: Any) -> list[Entry]:
-    """Flatten a RESP2 XREADGROUP reply: [[stream, [(id, fields | None), ...]]]."""
+def raw_stream_reply(response: Any, **_options: Any) -> Any:
+    """XREADGROUP's reply as Redis sent it: [[stream, [[id, [name, value, ...]], ...]]]
+    (RESP2), or {stream: [[id, [name, value, ...]], ...]} (RESP3).
+
+    The consumer's client (consumers.app.redis_client) uses this in place of redis-py's
+    parser, which builds a dict per entry; validation reads the flat field list in place
+    (pipeline.events.parse_plain_flat) and builds a dict only for a rejected entry.
+    """
+    return response
+
+
+def stream_entries(reply: Any) -> list[Entry]:
+    """Flatten an XREADGROUP reply (see raw_stream_reply) to (id, fields | None), where the
+    fields are a flat list (raw_stream_reply) or a dict (redis-py's parser)."""
     out: list[Entry] = []
-    for _stream, messages in reply or ():
+    for _stream, messages in reply.items() if isinstance(reply, dict) else reply or ():
         for entry_id, fields in messages:
             out.append((entry_id.decode(), fields or None))
     return out

@@ -28,7 +28,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from consumers.batch import Entry
-from pipeline.events import MAX_DELIVERIES
+from pipeline.events import MAX_DELIVERIES, fields_dict
 from pipeline.settings import Settings
 from sinks.leaderboard import DeadLetter
 
@@ -155,7 +155,8 @@ class Reclaimer:
             n = counts.get(entry_id, 0)
             if fields is not None and n > limit:
                 detail = f"delivered {n} times"
-                dead.append(DeadLetter(entry_id, fields, MAX_DELIVERIES, "", detail))
+                as_dict = fields if isinstance(fields, dict) else fields_dict(fields)
+                dead.append(DeadLetter(entry_id, as_dict, MAX_DELIVERIES, "", detail))
             else:
                 keep.append((entry_id, fields))
         if dead:

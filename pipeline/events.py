@@ -119,16 +119,94 @@ def parse_plain(
     if not _PLAIN_FIELDS.issuperset(fields):
         return None
     get = fields.get
+    return _plain_event(
+        entry_id, get(b"userId", b""), get(b"app", b""), get(b"title", b""), get(b"url", b""),
+        get(b"duration", b"_"), get(b"timestamp", b"_"), get(b"session"),
+        get(b"sessionMinutes"), now_s, max_future_s, max_text_chars,
+    )  # fmt: skip
+
+
+def parse_plain_flat(
+    entry_id: str,
+    flat: list[bytes],
+    now_s: float,
+    max_future_s: float,
+    max_text_chars: int,
+) -> Event | None:
+    """`parse_plain` of an entry as XREADGROUP sends it, `[name, value, name, value, ...]`.
+
+    Producers write their fields in one order, so the positions of the values are worked
+    out once per order of names and the values are taken by index: no dict per entry.
+    """
+    if len(flat) % 2:
+        return None
+    layout = _LAYOUTS.get(names := tuple(flat[0::2]))
+    if layout is None:
+        layout = _learn_layout(names)
+    if not layout:
+        return None
+    u, a, t, w, d, ts, s, m = layout  # -1: absent
+    return _plain_event(
+        entry_id, flat[u], flat[a] if a >= 0 else b"", flat[t] if t >= 0 else b"",
+        flat[w] if w >= 0 else b"", flat[d], flat[ts], flat[s] if s >= 0 else None,
+        flat[m] if m >= 0 else None, now_s, max_future_s, max_text_chars,
+    )  # fmt: skip
+
+
+def fields_dict(flat: list[bytes]) -> dict[bytes, bytes]:
+    """A flat `[name, value, ...]` entry as a dict (a repeated name: the last value wins)."""
+    it = iter(flat)
+    return dict(zip(it, it, strict=False))
+
+
+_PLAIN_ORDER: Final = (
+    b"userId", b"app", b"title", b"url", b"duration", b"timestamp", b"session",
+    b"sessionMinutes",
+)  # fmt: skip
+_LAYOUTS: dict[tuple[bytes, ...], tuple[int, ...]] = {}
+_MAX_LAYOUTS: Final = 256
+
+
+def _learn_layout(names: tuple[bytes, ...]) -> tuple[int, ...]:
+    """Value positions of _PLAIN_ORDER for this order of names (-1: absent); () when the
+    entry cannot take the fast path (another field, a repeated name, or no userId,
+    duration or timestamp)."""
+    plain = (
+        _PLAIN_FIELDS.issuperset(names)
+        and len(set(names)) == len(names)
+        and {b"userId", b"duration", b"timestamp"} <= set(names)
+    )
+    layout = (
+        tuple(2 * names.index(n) + 1 if n in names else -1 for n in _PLAIN_ORDER)
+        if plain
+        else ()
+    )
+    if len(_LAYOUTS) >= _MAX_LAYOUTS:  # a producer sending ever new orders: stay bounded
+        _LAYOUTS.clear()
+    _LAYOUTS[names] = layout
+    return layout
+
+
+def _plain_event(
+    entry_id: str,
+    raw_user: bytes,
+    raw_app: bytes,
+    raw_title: bytes,
+    raw_url: bytes,
+    raw_duration: bytes,
+    raw_timestamp: bytes,
+    session: bytes | None,
+    minutes: bytes | None,
+    now_s: float,
+    max_future_s: float,
+    max_text_chars: int,
+) -> Event | None:
     try:
-        user_id = get(b"userId", b"").decode()
-        app = get(b"app", b"").decode()
-        title = get(b"title", b"").decode()
-        url = get(b"url", b"").decode()
-        raw_duration, raw_timestamp = get(b"duration", b"_"), get(b"timestamp", b"_")
+        user_id, app = raw_user.decode(), raw_app.decode()
+        title, url = raw_title.decode(), raw_url.decode()
         duration, timestamp = float(raw_duration), float(raw_timestamp)
     except (UnicodeDecodeError, ValueError):
         return None
-    session, minutes = get(b"session"), get(b"sessionMinutes")
     plain = (
         0 < len(user_id) <= MAX_USER_ID_CHARS
         and (app or title or url)

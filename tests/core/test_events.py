@@ -124,7 +124,7 @@ def test_max_text_chars_is_configurable() -> None:
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from pipeline.events import parse_checked  # noqa: E402
+from pipeline.events import fields_dict, parse_checked, parse_plain_flat  # noqa: E402
 
 _VALUE = st.one_of(
     st.binary(max_size=12),
@@ -183,3 +183,38 @@ def test_fast_path_agrees_with_checked_path(fields: dict[bytes, bytes], base: bo
         fields = {**entry(), **fields}
     # The same Event field for field, or the same (reason, field) rejection.
     assert _outcome(parse_entry, fields) == _outcome(parse_checked, fields)
+
+
+def _flat_outcome(flat: list[bytes]) -> object:
+    """What the consumer's validate() makes of a raw entry (flat list of names and values)."""
+    from consumers.batch import validate
+    from pipeline.settings import Settings
+
+    out = validate([("1-0", flat)], Settings(max_text_chars=100), NOW)
+    if out.accepted:
+        return out.accepted[0]
+    dead = out.dead_letters[0]
+    return (dead.reason, dead.field)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_NAMES, _VALUE), max_size=10), st.booleans(), st.booleans())
+def test_flat_entries_agree_with_dict_entries(
+    pairs: list[tuple[bytes, bytes]], base: bool, odd: bool
+) -> None:
+    """Any order of names, repeated names (the last value wins, as in a dict), odd lists."""
+    if base:
+        pairs = list(entry().items()) + pairs
+    flat = [x for pair in pairs for x in pair]
+    if odd and flat:
+        flat = flat[:-1]
+    fields = fields_dict(flat)
+    assert _flat_outcome(flat) == _outcome(parse_entry, fields)
+
+
+def test_flat_fast_path_takes_fields_in_any_order() -> None:
+    names = list(entry())
+    for order in (names, names[::-1], names[2:] + names[:2]):
+        flat = [x for name in order for x in (name, entry()[name])]
+        event = parse_plain_flat("1-0", flat, NOW, 300.0, 8192)
+        assert event is not None and event == parse_entry("1-0", entry(), now_s=NOW)

@@ -12,6 +12,7 @@ from bson import ObjectId
 
 from consumers.app import runtime
 from consumers.batch import validate
+from consumers.consumer import stream_entries
 from pipeline.settings import Settings
 from pipeline.workload import MALFORMED_KINDS, Workload
 from tests.support.pipeline import (
@@ -109,7 +110,7 @@ async def test_processing_the_same_entries_again_changes_nothing(settings: Setti
             else None
         )
         assert reply is not None
-        entries = [(i.decode(), f) for i, f in reply[0][1]]
+        entries = stream_entries(reply)  # the runtime's client returns the raw reply
         await rt.consumer.processor.process(entries)
         before = _snapshot(client, settings)
         # The reply of the commit was lost / the entries were redelivered to a slow consumer:
@@ -129,7 +130,7 @@ async def test_reclaimed_entries_count_once(settings: Settings) -> None:
         reply = await rt.redis.xreadgroup(
             settings.group, "slow", {settings.keys.stream_key: ">"}, count=100
         )
-        entries = [(i.decode(), f) for i, f in reply[0][1]]
+        entries = stream_entries(reply)  # the runtime's client returns the raw reply
         ids = [e[0] for e in entries]
         half = ids[:15]
         client.xclaim(settings.keys.stream_key, settings.group, "fast", 0, half)
