@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import socket
@@ -240,8 +241,31 @@ async def _run_lanes(rt: Runtime, stop: asyncio.Event) -> None:
             group.create_task(lane.run(stop))
 
 
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_heap() -> None:
+    """Move what start-up built (modules, compiled patterns, indexes) out of the garbage
+    collector's sight, so that later collections scan only the batches' objects, and let
+    the young generation grow to 10,000 objects (default 700) before a collection: a batch
+    allocates tens of thousands of short-lived containers that reference counting frees
+    anyway. Measured on the leaderboard path (benchmarks/README.md): freeze +3 %, the
+    threshold about +3 % more; memory unchanged."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD)
+
+
+def unsettle_heap(thresholds: tuple[int, int, int]) -> None:
+    """Undo settle_heap (the process goes on after the consumer: tests, `pomocore demo`)."""
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)
+
+
 async def run_until_stopped(rt: Runtime, stop: asyncio.Event) -> None:
     """Run the consumer and its background tasks; on stop, drain within the timeout."""
+    thresholds = gc.get_threshold()
+    settle_heap()
     tasks = [asyncio.create_task(t(stop)) for t in rt.background]
     main = asyncio.create_task(_run_lanes(rt, stop))
     try:
@@ -260,6 +284,7 @@ async def run_until_stopped(rt: Runtime, stop: asyncio.Event) -> None:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        unsettle_heap(thresholds)
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

@@ -45,16 +45,18 @@ if not n_sessions then return redis.error_reply('ERR pomocore: bad session count
 pos = pos + 3 * n_sessions
 
 local increments_at = pos
+local to_number = tonumber  -- a local: this loop runs once per (key, user)
 for k = 5, #KEYS do
-  local n_pairs = tonumber(ARGV[pos]); pos = pos + 1
+  local n_pairs = to_number(ARGV[pos]); pos = pos + 1
   if not n_pairs then return redis.error_reply('ERR pomocore: bad pair count for ' .. KEYS[k]) end
-  for _ = 1, n_pairs do
-    local amount = tonumber(ARGV[pos + 1])
-    if not amount or amount ~= amount or amount == math.huge or amount == -math.huge then
+  for i = pos + 1, pos + 2 * n_pairs - 1, 2 do
+    local amount = to_number(ARGV[i])
+    -- x - x is 0 for every finite number, NaN for NaN and for +-inf
+    if not amount or amount - amount ~= 0 then
       return redis.error_reply('ERR pomocore: bad increment for ' .. KEYS[k])
     end
-    pos = pos + 2
   end
+  pos = pos + 2 * n_pairs
 end
 local expire_at = pos
 for k = 5, #KEYS do

@@ -72,8 +72,10 @@ class IncrementBuilder:
         self.periods = periods
         self.derived = derived
         # (category, 15-minute bucket) -> keys: one dict lookup per event on the hot path
-        # (all instants of a bucket share their local date: pipeline/periods.py).
+        # (all instants of a bucket share their local date: pipeline/periods.py). The keys
+        # of one category and day are one tuple object, whichever bucket found them.
         self._key_cache: dict[tuple[str, int], tuple[str, ...]] = {}
+        self._same_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def leaderboard_keys(self, category: str, timestamp_s: float) -> tuple[str, ...]:
         """The 3 keys of the category, plus the 3 `work` keys for a work category (daily
@@ -87,6 +89,8 @@ class IncrementBuilder:
             keys = tuple(self.keys.leaderboard(c, label) for c in categories for label in labels)
             if len(self._key_cache) > 10_000:
                 self._key_cache.clear()
+                self._same_keys.clear()
+            keys = self._same_keys.setdefault(keys, keys)
             self._key_cache[cache_key] = keys
         return keys
 
@@ -96,22 +100,41 @@ class IncrementBuilder:
         dead_letters: Sequence[DeadLetter],
         default_session_date: str | None = None,
     ) -> CommitPlan:
-        sums: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
+        # Sum per (keys of a category and day, user) first: one dict update per event.
+        # Then each key takes the sums of every group it belongs to (increments equal up to
+        # float rounding to adding event by event: docs/guarantees.md, "Float scores").
+        groups: dict[int, tuple[tuple[str, ...], defaultdict[str, float]]] = {}
         plan = CommitPlan(dead_letters=list(dead_letters))
         ids, cached, keys_of = plan.ids, self._key_cache.get, self.leaderboard_keys
         for event, category in accepted:
             ids.append(event.entry_id)
             ts = event.timestamp_s
             keys = cached((category, int(ts // BUCKET_S))) or keys_of(category, ts)
-            user, duration = event.user_id, event.duration_s
-            for key in keys:
-                sums[key][user] += duration
+            group = groups.get(id(keys))  # (the group holds the tuple: its id stays unique)
+            if group is None:
+                group = groups[id(keys)] = (keys, defaultdict(float))
+            group[1][event.user_id] += event.duration_s
             if event.is_end and event.session is not None:
                 date = event.session_date or self.periods(ts).daily
                 plan.sessions.append((event.user_id, date, event.session))
         ids.extend(d.entry_id for d in dead_letters)
-        plan.increments = {k: dict(v) for k, v in sums.items()}
+        plan.increments = _per_key(groups.values())
         return plan
+
+
+def _per_key(
+    groups: Iterable[tuple[tuple[str, ...], dict[str, float]]],
+) -> dict[str, dict[str, float]]:
+    increments: dict[str, dict[str, float]] = {}
+    for keys, users in groups:
+        for key in keys:
+            target = increments.get(key)
+            if target is None:
+                increments[key] = dict(users)
+            else:
+                for user, amount in users.items():
+                    target[user] = target.get(user, 0.0) + amount
+    return increments
 
 
 ExpireAt = Callable[[str], "int | None"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from pipeline.events import Event
 from pipeline.keys import KeySpace
 from pipeline.periods import PeriodCalculator
@@ -102,3 +105,39 @@ def test_derived_mode_increments_daily_keys_only() -> None:
     assert len(derived.increments) == 3  # the daily keys of Development, work and SNS
     for key, users in derived.increments.items():
         assert users == exact.increments[key]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["u1", "u2", "u3"]),
+            st.sampled_from(["Development", "SNS", "Design", "Music"]),
+            st.floats(min_value=0.001, max_value=86_400),
+            st.floats(min_value=1.7e9, max_value=1.7e9 + 40 * 86_400),
+        ),
+        max_size=60,
+    ),
+    st.booleans(),
+)
+def test_plan_sums_equal_event_by_event_sums(
+    rows: list[tuple[str, str, float, float]], derived: bool
+) -> None:
+    """Grouping by (category, day) first changes nothing but float rounding."""
+    builder = IncrementBuilder(KeySpace(), PeriodCalculator("Asia/Seoul"), derived=derived)
+    accepted = [
+        (Event(f"{i}-0", user, "a", "t", "", dur, ts), cat)
+        for i, (user, cat, dur, ts) in enumerate(rows)
+    ]
+    expected: dict[str, dict[str, float]] = {}
+    for event, cat in accepted:
+        for key in builder.leaderboard_keys(cat, event.timestamp_s):
+            users = expected.setdefault(key, {})
+            users[event.user_id] = users.get(event.user_id, 0.0) + event.duration_s
+    plan = builder.plan(accepted, [])
+    assert plan.ids == [e.entry_id for e, _ in accepted]
+    assert set(plan.increments) == set(expected)
+    for key, users in expected.items():
+        assert set(plan.increments[key]) == set(users)
+        for user, total in users.items():
+            assert abs(plan.increments[key][user] - total) <= 1e-9 * max(1.0, total)

@@ -264,3 +264,14 @@ async def test_process_pool_gives_the_same_results(settings: Settings) -> None:
     await drain(s)
     expected = reference_leaderboards(zip(events, categories_of(events), strict=True), s.timezone)
     assert_scores_equal(actual_leaderboards(s.redis_url), expected)
+
+
+async def test_the_consumer_leaves_the_garbage_collector_as_it_found_it(
+    settings: Settings,
+) -> None:
+    import gc
+
+    before = gc.get_threshold()
+    publish(settings.redis_url, settings.keys.stream_key, [now_fields("u1", "Code", 1.0)])
+    await drain(settings)
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
