@@ -207,9 +207,7 @@ async def run_mode(
         parts = [b"EVALSHA", sha, b"%d" % len(keys_)]
         parts += [k.encode() for k in keys_]
         parts += [a if isinstance(a, bytes) else str(a).encode() for a in args_]
-        buf = b"*%d\r\n" % len(parts) + b"".join(
-            [b"$%d\r\n%b\r\n" % (len(x), x) for x in parts]
-        )
+        buf = b"*%d\r\n" % len(parts) + b"".join([b"$%d\r\n%b\r\n" % (len(x), x) for x in parts])
         conn = await r.connection_pool.get_connection()
         try:
             await conn.send_packed_command(buf)

@@ -15,6 +15,7 @@ document is never overwritten by a rule's fallback.
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -79,6 +80,9 @@ class MongoSink:
         self.category_ids = category_ids
         self.known = KnownIds(known_ids_size)
         self.round_trips = 0
+        # categorized_data ids that a lane of this process is inserting right now, with
+        # their category: the other lanes wait for that write instead of racing it.
+        self._inflight: dict[ObjectId, tuple[asyncio.Future[bool], str]] = {}
 
     def build(self, accepted: Sequence[tuple[Event, Decision]]) -> MongoBatch:
         batch = MongoBatch()
@@ -140,6 +144,7 @@ class MongoSink:
             return
         inserted: list[ObjectId | None] = []  # per op: the id of a blind insert, else None
         stale: list[ObjectId] = []  # known to exist under another category
+        waits: dict[ObjectId, asyncio.Future[bool]] = {}  # being inserted by another lane
         ops: list[Op] = []
         for doc_id, doc in batch.categorized.items():
             if doc_id in batch.upstream_categorized:  # the producer's id: update in place
@@ -147,26 +152,56 @@ class MongoSink:
                 ops.append(UpdateOne({"_id": doc_id}, {"$set": fields}, upsert=True))
                 inserted.append(None)
             elif self.known.get(doc_id) is None:  # not known to exist: insert blind
+                other = self._inflight.get(doc_id)
+                if other is not None and other[1] == doc["category"]:
+                    waits[doc_id] = other[0]  # the same document: wait for it, don't race it
+                    continue
                 ops.append(InsertOne(doc))
                 inserted.append(doc_id)
             else:
                 stale.append(doc_id)
         if ops:
-            for i in await self._bulk(CATEGORIZED_DATA, ops):
-                existing = inserted[i]
-                if existing is not None:
-                    stale.append(existing)
+            stale += await self._insert(batch, ops, inserted)
+        # A lane whose insert failed leaves its documents to us: nothing we acknowledge may
+        # point to a categorized_data document that is not durable.
+        outcomes = await asyncio.gather(*waits.values())
+        retry: list[ObjectId | None] = [i for i, ok in zip(waits, outcomes, strict=True) if not ok]
+        if retry:
+            ops = [InsertOne(batch.categorized[i]) for i in retry if i is not None]
+            stale += await self._insert(batch, ops, retry)
         if stale:
             await self._update_existing(batch, stale)
         for doc_id, doc in batch.categorized.items():
             self.known.put(doc_id, doc["category"])
+
+    async def _insert(
+        self, batch: MongoBatch, ops: list[Op], inserted: list[ObjectId | None]
+    ) -> list[ObjectId]:
+        """One bulk write, announced to the other lanes; returns the ids that existed."""
+        loop = asyncio.get_running_loop()
+        mine: dict[ObjectId, asyncio.Future[bool]] = {}
+        for doc_id in inserted:
+            if doc_id is not None and doc_id not in self._inflight:
+                mine[doc_id] = loop.create_future()
+                self._inflight[doc_id] = (mine[doc_id], batch.categorized[doc_id]["category"])
+        durable = False
+        try:
+            duplicates = await self._bulk(CATEGORIZED_DATA, ops)
+            durable = True
+        finally:
+            for doc_id, future in mine.items():
+                del self._inflight[doc_id]
+                future.set_result(durable)
+        return [i for i in (inserted[d] for d in duplicates) if i is not None]
 
     async def _update_existing(self, batch: MongoBatch, doc_ids: list[ObjectId]) -> None:
         """Bring existing documents to this batch's category, unless the LLM decided them."""
         self.round_trips += 1
         stored: dict[ObjectId, tuple[str, bool]] = {}
         cursor = self.db[CATEGORIZED_DATA].find(
-            {"_id": {"$in": doc_ids}}, {"category": 1, "isLLMBased": 1}
+            {"_id": {"$in": doc_ids}},
+            {"category": 1, "isLLMBased": 1},
+            batch_size=len(doc_ids),  # one reply, no getMore round trip
         )
         async for doc in cursor:
             stored[doc["_id"]] = (doc.get("category", ""), bool(doc.get("isLLMBased")))

@@ -83,6 +83,7 @@ class Checker:
         mongo: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(s.mongo_uri)
         try:
             violations += self._usage_logs(mongo[s.mongo_db], accepted)
+            violations += self._references(mongo[s.mongo_db])
             violations += self._leaderboards(accepted)
             violations += self._dead_letters(client, published)
             violations += self._sessions(client, accepted)
@@ -107,6 +108,20 @@ class Checker:
         )
         out = [f"usage log missing: {k} x{n}" for k, n in (want - have).items()]
         out += [f"usage log extra or duplicated: {k} x{n}" for k, n in (have - want).items()]
+        return out
+
+    def _references(self, db: Any) -> list[str]:
+        """Every usage log points to a durable categorized_data document of its category."""
+        stored = {
+            d["_id"]: d.get("category") for d in db.categorized_data.find({}, {"category": 1})
+        }
+        out = []
+        for log in db.pomodoro_usage_log.find({}, {"categorizedDataId": 1, "category": 1}):
+            ref = log.get("categorizedDataId")
+            if ref not in stored:
+                out.append(f"usage log {log['_id']}: categorized_data {ref} missing")
+            elif stored[ref] != log.get("category"):
+                out.append(f"usage log {log['_id']}: {log.get('category')} != {stored[ref]}")
         return out
 
     def _leaderboards(self, accepted: list[tuple[Fields, str]]) -> list[str]:

@@ -127,3 +127,17 @@ async def test_an_llm_verdict_replaces_a_rule(
     await other.write(other.build(pairs(["ledger"], category="Finance", source="llm")))
     doc = stored(mongo_uri, mongo_db_name, "ledger")
     assert doc is not None and doc["category"] == "Finance" and doc["isLLMBased"]
+
+
+async def test_lanes_writing_the_same_new_keys_do_not_race(
+    db: AsyncDatabase[dict[str, Any]],
+) -> None:
+    import asyncio
+
+    s = sink(db)  # one sink per process, shared by its lanes
+    titles = [f"f{i}.py" for i in range(50)]
+    await asyncio.gather(*(s.write(s.build(pairs(titles, first=100 * n))) for n in range(4)))
+    # One lane inserts each key; the others wait for it: no duplicate, no read back.
+    assert s.round_trips == 5  # one categorized_data insert + four usage-log writes
+    assert await db[CATEGORIZED_DATA].count_documents({}) == 50
+    assert await db[USAGE_LOG].count_documents({}) == 200

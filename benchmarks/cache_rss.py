@@ -1,0 +1,70 @@
+"""Process memory of the classification path with 1M distinct URLs, by decision-cache size.
+
+    .venv/bin/python benchmarks/cache_rss.py 20000      # the default
+    .venv/bin/python benchmarks/cache_rss.py 50000
+
+Validates, classifies and plans 1,000,000 events of the `pomocore demo` workload with
+one million variants per template (nearly every URL new, as in `pomocore bench --sweep
+rss`), without servers, and prints VmRSS/VmHWM at 50k ... 1M events: what the decision
+cache costs and when the memory settles.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from classifiers.cache import CachingClassifier
+from classifiers.engine import Classifier
+from classifiers.patterns import load_default_pattern_set
+from consumers.batch import validate
+from pipeline.keys import KeySpace
+from pipeline.periods import PeriodCalculator
+from pipeline.settings import Settings
+from pipeline.workload import Workload
+from sinks.leaderboard import IncrementBuilder
+
+MARKS = (50_000, 100_000, 200_000, 300_000, 500_000, 700_000, 1_000_000)
+
+
+def memory_kb() -> dict[str, int]:
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1])
+    return out
+
+
+def main() -> None:
+    size = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    settings = Settings()
+    cache = CachingClassifier(Classifier.from_patterns(load_default_pattern_set()), size)
+    workload = Workload(users=3000, distinct_variants=1_000_000, seed=1)
+    builder = IncrementBuilder(KeySpace(), PeriodCalculator("Asia/Seoul"))
+    now, done = time.time(), 0
+    print(f"decision cache {size:,} entries")
+    while done < MARKS[-1]:
+        entries = [
+            (f"{done + i + 1}-0", {k.encode(): v if isinstance(v, bytes) else v.encode()
+                                   for k, v in f.items()})
+            for i, f in enumerate(workload.events(1000))
+        ]  # fmt: skip
+        done += 1000
+        batch = validate(entries, settings, now)
+        keys = [(e.app, e.url, e.title) for e in batch.accepted]
+        by_key = dict(zip(keys, cache.classify_many(keys), strict=True))
+        builder.plan(
+            [(e, by_key[k].category) for e, k in zip(batch.accepted, keys, strict=True)], []
+        )
+        if done in MARKS:
+            mem = memory_kb()
+            print(f"{done:>9,} events  cache {len(cache):>7,}  RSS {mem['VmRSS'] / 1024:6.1f} MB"
+                  f"  peak {mem['VmHWM'] / 1024:6.1f} MB")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

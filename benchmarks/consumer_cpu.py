@@ -1,0 +1,123 @@
+"""Consumer CPU per stage of a batch, without the event loop or the network.
+
+    .venv/bin/python benchmarks/consumer_cpu.py [--batches 20]
+
+Real XREADGROUP replies (raw, as the consumer reads them, and through redis-py's parser)
+of the `pomocore demo` workload from an embedded Valkey, then each stage of
+BatchProcessor.process timed alone over all batches (best of 5, µs per event): reply
+parsing, validation, classification (cached), the commit plan, the script arguments and
+the packing of the request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis
+from hiredis import pack_command
+from redis._parsers.helpers import parse_xread_resp3_to_resp2_legacy
+
+from classifiers.cache import CachingClassifier
+from classifiers.engine import Classifier
+from classifiers.patterns import load_default_pattern_set
+from consumers.batch import Entry, validate
+from consumers.consumer import stream_entries
+from pipeline.embedded import EmbeddedRedis
+from pipeline.keys import KeySpace
+from pipeline.periods import PeriodCalculator
+from pipeline.settings import Settings
+from pipeline.workload import Workload
+from sinks.leaderboard import IncrementBuilder, script_arguments
+
+
+def raw_replies(batches: int) -> list[Any]:
+    workload = Workload(users=3000, distinct_variants=200, seed=1)
+    with EmbeddedRedis() as server:
+        client = redis.Redis.from_url(server.url)
+        pipe = client.pipeline(transaction=False)
+        for i, fields in enumerate(workload.events(1000 * batches)):
+            pipe.xadd("s", fields)  # type: ignore[arg-type]
+            if i % 1000 == 999:
+                pipe.execute()
+        client.xgroup_create("s", "g", id="0")
+        conn = client.connection_pool.get_connection()
+        replies = []
+        for _ in range(batches):
+            conn.send_command("XREADGROUP", "GROUP", "g", "c", "COUNT", 1000, "STREAMS", "s", ">")
+            replies.append(conn.read_response())
+        client.connection_pool.release(conn)
+        return replies
+
+
+def per_event_us(fn: Callable[[], object], events: int) -> float:
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best / events * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batches", type=int, default=20)
+    args = parser.parse_args()
+    replies = raw_replies(args.batches)
+    n = 1000 * args.batches
+    settings, keys = Settings(), KeySpace()
+    now = time.time()
+    rows: list[tuple[str, float]] = []
+
+    def legacy() -> list[list[Entry]]:
+        return [
+            [(i.decode(), f) for i, f in parse_xread_resp3_to_resp2_legacy(r)[0][1]]
+            for r in replies
+        ]
+
+    def row(name: str, fn: Callable[[], object]) -> None:
+        rows.append((name, per_event_us(fn, n)))
+
+    row("reply: redis-py parser (dict per entry)", legacy)
+    row("reply: raw (what the consumer reads)", lambda: [stream_entries(r) for r in replies])
+    batches = [stream_entries(r) for r in replies]
+    as_dicts = legacy()
+    row("validate: dict entries", lambda: [validate(b, settings, now) for b in as_dicts])
+    row("validate: flat entries", lambda: [validate(b, settings, now) for b in batches])
+    validated = [validate(b, settings, now) for b in batches]
+    cache = CachingClassifier(Classifier.from_patterns(load_default_pattern_set()), 20_000)
+
+    def classify() -> list[list[tuple[Any, str]]]:
+        out = []
+        for v in validated:
+            ks = [(e.app, e.url, e.title) for e in v.accepted]
+            by_key = dict(zip(ks, cache.classify_many(ks), strict=True))
+            out.append([(e, by_key[k].category) for e, k in zip(v.accepted, ks, strict=True)])
+        return out
+
+    classify()  # warm the cache: the steady state
+    row("classify (cached)", classify)
+    accepted = classify()
+    builder = IncrementBuilder(keys, PeriodCalculator("Asia/Seoul"))
+    pairs = list(zip(accepted, validated, strict=True))
+    row("plan", lambda: [builder.plan(a, v.dead_letters) for a, v in pairs])
+    plans = [builder.plan(a, v.dead_letters) for a, v in pairs]
+    row("script_arguments", lambda: [script_arguments(p, keys, "g", "c") for p in plans])
+    argvs = [script_arguments(p, keys, "g", "c") for p in plans]
+    sha = "0" * 40
+    row(
+        "pack_command (hiredis)",
+        lambda: [pack_command(("EVALSHA", sha, len(k), *k, *a)) for k, a in argvs],
+    )
+    for name, us in rows:
+        print(f"{name:42s} {us:6.2f} µs/event")
+
+
+if __name__ == "__main__":
+    main()
