@@ -336,6 +336,7 @@ class Bench:
             derived.derived_stale_key,
             derived.derived_refreshing_key,
             derived.derived_lock_key,
+            derived.derived_last_refresh_key,
         )
         for key in self.r.scan_iter(match=f"{self.prefix}r{names['run']}:*", count=5000):
             self.r.unlink(key)
@@ -1550,9 +1551,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--mongo-events", type=int, help="events per run for b, bounded by MongoDB (default 50000)"
     )
     p.add_argument("--runs", type=int, help="runs per variant (median, min, max; default 3)")
-    p.add_argument(
-        "--variants", default="a,b,c,d,e,f,g", help="comma list from a,b,c,d,e,f,g"
-    )
+    p.add_argument("--variants", default="a,b,c,d,e,f,g", help="comma list from a,b,c,d,e,f,g")
     p.add_argument(
         "--sweep",
         action="append",

@@ -177,9 +177,7 @@ def _learn_layout(names: tuple[bytes, ...]) -> tuple[int, ...]:
         and {b"userId", b"duration", b"timestamp"} <= set(names)
     )
     layout = (
-        tuple(2 * names.index(n) + 1 if n in names else -1 for n in _PLAIN_ORDER)
-        if plain
-        else ()
+        tuple(2 * names.index(n) + 1 if n in names else -1 for n in _PLAIN_ORDER) if plain else ()
     )
     if len(_LAYOUTS) >= _MAX_LAYOUTS:  # a producer sending ever new orders: stay bounded
         _LAYOUTS.clear()

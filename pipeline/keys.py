@@ -54,6 +54,11 @@ class KeySpace:
         return self._k(f"pomocore:derived:{self.leaderboard_prefix}:refreshing")
 
     @property
+    def derived_last_refresh_key(self) -> str:
+        """Unix time at which the last refresh finished (the staleness gauge)."""
+        return self._k(f"pomocore:derived:{self.leaderboard_prefix}:last")
+
+    @property
     def derived_lock_key(self) -> str:
         """Lease of the one refresher at work (value: its token)."""
         return self._k(f"pomocore:derived:{self.leaderboard_prefix}:lock")

@@ -75,6 +75,8 @@ GROUP_GAUGES = {
     "pomocore_dead_letter_length": "entries in the dead-letter stream",
     "pomocore_lost_to_trim": "entries trimmed before they were processed (shared counter)",
     "pomocore_group_sample_up": "1 when the last group sample from Redis succeeded",
+    "pomocore_derived_stale_days": "derived mode: daily keys whose weekly/monthly keys wait",
+    "pomocore_derived_refresh_age_seconds": "derived mode: time since the last finished refresh",
 }
 
 
@@ -401,6 +403,12 @@ class GroupSampler(Collector):
         out["pomocore_dead_letter_length"] = float(r.xlen(keys.dead_letter_key))
         lost = r.get(keys.lost_to_trim_key)
         out["pomocore_lost_to_trim"] = float(lost or 0)
+        if self.settings.leaderboard_mode == "derived":
+            stale = r.scard(keys.derived_stale_key) + r.scard(keys.derived_refreshing_key)
+            out["pomocore_derived_stale_days"] = float(stale)
+            last = r.get(keys.derived_last_refresh_key)
+            if last is not None:
+                out["pomocore_derived_refresh_age_seconds"] = max(0.0, time.time() - float(last))
         return out
 
     def values(self) -> dict[str, float]:

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import re
 import secrets
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -50,10 +51,12 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 return redis.call('SMEMBERS', KEYS[2])
 """
-# KEYS: refreshing, lock; ARGV: token. Done: forget the rebuilt days and free the lease.
+# KEYS: refreshing, lock, last; ARGV: token, unix time. Done: forget the rebuilt days,
+# record when (the staleness gauge), free the lease.
 FINISH = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[3], ARGV[2])
 redis.call('DEL', KEYS[2])
 return 1
 """
@@ -140,7 +143,10 @@ class DerivedRefresher:
         work = rebuilds_for(k, days)
         for start in range(0, len(work), 200):
             await self._rebuild(work[start : start + 200])
-        await self._finish(keys=[k.derived_refreshing_key, k.derived_lock_key], args=[token])
+        await self._finish(
+            keys=[k.derived_refreshing_key, k.derived_lock_key, k.derived_last_refresh_key],
+            args=[token, f"{time.time():.3f}"],
+        )
         self.rebuilt += len(work)
         return len(work)
 

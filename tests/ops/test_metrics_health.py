@@ -130,6 +130,27 @@ def test_group_sampler_reports_oldest_pending_age(settings: Settings) -> None:
     assert 119 <= values["pomocore_oldest_pending_age_seconds"] <= 180
 
 
+async def test_group_sampler_reports_derived_staleness(settings: Settings) -> None:
+    import dataclasses
+
+    import redis.asyncio as aioredis
+
+    from sinks.derived import DerivedRefresher
+
+    s = dataclasses.replace(settings, leaderboard_mode="derived")
+    client = redis.Redis.from_url(s.redis_url)
+    client.sadd(s.keys.derived_stale_key, "leaderboard:SNS:2026-11-22")
+    values = pm.GroupSampler(s).sample()
+    assert values["pomocore_derived_stale_days"] == 1
+    assert "pomocore_derived_refresh_age_seconds" not in values  # never refreshed yet
+    await DerivedRefresher(aioredis.Redis.from_url(s.redis_url), s.keys, 5.0).refresh_once()
+    values = pm.GroupSampler(s).sample()
+    assert values["pomocore_derived_stale_days"] == 0
+    assert 0 <= values["pomocore_derived_refresh_age_seconds"] < 5
+    assert "pomocore_derived_stale_days" not in pm.GroupSampler(settings).sample()  # exact
+    client.close()
+
+
 def start_run(settings: Settings, env_extra: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     env = {
         **{k: v for k, v in os.environ.items() if k != pm.MULTIPROC_ENV},
