@@ -24,6 +24,7 @@ import redis
 
 from classifiers import Classifier, load_default_pattern_set
 from consumers.batch import validate
+from pipeline.bench import redis_cpu_s
 from pipeline.embedded import EmbeddedRedis
 from pipeline.keys import KeySpace
 from pipeline.periods import PeriodCalculator
@@ -135,11 +136,6 @@ def grouped_args(groups: Groups) -> tuple[list[str], list[Any]]:
     return keys, argv
 
 
-def cpu_s(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
 def run(
     client: redis.Redis,
     script: str,
@@ -149,7 +145,7 @@ def run(
     client.flushall()
     sha = client.script_load(script)
     client.config_resetstat()
-    cpu0, args = cpu_s(client), 0
+    cpu0, args = redis_cpu_s(client), 0
     for groups in work:
         keys, argv = build(groups)
         args += len(argv)
@@ -159,7 +155,8 @@ def run(
     print(
         f"  EVALSHA {stats['cmdstat_evalsha']['usec'] / n:.2f} µs/event, "
         f"ZINCRBY {stats['cmdstat_zincrby']['calls'] / n:.2f} calls/event, "
-        f"{args / n:.2f} arguments/event, Redis CPU {(cpu_s(client) - cpu0) / n * 1e6:.2f} µs/event"
+        f"{args / n:.2f} arguments/event, "
+        f"Redis CPU {(redis_cpu_s(client) - cpu0) / n * 1e6:.2f} µs/event"
     )
     return {k: dict(client.zrange(k, 0, -1, withscores=True)) for k in client.keys("*")}
 

@@ -44,6 +44,7 @@ from classifiers.cache import CachingClassifier
 from classifiers.engine import Classifier
 from classifiers.patterns import load_default_pattern_set
 from consumers.batch import validate
+from pipeline.bench import redis_cpu_s
 from pipeline.embedded import EmbeddedRedis
 from pipeline.periods import PeriodCalculator
 from pipeline.settings import Settings
@@ -56,14 +57,15 @@ from sinks.leaderboard import (
 )
 
 NO_VALIDATE = COMMIT_SCRIPT.replace(
-    """  for _ = 1, n_pairs do
-    local amount = tonumber(ARGV[pos + 1])
-    if not amount or amount ~= amount or amount == math.huge or amount == -math.huge then
+    """  for i = pos + 1, pos + 2 * n_pairs - 1, 2 do
+    local amount = to_number(ARGV[i])
+    -- x - x is 0 for every finite number, NaN for NaN and for +-inf
+    if not amount or amount - amount ~= 0 then
       return redis.error_reply('ERR pomocore: bad increment for ' .. KEYS[k])
     end
-    pos = pos + 2
-  end""",
-    "  pos = pos + 2 * n_pairs",
+  end
+""",
+    "",
 )
 NO_XCLAIM = COMMIT_SCRIPT.replace(
     "local claimed = redis.call('XCLAIM', unpack(claim_args))", "local claimed = ids"
@@ -76,7 +78,7 @@ PACKED_SCRIPT = (
     NO_VALIDATE.split("local increments_at = pos")[0]
     + """
 local increments_at = pos
-if pos + (#KEYS - 3) ~= #ARGV + 1 then
+if pos + (#KEYS - 4) ~= #ARGV + 1 then
   return redis.error_reply('ERR pomocore: argument count mismatch')
 end
 """
@@ -86,7 +88,7 @@ end
     )[1].split("pos = increments_at")[0]
     + """
 pos = increments_at
-for k = 4, #KEYS do
+for k = 5, #KEYS do
   local key, packed, i = KEYS[k], ARGV[pos], 1
   pos = pos + 1
   while true do
@@ -102,26 +104,19 @@ return {1, acked}
 )
 
 
-def daily_only_builder(builder: IncrementBuilder) -> IncrementBuilder:
-    original = builder.leaderboard_keys
-
-    def keys(category: str, ts: float) -> tuple[str, ...]:
-        all_keys = original(category, ts)
-        return all_keys[0::3]  # (cat daily, cat weekly, cat monthly, work daily, ...)
-
-    builder.leaderboard_keys = keys  # type: ignore[method-assign]
-    return builder
-
-
 def packed_arguments(plan: CommitPlan, committer: Committer) -> tuple[list[str], list[Any]]:
     from sinks.leaderboard import _dead_letter_fields
 
     keys = committer.keys
     lb_keys = list(plan.increments)
-    script_keys = [keys.stream_key, keys.dead_letter_key, keys.session_score_key, *lb_keys]
+    script_keys = [
+        keys.stream_key, keys.dead_letter_key, keys.session_score_key, keys.derived_stale_key,
+        *lb_keys,
+    ]  # fmt: skip
     argv: list[Any] = [
         committer.group,
         committer.consumer,
+        0,  # mark_derived
         len(plan.ids),
         *plan.ids,
         len(plan.dead_letters),
@@ -141,11 +136,6 @@ def packed_arguments(plan: CommitPlan, committer: Committer) -> tuple[list[str],
 def cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
-
-
-def redis_cpu(r: redis.Redis) -> float:
-    info = r.info("cpu")
-    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 def evalsha_usec(r: redis.Redis) -> float:
@@ -170,9 +160,8 @@ async def run_mode(
     keys = settings.keys
     r = aioredis.Redis.from_url(url, decode_responses=False)
     classifier = CachingClassifier(Classifier.from_patterns(load_default_pattern_set()), 200_000)
-    builder = IncrementBuilder(keys, PeriodCalculator(settings.timezone))
-    if mode == "script:daily-only":
-        daily_only_builder(builder)
+    daily_only = mode == "script:daily-only"  # what derived mode sends (sinks/derived.py)
+    builder = IncrementBuilder(keys, PeriodCalculator(settings.timezone), derived=daily_only)
     committer = Committer(r, keys, group, "proto")
     script_text = {
         "script:no-validate": NO_VALIDATE,
@@ -235,7 +224,7 @@ async def run_mode(
     sync = redis.Redis.from_url(url)
     sync.xgroup_create(stream, group, id="0")
     done = 0
-    rc0, c0, e0 = redis_cpu(sync), cpu(), evalsha_usec(sync)
+    rc0, c0, e0 = redis_cpu_s(sync), cpu(), evalsha_usec(sync)
     t0 = time.perf_counter()
     if mode.startswith("overlap"):
         # order on the wire: XREADGROUP(i+1), then EVALSHA(i); the client processes
@@ -261,7 +250,7 @@ async def run_mode(
             await commit(process(entries))
             done += len(entries)
     elapsed = time.perf_counter() - t0
-    rc1, c1, e1 = redis_cpu(sync), cpu(), evalsha_usec(sync)
+    rc1, c1, e1 = redis_cpu_s(sync), cpu(), evalsha_usec(sync)
     pending = sync.xpending(stream, group)["pending"]
     sync.xgroup_destroy(stream, group)
     for k in sync.scan_iter(match=f"{group}:*", count=5000):

@@ -19,15 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
 
+from pipeline.bench import redis_cpu_s
 from pipeline.embedded import EmbeddedRedis
 from pipeline.settings import Settings
 from pipeline.workload import Workload
 from tests.support.pipeline import drain, publish
-
-
-def cpu_s(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def main() -> None:
@@ -42,9 +38,9 @@ def main() -> None:
         publish(server.url, settings.keys.stream_key, events)
         client = redis.Redis.from_url(server.url)
         client.config_resetstat()
-        cpu0, started = cpu_s(client), time.perf_counter()
+        cpu0, started = redis_cpu_s(client), time.perf_counter()
         asyncio.run(drain(settings))
-        elapsed, cpu = time.perf_counter() - started, cpu_s(client) - cpu0
+        elapsed, cpu = time.perf_counter() - started, redis_cpu_s(client) - cpu0
         print(f"{n / elapsed:,.0f} events/s with start-up; Redis CPU {cpu / n * 1e6:.2f} µs/event")
         stats = client.info("commandstats")
         for name, st in sorted(stats.items(), key=lambda kv: -kv[1]["usec"]):

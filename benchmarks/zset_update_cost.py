@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis
 
 from classifiers import Classifier, load_default_pattern_set
+from pipeline.bench import redis_cpu_s
 from pipeline.embedded import EmbeddedRedis
 from pipeline.events import parse_entry
 from pipeline.keys import KeySpace
@@ -93,11 +94,6 @@ def batches(n_batches: int, users: int) -> list[dict[str, dict[str, float]]]:
             evs.append((e, clf.classify(e.app, e.url, e.title).category))
         out.append(builder.plan(evs, []).increments)
     return out
-
-
-def redis_cpu_s(c: redis.Redis) -> float:
-    info = c.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def run_zincrby(c: redis.Redis, incs: dict[str, dict[str, float]], sha: str) -> None:

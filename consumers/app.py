@@ -28,6 +28,7 @@ from classifiers.patterns import PatternSet, load_default_pattern_set
 from consumers.batch import BatchProcessor
 from consumers.consumer import StreamConsumer
 from pipeline.periods import PeriodCalculator
+from pipeline.retention_ttl import expire_at_function
 from pipeline.settings import Settings
 from sinks.leaderboard import Committer, IncrementBuilder
 from sinks.mongo import MongoSink
@@ -131,7 +132,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         resolver = _llm_resolver(settings, redis, db)
         derived = settings.leaderboard_mode == "derived"
         builder = IncrementBuilder(keys, PeriodCalculator(settings.timezone), derived=derived)
-        expire_at = _expire_at(settings)
+        expire_at = expire_at_function(settings)
         lanes: list[StreamConsumer] = []
         compute_lock = asyncio.Lock()
         for lane_settings in _lane_settings(settings):
@@ -193,13 +194,6 @@ def _lane_settings(settings: Settings) -> list[Settings]:
         else dataclasses.replace(settings, consumer_name=f"{settings.consumer_name}.{i}")
         for i in range(settings.lanes)
     ]
-
-
-def _expire_at(settings: Settings) -> Callable[[str], int | None] | None:
-    from pipeline.retention_ttl import RetentionPolicy
-
-    policy = RetentionPolicy.from_settings(settings)
-    return policy.expire_at_key if policy.enabled else None
 
 
 def _llm_resolver(settings: Settings, redis: aioredis.Redis, db: Any) -> Any:

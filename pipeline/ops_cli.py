@@ -66,8 +66,8 @@ def cmd_leaderboard_refresh(args: argparse.Namespace) -> int:
     """One round of the derived-mode refresher (also safe to run in exact mode)."""
     import asyncio
 
-    from consumers.app import _expire_at
     from pipeline.connect import async_redis
+    from pipeline.retention_ttl import expire_at_function
     from sinks.derived import DerivedRefresher
 
     settings = _settings(args)
@@ -76,7 +76,7 @@ def cmd_leaderboard_refresh(args: argparse.Namespace) -> int:
         redis = async_redis(settings)
         try:
             refresher = DerivedRefresher(
-                redis, settings.keys, settings.derived_refresh_s, _expire_at(settings)
+                redis, settings.keys, settings.derived_refresh_s, expire_at_function(settings)
             )
             for _ in range(int(args.wait_s * 10) + 1):  # another refresher may hold the lease
                 rebuilt = await refresher.refresh_once()

@@ -14,6 +14,7 @@ the same instant.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -82,3 +83,9 @@ class RetentionPolicy:
     def expire_at_key(self, key: str) -> int | None:
         """Same, from a leaderboard key (`leaderboard:{category}:{label}`, any hash tag)."""
         return self.expire_at(key.rsplit(":", 1)[-1])
+
+
+def expire_at_function(settings: Settings) -> Callable[[str], int | None] | None:
+    """Leaderboard key -> unix expiry, or None when no retention is configured."""
+    policy = RetentionPolicy.from_settings(settings)
+    return policy.expire_at_key if policy.enabled else None

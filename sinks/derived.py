@@ -26,7 +26,6 @@ import asyncio
 import calendar
 import contextlib
 import logging
-import re
 import secrets
 import time
 from collections.abc import Callable, Iterable
@@ -38,6 +37,7 @@ import redis.asyncio as aioredis
 
 from pipeline.keys import KeySpace
 from pipeline.periods import periods_of_datetime
+from pipeline.retention_ttl import DAILY
 
 log = logging.getLogger("pomocore.derived")
 
@@ -63,7 +63,6 @@ return 1
 # How long a refresher that died keeps the others out (a live one finishes well within it;
 # one that overruns it is fenced off: it cannot drop the set the next holder took).
 LEASE_MS = 10_000
-_DAILY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +81,7 @@ def rebuilds_for(keys: KeySpace, stale_days: Iterable[str]) -> list[Rebuild]:
         if not key.startswith(prefix):
             continue
         category, _, label = key[len(prefix) :].rpartition(":")
-        if not _DAILY.fullmatch(label):  # (fromisoformat would also take `2026-W49`)
+        if not DAILY.match(label):  # (fromisoformat would also take `2026-W49`)
             continue  # not a daily key: nothing derives from it
         try:
             day = date.fromisoformat(label)
