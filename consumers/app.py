@@ -229,9 +229,16 @@ def _pattern_watcher(rt: Runtime) -> Task:
 
 
 async def _run_lanes(rt: Runtime, stop: asyncio.Event) -> None:
-    """All lanes; a lane that fails cancels the others (the process then exits non-zero)."""
+    """All lanes; a lane that fails cancels the others (the process then exits non-zero).
+
+    The first lane creates the group (and, for Redis Cluster, makes the client discover
+    its nodes) before the others start: redis-py's cluster client replaces its node
+    connections on discovery, and lanes connecting at that moment found them torn down.
+    """
+    lanes = rt.lanes or [rt.consumer]
+    await lanes[0].prepare(stop)
     async with asyncio.TaskGroup() as group:
-        for lane in rt.lanes or [rt.consumer]:
+        for lane in lanes:
             group.create_task(lane.run(stop))
 
 

@@ -102,9 +102,13 @@ class StreamConsumer:
         self.held: list[Entry] = []  # a batch abandoned while a dependency was down
         self.held_dead: list[DeadLetter] = []  # ... and its extra dead letters
 
+    async def prepare(self, stop: asyncio.Event) -> None:
+        """Create the group if missing, retrying while Redis is unreachable."""
+        await self._with_redis_retry(lambda: ensure_group(self.redis, self.settings), stop)
+
     async def run(self, stop: asyncio.Event) -> None:
         """Read and process until `stop` is set; the batch in hand is always finished."""
-        await self._with_redis_retry(lambda: ensure_group(self.redis, self.settings), stop)
+        await self.prepare(stop)
         while not stop.is_set():
             if self.held:  # retry it before reading anything new (backpressure)
                 await self._retry_held(stop)
@@ -263,13 +267,23 @@ class StreamConsumer:
 
 
 async def _closed_is_transient(awaitable: Any) -> Any:
-    """uvloop raises RuntimeError ("handler is closed") when redis-py writes to a socket
-    the peer just reset; that is a connection error, not a bug (found by tests/chaos)."""
+    """Connection errors that do not look like ones, translated where they cross into ours:
+
+    - uvloop raises RuntimeError ("handler is closed") when redis-py writes to a socket the
+      peer just reset (found by tests/chaos);
+    - redis-py's cluster client can disconnect a node connection while another task is
+      still connecting it (node rediscovery, e.g. after MOVED), which surfaces as an
+      AttributeError on its missing stream writer (found by tests/ops/test_cluster.py).
+    """
     try:
         return await awaitable
     except RuntimeError as exc:
         if "handler is closed" in str(exc) or "transport is closing" in str(exc).lower():
             raise RedisConnectionError(str(exc)) from exc
+        raise
+    except AttributeError as exc:
+        if "'NoneType' object has no attribute" in str(exc) and "write" in str(exc):
+            raise RedisConnectionError(f"connection torn down: {exc}") from exc
         raise
 
 
