@@ -1,9 +1,22 @@
 """Cost of each part of sinks/commit.lua for one real 1000-event batch (Redis commandstats):
 
-.venv/bin/python benchmarks/commit_script_cost.py
+    .venv/bin/python benchmarks/commit_script_cost.py [--reps 30]
+
+The script is cut after each of its stages (arguments only, validation, the XACK fence,
+everything but the ZINCRBYs, everything) and each cut runs on the same batch of pending
+entries, the cuts interleaved rep by rep so a drifting machine biases none of them.
+Prints the median and minimum EVALSHA time per event of each cut.
 """
 
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
 
@@ -13,53 +26,72 @@ from pipeline.events import parse_entry
 from pipeline.keys import KeySpace
 from pipeline.periods import PeriodCalculator
 from pipeline.workload import Workload
-from sinks.leaderboard import COMMIT_SCRIPT, IncrementBuilder, script_arguments
+from sinks.leaderboard import COMMIT_SCRIPT, CommitPlan, IncrementBuilder, script_arguments
 
-ks = KeySpace()
-b = IncrementBuilder(ks, PeriodCalculator("Asia/Seoul"))
-clf = Classifier.from_patterns(load_default_pattern_set())
-w = Workload(users=3000, distinct_variants=200, malformed_ratio=0)
-evs = []
-for i, f in enumerate(w.events(1000)):
-    e = parse_entry(
-        f"{i + 1}-0",
-        {k.encode(): (v if isinstance(v, bytes) else v.encode()) for k, v in f.items()},
-        now_s=time.time(),
+BATCH = 1000
+FENCE = "-- The fence:"
+EFFECTS = "pos = dead_at + 1"
+ZINCRBY = "redis.call('ZINCRBY', KEYS[k], amount, member)"
+
+
+def cuts() -> dict[str, str]:
+    full = COMMIT_SCRIPT
+    assert FENCE in full and EFFECTS in full and ZINCRBY in full, "commit.lua changed"
+    done = "\nreturn {1, 0}\n"
+    return {
+        "arguments only": "return {1, 0}",
+        "+ validation": full[: full.index(FENCE)] + done,
+        "+ XACK fence": full[: full.index(EFFECTS)] + done,
+        "all but ZINCRBY": full.replace(ZINCRBY, ""),
+        "full script": full,
+    }
+
+
+def batch_plan(keys: KeySpace) -> CommitPlan:
+    builder = IncrementBuilder(keys, PeriodCalculator("Asia/Seoul"))
+    classifier = Classifier.from_patterns(load_default_pattern_set())
+    events = []
+    workload = Workload(users=3000, distinct_variants=200, malformed_ratio=0)
+    for i, fields in enumerate(workload.events(BATCH)):
+        raw = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
+        event = parse_entry(f"{i + 1}-0", raw, now_s=time.time())
+        events.append((event, classifier.classify(event.app, event.url, event.title).category))
+    return builder.plan(events, [])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=30)
+    reps = parser.parse_args().reps
+    keys = KeySpace()
+    plan = batch_plan(keys)
+    script_keys, argv = script_arguments(plan, keys, "g", "c")
+    print(
+        f"{BATCH} events: {len(script_keys) - 4} keys in {len(plan.blocks)} blocks, "
+        f"{len(argv)} arguments, {plan.increment_count} ZINCRBY"
     )
-    evs.append((e, clf.classify(e.app, e.url, e.title).category))
-plan = b.plan(evs, [])
-keys, argv = script_arguments(plan, ks, "g", "c")
-print("keys", len(keys), "argv", len(argv), "pairs", plan.increment_count)
-full = COMMIT_SCRIPT
-noop = "return 1"
-valid_only = (
-    full[: full.index("local claimed")].replace(
-        "-- (unpack() expands only as the last argument, so build XCLAIM's argument list)", ""
-    )
-    + " return 1"
-)
-no_zincr = full.replace("redis.call('ZINCRBY', key, ARGV[pos + 1], ARGV[pos])", "")
-with EmbeddedRedis() as r:
-    c = redis.Redis.from_url(r.url)
-    for name, script in [
-        ("noop", noop),
-        ("validate", valid_only),
-        ("no_zincrby", no_zincr),
-        ("full", full),
-    ]:
-        tot = 0
-        for _ in range(20):
-            c.flushall()
-            c.xgroup_create(ks.stream_key, "g", id="0", mkstream=True)
-            for i in range(1000):
-                c.xadd(ks.stream_key, {"a": 1}, id=f"{i + 1}-0")
-            c.xreadgroup("g", "c", {ks.stream_key: ">"}, count=1000)
-            c.config_resetstat()
-            try:
-                c.eval(script, len(keys), *keys, *argv)
-            except Exception as e:
-                print(name, e)
-                break
-            st = c.info("commandstats")
-            tot += st["cmdstat_eval"]["usec"]
-        print(f"{name:12s} {tot / 20 / 1000:.2f} us/event")
+    scripts = cuts()
+    per_event: dict[str, list[float]] = {name: [] for name in scripts}
+    with EmbeddedRedis() as server:
+        client = redis.Redis.from_url(server.url)
+        shas = {name: client.script_load(body) for name, body in scripts.items()}
+        for _ in range(reps):
+            for name, sha in shas.items():
+                client.delete(keys.stream_key)
+                client.xgroup_create(keys.stream_key, "g", id="0", mkstream=True)
+                pipe = client.pipeline(transaction=False)
+                for i in range(BATCH):
+                    pipe.xadd(keys.stream_key, {"a": 1}, id=f"{i + 1}-0")
+                pipe.execute()
+                client.xreadgroup("g", "c", {keys.stream_key: ">"}, count=BATCH)
+                client.config_resetstat()
+                client.evalsha(sha, len(script_keys), *script_keys, *argv)
+                usec = client.info("commandstats")["cmdstat_evalsha"]["usec"]
+                per_event[name].append(usec / BATCH)
+    for name, values in per_event.items():
+        median = statistics.median(values)
+        print(f"{name:16s} median {median:6.2f}  min {min(values):6.2f} µs/event")
+
+
+if __name__ == "__main__":
+    main()

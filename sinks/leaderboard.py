@@ -48,18 +48,33 @@ class DeadLetter:
     detail: str = ""
 
 
+Block = tuple[tuple[str, ...], dict[str, float]]
+"""Leaderboard keys that take the same per-user sums, and those sums (user -> seconds)."""
+
+
 @dataclass(slots=True)
 class CommitPlan:
-    """Everything one commit script call applies, for a set of entry ids."""
+    """Everything one commit script call applies, for a set of entry ids.
+
+    Increments come in blocks: a category's daily, weekly and monthly keys take the same
+    per-user sums (and so do the three `work` keys), so each sum is formatted, sent and
+    parsed once per block instead of once per key. A key is in one block.
+    """
 
     ids: list[str] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     sessions: list[tuple[str, str, int]] = field(default_factory=list)
-    increments: dict[str, dict[str, float]] = field(default_factory=dict)
+    blocks: list[Block] = field(default_factory=list)
+
+    @property
+    def increments(self) -> dict[str, dict[str, float]]:
+        """Per key: user -> seconds to add (the blocks, spelt out)."""
+        return {key: dict(users) for keys, users in self.blocks for key in keys}
 
     @property
     def increment_count(self) -> int:
-        return sum(len(users) for users in self.increments.values())
+        """ZINCRBY calls the commit applies: one per (key, user)."""
+        return sum(len(keys) * len(users) for keys, users in self.blocks)
 
 
 class IncrementBuilder:
@@ -101,8 +116,8 @@ class IncrementBuilder:
         default_session_date: str | None = None,
     ) -> CommitPlan:
         # Sum per (keys of a category and day, user) first: one dict update per event.
-        # Then each key takes the sums of every group it belongs to (increments equal up to
-        # float rounding to adding event by event: docs/guarantees.md, "Float scores").
+        # Then the keys fed by the same groups share one block of sums (increments equal up
+        # to float rounding to adding event by event: docs/guarantees.md, "Float scores").
         groups: dict[int, tuple[tuple[str, ...], defaultdict[str, float]]] = {}
         plan = CommitPlan(dead_letters=list(dead_letters))
         ids, cached, keys_of = plan.ids, self._key_cache.get, self.leaderboard_keys
@@ -118,23 +133,36 @@ class IncrementBuilder:
                 date = event.session_date or self.periods(ts).daily
                 plan.sessions.append((event.user_id, date, event.session))
         ids.extend(d.entry_id for d in dead_letters)
-        plan.increments = _per_key(groups.values())
+        plan.blocks = _blocks(list(groups.values()))
         return plan
 
 
-def _per_key(
-    groups: Iterable[tuple[tuple[str, ...], dict[str, float]]],
-) -> dict[str, dict[str, float]]:
-    increments: dict[str, dict[str, float]] = {}
-    for keys, users in groups:
+def _blocks(groups: Sequence[tuple[tuple[str, ...], dict[str, float]]]) -> list[Block]:
+    """One block per set of groups that feed the same keys.
+
+    The usual batch (one day) has one group per category: its three keys form a block with
+    the group's own sums; the `work` keys are fed by every work category's group, merged
+    once for all three of them.
+    """
+    if len(groups) == 1:
+        return [groups[0]]
+    feeders: dict[str, list[int]] = {}
+    for index, (keys, _) in enumerate(groups):
         for key in keys:
-            target = increments.get(key)
-            if target is None:
-                increments[key] = dict(users)
-            else:
-                for user, amount in users.items():
-                    target[user] = target.get(user, 0.0) + amount
-    return increments
+            feeders.setdefault(key, []).append(index)
+    keys_by_feeders: dict[tuple[int, ...], list[str]] = {}
+    for key, fed_by in feeders.items():
+        keys_by_feeders.setdefault(tuple(fed_by), []).append(key)
+    blocks: list[Block] = []
+    for indices, block_keys in keys_by_feeders.items():
+        users = groups[indices[0]][1]
+        if len(indices) > 1:
+            users = dict(users)
+            for index in indices[1:]:
+                for user, amount in groups[index][1].items():
+                    users[user] = users.get(user, 0.0) + amount
+        blocks.append((tuple(block_keys), users))
+    return blocks
 
 
 ExpireAt = Callable[[str], "int | None"]
@@ -149,7 +177,7 @@ def script_arguments(
     mark_derived: bool = False,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of sinks/commit.lua for a plan."""
-    lb_keys = list(plan.increments)
+    lb_keys = [key for keys_of_block, _ in plan.blocks for key in keys_of_block]
     script_keys = [
         keys.stream_key, keys.dead_letter_key, keys.session_score_key, keys.derived_stale_key,
         *lb_keys,
@@ -164,14 +192,16 @@ def script_arguments(
     argv.append(len(plan.sessions))
     for user, date, session in plan.sessions:
         argv.extend((user, date, session))
-    for key in lb_keys:
-        users = plan.increments[key]
-        argv.append(len(users))
+    argv.append(len(plan.blocks))
+    append = argv.append
+    for keys_of_block, users in plan.blocks:
+        append(len(keys_of_block))
+        append(len(users))
         for user, amount in users.items():
-            argv.append(user)
-            argv.append(repr(amount))  # shortest exact round-trip of the double
+            append(user)
+            append(repr(amount))  # shortest exact round-trip of the double
     for key in lb_keys:
-        argv.append((expire_at(key) if expire_at else None) or 0)
+        append((expire_at(key) if expire_at else None) or 0)
     return script_keys, argv
 
 
@@ -254,6 +284,7 @@ class Committer:
 
 
 __all__ = [
+    "Block",
     "CommitPlan",
     "Committer",
     "DeadLetter",

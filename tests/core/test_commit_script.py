@@ -7,8 +7,17 @@ import redis
 import redis.asyncio as aioredis
 
 from pipeline.errors import CommitError
+from pipeline.events import Event
 from pipeline.keys import KeySpace
-from sinks.leaderboard import COMMIT_SCRIPT, CommitPlan, Committer, DeadLetter, script_arguments
+from pipeline.periods import PeriodCalculator
+from sinks.leaderboard import (
+    COMMIT_SCRIPT,
+    CommitPlan,
+    Committer,
+    DeadLetter,
+    IncrementBuilder,
+    script_arguments,
+)
 
 KEYS = KeySpace()
 
@@ -36,7 +45,7 @@ def plan(ids: list[str]) -> CommitPlan:
         ids=list(ids),
         dead_letters=[DeadLetter(ids[-1], {b"x": b"\xff"}, "invalid_utf8", "title")],
         sessions=[("u1", "2026-11-22", 3)],
-        increments={"leaderboard:SNS:2026-11-22": {"u1": 1.5}},
+        blocks=[(("leaderboard:SNS:2026-11-22",), {"u1": 1.5})],
     )
 
 
@@ -49,6 +58,9 @@ def plan(ids: list[str]) -> CommitPlan:
         lambda argv: argv.append("extra"),  # argument count mismatch
         lambda argv: argv.__setitem__(3, "x"),  # id count not a number
         lambda argv: argv.__setitem__(2, "2"),  # mark_derived flag neither 0 nor 1
+        lambda argv: argv.__setitem__(-5, "2"),  # a block claims more keys than KEYS has
+        lambda argv: argv.__setitem__(-5, "0.5"),  # a block's key count not an integer
+        lambda argv: argv.__setitem__(-4, "-1"),  # a negative pair count
     ],
 )
 def test_invalid_arguments_write_nothing(redis_url: str, corrupt: object) -> None:
@@ -78,7 +90,49 @@ async def test_partly_acknowledged_batch_writes_nothing_and_names_the_rest(redis
     committer = Committer(aioredis.Redis.from_url(redis_url), KEYS, "g", "c")
     done, pending = await committer.commit_once(plan(ids))
     assert not done and pending == ids[1:]
-    assert state(redis_url) == (3, 0, 0, {})
+    assert state(redis_url) == (3, 0, 0, {})  # the ids it acknowledged are pending again
+    client = redis.Redis.from_url(redis_url)
+    owners = client.xpending_range(KEYS.stream_key, "g", "-", "+", 10)
+    assert [(o["message_id"].decode(), o["consumer"]) for o in owners] == [
+        (i, b"c") for i in ids[1:]
+    ]
+    # The caller's retry with that subset applies everything once.
+    assert await committer.commit_once(plan(ids[1:])) == (True, [])
+    assert state(redis_url) == (0, 1, 1, {b"u1": 1.5})
+
+
+async def test_entries_held_by_another_consumer_are_committed_once(redis_url: str) -> None:
+    """A reclaimed batch: the first commit wins; the stale holder's commit writes nothing."""
+    ids = setup_pending(redis_url, 3)
+    redis.Redis.from_url(redis_url).xclaim(KEYS.stream_key, "g", "thief", 0, ids)
+    thief = Committer(aioredis.Redis.from_url(redis_url), KEYS, "g", "thief")
+    stale = Committer(aioredis.Redis.from_url(redis_url), KEYS, "g", "c")
+    assert await stale.commit_once(plan(ids)) == (True, [])  # pending, whoever holds them
+    assert await thief.commit_once(plan(ids)) == (False, [])
+    assert state(redis_url) == (0, 1, 1, {b"u1": 1.5})
+
+
+async def test_every_block_reaches_each_of_its_keys(redis_url: str) -> None:
+    """Several categories and two days: each key ends with exactly the plan's sums."""
+    ts = 1_795_316_733.0  # 2026-11-22 12:05 in Seoul
+    rows = [
+        ("u1", 10.0, ts, "Development"), ("u1", 4.0, ts, "Documentation"),
+        ("u2", 3.0, ts, "SNS"), ("u1", 1.0, ts - 86_400, "Development"),
+        ("u3", 2.5, ts - 86_400, "Development"), ("u2", 0.25, ts, "Development"),
+    ]  # fmt: skip
+    ids = setup_pending(redis_url, len(rows))
+    accepted = [
+        (Event(i, u, "a", "t", "", d, t), c) for i, (u, d, t, c) in zip(ids, rows, strict=True)
+    ]
+    built = IncrementBuilder(KEYS, PeriodCalculator("Asia/Seoul")).plan(accepted, [])
+    committer = Committer(aioredis.Redis.from_url(redis_url), KEYS, "g", "c")
+    assert await committer.commit_once(built) == (True, [])
+    client = redis.Redis.from_url(redis_url)
+    assert len(built.increments) == 14  # Development, work: 3 + the other day; Docs, SNS: 3
+    for key, users in built.increments.items():
+        stored = {m.decode(): s for m, s in client.zrange(key, 0, -1, withscores=True)}
+        assert stored == users, key
+    assert client.xpending(KEYS.stream_key, "g")["pending"] == 0
 
 
 async def test_script_errors_become_commit_errors(redis_url: str) -> None:

@@ -86,12 +86,43 @@ def test_script_arguments_layout() -> None:
     assert argv[6] == 1 and argv[7] == 14  # one dead letter of 7 field/value pairs
     assert argv[8:10] == [b"a", b"b"]
     assert b"dlq.reason" in argv and b"too_long" in argv
-    # one pair per key (exact repr of the double), then each key's expire-at (0 = never)
-    assert argv[-12:] == [1, "u1", "0.1"] * 3 + [0, 0, 0]
+    # one block: 3 keys, 1 pair (exact repr of the double); then each key's expire-at (0 = never)
+    assert argv[-8:] == [1, 3, 1, "u1", "0.1", 0, 0, 0]
     _, with_ttl = script_arguments(plan, KeySpace(), "g", "c", lambda key: len(key))
     assert with_ttl[-3:] == [len(k) for k in keys[4:]]
     _, derived = script_arguments(plan, KeySpace(), "g", "c", mark_derived=True)
     assert derived[2] == 1
+
+
+DAY = 86_400.0
+
+
+def test_keys_fed_by_the_same_groups_share_one_block() -> None:
+    """A category's keys of one day form a block; keys fed by several (category, day)
+    groups (the `work` keys, a week spanning two days) get the merged sums once."""
+    builder = IncrementBuilder(KeySpace(), PeriodCalculator("Asia/Seoul"))
+    rows = [
+        ("1-0", "u1", 10.0, TS, "Development"),
+        ("1-1", "u1", 4.0, TS, "Documentation"),
+        ("1-2", "u2", 3.0, TS, "SNS"),
+        ("1-3", "u1", 1.0, TS - DAY, "Development"),  # Saturday 2026-11-21, same week
+    ]
+    accepted = [(Event(i, u, "a", "t", "", d, ts), c) for i, u, d, ts, c in rows]
+    blocks = {keys: dict(users) for keys, users in builder.plan(accepted, []).blocks}
+    assert blocks == {
+        ("leaderboard:Development:2026-11-22",): {"u1": 10.0},
+        ("leaderboard:Development:2026-W47", "leaderboard:Development:2026-M11"): {"u1": 11.0},
+        ("leaderboard:work:2026-11-22",): {"u1": 14.0},
+        ("leaderboard:work:2026-W47", "leaderboard:work:2026-M11"): {"u1": 15.0},
+        ("leaderboard:Documentation:2026-11-22", "leaderboard:Documentation:2026-W47",
+         "leaderboard:Documentation:2026-M11"): {"u1": 4.0},
+        ("leaderboard:SNS:2026-11-22", "leaderboard:SNS:2026-W47",
+         "leaderboard:SNS:2026-M11"): {"u2": 3.0},
+        # only Development fed work on Saturday: one block
+        ("leaderboard:Development:2026-11-21", "leaderboard:work:2026-11-21"): {"u1": 1.0},
+    }  # fmt: skip
+    keys = [k for block in blocks for k in block]
+    assert len(keys) == len(set(keys))  # a key is in exactly one block
 
 
 def test_derived_mode_increments_daily_keys_only() -> None:
