@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from operator import attrgetter, itemgetter
+from typing import Protocol, cast
 
 from classifiers.decision import ClassKey, Decision
 from pipeline.errors import RejectedEvent
@@ -35,6 +36,12 @@ Fields = dict[bytes, bytes] | list[bytes]
 Entry = tuple[str, Fields | None]
 MAX_COMMIT_ATTEMPTS = 10
 YIELD_EVERY = 200  # entries validated between two yields to the event loop
+
+# (app, url, title) of an Event, picked in C: Event is a tuple of (entry_id, user_id, app,
+# title, url, ...). tests/core pins this against the attribute names.
+class_key = cast(Callable[[Event], ClassKey], itemgetter(2, 4, 3))
+_category = attrgetter("category")
+_source = attrgetter("source")
 
 
 class BatchClassifier(Protocol):
@@ -135,7 +142,8 @@ class BatchProcessor:
         try:
             batch = await self._validate(entries)
             batch.dead_letters.extend(extra_dead)
-            keys = list(dict.fromkeys((e.app, e.url, e.title) for e in batch.accepted))
+            event_keys = list(map(class_key, batch.accepted))
+            keys = list(dict.fromkeys(event_keys))
             by_key = dict(zip(keys, self.classifier.classify_many(keys), strict=True))
             if self.resolver is not None and not all(d.decided for d in by_key.values()):
                 lock.release()  # the LLM is a network wait: let the other lanes compute
@@ -143,7 +151,7 @@ class BatchProcessor:
                     await self._ask_llm(by_key)
                 finally:
                     await lock.acquire()
-            decisions = [by_key[(e.app, e.url, e.title)] for e in batch.accepted]
+            decisions = list(map(by_key.__getitem__, event_keys))
             pairs = list(zip(batch.accepted, decisions, strict=True))
             mongo_batch = self.mongo.build(pairs) if self.mongo is not None and pairs else None
             plan = self._plan(batch, pairs)
@@ -154,8 +162,8 @@ class BatchProcessor:
         outcome = await self.commit(batch, pairs, plan)
         outcome.read = len(entries) + len(extra_dead)
         outcome.rejected_by_reason = dict(Counter(d.reason for d in batch.dead_letters))
-        outcome.sources = dict(Counter(d.source for d in decisions))
-        outcome.categories = dict(Counter(d.category for d in decisions))
+        outcome.sources = dict(Counter(map(_source, decisions)))
+        outcome.categories = dict(Counter(map(_category, decisions)))
         return outcome
 
     async def _validate(self, entries: Sequence[Entry]) -> ValidatedBatch:
@@ -188,7 +196,7 @@ class BatchProcessor:
     ) -> BatchOutcome:
         """Commit, narrowing to the still-pending subset if another consumer got there first."""
         outcome = BatchOutcome(accepted=len(pairs), trimmed=len(batch.trimmed))
-        accepted = [(e, d.category) for e, d in pairs]
+        accepted: list[tuple[Event, str]] | None = None  # built only if a retry narrows
         dead = batch.dead_letters
         plan = plan or self._plan(batch, pairs)
         total = len(plan.ids)
@@ -199,6 +207,8 @@ class BatchProcessor:
                 outcome.skipped_already_acked = total - len(plan.ids)
                 return outcome
             keep = set(pending)
+            if accepted is None:
+                accepted = [(e, d.category) for e, d in pairs]
             accepted = [(e, c) for e, c in accepted if e.entry_id in keep]
             dead = [d for d in dead if d.entry_id in keep]
             plan = self.builder.plan(accepted, dead)

@@ -74,7 +74,7 @@ SWEEP_VALUES: dict[str, tuple[int, ...]] = {
     "hit": (1, 200, 5_000, 1_000_000),  # Workload.distinct_variants: {n} values per template
     "rss": (100_000, 1_000_000),  # events, with 1M distinct URLs
 }
-SWEEP_VARIANTS = {"batch": "acf", "processes": "acf", "users": "cf", "hit": "cf", "rss": "c"}
+SWEEP_VARIANTS = {"batch": "acf", "processes": "acfg", "users": "cf", "hit": "cf", "rss": "c"}
 PUBLISH_CHUNK = 2000
 
 
@@ -1263,6 +1263,7 @@ def run_bench(o: BenchOptions) -> dict[str, Any]:
             "runs": {v: [asdict(r) for r in rs] for v, rs in main.items()},
             "latency": {v: asdict(lr) for v, lr in latencies.items()},
             "sweeps": sweeps,
+            "process_scaling": process_scaling(sweeps.get("processes", []), machine["nproc"] or 1),
             "profile_run": asdict(profile_run) if profile_run else None,
             "loadavg_at_end": os.getloadavg(),
         }
@@ -1334,6 +1335,49 @@ def _run_sweep(bench: Bench, o: BenchOptions, sweep: str) -> list[RunResult]:
                 bench.r.unlink(key)
                 del bench.streams[shape]
     return results
+
+
+def scaling_ceiling(
+    consumer_us: float, redis_us: float, processes: int, cores: int
+) -> tuple[float, str]:
+    """The most events/s `processes` consumer processes can reach, from CPU per event alone
+    (measured with one process), and what sets it: "consumers" (each process is one
+    Python thread), "redis" (one core for Redis), or "cores" (consumers and Redis on the
+    same `cores`). Latency-bound setups stay below it."""
+    limits = {
+        "consumers": processes * 1e6 / consumer_us if consumer_us > 0 else math.inf,
+        "redis": 1e6 / redis_us if redis_us > 0 else math.inf,
+        "cores": cores * 1e6 / (consumer_us + redis_us) if consumer_us + redis_us > 0 else math.inf,
+    }
+    limit = min(limits, key=lambda name: limits[name])
+    return limits[limit], limit
+
+
+def process_scaling(rows: Sequence[dict[str, Any]], cores: int) -> dict[str, dict[str, Any]]:
+    """Per variant of a processes sweep: measured events/s with N processes over one
+    process, beside the CPU ceiling of that ratio (scaling_ceiling of the one-process run)."""
+    by_variant: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        by_variant[r["variant"]][int(r["extra"]["sweep"]["value"])] = r
+    out: dict[str, dict[str, Any]] = {}
+    for variant, runs in by_variant.items():
+        one = runs.get(1)
+        if one is None or one["events_per_s"] <= 0:
+            continue
+        cons, red = one["consumer_cpu_us_per_event"], one["redis_cpu_us_per_event"]
+        points = {}
+        for n, r in sorted(runs.items()):
+            ceiling, limit = scaling_ceiling(cons, red, n, cores)
+            points[n] = {
+                "ratio": r["events_per_s"] / one["events_per_s"],
+                "ceiling_ratio": ceiling / one["events_per_s"],
+                "limited_by": limit,
+            }
+        out[variant] = {
+            "redis_busy_one_process": one["events_per_s"] * red / 1e6,
+            "points": points,
+        }
+    return out
 
 
 def _summary(
@@ -1454,6 +1498,14 @@ def print_table(out: dict[str, Any]) -> None:
                 f" {r['redis_cpu_us_per_event']:6.1f} µs/ev  RSS {r['peak_rss_mb']:6.0f} MB"
                 + (f"  hit {hit:.2f}" if hit is not None else "")
                 + ("" if r["drained_exactly"] else "  NOT EXACT")
+            )
+    for variant, scaling in out.get("process_scaling", {}).items():
+        busy = scaling["redis_busy_one_process"]
+        print(f"  processes, {variant}: Redis {busy:.0%} busy with one process")
+        for n, point in scaling["points"].items():
+            print(
+                f"    {n} vs 1: {point['ratio']:.2f}x measured, CPU ceiling"
+                f" {point['ceiling_ratio']:.2f}x (set by {point['limited_by']})"
             )
 
 

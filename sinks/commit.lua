@@ -26,8 +26,14 @@ end
 local n_ids = tonumber(ARGV[4])
 if not n_ids or n_ids < 1 then return redis.error_reply('ERR pomocore: bad id count') end
 local pos = 5
-local ids = {}
-for i = 1, n_ids do ids[i] = ARGV[pos]; pos = pos + 1 end
+local ids, find = {}, string.find
+for i = 1, n_ids do
+  local id = ARGV[pos]
+  -- XACK stops the script at a malformed id, after acknowledging the ids before it
+  if not find(id, '^%d+%-%d+$') then return redis.error_reply('ERR pomocore: bad entry id') end
+  ids[i] = id
+  pos = pos + 1
+end
 
 local dead_at = pos
 local n_dead = tonumber(ARGV[pos]); pos = pos + 1
@@ -77,8 +83,8 @@ end
 if pos ~= #ARGV + 1 then return redis.error_reply('ERR pomocore: argument count mismatch') end
 
 -- The fence: XACK one id at a time, so each reply says whether that id was still pending.
--- (One XCLAIM JUSTID over the batch, then one XACK, costs Redis about 1.7x as much: XCLAIM
--- builds a replication command per id.) The common case is every id pending.
+-- (One XCLAIM JUSTID over the batch, then one XACK, cost Redis about 1.7x as much:
+-- benchmarks/README.md.) The common case is every id pending.
 local stream, xack_one = KEYS[1], redis.call
 local acked_ids, acked = {}, 0
 for i = 1, n_ids do

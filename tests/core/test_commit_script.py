@@ -58,6 +58,7 @@ def plan(ids: list[str]) -> CommitPlan:
         lambda argv: argv.append("extra"),  # argument count mismatch
         lambda argv: argv.__setitem__(3, "x"),  # id count not a number
         lambda argv: argv.__setitem__(2, "2"),  # mark_derived flag neither 0 nor 1
+        lambda argv: argv.__setitem__(5, "1-x"),  # a malformed entry id (the second)
         lambda argv: argv.__setitem__(-5, "2"),  # a block claims more keys than KEYS has
         lambda argv: argv.__setitem__(-5, "0.5"),  # a block's key count not an integer
         lambda argv: argv.__setitem__(-4, "-1"),  # a negative pair count

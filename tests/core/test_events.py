@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from consumers.batch import class_key
 from pipeline.errors import RejectedEvent
-from pipeline.events import parse_entry
+from pipeline.events import Event, parse_entry
 
 NOW = 1_795_316_733.0
 
@@ -218,3 +219,10 @@ def test_flat_fast_path_takes_fields_in_any_order() -> None:
         flat = [x for name in order for x in (name, entry()[name])]
         event = parse_plain_flat("1-0", flat, NOW, 300.0, 8192)
         assert event is not None and event == parse_entry("1-0", entry(), now_s=NOW)
+
+
+def test_class_key_picks_app_url_title() -> None:
+    """consumers.batch.class_key reads the Event tuple by position: pin it to the names."""
+    event = Event("1-0", "u", "the app", "the title", "the url", 1.0, 2.0)
+    assert class_key(event) == (event.app, event.url, event.title)
+    assert class_key(event) == ("the app", "the url", "the title")
