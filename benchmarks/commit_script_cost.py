@@ -26,7 +26,8 @@ from pipeline.events import parse_entry
 from pipeline.keys import KeySpace
 from pipeline.periods import PeriodCalculator
 from pipeline.workload import Workload
-from sinks.leaderboard import COMMIT_SCRIPT, CommitPlan, IncrementBuilder, script_arguments
+from sinks.commit import COMMIT_SCRIPT, script_arguments
+from sinks.leaderboard import CommitPlan, IncrementBuilder
 
 BATCH = 1000
 FENCE = "-- The fence:"

@@ -34,7 +34,8 @@ from pipeline.keys import KeySpace
 from pipeline.periods import PeriodCalculator
 from pipeline.settings import Settings
 from pipeline.workload import Workload
-from sinks.leaderboard import IncrementBuilder, script_arguments
+from sinks.commit import script_arguments
+from sinks.leaderboard import IncrementBuilder
 
 
 def raw_replies(batches: int) -> list[Any]:

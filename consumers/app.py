@@ -30,7 +30,8 @@ from consumers.consumer import StreamConsumer
 from pipeline.periods import PeriodCalculator
 from pipeline.retention_ttl import expire_at_function
 from pipeline.settings import Settings
-from sinks.leaderboard import Committer, IncrementBuilder
+from sinks.commit import CommitGroup, Committer
+from sinks.leaderboard import IncrementBuilder
 from sinks.mongo import MongoSink
 
 log = logging.getLogger("pomocore.app")
@@ -135,14 +136,16 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         expire_at = expire_at_function(settings)
         lanes: list[StreamConsumer] = []
         compute_lock = asyncio.Lock()
+        # One commit script call in flight per process; the lanes' plans that queue up
+        # behind it go out merged (sinks/commit.py).
+        commit_group = CommitGroup(redis, keys, settings.group, expire_at, mark_derived=derived)
         for lane_settings in _lane_settings(settings):
             committer = Committer(
                 redis,
                 keys,
                 settings.group,
                 lane_settings.consumer_name,
-                expire_at,
-                mark_derived=derived,
+                commit_group=commit_group,
             )
             processor = BatchProcessor(
                 lane_settings,

@@ -27,7 +27,8 @@ from classifiers.decision import ClassKey, Decision
 from pipeline.errors import RejectedEvent
 from pipeline.events import Event, fields_dict, parse_checked, parse_plain, parse_plain_flat
 from pipeline.settings import Settings
-from sinks.leaderboard import CommitPlan, Committer, DeadLetter, IncrementBuilder
+from sinks.commit import Committer
+from sinks.leaderboard import CommitPlan, DeadLetter, IncrementBuilder
 from sinks.mongo import MongoSink
 
 Fields = dict[bytes, bytes] | list[bytes]

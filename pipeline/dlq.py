@@ -1,7 +1,7 @@
 """`pomocore dlq list|replay|purge`: operate on the dead-letter stream.
 
 A dead letter is the original entry's fields plus `dlq.*` fields (reason, field, detail,
-entry_id, stream, consumer), see sinks/leaderboard.py.
+entry_id, stream, consumer), see sinks/commit.py.
 
 Replay puts a dead letter back on the input stream after a fix, in one script per entry
 (XADD to the input stream + XDEL from the dead-letter stream: never both or neither

@@ -109,6 +109,12 @@ class PipelineMetrics:
             "pomocore_events_reclaimed", "entries claimed from idle consumers"
         )
         self.batches = counter("pomocore_batches", "batches committed")
+        self.commit_calls = counter(
+            "pomocore_commit_calls", "commit script calls (group commit: one per merged set)"
+        )
+        self.commit_plans = counter(
+            "pomocore_commit_plans", "batches committed by those calls (plans / calls: merging)"
+        )
         self.batch_failures = counter("pomocore_batch_failures", "failed batch attempts (retried)")
         self.batch_size = hist("pomocore_batch_size", "entries per batch", BATCH_SIZE_BUCKETS)
         self.batch_seconds = hist(
@@ -287,12 +293,15 @@ def sync_process_counters(rt: Any, metrics: PipelineMetrics, sync: CounterSync) 
     """Cache, LLM, reclaim and reconnect counters of one consumer runtime."""
     cache = rt.classifier
     reclaim = getattr(getattr(rt.consumer, "reclaimer", None), "stats", None)
+    group = rt.consumer.processor.committer.commit_group
     for key, value, target in (
         (("cache", "hits"), getattr(cache, "hits", 0), metrics.cache_hits),
         (("cache", "misses"), getattr(cache, "misses", 0), metrics.cache_misses),
         (("reclaimed",), getattr(reclaim, "reclaimed", 0), metrics.events_reclaimed),
         (("reclaim_lost",), getattr(reclaim, "lost_to_trim", 0), metrics.events_lost_to_trim),
         (("sink_failures",), rt.consumer.stats.sink_failures, metrics.batch_failures),
+        (("commit_calls",), group.calls, metrics.commit_calls),
+        (("commit_plans",), group.plans, metrics.commit_plans),
     ):
         if d := sync.delta(key, value):
             target.inc(d)

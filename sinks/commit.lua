@@ -3,7 +3,9 @@
 -- KEYS[1] input stream, KEYS[2] dead-letter stream, KEYS[3] session-score stream,
 -- KEYS[4] set of daily keys whose weekly/monthly keys are derived and stale,
 -- KEYS[5..] leaderboard keys (every key the script touches is in KEYS: Cluster-safe).
--- ARGV: group, consumer, mark_derived (1 = add KEYS[5..] to KEYS[4]), n_ids, ids...,
+-- ARGV: group, mark_derived (1 = add KEYS[5..] to KEYS[4]),
+--       n_segments, then per segment: consumer, n_ids, ids... (one segment per lane whose
+--       batch is in this call: a group commit merges the lanes' batches of a process),
 --       n_dead, then per dead letter: n_fields, field, value, ...,
 --       n_sessions, then per session: userId, sessionDate, session,
 --       n_blocks, then per block: n_keys, n_pairs, member, increment, ... (the block's
@@ -12,27 +14,41 @@
 --
 -- Exactly once: every id is acknowledged one by one (XACK says whether it was still
 -- pending). If some id was not, another consumer already acknowledged it: the ids
--- acknowledged here are put back in this consumer's pending list, nothing else is written,
--- and the still-pending ids are returned, so the caller commits exactly that subset.
--- Otherwise every effect is applied. All arguments are validated before the first
--- write, because a script that fails half-way does not roll back.
+-- acknowledged here are put back in their segment consumer's pending list, nothing else
+-- is written, and the still-pending ids are returned, so the callers commit exactly that
+-- subset. Otherwise every effect is applied. All arguments are validated before the
+-- first write, because a script that fails half-way does not roll back.
 -- Returns {1, acked} or {0, still_pending_id, ...}.
 
-local group, consumer = ARGV[1], ARGV[2]
-local mark_derived = ARGV[3]
+local group = ARGV[1]
+local mark_derived = ARGV[2]
 if mark_derived ~= '0' and mark_derived ~= '1' then
   return redis.error_reply('ERR pomocore: bad mark_derived flag')
 end
-local n_ids = tonumber(ARGV[4])
-if not n_ids or n_ids < 1 then return redis.error_reply('ERR pomocore: bad id count') end
-local pos = 5
-local ids, find = {}, string.find
-for i = 1, n_ids do
-  local id = ARGV[pos]
-  -- XACK stops the script at a malformed id, after acknowledging the ids before it
-  if not find(id, '^%d+%-%d+$') then return redis.error_reply('ERR pomocore: bad entry id') end
-  ids[i] = id
-  pos = pos + 1
+local n_segments = tonumber(ARGV[3])
+if not n_segments or n_segments < 1 or n_segments % 1 ~= 0 then
+  return redis.error_reply('ERR pomocore: bad segment count')
+end
+local pos = 4
+local ids, n_ids, find = {}, 0, string.find
+local segments = {}  -- {consumer, index of its first id, index of its last id}
+for seg = 1, n_segments do
+  local consumer, n = ARGV[pos], tonumber(ARGV[pos + 1])
+  if not consumer or not n or n < 1 or n % 1 ~= 0 then
+    return redis.error_reply('ERR pomocore: bad id count')
+  end
+  pos = pos + 2
+  segments[seg] = {consumer, n_ids + 1, n_ids + n}
+  for _ = 1, n do
+    local id = ARGV[pos]
+    -- XACK stops the script at a malformed id, after acknowledging the ids before it
+    if not id or not find(id, '^%d+%-%d+$') then
+      return redis.error_reply('ERR pomocore: bad entry id')
+    end
+    n_ids = n_ids + 1
+    ids[n_ids] = id
+    pos = pos + 1
+  end
 end
 
 local dead_at = pos
@@ -86,31 +102,38 @@ if pos ~= #ARGV + 1 then return redis.error_reply('ERR pomocore: argument count 
 -- (One XCLAIM JUSTID over the batch, then one XACK, cost Redis about 1.7x as much:
 -- benchmarks/README.md.) The common case is every id pending.
 local stream, xack_one = KEYS[1], redis.call
-local acked_ids, acked = {}, 0
+local was_pending, acked = {}, 0
 for i = 1, n_ids do
   if xack_one('XACK', stream, group, ids[i]) == 1 then
     acked = acked + 1
-    acked_ids[acked] = ids[i]
+    was_pending[i] = true
   end
 end
 if acked ~= n_ids then
   -- Another consumer acknowledged some id first. Undo: put the ids acknowledged above back
-  -- in this consumer's pending list (XCLAIM FORCE recreates an entry of the stream), write
-  -- nothing, and return them so the caller commits exactly that subset.
-  if acked > 0 then
+  -- in their consumer's pending list (XCLAIM FORCE recreates an entry of the stream),
+  -- write nothing, and return them so the callers commit exactly that subset.
+  local out = {0}
+  for seg = 1, n_segments do
+    local consumer, first, last = segments[seg][1], segments[seg][2], segments[seg][3]
     local claim_args = {stream, group, consumer, 0}
-    for i = 1, acked do claim_args[4 + i] = acked_ids[i] end
-    claim_args[5 + acked] = 'FORCE'
-    claim_args[6 + acked] = 'JUSTID'
-    redis.call('XCLAIM', unpack(claim_args))
+    for i = first, last do
+      if was_pending[i] then
+        claim_args[#claim_args + 1] = ids[i]
+        out[#out + 1] = ids[i]
+      end
+    end
+    if #claim_args > 4 then
+      claim_args[#claim_args + 1] = 'FORCE'
+      claim_args[#claim_args + 1] = 'JUSTID'
+      redis.call('XCLAIM', unpack(claim_args))
+    end
   end
   if acked == 0 then
     -- XACK answers 0 for a missing group too: let XCLAIM raise NOGROUP in that case (on an
     -- id that is not pending it changes nothing).
-    redis.call('XCLAIM', stream, group, consumer, 0, ids[1], 'JUSTID')
+    redis.call('XCLAIM', stream, group, segments[1][1], 0, ids[1], 'JUSTID')
   end
-  local out = {0}
-  for i = 1, acked do out[i + 1] = acked_ids[i] end
   return out
 end
 

@@ -1,42 +1,21 @@
-"""Leaderboard increments and the commit step that acknowledges a batch.
+"""Leaderboard increments of a batch: the commit plan.
 
 `CommitPlan` is built without I/O from a batch's accepted and rejected entries: the
 per-(key, user) sums of durations, the dead letters and the session-score entries.
-`Committer.commit()` sends it to Redis as one script (sinks/commit.lua) that
+`sinks.commit.Committer` sends it to Redis as one script (sinks/commit.lua) that
 acknowledges the entries and applies the effects atomically, exactly once.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from typing import Any
-
-import redis.asyncio as aioredis
-from hiredis import pack_command
-from redis.exceptions import NoScriptError, ResponseError
 
 from classifiers.categories import WORK, WORK_CATEGORIES
-from pipeline.errors import CommitError
 from pipeline.events import Event
 from pipeline.keys import KeySpace
 from pipeline.periods import BUCKET_S, PeriodCalculator
-
-COMMIT_SCRIPT = resources.files("sinks").joinpath("commit.lua").read_text(encoding="utf-8")
-
-# Fields of the dead-letter entry added after the original fields.
-DLQ_REASON = b"dlq.reason"
-DLQ_FIELD = b"dlq.field"
-DLQ_DETAIL = b"dlq.detail"
-DLQ_ENTRY_ID = b"dlq.entry_id"
-DLQ_STREAM = b"dlq.stream"
-DLQ_CONSUMER = b"dlq.consumer"
-# A dead letter keeps at most this many original fields (Lua's unpack() has a stack limit).
-DLQ_MAX_ORIGINAL_FIELDS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,12 +112,13 @@ class IncrementBuilder:
                 date = event.session_date or self.periods(ts).daily
                 plan.sessions.append((event.user_id, date, event.session))
         ids.extend(d.entry_id for d in dead_letters)
-        plan.blocks = _blocks(list(groups.values()))
+        plan.blocks = merge_blocks(list(groups.values()))
         return plan
 
 
-def _blocks(groups: Sequence[tuple[tuple[str, ...], dict[str, float]]]) -> list[Block]:
-    """One block per set of groups that feed the same keys.
+def merge_blocks(groups: Sequence[tuple[tuple[str, ...], dict[str, float]]]) -> list[Block]:
+    """One block per set of groups that feed the same keys (a group is any (keys, sums)
+    pair: a (category, day) of one batch, or a block of one of several merged plans).
 
     The usual batch (one day) has one group per category: its three keys form a block with
     the group's own sums; the `work` keys are fed by every work category's group, merged
@@ -165,129 +145,10 @@ def _blocks(groups: Sequence[tuple[tuple[str, ...], dict[str, float]]]) -> list[
     return blocks
 
 
-ExpireAt = Callable[[str], "int | None"]
-
-
-def script_arguments(
-    plan: CommitPlan,
-    keys: KeySpace,
-    group: str,
-    consumer: str,
-    expire_at: ExpireAt | None = None,
-    mark_derived: bool = False,
-) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of sinks/commit.lua for a plan."""
-    lb_keys = [key for keys_of_block, _ in plan.blocks for key in keys_of_block]
-    script_keys = [
-        keys.stream_key, keys.dead_letter_key, keys.session_score_key, keys.derived_stale_key,
-        *lb_keys,
-    ]  # fmt: skip
-    argv: list[Any] = [
-        group, consumer, int(mark_derived), len(plan.ids), *plan.ids, len(plan.dead_letters)
-    ]  # fmt: skip
-    for dead in plan.dead_letters:
-        flat = _dead_letter_fields(dead, keys.stream_key, consumer)
-        argv.append(len(flat))
-        argv.extend(flat)
-    argv.append(len(plan.sessions))
-    for user, date, session in plan.sessions:
-        argv.extend((user, date, session))
-    argv.append(len(plan.blocks))
-    append = argv.append
-    for keys_of_block, users in plan.blocks:
-        append(len(keys_of_block))
-        append(len(users))
-        for user, amount in users.items():
-            append(user)
-            append(repr(amount))  # shortest exact round-trip of the double
-    for key in lb_keys:
-        append((expire_at(key) if expire_at else None) or 0)
-    return script_keys, argv
-
-
-def _dead_letter_fields(dead: DeadLetter, stream_key: str, consumer: str) -> list[bytes]:
-    flat: list[bytes] = []
-    for name, value in list(dead.fields.items())[:DLQ_MAX_ORIGINAL_FIELDS]:
-        flat += (name, value)
-    flat += (
-        DLQ_REASON, dead.reason.encode(),
-        DLQ_FIELD, dead.field.encode(),
-        DLQ_DETAIL, dead.detail.encode(),
-        DLQ_ENTRY_ID, dead.entry_id.encode(),
-        DLQ_STREAM, stream_key.encode(),
-        DLQ_CONSUMER, consumer.encode(),
-    )  # fmt: skip
-    return flat
-
-
-class Committer:
-    """Runs the commit script. Shielded: a cancelled caller never leaves it half-observed."""
-
-    def __init__(
-        self,
-        redis: aioredis.Redis,
-        keys: KeySpace,
-        group: str,
-        consumer: str,
-        expire_at: ExpireAt | None = None,
-        *,
-        mark_derived: bool = False,
-    ) -> None:
-        self.redis = redis
-        self.keys = keys
-        self.group = group
-        self.consumer = consumer
-        self.mark_derived = mark_derived  # derived mode: record the days the refresher rebuilds
-        # Per key, not per event: a key's expire-at never changes, so remember it.
-        self.expire_at = functools.lru_cache(maxsize=4096)(expire_at) if expire_at else None
-        self._script = redis.register_script(COMMIT_SCRIPT)
-
-    async def commit_once(self, plan: CommitPlan) -> tuple[bool, list[str]]:
-        """Run the script once: (True, []) when committed, else (False, still-pending ids)."""
-        if not plan.ids:
-            return True, []
-        script_keys, argv = script_arguments(
-            plan, self.keys, self.group, self.consumer, self.expire_at, self.mark_derived
-        )
-        try:
-            reply = await asyncio.shield(self._run(script_keys, argv))
-        except ResponseError as exc:
-            raise CommitError(f"commit script failed: {exc}") from exc
-        if reply[0] == 1:
-            return True, []
-        return False, [i.decode() if isinstance(i, bytes) else str(i) for i in reply[1:]]
-
-    async def _run(self, script_keys: list[str], argv: list[Any]) -> Any:
-        if type(self.redis) is not aioredis.Redis:
-            return await self._script(keys=script_keys, args=argv)  # e.g. Redis Cluster
-        # redis-py's asyncio client encodes commands in pure Python (~6 µs per event for
-        # this script's arguments); hiredis packs the same RESP request in C.
-        packed = pack_command(("EVALSHA", self._script.sha, len(script_keys), *script_keys, *argv))
-        try:
-            return await self._send(packed)
-        except NoScriptError:  # a restarted or flushed server: load it, then once more
-            await self.redis.script_load(COMMIT_SCRIPT)
-            return await self._send(packed)
-
-    async def _send(self, packed: bytes) -> Any:
-        pool = self.redis.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.send_packed_command(packed)
-            return await conn.read_response()
-        except BaseException as exc:
-            if not isinstance(exc, ResponseError):  # the connection state is unknown now
-                await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
-
-
 __all__ = [
     "Block",
     "CommitPlan",
-    "Committer",
     "DeadLetter",
     "IncrementBuilder",
-    "script_arguments",
+    "merge_blocks",
 ]

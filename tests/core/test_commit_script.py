@@ -10,14 +10,8 @@ from pipeline.errors import CommitError
 from pipeline.events import Event
 from pipeline.keys import KeySpace
 from pipeline.periods import PeriodCalculator
-from sinks.leaderboard import (
-    COMMIT_SCRIPT,
-    CommitPlan,
-    Committer,
-    DeadLetter,
-    IncrementBuilder,
-    script_arguments,
-)
+from sinks.commit import COMMIT_SCRIPT, Committer, script_arguments
+from sinks.leaderboard import CommitPlan, DeadLetter, IncrementBuilder
 
 KEYS = KeySpace()
 
@@ -56,9 +50,11 @@ def plan(ids: list[str]) -> CommitPlan:
         lambda argv: argv.__setitem__(-2, "abc"),  # increment not a number
         lambda argv: argv.__setitem__(-1, "soon"),  # expire-at not a number
         lambda argv: argv.append("extra"),  # argument count mismatch
-        lambda argv: argv.__setitem__(3, "x"),  # id count not a number
-        lambda argv: argv.__setitem__(2, "2"),  # mark_derived flag neither 0 nor 1
-        lambda argv: argv.__setitem__(5, "1-x"),  # a malformed entry id (the second)
+        lambda argv: argv.__setitem__(4, "x"),  # id count not a number
+        lambda argv: argv.__setitem__(1, "2"),  # mark_derived flag neither 0 nor 1
+        lambda argv: argv.__setitem__(2, "0"),  # no segment
+        lambda argv: argv.__setitem__(2, "2"),  # a segment more than there is
+        lambda argv: argv.__setitem__(6, "1-x"),  # a malformed entry id (the second)
         lambda argv: argv.__setitem__(-5, "2"),  # a block claims more keys than KEYS has
         lambda argv: argv.__setitem__(-5, "0.5"),  # a block's key count not an integer
         lambda argv: argv.__setitem__(-4, "-1"),  # a negative pair count

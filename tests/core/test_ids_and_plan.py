@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 from pipeline.events import Event
 from pipeline.keys import KeySpace
 from pipeline.periods import PeriodCalculator
+from sinks.commit import script_arguments
 from sinks.ids import categorized_data_id, stream_tag, usage_log_id
-from sinks.leaderboard import DeadLetter, IncrementBuilder, script_arguments
+from sinks.leaderboard import DeadLetter, IncrementBuilder
 
 TS = 1_795_316_733.0  # 2026-11-22 12:05 in Seoul
 
@@ -82,16 +83,17 @@ def test_script_arguments_layout() -> None:
         "session_score_stream",
         "pomocore:derived:leaderboard:stale",
     ]
-    assert argv[:6] == ["g", "c", 0, 2, "1-0", "1-1"]  # 0: exact mode, days not marked
-    assert argv[6] == 1 and argv[7] == 14  # one dead letter of 7 field/value pairs
-    assert argv[8:10] == [b"a", b"b"]
+    # 0: exact mode, days not marked; one segment: consumer c, 2 ids
+    assert argv[:7] == ["g", 0, 1, "c", 2, "1-0", "1-1"]
+    assert argv[7] == 1 and argv[8] == 14  # one dead letter of 7 field/value pairs
+    assert argv[9:11] == [b"a", b"b"]
     assert b"dlq.reason" in argv and b"too_long" in argv
     # one block: 3 keys, 1 pair (exact repr of the double); then each key's expire-at (0 = never)
     assert argv[-8:] == [1, 3, 1, "u1", "0.1", 0, 0, 0]
     _, with_ttl = script_arguments(plan, KeySpace(), "g", "c", lambda key: len(key))
     assert with_ttl[-3:] == [len(k) for k in keys[4:]]
     _, derived = script_arguments(plan, KeySpace(), "g", "c", mark_derived=True)
-    assert derived[2] == 1
+    assert derived[1] == 1
 
 
 DAY = 86_400.0

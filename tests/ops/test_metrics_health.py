@@ -17,6 +17,7 @@ import urllib.request
 
 import pytest
 import redis
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.app import run_until_stopped, runtime
@@ -89,6 +90,14 @@ async def test_single_process_metrics_and_probes(settings: Settings) -> None:
             }  # fmt: skip
             after = await asyncio.to_thread(scrape, port)
             assert (await asyncio.to_thread(get, f"http://127.0.0.1:{port}/healthz"))[0] == 200
+            # counters kept by the runtime's objects, copied by the periodic sync
+            registry = CollectorRegistry()
+            pm.sync_process_counters(rt, pm.PipelineMetrics(registry), pm.CounterSync())
+            calls = registry.get_sample_value("pomocore_commit_calls_total")
+            plans = registry.get_sample_value("pomocore_commit_plans_total")
+            assert calls is not None and plans is not None and 1 <= calls <= plans
+            group = rt.consumer.processor.committer.commit_group
+            assert (calls, plans) == (group.calls, group.plans)
             stop.set()
             status, body = await asyncio.to_thread(get, f"http://127.0.0.1:{port}/readyz")
             assert status == 503 and json.loads(body)["checks"]["draining"] == "yes"

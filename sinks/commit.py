@@ -1,0 +1,289 @@
+"""The commit step: one Redis script acknowledges entries and applies their effects.
+
+`Committer.commit_once(plan)` runs sinks/commit.lua for a lane's CommitPlan. The lanes of
+a process share one `CommitGroup`, which keeps at most two script calls in flight and
+merges the plans that arrive meanwhile into the next call (group commit, as databases do
+with log flushes). A merged call acknowledges several batches at once and sends each (key, user)
+sum once, so Redis runs fewer ZINCRBY per event exactly when it is the bottleneck; with
+no queue, a plan goes out alone and at once. The script stays all-or-nothing for the
+whole call: if any id was acknowledged elsewhere, nothing is written and every caller
+gets its own still-pending ids back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from hiredis import pack_command
+from redis.exceptions import NoScriptError, ResponseError
+
+from pipeline.errors import CommitError
+from pipeline.keys import KeySpace
+from sinks.leaderboard import Block, CommitPlan, DeadLetter, merge_blocks
+
+COMMIT_SCRIPT = resources.files("sinks").joinpath("commit.lua").read_text(encoding="utf-8")
+
+# Fields of the dead-letter entry added after the original fields.
+DLQ_REASON = b"dlq.reason"
+DLQ_FIELD = b"dlq.field"
+DLQ_DETAIL = b"dlq.detail"
+DLQ_ENTRY_ID = b"dlq.entry_id"
+DLQ_STREAM = b"dlq.stream"
+DLQ_CONSUMER = b"dlq.consumer"
+# A dead letter keeps at most this many original fields (Lua's unpack() has a stack limit).
+DLQ_MAX_ORIGINAL_FIELDS = 256
+# Ids in one merged call. Bounded by Lua's C stack (8,000 slots): the script may pass a
+# segment's ids to XCLAIM through unpack(). A plan larger than this goes out alone.
+MAX_MERGED_IDS = 5_000
+# Script calls in flight per process. Two: while Redis runs one, the next is on the wire,
+# so Redis does not idle while the client packs a request; plans arriving while both run
+# are merged. (One in flight idled Redis between calls; four merged less: benchmarks/README.)
+MAX_IN_FLIGHT = 2
+
+ExpireAt = Callable[[str], "int | None"]
+Part = tuple[CommitPlan, str]
+"""A plan and the consumer (lane) whose pending entries it acknowledges."""
+
+
+def script_arguments(
+    plan: CommitPlan,
+    keys: KeySpace,
+    group: str,
+    consumer: str,
+    expire_at: ExpireAt | None = None,
+    mark_derived: bool = False,
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of sinks/commit.lua for one plan."""
+    return merged_script_arguments([(plan, consumer)], keys, group, expire_at, mark_derived)
+
+
+def merged_script_arguments(
+    parts: Sequence[Part],
+    keys: KeySpace,
+    group: str,
+    expire_at: ExpireAt | None = None,
+    mark_derived: bool = False,
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of sinks/commit.lua for several plans committed in one call."""
+    blocks = _merged_blocks([plan for plan, _ in parts])
+    lb_keys = [key for keys_of_block, _ in blocks for key in keys_of_block]
+    script_keys = [
+        keys.stream_key, keys.dead_letter_key, keys.session_score_key, keys.derived_stale_key,
+        *lb_keys,
+    ]  # fmt: skip
+    argv: list[Any] = [group, int(mark_derived), len(parts)]
+    for plan, consumer in parts:
+        argv += (consumer, len(plan.ids), *plan.ids)
+    argv.append(sum(len(plan.dead_letters) for plan, _ in parts))
+    for plan, consumer in parts:
+        for dead in plan.dead_letters:
+            flat = _dead_letter_fields(dead, keys.stream_key, consumer)
+            argv.append(len(flat))
+            argv.extend(flat)
+    argv.append(sum(len(plan.sessions) for plan, _ in parts))
+    for plan, _ in parts:
+        for user, date, session in plan.sessions:
+            argv.extend((user, date, session))
+    argv.append(len(blocks))
+    append = argv.append
+    for keys_of_block, users in blocks:
+        append(len(keys_of_block))
+        append(len(users))
+        for user, amount in users.items():
+            append(user)
+            append(repr(amount))  # shortest exact round-trip of the double
+    for key in lb_keys:
+        append((expire_at(key) if expire_at else None) or 0)
+    return script_keys, argv
+
+
+def _merged_blocks(plans: Sequence[CommitPlan]) -> list[Block]:
+    if len(plans) == 1:
+        return plans[0].blocks
+    return merge_blocks([block for plan in plans for block in plan.blocks])
+
+
+def _dead_letter_fields(dead: DeadLetter, stream_key: str, consumer: str) -> list[bytes]:
+    flat: list[bytes] = []
+    for name, value in list(dead.fields.items())[:DLQ_MAX_ORIGINAL_FIELDS]:
+        flat += (name, value)
+    flat += (
+        DLQ_REASON, dead.reason.encode(),
+        DLQ_FIELD, dead.field.encode(),
+        DLQ_DETAIL, dead.detail.encode(),
+        DLQ_ENTRY_ID, dead.entry_id.encode(),
+        DLQ_STREAM, stream_key.encode(),
+        DLQ_CONSUMER, consumer.encode(),
+    )  # fmt: skip
+    return flat
+
+
+@dataclass(slots=True)
+class _Waiting:
+    plan: CommitPlan
+    consumer: str
+    result: asyncio.Future[tuple[bool, list[str]]]
+
+
+class CommitGroup:
+    """Runs the commit script for the lanes of a process, at most `max_in_flight` calls at
+    a time; plans submitted while they run are merged into the next call (group commit).
+
+    A caller that is cancelled while waiting does not withdraw its plan: the call runs (or
+    has run) anyway, like a shielded call, so a batch is never half-observed.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: KeySpace,
+        group: str,
+        expire_at: ExpireAt | None = None,
+        *,
+        mark_derived: bool = False,
+        max_merged_ids: int = MAX_MERGED_IDS,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.group = group
+        self.mark_derived = mark_derived  # derived mode: record the days the refresher rebuilds
+        # Per key, not per event: a key's expire-at never changes, so remember it.
+        self.expire_at = functools.lru_cache(maxsize=4096)(expire_at) if expire_at else None
+        self.max_merged_ids = max_merged_ids
+        self.max_in_flight = max_in_flight
+        self.calls = 0  # script calls made
+        self.plans = 0  # plans committed by them (plans / calls: the merge factor)
+        self._script = redis.register_script(COMMIT_SCRIPT)
+        self._queue: collections.deque[_Waiting] = collections.deque()
+        self._senders: set[asyncio.Task[None]] = set()
+
+    async def commit(self, plan: CommitPlan, consumer: str) -> tuple[bool, list[str]]:
+        """(True, []) when committed, else (False, the plan's ids that are still pending)."""
+        if not plan.ids:
+            return True, []
+        result: asyncio.Future[tuple[bool, list[str]]] = asyncio.get_running_loop().create_future()
+        result.add_done_callback(_retrieve)
+        self._queue.append(_Waiting(plan, consumer, result))
+        if len(self._senders) < self.max_in_flight:
+            sender = asyncio.create_task(self._send_queued())
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
+        return await asyncio.shield(result)
+
+    async def _send_queued(self) -> None:
+        while self._queue:
+            taken = self._take()
+            try:
+                done, pending = await self._call([(w.plan, w.consumer) for w in taken])
+            except BaseException as exc:
+                for waiting in taken:
+                    if not waiting.result.done():
+                        waiting.result.set_exception(exc)
+                if not isinstance(exc, Exception):  # cancelled: the loop is going away
+                    for waiting in self._queue:
+                        waiting.result.cancel()
+                    self._queue.clear()
+                    raise
+                continue
+            self.calls += 1
+            self.plans += len(taken) if done else 0
+            still = set(pending)
+            for waiting in taken:
+                mine = [] if done else [i for i in waiting.plan.ids if i in still]
+                if not waiting.result.done():
+                    waiting.result.set_result((done, mine))
+
+    def _take(self) -> list[_Waiting]:
+        """The oldest plan, and the plans after it while the call stays within the cap."""
+        taken = [self._queue.popleft()]
+        size = len(taken[0].plan.ids)
+        while self._queue and size + len(self._queue[0].plan.ids) <= self.max_merged_ids:
+            size += len(self._queue[0].plan.ids)
+            taken.append(self._queue.popleft())
+        return taken
+
+    async def _call(self, parts: list[Part]) -> tuple[bool, list[str]]:
+        script_keys, argv = merged_script_arguments(
+            parts, self.keys, self.group, self.expire_at, self.mark_derived
+        )
+        try:
+            reply = await self._run(script_keys, argv)
+        except ResponseError as exc:
+            raise CommitError(f"commit script failed: {exc}") from exc
+        if reply[0] == 1:
+            return True, []
+        return False, [i.decode() if isinstance(i, bytes) else str(i) for i in reply[1:]]
+
+    async def _run(self, script_keys: list[str], argv: list[Any]) -> Any:
+        if type(self.redis) is not aioredis.Redis:
+            return await self._script(keys=script_keys, args=argv)  # e.g. Redis Cluster
+        # redis-py's asyncio client encodes commands in pure Python (~6 µs per event for
+        # this script's arguments); hiredis packs the same RESP request in C.
+        packed = pack_command(("EVALSHA", self._script.sha, len(script_keys), *script_keys, *argv))
+        try:
+            return await self._send(packed)
+        except NoScriptError:  # a restarted or flushed server: load it, then once more
+            await self.redis.script_load(COMMIT_SCRIPT)
+            return await self._send(packed)
+
+    async def _send(self, packed: bytes) -> Any:
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(packed)
+            return await conn.read_response()
+        except BaseException as exc:
+            if not isinstance(exc, ResponseError):  # the connection state is unknown now
+                await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+
+
+def _retrieve(result: asyncio.Future[Any]) -> None:
+    """Mark an exception as seen: a cancelled caller no longer awaits its result."""
+    if not result.cancelled():
+        result.exception()
+
+
+class Committer:
+    """A lane's view of the commit step: its consumer name and its process's CommitGroup
+    (a group of its own when none is given: then every call goes out alone)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: KeySpace,
+        group: str,
+        consumer: str,
+        expire_at: ExpireAt | None = None,
+        *,
+        mark_derived: bool = False,
+        commit_group: CommitGroup | None = None,
+    ) -> None:
+        self.consumer = consumer
+        self.commit_group = commit_group or CommitGroup(
+            redis, keys, group, expire_at, mark_derived=mark_derived
+        )
+
+    async def commit_once(self, plan: CommitPlan) -> tuple[bool, list[str]]:
+        """Run the script once for this plan, possibly merged with other lanes' plans:
+        (True, []) when committed, else (False, the plan's ids that are still pending)."""
+        return await self.commit_group.commit(plan, self.consumer)
+
+
+__all__ = [
+    "COMMIT_SCRIPT",
+    "CommitGroup",
+    "Committer",
+    "merged_script_arguments",
+    "script_arguments",
+]

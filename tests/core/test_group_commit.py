@@ -1,0 +1,139 @@
+"""Group commit (sinks/commit.py CommitGroup) against a real server: the lanes' plans that
+queue up behind a call go out merged, all-or-nothing, each lane keeping its own entries."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from pipeline.errors import CommitError
+from pipeline.events import Event
+from pipeline.keys import KeySpace
+from pipeline.periods import PeriodCalculator
+from sinks.commit import CommitGroup, Committer
+from sinks.leaderboard import CommitPlan, IncrementBuilder
+
+KEYS = KeySpace()
+TS = 1_795_316_733.0  # 2026-11-22 12:05 in Seoul
+BUILDER = IncrementBuilder(KEYS, PeriodCalculator("Asia/Seoul"))
+
+
+def deliver(url: str, consumer: str, n: int) -> list[str]:
+    """n new entries, read by `consumer` of group g (pending under its name)."""
+    client = redis.Redis.from_url(url)
+    for i in range(n):
+        client.xadd(KEYS.stream_key, {"i": str(i)})
+    if not client.exists(KEYS.stream_key) or not any(
+        g["name"] == b"g" for g in client.xinfo_groups(KEYS.stream_key)
+    ):
+        client.xgroup_create(KEYS.stream_key, "g", id="0")
+    reply = client.xreadgroup("g", consumer, {KEYS.stream_key: ">"}, count=n)
+    return [entry_id.decode() for entry_id, _ in reply[0][1]]
+
+
+def plan_for(ids: list[str], user: str, category: str, seconds: float) -> CommitPlan:
+    events = [(Event(i, user, "a", "t", "", seconds, TS), category) for i in ids]
+    return BUILDER.plan(events, [])
+
+
+def scores(url: str, key: str) -> dict[str, float]:
+    rows = redis.Redis.from_url(url).zrange(key, 0, -1, withscores=True)
+    return {member.decode(): score for member, score in rows}
+
+
+def owners(url: str) -> dict[str, str]:
+    rows = redis.Redis.from_url(url).xpending_range(KEYS.stream_key, "g", "-", "+", 100)
+    return {r["message_id"].decode(): r["consumer"].decode() for r in rows}
+
+
+def lanes(url: str, group: CommitGroup, names: list[str]) -> list[Committer]:
+    client = aioredis.Redis.from_url(url)
+    return [Committer(client, KEYS, "g", name, commit_group=group) for name in names]
+
+
+async def test_plans_queued_together_go_out_in_one_call(redis_url: str) -> None:
+    group = CommitGroup(aioredis.Redis.from_url(redis_url), KEYS, "g")
+    a, b, c = lanes(redis_url, group, ["p", "p.1", "p.2"])
+    plans = [
+        plan_for(deliver(redis_url, "p", 3), "u1", "Development", 1.5),
+        plan_for(deliver(redis_url, "p.1", 2), "u1", "Documentation", 2.0),
+        plan_for(deliver(redis_url, "p.2", 4), "u2", "SNS", 0.25),
+    ]
+    results = await asyncio.gather(
+        *(lane.commit_once(p) for lane, p in zip((a, b, c), plans, strict=True))
+    )
+    assert results == [(True, [])] * 3
+    assert (group.calls, group.plans) == (1, 3)
+    assert owners(redis_url) == {}  # everything acknowledged
+    assert scores(redis_url, "leaderboard:work:2026-W47") == {"u1": 3 * 1.5 + 2 * 2.0}
+    assert scores(redis_url, "leaderboard:SNS:2026-11-22") == {"u2": 1.0}
+    assert scores(redis_url, "leaderboard:Development:2026-M11") == {"u1": 4.5}
+
+
+async def test_a_merged_call_that_meets_an_acknowledged_id_writes_nothing(
+    redis_url: str,
+) -> None:
+    """Lane p's batch holds an id another consumer acknowledged: the merged call writes
+    nothing, puts every other id back under its own lane, and each lane learns its ids."""
+    group = CommitGroup(aioredis.Redis.from_url(redis_url), KEYS, "g")
+    p, q = lanes(redis_url, group, ["p", "q"])
+    ids_p, ids_q = deliver(redis_url, "p", 3), deliver(redis_url, "q", 2)
+    redis.Redis.from_url(redis_url).xack(KEYS.stream_key, "g", ids_p[1])
+    plan_p, plan_q = plan_for(ids_p, "u1", "SNS", 1.0), plan_for(ids_q, "u2", "SNS", 1.0)
+    results = await asyncio.gather(p.commit_once(plan_p), q.commit_once(plan_q))
+    assert results == [(False, [ids_p[0], ids_p[2]]), (False, ids_q)]
+    assert owners(redis_url) == {ids_p[0]: "p", ids_p[2]: "p", ids_q[0]: "q", ids_q[1]: "q"}
+    assert scores(redis_url, "leaderboard:SNS:2026-11-22") == {}
+    # The lanes' retries, narrowed to what is still pending, apply everything once.
+    narrowed = plan_for([ids_p[0], ids_p[2]], "u1", "SNS", 1.0)
+    results = await asyncio.gather(p.commit_once(narrowed), q.commit_once(plan_q))
+    assert results == [(True, [])] * 2
+    assert scores(redis_url, "leaderboard:SNS:2026-11-22") == {"u1": 2.0, "u2": 2.0}
+    assert owners(redis_url) == {}
+
+
+async def test_a_call_stays_within_the_id_cap(redis_url: str) -> None:
+    group = CommitGroup(aioredis.Redis.from_url(redis_url), KEYS, "g", max_merged_ids=3)
+    names = ["p", "p.1", "p.2"]
+    committers = lanes(redis_url, group, names)
+    plans = [plan_for(deliver(redis_url, n, 2), "u1", "SNS", 1.0) for n in names]
+    results = await asyncio.gather(
+        *(c.commit_once(p) for c, p in zip(committers, plans, strict=True))
+    )
+    assert results == [(True, [])] * 3
+    assert (group.calls, group.plans) == (3, 3)  # 2 + 2 > 3: one plan per call
+    assert scores(redis_url, "leaderboard:SNS:2026-11-22") == {"u1": 6.0}
+
+
+async def test_a_cancelled_caller_still_has_its_plan_committed(redis_url: str) -> None:
+    group = CommitGroup(aioredis.Redis.from_url(redis_url), KEYS, "g")
+    p, q = lanes(redis_url, group, ["p", "q"])
+    first = asyncio.ensure_future(
+        p.commit_once(plan_for(deliver(redis_url, "p", 2), "u1", "SNS", 1.0))
+    )
+    second = asyncio.ensure_future(
+        q.commit_once(plan_for(deliver(redis_url, "q", 1), "u2", "SNS", 1.0))
+    )
+    await asyncio.sleep(0)  # both queued
+    second.cancel()
+    assert await first == (True, [])
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert scores(redis_url, "leaderboard:SNS:2026-11-22") == {"u1": 2.0, "u2": 1.0}
+    assert owners(redis_url) == {}
+
+
+async def test_a_failed_call_fails_every_plan_in_it(redis_url: str) -> None:
+    deliver(redis_url, "p", 1)  # the stream exists; group "nope" does not
+    group = CommitGroup(aioredis.Redis.from_url(redis_url), KEYS, "nope")
+    p, q = lanes(redis_url, group, ["p", "q"])
+    results = await asyncio.gather(
+        p.commit_once(plan_for(["1-1"], "u1", "SNS", 1.0)),
+        q.commit_once(plan_for(["1-2"], "u2", "SNS", 1.0)),
+        return_exceptions=True,
+    )
+    assert [type(r) for r in results] == [CommitError, CommitError]
+    assert "NOGROUP" in str(results[0])
