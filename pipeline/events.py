@@ -205,18 +205,20 @@ def _plain_event(
         duration, timestamp = float(raw_duration), float(raw_timestamp)
     except (UnicodeDecodeError, ValueError):
         return None
+    # Bytes bound characters from above: texts whose bytes add up to at most
+    # max_text_chars are each short enough (longer ones take the checked path).
     plain = (
         0 < len(user_id) <= MAX_USER_ID_CHARS
         and (app or title or url)
-        and max(len(app), len(title), len(url)) <= max_text_chars
+        and len(raw_app) + len(raw_title) + len(raw_url) <= max_text_chars
         and 0.0 < duration <= MAX_DURATION_S
         and 0.0 <= timestamp <= now_s + max_future_s
         and len(raw_duration) <= 64
         and len(raw_timestamp) <= 64
         and b"_" not in raw_duration
         and b"_" not in raw_timestamp
-        and (session is None or _plain_int(session))
-        and (minutes is None or _plain_int(minutes))
+        and (session is None or (0 < len(session) <= 18 and session.isdigit()))
+        and (minutes is None or (0 < len(minutes) <= 18 and minutes.isdigit()))
     )
     if not plain:
         return None
@@ -224,10 +226,6 @@ def _plain_event(
         entry_id, user_id, app, title, url, duration, timestamp,
         int(session) if session else None, None, int(minutes) if minutes else None,
     )  # fmt: skip
-
-
-def _plain_int(raw: bytes) -> bool:
-    return 0 < len(raw) <= 18 and raw.isdigit()
 
 
 def parse_checked(

@@ -18,6 +18,7 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from itertools import chain
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -92,15 +93,11 @@ def merged_script_arguments(
         for user, date, session in plan.sessions:
             argv.extend((user, date, session))
     argv.append(len(blocks))
-    append = argv.append
     for keys_of_block, users in blocks:
-        append(len(keys_of_block))
-        append(len(users))
-        for user, amount in users.items():
-            append(user)
-            append(repr(amount))  # shortest exact round-trip of the double
-    for key in lb_keys:
-        append((expire_at(key) if expire_at else None) or 0)
+        argv += (len(keys_of_block), len(users))
+        # user, amount, user, amount, ... in C; repr: the shortest exact round-trip
+        argv += chain.from_iterable(zip(users, map(repr, users.values()), strict=True))
+    argv += [(expire_at(key) if expire_at else None) or 0 for key in lb_keys]
     return script_keys, argv
 
 
