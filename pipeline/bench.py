@@ -1204,9 +1204,12 @@ def run_bench(o: BenchOptions) -> dict[str, Any]:
             f"{machine['redis_server']}, MongoDB {machine['mongo']}"
         )
         main: dict[str, list[RunResult]] = {}
-        for v in o.variants:
-            n = _events_for(o, v)
-            for i in range(o.runs):
+        # Round robin (run 1 of every variant, then run 2, ...): the speed of a shared
+        # machine drifts over minutes, and the ratios between variants (c / bound(f)) should
+        # not depend on which variant ran in a fast stretch.
+        for i in range(o.runs):
+            for v in o.variants:
+                n = _events_for(o, v)
                 res, _ = bench.run_variant(
                     v,
                     events=n,
