@@ -13,19 +13,17 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # commit_size, beside this file
 
 import redis
+from commit_size import classified
 
-from classifiers import Classifier, load_default_pattern_set
 from pipeline.embedded import EmbeddedRedis
-from pipeline.events import parse_entry
 from pipeline.keys import KeySpace
 from pipeline.periods import PeriodCalculator
-from pipeline.workload import Workload
 from sinks.commit import COMMIT_SCRIPT, script_arguments
 from sinks.leaderboard import CommitPlan, IncrementBuilder
 
@@ -50,14 +48,7 @@ def cuts() -> dict[str, str]:
 
 def batch_plan(keys: KeySpace) -> CommitPlan:
     builder = IncrementBuilder(keys, PeriodCalculator("Asia/Seoul"))
-    classifier = Classifier.from_patterns(load_default_pattern_set())
-    events = []
-    workload = Workload(users=3000, distinct_variants=200, malformed_ratio=0)
-    for i, fields in enumerate(workload.events(BATCH)):
-        raw = {k.encode(): v if isinstance(v, bytes) else v.encode() for k, v in fields.items()}
-        event = parse_entry(f"{i + 1}-0", raw, now_s=time.time())
-        events.append((event, classifier.classify(event.app, event.url, event.title).category))
-    return builder.plan(events, [])
+    return builder.plan(classified(BATCH), [])
 
 
 def main() -> None:
