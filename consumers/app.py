@@ -136,8 +136,8 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         expire_at = expire_at_function(settings)
         lanes: list[StreamConsumer] = []
         compute_lock = asyncio.Lock()
-        # One commit script call in flight per process; the lanes' plans that queue up
-        # behind it go out merged (sinks/commit.py).
+        # At most two commit script calls in flight per process; the lanes' plans that
+        # queue up behind them go out merged (group commit, sinks/commit.py).
         commit_group = CommitGroup(redis, keys, settings.group, expire_at, mark_derived=derived)
         for lane_settings in _lane_settings(settings):
             committer = Committer(
