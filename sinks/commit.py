@@ -170,12 +170,21 @@ class CommitGroup:
         result.add_done_callback(_retrieve)
         self._queue.append(_Waiting(plan, consumer, result))
         if len(self._senders) < self.max_in_flight:
-            sender = asyncio.create_task(self._send_queued())
-            self._senders.add(sender)
-            sender.add_done_callback(self._senders.discard)
+            self._senders.add(asyncio.create_task(self._send_queued()))
         return await asyncio.shield(result)
 
     async def _send_queued(self) -> None:
+        try:
+            await self._send_until_empty()
+        finally:
+            # In the same step that found the queue empty: a done callback would run a
+            # step later, and a plan queued in between would find every sender "busy"
+            # and wait forever.
+            task = asyncio.current_task()
+            if task is not None:
+                self._senders.discard(task)
+
+    async def _send_until_empty(self) -> None:
         while self._queue:
             taken = self._take()
             try:

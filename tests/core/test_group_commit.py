@@ -137,3 +137,27 @@ async def test_a_failed_call_fails_every_plan_in_it(redis_url: str) -> None:
     )
     assert [type(r) for r in results] == [CommitError, CommitError]
     assert "NOGROUP" in str(results[0])
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+async def test_no_plan_is_left_behind_when_senders_finish(redis_url: str, in_flight: int) -> None:
+    """Lanes committing back to back while other I/O completes around them: a plan queued
+    in the step where the last sender finished must still go out (found by the bench smoke
+    test: a lane waited forever for its commit)."""
+    group = CommitGroup(aioredis.Redis.from_url(redis_url), KEYS, "g", max_in_flight=in_flight)
+    names = [f"p.{i}" for i in range(8)]
+    committers = lanes(redis_url, group, names)
+    rounds = 80
+    ids = {name: deliver(redis_url, name, rounds) for name in names}
+    other = aioredis.Redis.from_url(redis_url)
+
+    async def lane(committer: Committer, my_ids: list[str]) -> None:
+        for entry_id in my_ids:
+            await other.ping()  # a reply that can land in the same loop step as a commit's
+            result = await committer.commit_once(plan_for([entry_id], "u1", "SNS", 1.0))
+            assert result == (True, [])
+
+    jobs = (lane(c, ids[n]) for c, n in zip(committers, names, strict=True))
+    await asyncio.wait_for(asyncio.gather(*jobs), timeout=60)
+    assert scores(redis_url, "leaderboard:SNS:2026-11-22") == {"u1": 8.0 * rounds}
+    assert owners(redis_url) == {}
