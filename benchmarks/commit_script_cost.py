@@ -16,10 +16,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # commit_size, beside this file
 
 import redis
-from commit_size import classified
+from commit_size import classified  # beside this file: on sys.path when run
 
 from pipeline.embedded import EmbeddedRedis
 from pipeline.keys import KeySpace

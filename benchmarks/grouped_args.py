@@ -32,15 +32,18 @@ from pipeline.settings import Settings
 from pipeline.workload import Workload
 from sinks.leaderboard import IncrementBuilder
 
+# The validation pass both layouts share: n (user, amount) pairs from ARGV[pos], each amount
+# a finite number.
+CHECK_AMOUNTS = """  for i = pos + 1, pos + 2 * n - 1, 2 do
+    local a = to_number(ARGV[i])
+    if not a or a - a ~= 0 then return redis.error_reply('bad amount') end
+  end
+"""
 PER_KEY = """
 local pos, to_number = 1, tonumber
 for k = 1, #KEYS do
   local n = to_number(ARGV[pos]); pos = pos + 1
-  for i = pos + 1, pos + 2 * n - 1, 2 do
-    local a = to_number(ARGV[i])
-    if not a or a - a ~= 0 then return redis.error_reply('bad amount') end
-  end
-  pos = pos + 2 * n
+""" + CHECK_AMOUNTS + """  pos = pos + 2 * n
 end
 pos = 1
 for k = 1, #KEYS do
@@ -60,11 +63,7 @@ for _ = 1, n_groups do
   end
   pos = pos + n_keys
   local n = to_number(ARGV[pos]); pos = pos + 1
-  for i = pos + 1, pos + 2 * n - 1, 2 do
-    local a = to_number(ARGV[i])
-    if not a or a - a ~= 0 then return redis.error_reply('bad amount') end
-  end
-  pos = pos + 2 * n
+""" + CHECK_AMOUNTS + """  pos = pos + 2 * n
 end
 pos = 2
 for _ = 1, n_groups do
