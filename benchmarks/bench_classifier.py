@@ -19,15 +19,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pygtrie
+from pomocore.classifiers.cache import CachingClassifier
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.matchers import normalize_app
+from pomocore.classifiers.patterns import PatternSet, load_default_pattern_set
+from pomocore.classifiers.pool import ClassifierPool
+from pomocore.core.decision import ClassKey
 
-from classifiers.cache import CachingClassifier
-from classifiers.decision import ClassKey
-from classifiers.engine import Classifier
-from classifiers.matchers import normalize_app
-from classifiers.patterns import PatternSet, load_default_pattern_set
-from classifiers.pool import ClassifierPool
-
-DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "labeled_events.dev.jsonl"
+DEV = Path(__file__).resolve().parents[1] / "tests" / "data" / "labeled_events.dev.jsonl"
 rng = random.Random(7)
 
 

@@ -17,15 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classifiers.cache import CachingClassifier
-from classifiers.engine import Classifier
-from classifiers.patterns import load_default_pattern_set
-from consumers.batch import validate
-from pipeline.keys import KeySpace
-from pipeline.periods import PeriodCalculator
-from pipeline.settings import Settings
-from pipeline.workload import Workload
-from sinks.leaderboard import IncrementBuilder
+from pomocore.classifiers.cache import CachingClassifier
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.patterns import load_default_pattern_set
+from pomocore.consumers.batch import validate
+from pomocore.core.keys import KeySpace
+from pomocore.core.periods import PeriodCalculator
+from pomocore.core.settings import Settings
+from pomocore.sinks.plan import IncrementBuilder
+from pomocore.workload import Workload
 
 MARKS = (50_000, 100_000, 200_000, 300_000, 500_000, 700_000, 1_000_000)
 

@@ -19,12 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
 from commit_size import classified  # beside this file: on sys.path when run
-
-from pipeline.embedded import EmbeddedRedis
-from pipeline.keys import KeySpace
-from pipeline.periods import PeriodCalculator
-from sinks.commit import COMMIT_SCRIPT, script_arguments
-from sinks.leaderboard import CommitPlan, IncrementBuilder
+from pomocore.core.keys import KeySpace
+from pomocore.core.periods import PeriodCalculator
+from pomocore.embedded import EmbeddedRedis
+from pomocore.sinks.commit import COMMIT_SCRIPT, script_arguments
+from pomocore.sinks.plan import CommitPlan, IncrementBuilder
 
 BATCH = 1000
 FENCE = "-- The fence:"

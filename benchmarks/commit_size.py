@@ -16,13 +16,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from classifiers import Classifier, load_default_pattern_set
-from pipeline.events import Event, parse_entry
-from pipeline.keys import KeySpace
-from pipeline.periods import PeriodCalculator
-from pipeline.workload import Workload
-from sinks.commit import script_arguments
-from sinks.leaderboard import IncrementBuilder
+from pomocore.classifiers import Classifier, load_default_pattern_set
+from pomocore.core.events import Event, parse_entry
+from pomocore.core.keys import KeySpace
+from pomocore.core.periods import PeriodCalculator
+from pomocore.sinks.commit import script_arguments
+from pomocore.sinks.plan import IncrementBuilder
+from pomocore.workload import Workload
 
 
 def classified(n: int) -> list[tuple[Event, str]]:

@@ -22,20 +22,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
 from hiredis import pack_command
+from pomocore.classifiers.cache import CachingClassifier
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.patterns import load_default_pattern_set
+from pomocore.consumers.batch import Entry, validate
+from pomocore.consumers.consumer import stream_entries
+from pomocore.core.keys import KeySpace
+from pomocore.core.periods import PeriodCalculator
+from pomocore.core.settings import Settings
+from pomocore.embedded import EmbeddedRedis
+from pomocore.sinks.commit import script_arguments
+from pomocore.sinks.plan import IncrementBuilder
+from pomocore.workload import Workload
 from redis._parsers.helpers import parse_xread_resp3_to_resp2_legacy
-
-from classifiers.cache import CachingClassifier
-from classifiers.engine import Classifier
-from classifiers.patterns import load_default_pattern_set
-from consumers.batch import Entry, validate
-from consumers.consumer import stream_entries
-from pipeline.embedded import EmbeddedRedis
-from pipeline.keys import KeySpace
-from pipeline.periods import PeriodCalculator
-from pipeline.settings import Settings
-from pipeline.workload import Workload
-from sinks.commit import script_arguments
-from sinks.leaderboard import IncrementBuilder
 
 
 def raw_replies(batches: int) -> list[Any]:

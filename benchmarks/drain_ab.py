@@ -17,9 +17,10 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: tests.support
 
-from pipeline.embedded import EmbeddedMongo, EmbeddedRedis
-from pipeline.settings import Settings
-from pipeline.workload import Workload
+from pomocore.core.settings import Settings
+from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
+from pomocore.workload import Workload
+
 from tests.support.pipeline import drain, publish
 
 

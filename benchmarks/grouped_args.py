@@ -21,16 +21,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
-
-from classifiers import Classifier, load_default_pattern_set
-from consumers.batch import validate
-from pipeline.bench import redis_cpu_s
-from pipeline.embedded import EmbeddedRedis
-from pipeline.keys import KeySpace
-from pipeline.periods import PeriodCalculator
-from pipeline.settings import Settings
-from pipeline.workload import Workload
-from sinks.leaderboard import IncrementBuilder
+from pomocore.bench import redis_cpu_s
+from pomocore.classifiers import Classifier, load_default_pattern_set
+from pomocore.consumers.batch import validate
+from pomocore.core.keys import KeySpace
+from pomocore.core.periods import PeriodCalculator
+from pomocore.core.settings import Settings
+from pomocore.embedded import EmbeddedRedis
+from pomocore.sinks.plan import IncrementBuilder
+from pomocore.workload import Workload
 
 # The validation pass both layouts share: n (user, amount) pairs from ARGV[pos], each amount
 # a finite number.

@@ -24,15 +24,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
-
-from classifiers import Classifier, load_default_pattern_set
-from pipeline.bench import redis_cpu_s
-from pipeline.embedded import EmbeddedRedis
-from pipeline.events import parse_entry
-from pipeline.keys import KeySpace
-from pipeline.periods import PeriodCalculator
-from pipeline.workload import Workload
-from sinks.leaderboard import IncrementBuilder
+from pomocore.bench import redis_cpu_s
+from pomocore.classifiers import Classifier, load_default_pattern_set
+from pomocore.core.events import parse_entry
+from pomocore.core.keys import KeySpace
+from pomocore.core.periods import PeriodCalculator
+from pomocore.embedded import EmbeddedRedis
+from pomocore.sinks.plan import IncrementBuilder
+from pomocore.workload import Workload
 
 ZINCRBY_LUA = """
 local pos = 1

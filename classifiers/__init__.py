@@ -1,7 +1,9 @@
 """Category decisions for (app, url, title): patterns first, then the LLM."""
 
-from classifiers.cache import CachingClassifier
-from classifiers.categories import (
+from pomocore.classifiers.cache import CachingClassifier
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.patterns import PatternSet, load_default_pattern_set
+from pomocore.core.categories import (
     BROWSING,
     CATEGORIES,
     CATEGORY_SET,
@@ -11,9 +13,7 @@ from classifiers.categories import (
     canonical,
     is_work,
 )
-from classifiers.decision import ClassKey, Decision
-from classifiers.engine import Classifier
-from classifiers.patterns import PatternSet, load_default_pattern_set
+from pomocore.core.decision import ClassKey, Decision
 
 __all__ = [
     "BROWSING",

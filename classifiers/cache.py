@@ -17,9 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from classifiers.decision import UNDECIDED_SOURCE, ClassKey, Decision
-from classifiers.engine import Classifier
-from classifiers.pool import DEFAULT_POOL_THRESHOLD, ClassifierPool
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.pool import DEFAULT_POOL_THRESHOLD, ClassifierPool
+from pomocore.core.decision import UNDECIDED_SOURCE, ClassKey, Decision
 
 log = logging.getLogger(__name__)
 

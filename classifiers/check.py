@@ -6,10 +6,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Literal
 
-from classifiers.categories import CATEGORIES
-from classifiers.matchers import normalize_app, pattern_key, strip_www
-from classifiers.patterns import PatternSet
-from classifiers.urls import NETWORK_SCHEMES, split_url
+from pomocore.classifiers.matchers import normalize_app, pattern_key, strip_www
+from pomocore.classifiers.patterns import PatternSet
+from pomocore.classifiers.urls import NETWORK_SCHEMES, split_url
+from pomocore.core.categories import CATEGORIES
 
 Level = Literal["error", "warning"]
 

@@ -18,9 +18,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from classifiers.categories import BROWSING, CATEGORIES, UNCATEGORIZED
-from classifiers.decision import Decision
-from classifiers.matchers import (
+from pomocore.classifiers.matchers import (
     AppIndex,
     DomainIndex,
     Match,
@@ -29,8 +27,10 @@ from classifiers.matchers import (
     normalize_app,
     pattern_key,
 )
-from classifiers.patterns import PatternSet
-from classifiers.urls import NETWORK_SCHEMES, split_host
+from pomocore.classifiers.patterns import PatternSet
+from pomocore.classifiers.urls import NETWORK_SCHEMES, split_host
+from pomocore.core.categories import BROWSING, CATEGORIES, UNCATEGORIZED
+from pomocore.core.decision import Decision
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import ahocorasick
-
-from classifiers.categories import CATEGORIES
-from classifiers.decision import Decision
-from classifiers.patterns import PatternSet, TitleRule
-from classifiers.urls import NETWORK_SCHEMES, path_of, split_url
+from pomocore.classifiers.patterns import PatternSet, TitleRule
+from pomocore.classifiers.urls import NETWORK_SCHEMES, path_of, split_url
+from pomocore.core.categories import CATEGORIES
+from pomocore.core.decision import Decision
 
 _ORDER = {c: i for i, c in enumerate(CATEGORIES)}
 _STRIP_SUFFIXES = (".exe", ".app")

@@ -1,6 +1,6 @@
 """The pattern set: one `category_pattern` document per canonical category (CONTRACT §3, §5).
 
-A `PatternSet` is immutable and validated; `classifiers.engine` compiles it into a matcher.
+A `PatternSet` is immutable and validated; `pomocore.classifiers.engine` compiles it into a matcher.
 Document shape (camelCase, as stored in MongoDB and in the shipped data file):
 
     {"_id": ObjectId, "category": "Development", "priority": 100,
@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from bson import ObjectId
-
-from classifiers.categories import CATEGORIES, canonical
-from pipeline.errors import ClassifierError
+from pomocore.core.categories import CATEGORIES, canonical
+from pomocore.core.errors import ClassifierError
 
 COLLECTION: Final = "category_pattern"
 DEFAULT_DATA_FILE: Final = "default_patterns.json"
@@ -168,8 +167,8 @@ class PatternSet:
 
 def load_default_pattern_set() -> PatternSet:
     """The pattern set shipped with pomocore (classifiers/data/default_patterns.json)."""
-    text = resources.files("classifiers").joinpath("data", DEFAULT_DATA_FILE).read_text("utf-8")
-    return parse_pattern_file(text, DEFAULT_DATA_FILE)
+    data = resources.files("pomocore.classifiers").joinpath("data", DEFAULT_DATA_FILE)
+    return parse_pattern_file(data.read_text("utf-8"), DEFAULT_DATA_FILE)
 
 
 def load_pattern_file(path: str | Path) -> PatternSet:

@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from classifiers.decision import ClassKey, Decision
-from classifiers.engine import Classifier
-from classifiers.patterns import PatternSet
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.patterns import PatternSet
+from pomocore.core.decision import ClassKey, Decision
 
 log = logging.getLogger(__name__)
 

@@ -15,13 +15,12 @@ import logging
 import time
 from typing import Any
 
+from pomocore.classifiers.cache import CachingClassifier
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.store import load_patterns
+from pomocore.core.keys import KeySpace
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
-
-from classifiers.cache import CachingClassifier
-from classifiers.engine import Classifier
-from classifiers.store import load_patterns
-from pipeline.keys import KeySpace
 
 log = logging.getLogger(__name__)
 

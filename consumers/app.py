@@ -19,20 +19,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from pomocore.classifiers.cache import CachingClassifier
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.patterns import PatternSet, load_default_pattern_set
+from pomocore.consumers.batch import BatchProcessor
+from pomocore.consumers.consumer import StreamConsumer
+from pomocore.core.expiry import expire_at_function
+from pomocore.core.periods import PeriodCalculator
+from pomocore.core.settings import Settings
+from pomocore.sinks.commit import CommitGroup, Committer
+from pomocore.sinks.mongo import MongoSink
+from pomocore.sinks.plan import IncrementBuilder
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-
-from classifiers.cache import CachingClassifier
-from classifiers.engine import Classifier
-from classifiers.patterns import PatternSet, load_default_pattern_set
-from consumers.batch import BatchProcessor
-from consumers.consumer import StreamConsumer
-from pipeline.periods import PeriodCalculator
-from pipeline.retention_ttl import expire_at_function
-from pipeline.settings import Settings
-from sinks.commit import CommitGroup, Committer
-from sinks.leaderboard import IncrementBuilder
-from sinks.mongo import MongoSink
 
 log = logging.getLogger("pomocore.app")
 
@@ -50,7 +49,7 @@ class Runtime:
     patterns: PatternSet
     classifier: CachingClassifier
     consumer: StreamConsumer
-    resolver: Any = None  # classifiers.llm.resolver.LLMResolver when an LLM is configured
+    resolver: Any = None  # pomocore.classifiers.llm.resolver.LLMResolver when an LLM is configured
     lanes: list[StreamConsumer] = field(default_factory=list)  # `consumer` is lanes[0]
     background: list[Task] = field(default_factory=list)
 
@@ -75,8 +74,8 @@ async def _large_socket_buffers(conn: Any) -> None:
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
-    from consumers.consumer import raw_stream_reply
-    from pipeline.connect import async_redis  # Cluster and TLS options from settings
+    from pomocore.consumers.consumer import raw_stream_reply
+    from pomocore.core.connect import async_redis  # Cluster and TLS options from settings
 
     client = async_redis(
         settings,
@@ -104,7 +103,7 @@ def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
 async def load_patterns(settings: Settings, db: AsyncDatabase[dict[str, Any]] | None) -> PatternSet:
     if db is None:
         return load_default_pattern_set()
-    from classifiers.store import load_patterns as load_from_mongo
+    from pomocore.classifiers.store import load_patterns as load_from_mongo
 
     return await load_from_mongo(db)
 
@@ -165,12 +164,12 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             rt.background.append(_pattern_watcher(rt))
         rt.background.extend(_llm_tasks(rt))
         if derived:  # weekly/monthly keys rebuilt from daily ones (sinks/derived.py)
-            from sinks.derived import DerivedRefresher
+            from pomocore.sinks.derived import DerivedRefresher
 
             refresher = DerivedRefresher(redis, keys, settings.derived_refresh_s, expire_at)
             rt.background.append(refresher.run)
         if settings.stream_maxlen > 0:  # safe trimming: never past a pending entry
-            from consumers.retention import Retention
+            from pomocore.consumers.trimming import Retention
 
             rt.background.append(Retention(settings, redis).run)
         yield rt
@@ -202,7 +201,7 @@ def _lane_settings(settings: Settings) -> list[Settings]:
 def _llm_resolver(settings: Settings, redis: aioredis.Redis, db: Any) -> Any:
     if not settings.llm_enabled:
         return None
-    from classifiers.llm.resolver import LLMResolver
+    from pomocore.classifiers.llm.resolver import LLMResolver
 
     return LLMResolver.from_settings(settings, redis, db)
 
@@ -212,7 +211,7 @@ def _llm_tasks(rt: Runtime) -> list[Task]:
     resolver = rt.resolver
     if resolver is None or rt.db is None:
         return []
-    from classifiers.llm.reclassifier import Reclassifier
+    from pomocore.classifiers.llm.reclassifier import Reclassifier
 
     resolver.learner.is_browser = rt.classifier.is_browser
     reclassifier = Reclassifier(resolver, rt.db, lambda c: rt.classifier.category_ids.get(c))
@@ -221,7 +220,7 @@ def _llm_tasks(rt: Runtime) -> list[Task]:
 
 def _pattern_watcher(rt: Runtime) -> Task:
     async def watch(stop: asyncio.Event) -> None:
-        from classifiers.reload import watch_patterns
+        from pomocore.classifiers.reload import watch_patterns
 
         assert rt.db is not None
         await watch_patterns(
@@ -295,22 +294,3 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-
-
-async def serve(settings: Settings) -> None:
-    """`pomocore run` for one process."""
-    stop = asyncio.Event()
-    install_signal_handlers(stop)
-    async with runtime(settings) as rt:
-        from pipeline.health import start_consumer_ops  # metrics recorders, /metrics, probes
-
-        ops = start_consumer_ops(rt, stop)
-        log.info(
-            "consumer started",
-            extra={"consumer": settings.consumer_name, "stream": settings.keys.stream_key},
-        )
-        try:
-            await run_until_stopped(rt, stop)
-        finally:
-            ops.close()
-        log.info("consumer stopped", extra={"events": rt.consumer.stats.committed})

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from operator import attrgetter, itemgetter
 from typing import Protocol, cast
 
-from classifiers.decision import ClassKey, Decision
-from pipeline.errors import RejectedEvent
-from pipeline.events import Event, fields_dict, parse_checked, parse_plain, parse_plain_flat
-from pipeline.settings import Settings
-from sinks.commit import Committer
-from sinks.leaderboard import CommitPlan, DeadLetter, IncrementBuilder
-from sinks.mongo import MongoSink
+from pomocore.core.decision import ClassKey, Decision
+from pomocore.core.errors import RejectedEvent
+from pomocore.core.events import Event, fields_dict, parse_checked, parse_plain, parse_plain_flat
+from pomocore.core.settings import Settings
+from pomocore.sinks.commit import Committer
+from pomocore.sinks.mongo import MongoSink
+from pomocore.sinks.plan import CommitPlan, DeadLetter, IncrementBuilder
 
 Fields = dict[bytes, bytes] | list[bytes]
 """An entry's fields: a dict, or the flat `[name, value, ...]` list of a raw XREADGROUP reply

@@ -16,16 +16,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from pomocore.consumers.batch import BatchOutcome, BatchProcessor, Entry
+from pomocore.consumers.reclaim import Reclaimer
+from pomocore.core.errors import Backpressure, CommitError, MongoWriteError, SinkError
+from pomocore.core.retry import backoff_s
+from pomocore.core.settings import Settings
+from pomocore.sinks.plan import DeadLetter
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from consumers.batch import BatchOutcome, BatchProcessor, Entry
-from consumers.reclaim import Reclaimer
-from pipeline.errors import Backpressure, CommitError, MongoWriteError, SinkError
-from pipeline.retry import backoff_s
-from pipeline.settings import Settings
-from sinks.leaderboard import DeadLetter
 
 log = logging.getLogger("pomocore.consumer")
 
@@ -291,9 +290,9 @@ def raw_stream_reply(response: Any, **_options: Any) -> Any:
     """XREADGROUP's reply as Redis sent it: [[stream, [[id, [name, value, ...]], ...]]]
     (RESP2), or {stream: [[id, [name, value, ...]], ...]} (RESP3).
 
-    The consumer's client (consumers.app.redis_client) uses this in place of redis-py's
+    The consumer's client (pomocore.consumers.app.redis_client) uses this in place of redis-py's
     parser, which builds a dict per entry; validation reads the flat field list in place
-    (pipeline.events.parse_plain_flat) and builds a dict only for a rejected entry.
+    (pomocore.core.events.parse_plain_flat) and builds a dict only for a rejected entry.
     """
     return response
 

@@ -26,11 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-
-from consumers.batch import Entry
-from pipeline.events import MAX_DELIVERIES, fields_dict
-from pipeline.settings import Settings
-from sinks.leaderboard import DeadLetter
+from pomocore.consumers.batch import Entry
+from pomocore.core.events import MAX_DELIVERIES, fields_dict
+from pomocore.core.settings import Settings
+from pomocore.sinks.plan import DeadLetter
 
 log = logging.getLogger("pomocore.reclaim")
 

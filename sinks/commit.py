@@ -23,13 +23,12 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from hiredis import pack_command
+from pomocore.core.errors import CommitError
+from pomocore.core.keys import KeySpace
+from pomocore.sinks.plan import Block, CommitPlan, DeadLetter, merge_blocks
 from redis.exceptions import NoScriptError, ResponseError
 
-from pipeline.errors import CommitError
-from pipeline.keys import KeySpace
-from sinks.leaderboard import Block, CommitPlan, DeadLetter, merge_blocks
-
-COMMIT_SCRIPT = resources.files("sinks").joinpath("commit.lua").read_text(encoding="utf-8")
+COMMIT_SCRIPT = resources.files("pomocore.sinks").joinpath("commit.lua").read_text(encoding="utf-8")
 
 # Fields of the dead-letter entry added after the original fields.
 DLQ_REASON = b"dlq.reason"

@@ -34,10 +34,9 @@ from datetime import date, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
-
-from pipeline.keys import KeySpace
-from pipeline.periods import periods_of_datetime
-from pipeline.retention_ttl import DAILY
+from pomocore.core.expiry import DAILY
+from pomocore.core.keys import KeySpace
+from pomocore.core.periods import periods_of_datetime
 
 log = logging.getLogger("pomocore.derived")
 

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-
-from pipeline.embedded import EmbeddedMongo, EmbeddedRedis
-from pipeline.settings import Settings
+from pomocore.core.settings import Settings
+from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ The consumer builds one `LLMResolver.from_settings(...)` per process, calls
 `resolve(keys)` once per batch and runs `Reclassifier(...).run(stop)` in the background.
 """
 
-from classifiers.llm.errors import (
+from pomocore.classifiers.llm.errors import (
     LLMBadAnswer,
     LLMError,
     LLMRateLimited,
@@ -15,10 +15,10 @@ from classifiers.llm.errors import (
     LLMUnavailable,
     LLMUnreachable,
 )
-from classifiers.llm.learning import LearnedPattern, Learner
-from classifiers.llm.reclassifier import Reclassifier
-from classifiers.llm.resolver import LLMResolver, Verdict
-from classifiers.llm.stats import LLMStats
+from pomocore.classifiers.llm.learning import LearnedPattern, Learner
+from pomocore.classifiers.llm.reclassifier import Reclassifier
+from pomocore.classifiers.llm.resolver import LLMResolver, Verdict
+from pomocore.classifiers.llm.stats import LLMStats
 
 __all__ = [
     "LLMBadAnswer",

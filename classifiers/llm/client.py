@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
-
-from classifiers.decision import ClassKey
-from classifiers.llm import prompt
-from classifiers.llm.errors import LLMError, LLMRequestRejected, translate
+from pomocore.classifiers.llm import prompt
+from pomocore.classifiers.llm.errors import LLMError, LLMRequestRejected, translate
+from pomocore.core.decision import ClassKey
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,7 @@ import email.utils
 import time
 
 import openai
-
-from pipeline.errors import PomocoreError
+from pomocore.core.errors import PomocoreError
 
 
 class LLMError(PomocoreError):

@@ -9,7 +9,7 @@ LLM for it. Unanimity is required because a host such as youtube.com is Educatio
 lecture and Entertainment otherwise: mixed verdicts mean titles matter, and a host
 pattern would be wrong.
 
-The pattern is written through `classifiers.store` (read set, `with_pattern`, save). Its
+The pattern is written through `pomocore.classifiers.store` (read set, `with_pattern`, save). Its
 review record — verdict count, time, status — goes to our own `learned_pattern_review`
 collection. An operator reviews learned patterns with `pomocore patterns learned` and can
 reject one; a rejected pattern is removed from the set, marked `rejected` in the review
@@ -25,13 +25,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from pomocore.classifiers.store import load_patterns, publish_change, save_patterns
+from pomocore.classifiers.urls import NETWORK_SCHEMES, is_ip, split_url
+from pomocore.core.categories import BROWSING
+from pomocore.core.decision import ClassKey
+from pomocore.core.keys import KeySpace
 from pymongo.asynchronous.database import AsyncDatabase
-
-from classifiers.categories import BROWSING
-from classifiers.decision import ClassKey
-from classifiers.store import load_patterns, publish_change, save_patterns
-from classifiers.urls import NETWORK_SCHEMES, is_ip, split_url
-from pipeline.keys import KeySpace
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +132,7 @@ class Learner:
             pattern = LearnedPattern(kind, text, category, total)
             if await self._save(pattern):
                 learned.append(pattern)
-        if learned:  # running consumers reload (classifiers.reload) and stop asking
+        if learned:  # running consumers reload (pomocore.classifiers.reload) and stop asking
             await publish_change(self._redis, self._keys)
         return learned
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from classifiers.decision import ClassKey
+from pomocore.core.decision import ClassKey
 
 
 def fingerprint(text: str) -> str:

@@ -16,9 +16,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from classifiers.categories import CATEGORIES, canonical
-from classifiers.decision import ClassKey
-from classifiers.llm.errors import LLMBadAnswer
+from pomocore.classifiers.llm.errors import LLMBadAnswer
+from pomocore.core.categories import CATEGORIES, canonical
+from pomocore.core.decision import ClassKey
 
 # What belongs in each category (CONTRACT §5), shown to the model.
 DESCRIPTIONS: dict[str, str] = {

@@ -12,8 +12,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 import redis.asyncio as aioredis
-
-from classifiers.decision import ClassKey
+from pomocore.core.decision import ClassKey
 
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])

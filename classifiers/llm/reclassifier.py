@@ -19,12 +19,11 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pomocore.classifiers.llm.errors import LLMBadAnswer
+from pomocore.classifiers.llm.resolver import LLMResolver, Verdict
+from pomocore.core.decision import ClassKey
+from pomocore.core.ids import categorized_data_id
 from pymongo.asynchronous.database import AsyncDatabase
-
-from classifiers.decision import ClassKey
-from classifiers.llm.errors import LLMBadAnswer
-from classifiers.llm.resolver import LLMResolver, Verdict
-from sinks.ids import categorized_data_id
 
 log = logging.getLogger(__name__)
 

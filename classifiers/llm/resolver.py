@@ -21,13 +21,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from classifiers.categories import canonical
-from classifiers.decision import ClassKey, Decision
-from classifiers.llm import prompt
-from classifiers.llm.budget import Budget
-from classifiers.llm.circuit import STATE_VALUE, CircuitBreaker
-from classifiers.llm.client import Answer, LLMClient
-from classifiers.llm.errors import (
+from pomocore.classifiers.llm import prompt
+from pomocore.classifiers.llm.budget import Budget
+from pomocore.classifiers.llm.circuit import STATE_VALUE, CircuitBreaker
+from pomocore.classifiers.llm.client import Answer, LLMClient
+from pomocore.classifiers.llm.errors import (
     LLMBadAnswer,
     LLMError,
     LLMRetryable,
@@ -35,18 +33,19 @@ from classifiers.llm.errors import (
     LLMUnavailable,
     translate,
 )
-from classifiers.llm.logsafe import key_fingerprint
-from classifiers.llm.queue import PendingQueue
-from classifiers.llm.retry import RetryPolicy, backoff_delay, should_retry
-from classifiers.llm.stats import LLMStats
-from sinks.ids import categorized_data_id
+from pomocore.classifiers.llm.logsafe import key_fingerprint
+from pomocore.classifiers.llm.queue import PendingQueue
+from pomocore.classifiers.llm.retry import RetryPolicy, backoff_delay, should_retry
+from pomocore.classifiers.llm.stats import LLMStats
+from pomocore.core.categories import canonical
+from pomocore.core.decision import ClassKey, Decision
+from pomocore.core.ids import categorized_data_id
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
+    from pomocore.classifiers.llm.learning import Learner
+    from pomocore.core.settings import Settings
     from pymongo.asynchronous.database import AsyncDatabase
-
-    from classifiers.llm.learning import Learner
-    from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class LLMResolver:
         """The resolver for these settings, or None when no LLM is configured."""
         if not settings.llm_enabled:
             return None
-        from classifiers.llm.learning import Learner
+        from pomocore.classifiers.llm.learning import Learner
 
         keys = settings.keys
         return cls(

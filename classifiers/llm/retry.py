@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from classifiers.llm.errors import LLMError, LLMRetryable
+from pomocore.classifiers.llm.errors import LLMError, LLMRetryable
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 import redis
-
-from pipeline.bench import VARIANTS, BenchOptions, run_bench
-from pipeline.embedded import EmbeddedMongo, EmbeddedRedis
+from pomocore.bench import VARIANTS, BenchOptions, run_bench
+from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 
 pytestmark = pytest.mark.timeout(120)
 

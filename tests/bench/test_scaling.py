@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from pipeline.bench import process_scaling, scaling_ceiling
+from pomocore.bench import process_scaling, scaling_ceiling
 
 
 @pytest.mark.parametrize(

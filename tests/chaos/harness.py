@@ -1,7 +1,7 @@
 """The chaos run: real servers, consumer processes, a producer, and scheduled faults.
 
 Valkey with AOF (appendfsync always) and the MongoDB-wire server run on loopback; the
-consumers (`python -m pipeline.cli run`) reach both through fault proxies. While the
+consumers (`python -m pomocore.cli run`) reach both through fault proxies. While the
 producer publishes, a seeded schedule injects faults: kill -9 of a consumer (restarted
 under the same name, which re-reads its pending list, or a new one, which leaves the
 entries for XAUTOCLAIM), kill -9 and restart of Redis, kill -9 and restart of MongoDB,
@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from pomocore.core.settings import Settings
+from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 
-from pipeline.embedded import EmbeddedMongo, EmbeddedRedis
-from pipeline.settings import Settings
 from tests.chaos.checker import Checker, Published, generate
 from tests.support.fault_proxy import FaultProxy
 from tests.support.pipeline import group_state
@@ -130,7 +130,7 @@ class ChaosRun:
     def _start_consumer(self, index: int, name: str) -> None:
         log = open(self.workdir / f"consumer-{name}.log", "ab")  # noqa: SIM115
         self.procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "run"],
+            [sys.executable, "-m", "pomocore.cli", "run"],
             env=self._consumer_env(name),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -322,7 +322,7 @@ class ChaosRun:
             "POMOCORE_LEADERBOARD_MODE": "derived",
         }
         done = subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", "leaderboard", "refresh", "--wait-s", "30"],
+            [sys.executable, "-m", "pomocore.cli", "leaderboard", "refresh", "--wait-s", "30"],
             env=env, capture_output=True, timeout=120, check=False,
         )  # fmt: skip
         if done.returncode != 0:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-
-from classifiers.engine import Classifier
-from classifiers.patterns import PatternSet, load_default_pattern_set
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.patterns import PatternSet, load_default_pattern_set
 
 
 def make_set(*docs: dict[str, Any]) -> PatternSet:

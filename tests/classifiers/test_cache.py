@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from classifiers.cache import CachingClassifier
-from classifiers.decision import Decision
+from pomocore.classifiers.cache import CachingClassifier
+from pomocore.core.decision import Decision
+
 from tests.classifiers.conftest import make_classifier
 
 DOCS = (

@@ -8,14 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
+from pomocore.classifiers.check import check_pattern_set
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.patterns import load_default_pattern_set
+from pomocore.classify_cli import classify_command
+from pomocore.core.decision import Decision
 
-from classifiers.check import check_pattern_set
-from classifiers.cli import classify_command
-from classifiers.decision import Decision
-from classifiers.engine import Classifier
-from classifiers.patterns import load_default_pattern_set
-
-DEV_SET = Path(__file__).resolve().parents[3] / "shared" / "data" / "labeled_events.dev.jsonl"
+# The labelled dev sample of the contract, copied into the repository (tests/data/).
+DEV_SET = Path(__file__).resolve().parents[1] / "data" / "labeled_events.dev.jsonl"
 
 
 def test_dev_set_scores_100_percent_through_classify_command() -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from pomocore.classifiers.engine import Classifier
 
-from classifiers.engine import Classifier
 from tests.classifiers.conftest import make_classifier
 
 BROWSERS = {"category": "Browsing", "appPatterns": ["Google Chrome", "Safari", "Arc"]}
@@ -313,6 +313,6 @@ def test_the_classifier_never_raises_on_a_broken_index() -> None:
 
 
 def test_category_ids_cover_every_category(clf: Classifier) -> None:
-    from classifiers.categories import CATEGORIES
+    from pomocore.core.categories import CATEGORIES
 
     assert set(clf.category_ids) == set(CATEGORIES)

@@ -12,16 +12,15 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from pomocore.classifiers.cache import CachingClassifier
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.patterns import COLLECTION, load_default_pattern_set
+from pomocore.classifiers.reload import watch_patterns
+from pomocore.classifiers.store import load_patterns, publish_change, save_patterns
+from pomocore.classify_cli import patterns_command
+from pomocore.core.keys import KeySpace
+from pomocore.core.settings import Settings
 from pymongo import AsyncMongoClient
-
-from classifiers.cache import CachingClassifier
-from classifiers.cli import patterns_command
-from classifiers.engine import Classifier
-from classifiers.patterns import COLLECTION, load_default_pattern_set
-from classifiers.reload import watch_patterns
-from classifiers.store import load_patterns, publish_change, save_patterns
-from pipeline.keys import KeySpace
-from pipeline.settings import Settings
 
 KEYS = KeySpace()
 NEW_HOST = ("Google Chrome", "https://brand-new-site.example/x", "")
@@ -166,7 +165,7 @@ async def test_a_bad_pattern_document_keeps_the_old_matcher(
 def test_patterns_command_load_export_check(settings: Settings, tmp_path: Path) -> None:
     ps = _with_new_host("Finance")
     path = tmp_path / "p.json"
-    from classifiers.patterns import documents_to_json
+    from pomocore.classifiers.patterns import documents_to_json
 
     path.write_text(documents_to_json(ps), "utf-8")
     out = io.StringIO()

@@ -6,17 +6,16 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
-
-from classifiers.categories import CATEGORIES
-from classifiers.check import check_pattern_set
-from classifiers.engine import Classifier
-from classifiers.patterns import (
+from pomocore.classifiers.check import check_pattern_set
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.patterns import (
     PatternSet,
     default_category_id,
     load_default_pattern_set,
     parse_pattern_file,
 )
-from pipeline.errors import ClassifierError
+from pomocore.core.categories import CATEGORIES
+from pomocore.core.errors import ClassifierError
 
 
 def test_default_ids_are_deterministic_object_ids() -> None:

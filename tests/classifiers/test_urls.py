@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from classifiers.urls import host_suffixes, is_ip, split_url
+from pomocore.classifiers.urls import host_suffixes, is_ip, split_url
 
 
 @pytest.mark.parametrize(

@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 import redis
 import redis.asyncio as aioredis
-
-from pipeline.errors import CommitError
-from pipeline.events import Event
-from pipeline.keys import KeySpace
-from pipeline.periods import PeriodCalculator
-from sinks.commit import COMMIT_SCRIPT, Committer, script_arguments
-from sinks.leaderboard import CommitPlan, DeadLetter, IncrementBuilder
+from pomocore.core.errors import CommitError
+from pomocore.core.events import Event
+from pomocore.core.keys import KeySpace
+from pomocore.core.periods import PeriodCalculator
+from pomocore.sinks.commit import COMMIT_SCRIPT, Committer, script_arguments
+from pomocore.sinks.plan import CommitPlan, DeadLetter, IncrementBuilder
 
 KEYS = KeySpace()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.settings import markdown_table
+from pomocore.core.settings import markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,7 +15,7 @@ def test_readme_settings_table_is_current() -> None:
     end = readme.index("<!-- settings-table:end -->")
     assert readme[start:end].strip() == markdown_table(), (
         "README settings table is stale: regenerate it with "
-        "`python -c 'from pipeline.settings import markdown_table; print(markdown_table())'`"
+        "`python -c 'from pomocore.core.settings import markdown_table; print(markdown_table())'`"
     )
 
 

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from consumers.batch import class_key
-from pipeline.errors import RejectedEvent
-from pipeline.events import Event, parse_entry
+from pomocore.consumers.batch import class_key
+from pomocore.core.errors import RejectedEvent
+from pomocore.core.events import Event, parse_entry
 
 NOW = 1_795_316_733.0
 
@@ -124,8 +123,7 @@ def test_max_text_chars_is_configurable() -> None:
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-from pipeline.events import fields_dict, parse_checked, parse_plain_flat  # noqa: E402
+from pomocore.core.events import fields_dict, parse_checked, parse_plain_flat  # noqa: E402
 
 _VALUE = st.one_of(
     st.binary(max_size=12),
@@ -188,8 +186,8 @@ def test_fast_path_agrees_with_checked_path(fields: dict[bytes, bytes], base: bo
 
 def _flat_outcome(flat: list[bytes]) -> object:
     """What the consumer's validate() makes of a raw entry (flat list of names and values)."""
-    from consumers.batch import validate
-    from pipeline.settings import Settings
+    from pomocore.consumers.batch import validate
+    from pomocore.core.settings import Settings
 
     out = validate([("1-0", flat)], Settings(max_text_chars=100), NOW)
     if out.accepted:
@@ -222,7 +220,7 @@ def test_flat_fast_path_takes_fields_in_any_order() -> None:
 
 
 def test_class_key_picks_app_url_title() -> None:
-    """consumers.batch.class_key reads the Event tuple by position: pin it to the names."""
+    """pomocore.consumers.batch.class_key reads the Event tuple by position: pin it to the names."""
     event = Event("1-0", "u", "the app", "the title", "the url", 1.0, 2.0)
     assert class_key(event) == (event.app, event.url, event.title)
     assert class_key(event) == ("the app", "the url", "the title")

@@ -8,13 +8,12 @@ import asyncio
 import pytest
 import redis
 import redis.asyncio as aioredis
-
-from pipeline.errors import CommitError
-from pipeline.events import Event
-from pipeline.keys import KeySpace
-from pipeline.periods import PeriodCalculator
-from sinks.commit import CommitGroup, Committer
-from sinks.leaderboard import CommitPlan, IncrementBuilder
+from pomocore.core.errors import CommitError
+from pomocore.core.events import Event
+from pomocore.core.keys import KeySpace
+from pomocore.core.periods import PeriodCalculator
+from pomocore.sinks.commit import CommitGroup, Committer
+from pomocore.sinks.plan import CommitPlan, IncrementBuilder
 
 KEYS = KeySpace()
 TS = 1_795_316_733.0  # 2026-11-22 12:05 in Seoul

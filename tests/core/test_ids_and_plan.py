@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pipeline.events import Event
-from pipeline.keys import KeySpace
-from pipeline.periods import PeriodCalculator
-from sinks.commit import script_arguments
-from sinks.ids import categorized_data_id, stream_tag, usage_log_id
-from sinks.leaderboard import DeadLetter, IncrementBuilder
+from pomocore.core.events import Event
+from pomocore.core.ids import categorized_data_id, stream_tag, usage_log_id
+from pomocore.core.keys import KeySpace
+from pomocore.core.periods import PeriodCalculator
+from pomocore.sinks.commit import script_arguments
+from pomocore.sinks.plan import DeadLetter, IncrementBuilder
 
 TS = 1_795_316_733.0  # 2026-11-22 12:05 in Seoul
 

@@ -8,13 +8,12 @@ from typing import Any
 
 import pymongo
 import pytest
+from pomocore.core.decision import Decision, Source
+from pomocore.core.events import Event
+from pomocore.core.ids import categorized_data_id
+from pomocore.sinks.mongo import CATEGORIZED_DATA, USAGE_LOG, MongoSink
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-
-from classifiers.decision import Decision, Source
-from pipeline.events import Event
-from sinks.ids import categorized_data_id
-from sinks.mongo import CATEGORIZED_DATA, USAGE_LOG, MongoSink
 
 CATEGORY_IDS = {"Development": 1, "Entertainment": 2, "Uncategorized": 3, "Finance": 4}
 

@@ -6,9 +6,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-
-from pipeline.keys import KeySpace
-from pipeline.periods import PeriodCalculator
+from pomocore.core.keys import KeySpace
+from pomocore.core.periods import PeriodCalculator
 
 
 def ts(text: str, tz: str) -> float:

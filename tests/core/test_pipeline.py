@@ -9,12 +9,12 @@ import pymongo
 import pytest
 import redis
 from bson import ObjectId
+from pomocore.consumers.app import runtime
+from pomocore.consumers.batch import validate
+from pomocore.consumers.consumer import stream_entries
+from pomocore.core.settings import Settings
+from pomocore.workload import MALFORMED_KINDS, Workload
 
-from consumers.app import runtime
-from consumers.batch import validate
-from consumers.consumer import stream_entries
-from pipeline.settings import Settings
-from pipeline.workload import MALFORMED_KINDS, Workload
 from tests.support.pipeline import (
     REASON_OF_MALFORMED_KIND,
     actual_leaderboards,
@@ -220,7 +220,7 @@ def test_validate_splits_a_batch() -> None:
 
 
 async def _group(rt: object, settings: Settings) -> bool:
-    from consumers.consumer import ensure_group
+    from pomocore.consumers.consumer import ensure_group
 
     await ensure_group(rt.redis, settings)  # type: ignore[attr-defined]
     return True

@@ -3,9 +3,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from pipeline.errors import ConfigError
-from pipeline.settings import Settings, redact
+from pomocore.core.errors import ConfigError
+from pomocore.core.settings import Settings, redact
 
 BAD = [
     ({"POMOCORE_BATCH_SIZE": "abc"}, "POMOCORE_BATCH_SIZE"),
@@ -83,7 +82,7 @@ def test_logs_never_carry_uri_passwords() -> None:
     import io
     import logging
 
-    from pipeline.logs import JsonFormatter, TextFormatter, scrub
+    from pomocore.core.logs import JsonFormatter, TextFormatter, scrub
 
     assert scrub("cannot reach redis://worker:hunter2@db:6379/0") == (
         "cannot reach redis://worker:***@db:6379/0"

@@ -11,9 +11,9 @@ import time
 
 import pytest
 import redis
+from pomocore.core.settings import Settings
+from pomocore.workload import Workload
 
-from pipeline.settings import Settings
-from pipeline.workload import Workload
 from tests.support.pipeline import (
     actual_leaderboards,
     assert_scores_equal,
@@ -37,7 +37,7 @@ def start_consumer(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
         "POMOCORE_SHUTDOWN_TIMEOUT_S": "20",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", *args],
+        [sys.executable, "-m", "pomocore.cli", "run", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -118,7 +118,7 @@ def test_sigterm_under_load_then_restart_is_exact(settings: Settings, processes:
 def test_bad_configuration_stops_start_up_naming_the_setting() -> None:
     env = {**os.environ, "POMOCORE_BATCH_SIZE": "lots"}
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "run"], env=env, capture_output=True, timeout=30
+        [sys.executable, "-m", "pomocore.cli", "run"], env=env, capture_output=True, timeout=30
     )
     assert proc.returncode == 2
     assert b"POMOCORE_BATCH_SIZE" in proc.stderr

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from pomocore.consumers.consumer import _closed_is_transient
 from redis.exceptions import ConnectionError as RedisConnectionError
-
-from consumers.consumer import _closed_is_transient
 
 
 async def _raise(exc: BaseException) -> None:

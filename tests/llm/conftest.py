@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from pomocore.classifiers.llm.budget import Budget
+from pomocore.classifiers.llm.client import LLMClient
+from pomocore.classifiers.llm.learning import Learner
+from pomocore.classifiers.llm.queue import PendingQueue
+from pomocore.classifiers.llm.resolver import LLMResolver
+from pomocore.classifiers.llm.retry import RetryPolicy
+from pomocore.core.keys import KeySpace
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from classifiers.llm.budget import Budget
-from classifiers.llm.client import LLMClient
-from classifiers.llm.learning import Learner
-from classifiers.llm.queue import PendingQueue
-from classifiers.llm.resolver import LLMResolver
-from classifiers.llm.retry import RetryPolicy
-from pipeline.keys import KeySpace
 from tests.support.fake_llm import FakeLLM
 
 PRIMARY = "primary-model"

@@ -7,18 +7,18 @@ import io
 from typing import Any
 
 import redis.asyncio as aioredis
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.llm.learning import Learner, subject_of
+from pomocore.classifiers.llm.reclassifier import MAX_MISSING_DOC_TRIES, Reclassifier
+from pomocore.classifiers.patterns import PatternSet, default_category_id
+from pomocore.classifiers.store import load_patterns, save_patterns
+from pomocore.core.decision import ClassKey
+from pomocore.core.ids import categorized_data_id
+from pomocore.core.keys import KeySpace
+from pomocore.core.settings import Settings
+from pomocore.learned_cli import learned_command
 from pymongo.asynchronous.database import AsyncDatabase
 
-from classifiers.decision import ClassKey
-from classifiers.engine import Classifier
-from classifiers.llm.cli import learned_command
-from classifiers.llm.learning import Learner, subject_of
-from classifiers.llm.reclassifier import MAX_MISSING_DOC_TRIES, Reclassifier
-from classifiers.patterns import PatternSet, default_category_id
-from classifiers.store import load_patterns, save_patterns
-from pipeline.keys import KeySpace
-from pipeline.settings import Settings
-from sinks.ids import categorized_data_id
 from tests.llm.conftest import MakeResolver
 from tests.support.fake_llm import FakeLLM
 

@@ -9,11 +9,9 @@ import openai
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from classifiers.categories import CATEGORY_SET
-from classifiers.llm import prompt
-from classifiers.llm.circuit import CircuitBreaker
-from classifiers.llm.errors import (
+from pomocore.classifiers.llm import prompt
+from pomocore.classifiers.llm.circuit import CircuitBreaker
+from pomocore.classifiers.llm.errors import (
     LLMBadAnswer,
     LLMRateLimited,
     LLMRequestRejected,
@@ -24,7 +22,8 @@ from classifiers.llm.errors import (
     parse_retry_after,
     translate,
 )
-from classifiers.llm.retry import RetryPolicy, backoff_delay, should_retry
+from pomocore.classifiers.llm.retry import RetryPolicy, backoff_delay, should_retry
+from pomocore.core.categories import CATEGORY_SET
 
 POLICY = RetryPolicy(max_attempts=4, base_s=0.5, cap_s=4.0)
 

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from pomocore.classifiers.llm.queue import PendingQueue
+from pomocore.classifiers.llm.resolver import LLMResolver
+from pomocore.core.categories import CATEGORY_SET
+from pomocore.core.decision import ClassKey, Decision
+from pomocore.core.ids import categorized_data_id
+from pomocore.core.keys import KeySpace
 from pymongo.asynchronous.database import AsyncDatabase
 
-from classifiers.categories import CATEGORY_SET
-from classifiers.decision import ClassKey, Decision
-from classifiers.llm.queue import PendingQueue
-from classifiers.llm.resolver import LLMResolver
-from pipeline.keys import KeySpace
-from sinks.ids import categorized_data_id
 from tests.llm.conftest import FALLBACK, PRIMARY, MakeResolver
 from tests.support.fake_llm import FakeLLM
 
@@ -269,7 +269,7 @@ async def test_injection_title_never_yields_a_non_canonical_label(
 async def test_unreachable_endpoint_never_blocks(
     make_resolver: MakeResolver, aredis: aioredis.Redis
 ) -> None:
-    from pipeline.embedded import free_port
+    from pomocore.embedded import free_port
 
     resolver = make_resolver(
         base_url=f"http://127.0.0.1:{free_port()}/v1", failure_threshold=3, timeout_s=1.0

@@ -3,9 +3,10 @@ reach the server (TLS, Cluster), using pomocore's own connection settings."""
 
 from __future__ import annotations
 
-from consumers.consumer import ConsumerStats
-from pipeline.connect import sync_redis
-from pipeline.settings import Settings
+from pomocore.consumers.consumer import ConsumerStats
+from pomocore.core.connect import sync_redis
+from pomocore.core.settings import Settings
+
 from tests.support.pipeline import drain as shared_drain
 
 

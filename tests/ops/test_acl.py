@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+from pomocore import acl
+from pomocore.core.settings import Settings
+from pomocore.embedded import EmbeddedRedis
+from pomocore.reader import LeaderboardReader
 
-from pipeline import acl
-from pipeline.embedded import EmbeddedRedis
-from pipeline.leaderboard import LeaderboardReader
-from pipeline.settings import Settings
 from tests.support.pipeline import drain, now_fields
 
 PASSWORDS = {"producer": "prod-pw", "worker": "work-pw", "reader": "read-pw"}
@@ -73,7 +73,7 @@ def test_pipeline_runs_as_worker(
 
     stats = asyncio.run(drain(worker_settings, timeout_s=30))
     if mode == "derived":  # the refresher, as worker, rebuilds the weekly key
-        from sinks.derived import DerivedRefresher
+        from pomocore.sinks.derived import DerivedRefresher
 
         async def refresh() -> int | None:
             worker = aioredis.Redis.from_url(worker_settings.redis_url)

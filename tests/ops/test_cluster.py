@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from pomocore.core.errors import ConfigError
+from pomocore.core.settings import Settings
+from pomocore.embedded import EmbeddedRedis, free_port
+from pomocore.reader import LeaderboardReader
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from pipeline.embedded import EmbeddedRedis, free_port
-from pipeline.errors import ConfigError
-from pipeline.leaderboard import LeaderboardReader
-from pipeline.settings import Settings
 from tests.ops.support import drain
 from tests.support.pipeline import now_fields
 

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from pipeline.metrics import metric_names
-from pipeline.settings import Settings
+from pomocore.core.settings import Settings
+from pomocore.metrics import metric_names
 
 yaml = pytest.importorskip("yaml")
 

@@ -12,12 +12,12 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from pomocore.core.expiry import RetentionPolicy, period_end
+from pomocore.core.settings import Settings
+from pomocore.embedded import free_port
+from pomocore.http_api import LeaderboardHTTPServer
+from pomocore.reader import AsyncLeaderboardReader, LeaderboardReader, QueryError
 
-from pipeline.embedded import free_port
-from pipeline.http_api import LeaderboardHTTPServer
-from pipeline.leaderboard import AsyncLeaderboardReader, LeaderboardReader, QueryError
-from pipeline.retention_ttl import RetentionPolicy, period_end
-from pipeline.settings import Settings
 from tests.support.pipeline import drain, now_fields, publish
 
 TZ = ZoneInfo("Asia/Seoul")
@@ -81,7 +81,7 @@ async def test_async_reader(filled: Settings) -> None:
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "POMOCORE_REDIS_URL": settings.redis_url}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "leaderboard", *args],
+        [sys.executable, "-m", "pomocore.cli", "leaderboard", *args],
         env=env,
         capture_output=True,
         timeout=60,

@@ -17,15 +17,15 @@ import urllib.request
 
 import pytest
 import redis
+from pomocore import metrics as pm
+from pomocore.consumers.app import run_until_stopped, runtime
+from pomocore.core.logs import JsonFormatter, TextFormatter, fingerprint
+from pomocore.core.settings import Settings
+from pomocore.embedded import free_port
+from pomocore.health import Probes, check_command, start_consumer_ops
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.app import run_until_stopped, runtime
-from pipeline import metrics as pm
-from pipeline.embedded import free_port
-from pipeline.health import Probes, check_command, start_consumer_ops
-from pipeline.logs import JsonFormatter, TextFormatter, fingerprint
-from pipeline.settings import Settings
 from tests.support.pipeline import group_state, now_fields, publish
 
 pytestmark = pytest.mark.timeout(180)
@@ -143,8 +143,7 @@ async def test_group_sampler_reports_derived_staleness(settings: Settings) -> No
     import dataclasses
 
     import redis.asyncio as aioredis
-
-    from sinks.derived import DerivedRefresher
+    from pomocore.sinks.derived import DerivedRefresher
 
     s = dataclasses.replace(settings, leaderboard_mode="derived")
     client = redis.Redis.from_url(s.redis_url)
@@ -171,7 +170,7 @@ def start_run(settings: Settings, env_extra: dict[str, str], *args: str) -> subp
         **env_extra,
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "pipeline.cli", "run", *args],
+        [sys.executable, "-m", "pomocore.cli", "run", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -234,7 +233,7 @@ def test_check_subcommand_process(settings: Settings) -> None:
         "POMOCORE_MONGO_URI": settings.mongo_uri,
     }
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "check"], env=env, capture_output=True, timeout=60
+        [sys.executable, "-m", "pomocore.cli", "check"], env=env, capture_output=True, timeout=60
     )
     assert result.returncode == 1  # no group yet
     assert json.loads(result.stdout)["checks"]["group"].startswith("error")
@@ -275,7 +274,7 @@ def test_secrets_redacted_and_file_conflicts(tmp_path: object) -> None:
     )
     text = json.dumps(settings.describe())
     assert "pw123" not in text and "pw456" not in text and "sk-secret" not in text
-    from pipeline.errors import ConfigError
+    from pomocore.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="POMOCORE_REDIS_URL"):
         Settings.from_env(

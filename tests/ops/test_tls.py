@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import redis
+from pomocore.core.settings import Settings
+from pomocore.embedded import EmbeddedRedis
+from pomocore.health import check_command
+from pomocore.reader import LeaderboardReader
 
-from pipeline.embedded import EmbeddedRedis
-from pipeline.health import check_command
-from pipeline.leaderboard import LeaderboardReader
-from pipeline.settings import Settings
 from tests.ops.support import drain
 from tests.support.pipeline import now_fields
 
@@ -117,7 +117,7 @@ def test_plaintext_and_unknown_ca_are_refused(tls_server: TLSRedis) -> None:
 
 def test_pipeline_over_tls(tls_server: TLSRedis, settings: Settings) -> None:
     s = tls_settings(settings, tls_server)
-    from pipeline.connect import sync_redis
+    from pomocore.core.connect import sync_redis
 
     producer = sync_redis(s)
     producer.flushall()

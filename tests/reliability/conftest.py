@@ -7,9 +7,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-
-from pipeline.embedded import EmbeddedMongo, EmbeddedRedis
-from pipeline.settings import Settings
+from pomocore.core.settings import Settings
+from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 
 
 @pytest.fixture

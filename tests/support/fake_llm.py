@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from classifiers.llm.prompt import parse_items
+from pomocore.classifiers.llm.prompt import parse_items
 
 Item = dict[str, str]
 Rule = Callable[[Item], str]

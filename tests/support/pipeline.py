@@ -12,11 +12,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
-
-from classifiers.categories import WORK_CATEGORIES
-from consumers.app import run_until_stopped, runtime
-from consumers.consumer import ConsumerStats
-from pipeline.settings import Settings
+from pomocore.consumers.app import run_until_stopped, runtime
+from pomocore.consumers.consumer import ConsumerStats
+from pomocore.core.categories import WORK_CATEGORIES
+from pomocore.core.settings import Settings
 
 # The contract's reason for each defect the workload generator injects (docs/contract.md).
 REASON_OF_MALFORMED_KIND = {
@@ -135,8 +134,8 @@ def now_fields(user: str, app: str, duration: float, **extra: Any) -> dict[str, 
 
 def categories_of(events: Iterable[Fields]) -> list[str]:
     """The category each event must get, from the shipped default patterns."""
-    from classifiers.engine import Classifier
-    from classifiers.patterns import load_default_pattern_set
+    from pomocore.classifiers.engine import Classifier
+    from pomocore.classifiers.patterns import load_default_pattern_set
 
     classifier = Classifier.from_patterns(load_default_pattern_set())
     return [

@@ -15,8 +15,10 @@ import signal
 import time
 from types import FrameType
 
-from pipeline.retry import backoff_s
-from pipeline.settings import Settings
+from pomocore.core.retry import backoff_s
+from pomocore.core.settings import Settings
+from pomocore.health import SupervisorOps  # /metrics, /healthz, /readyz
+from pomocore.run import run_single_process
 
 log = logging.getLogger("pomocore.supervisor")
 
@@ -24,8 +26,6 @@ MAX_RESTARTS_PER_CHILD = 20
 
 
 def child_main(settings: Settings, index: int) -> None:
-    from pipeline.cli import run_single_process
-
     name = f"{settings.consumer_name}-{index}"
     # metrics_port=0: the parent serves /metrics (aggregating the children's files)
     run_single_process(
@@ -40,8 +40,6 @@ class Supervisor:
         self.children: dict[int, multiprocessing.process.BaseProcess] = {}
         self.restarts: dict[int, int] = {}
         self.stopping = False
-        from pipeline.health import SupervisorOps  # /metrics, /healthz, /readyz
-
         self.ops = SupervisorOps(settings)
 
     def _start(self, index: int) -> None:

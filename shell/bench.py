@@ -11,7 +11,7 @@ Variants (each runs as its own consumer process, so CPU and RSS are per process)
     f  plain        read, classify by dict, aggregate per batch, one Lua script that acks
                     and increments; no validation, no MongoDB (the reference for the bound)
 
-How a run works: the workload (pipeline.workload, the generator `pomocore demo` uses) is
+How a run works: the workload (pomocore.workload, the generator `pomocore demo` uses) is
 published once per (size, users, distinct keys); every run reads it through a fresh
 consumer group created at id 0, so all variants read identical entries. The consumer
 processes start, build everything, report READY; the parent snapshots Redis `INFO cpu`
@@ -219,7 +219,7 @@ class Bench:
     # --- servers ---
 
     def _servers(self) -> tuple[str, str, bool]:
-        from pipeline.embedded import EmbeddedMongo, EmbeddedRedis
+        from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 
         redis_url = os.environ.get("POMOCORE_REDIS_URL", "")
         mongo_uri = os.environ.get("POMOCORE_MONGO_URI", "")
@@ -276,7 +276,7 @@ class Bench:
         shape = (events, users, variants, seed)
         if shape in self.streams:
             return self.streams[shape]
-        from pipeline.workload import Workload
+        from pomocore.workload import Workload
 
         key = f"{self.prefix}stream:{events}:{users}:{variants}:{seed}"
         self._owned_keys.add(key)
@@ -325,7 +325,7 @@ class Bench:
                     batch.clear()
         if batch:
             self.r.unlink(*batch)
-        from pipeline.keys import KeySpace
+        from pomocore.core.keys import KeySpace
 
         derived = KeySpace(leaderboard_prefix=names["leaderboard_prefix"])  # variant g
         self.r.unlink(
@@ -528,7 +528,7 @@ class Bench:
     def _celery_publish(
         self, app: Any, queue: str, events: int, users: int, dv: int, seed: int = 11
     ) -> None:
-        from pipeline.workload import Workload
+        from pomocore.workload import Workload
 
         workload = Workload(users=users, distinct_variants=dv, seed=seed)
         started = time.perf_counter()
@@ -556,7 +556,7 @@ class Bench:
         dv: int,
         title: str,
     ) -> None:
-        from pipeline.workload import Workload
+        from pomocore.workload import Workload
 
         workload = Workload(users=users, distinct_variants=dv, seed=13)
         pending = [_flatten(f) if variant != "e" else _jsonable(f) for f in workload.events(total)]
@@ -603,7 +603,7 @@ def _jsonable(fields: dict[str, str | bytes]) -> dict[str, str]:
 
 def _spawn_child(spec: dict[str, Any]) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "pipeline.bench", "--child", json.dumps(spec)]
+    cmd = [sys.executable, "-m", "pomocore.bench", "--child", json.dumps(spec)]
     if spec.get("profile") == "py-spy":
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
         cmd = [spy, "record", "-r", "500", "-f", "raw", "-o", spec["profile_file"], "--", *cmd]
@@ -746,7 +746,7 @@ def child_main(spec: dict[str, Any]) -> int:
     elif variant == "d":
         _child_naive(spec, rec, state, profiler)
     else:
-        from pipeline.cli import run_event_loop
+        from pomocore.run import run_event_loop
 
         run_event_loop(_child_async(spec, rec, state, profiler))
     gc.collect()
@@ -881,8 +881,8 @@ class DictClassifier:
     """Classify by dict: (app, url, title) → category, the pattern engine on a miss."""
 
     def __init__(self, rec: Recorder) -> None:
-        from classifiers.engine import Classifier
-        from classifiers.patterns import load_default_pattern_set
+        from pomocore.classifiers.engine import Classifier
+        from pomocore.classifiers.patterns import load_default_pattern_set
 
         self.engine = Classifier.from_patterns(load_default_pattern_set())
         self.memo: dict[tuple[str, str, str], str] = {}
@@ -900,8 +900,8 @@ class DictClassifier:
 
 
 def _leaderboard_keys(spec: dict[str, Any]) -> Callable[[str, float], tuple[str, ...]]:
-    from classifiers.categories import WORK, WORK_CATEGORIES
-    from pipeline.periods import PeriodCalculator
+    from pomocore.core.categories import WORK, WORK_CATEGORIES
+    from pomocore.core.periods import PeriodCalculator
 
     periods = PeriodCalculator("Asia/Seoul")
     prefix = spec["leaderboard_prefix"]
@@ -981,9 +981,9 @@ async def _plain_runner(spec: dict[str, Any], rec: Recorder, state: dict[str, An
 
 @contextlib.asynccontextmanager
 async def _pomocore_runner(spec: dict[str, Any], rec: Recorder, state: dict[str, Any]) -> Any:
-    from consumers.app import run_until_stopped, runtime
-    from pipeline.logs import setup_logging
-    from pipeline.settings import Settings
+    from pomocore.consumers.app import run_until_stopped, runtime
+    from pomocore.core.logs import setup_logging
+    from pomocore.core.settings import Settings
 
     sinks = ("mongo", "leaderboard") if spec["variant"] == "b" else ("leaderboard",)
     settings = Settings.from_dsn(
@@ -1047,8 +1047,8 @@ def _child_naive(spec: dict[str, Any], rec: Recorder, state: dict[str, Any], pro
         db["categorized_data"].create_index(
             [("app", ASCENDING), ("url", ASCENDING), ("title", ASCENDING)]
         )
-    from classifiers.engine import Classifier
-    from classifiers.patterns import load_default_pattern_set
+    from pomocore.classifiers.engine import Classifier
+    from pomocore.classifiers.patterns import load_default_pattern_set
 
     engine = Classifier.from_patterns(load_default_pattern_set())
     keys_of = _leaderboard_keys(spec)

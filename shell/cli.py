@@ -1,17 +1,26 @@
-"""`pomocore` command line. Every subcommand imports its module lazily (fast --help,
-no connections at import time)."""
+"""pomocore: count activity events from a Redis Stream into category leaderboards.
+
+Run the consumer (`pomocore run`), try it on embedded servers (`pomocore demo`), classify
+events, manage patterns and dead letters, read and rebuild leaderboards. Every setting is
+a POMOCORE_* environment variable (see the README); a bad one exits 2 naming it.
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from pipeline.errors import ConfigError
-from pipeline.logs import setup_logging
-from pipeline.settings import Settings
+from pomocore import __version__, bench, dlq, ops_cli, rebuild
+from pomocore.classify_cli import classify_command, patterns_command
+from pomocore.core.errors import ConfigError
+from pomocore.core.logs import setup_logging
+from pomocore.core.settings import Settings
+from pomocore.demo import DemoOptions, run_demo
+from pomocore.learned_cli import learned_command
+from pomocore.run import run_single_process
+from pomocore.supervisor import Supervisor
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -27,44 +36,22 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return Settings.from_env(**overrides)
 
 
-def run_event_loop(coro: Any) -> Any:
-    try:
-        import uvloop
-
-        return uvloop.run(coro)
-    except ImportError:  # uvloop is not available on every platform
-        return asyncio.run(coro)
-
-
-def run_single_process(settings: Settings) -> None:
-    from consumers.app import serve
-
-    setup_logging(settings.log_format, settings.log_level)
-    run_event_loop(serve(settings))
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.log_format, settings.log_level)
     if settings.processes > 1:
-        from consumers.supervisor import Supervisor
-
         return Supervisor(settings).run()
     run_single_process(settings)
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import DemoOptions, run_demo
-
     extra = {"llm_base_url": args.llm_url} if args.llm_url else {}
     options = DemoOptions(events=args.events, users=args.users, processes=args.processes)
     return run_demo(options, extra)
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from classifiers.cli import classify_command
-
     # Patterns: --patterns FILE, else --mongo (the stored set), else the shipped default set.
     settings = _settings(args) if (args.mongo or not args.no_llm) else None
     return classify_command(
@@ -79,11 +66,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_patterns(args: argparse.Namespace) -> int:
     if args.action == "learned":
-        from classifiers.llm.cli import learned_command
-
         return learned_command(_settings(args), args.reject, sys.stdout)
-    from classifiers.cli import patterns_command
-
     return patterns_command(args.action, _settings(args), args.file, sys.stdout)
 
 
@@ -93,7 +76,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pomocore", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="pomocore",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pomocore {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run the long-lived consumer (settings from POMOCORE_*)")
@@ -124,30 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     patterns.add_argument("--reject", help="with learned: reject this learned pattern")
     patterns.set_defaults(func=cmd_patterns)
 
-    from pipeline.bench import add_arguments as add_bench_arguments
-    from pipeline.bench import cmd_bench
+    bench_parser = sub.add_parser("bench", help="benchmark against the Redis ceiling and baselines")
+    bench.add_arguments(bench_parser)
+    bench_parser.set_defaults(func=bench.cmd_bench)
 
-    bench = sub.add_parser("bench", help="benchmark against the Redis ceiling and baselines")
-    add_bench_arguments(bench)
-    bench.set_defaults(func=cmd_bench)
-
-    from pipeline.dlq import register as register_dlq  # dlq list|replay|purge
-    from pipeline.ops_cli import LEADERBOARD_ACTIONS
-    from pipeline.rebuild import register as register_rebuild  # leaderboard rebuild
-
-    register_dlq(sub)
-    if register_rebuild not in LEADERBOARD_ACTIONS:
-        LEADERBOARD_ACTIONS.append(register_rebuild)
-    from pipeline.ops_cli import register as register_ops  # check, leaderboard, acl
-
-    register_ops(sub)
-    for register in EXTRA_COMMANDS:
-        register(sub)
+    dlq.register(sub)  # dlq list|replay|purge
+    ops_cli.register(sub, leaderboard_actions=[rebuild.register])  # check, leaderboard, acl
     return parser
-
-
-# Subcommand modules that register themselves: (subparsers) -> None.
-EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

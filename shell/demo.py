@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
-
-from pipeline.embedded import EmbeddedMongo, EmbeddedRedis
-from pipeline.periods import PeriodCalculator
-from pipeline.settings import Settings
-from pipeline.workload import Workload
+from pomocore.core.periods import PeriodCalculator
+from pomocore.core.settings import Settings
+from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
+from pomocore.workload import Workload
 
 DATA_DIR = Path(".data")
 PUBLISH_CHUNK = 1000
@@ -77,7 +76,7 @@ def run_demo(options: DemoOptions, extra: dict[str, Any]) -> int:
             [
                 sys.executable,
                 "-m",
-                "pipeline.cli",
+                "pomocore.cli",
                 "run",
                 "--processes",
                 str(options.processes),

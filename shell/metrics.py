@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pomocore.core.settings import Settings
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -47,8 +48,6 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-
-from pipeline.settings import Settings
 
 log = logging.getLogger("pomocore.metrics")
 
@@ -373,7 +372,7 @@ class GroupSampler(Collector):
             if self._factory is not None:
                 self._client = self._factory()
             else:
-                from pipeline.connect import sync_redis
+                from pomocore.core.connect import sync_redis
 
                 self._client = sync_redis(self.settings)
         return self._client

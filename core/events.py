@@ -12,7 +12,7 @@ import math
 import re
 from typing import Final, NamedTuple
 
-from pipeline.errors import RejectedEvent
+from pomocore.core.errors import RejectedEvent
 
 # Machine-readable rejection reasons (the `reason` field of a dead letter).
 MISSING_FIELD: Final = "missing_field"  # required field absent or empty

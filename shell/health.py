@@ -9,7 +9,7 @@
   probes that cannot speak HTTP.
 
 A stdlib `ThreadingHTTPServer` in a daemon thread: no web framework, no event-loop time.
-The one process that serves also samples the group-level gauges (see pipeline.metrics).
+The one process that serves also samples the group-level gauges (see pomocore.metrics).
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
+from pomocore import metrics as pm
+from pomocore.core.settings import Settings, redact
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-from pipeline import metrics as pm
-from pipeline.settings import Settings, redact
 
 log = logging.getLogger("pomocore.health")
 
@@ -45,7 +44,7 @@ class Probes:
 
     def _redis_client(self) -> Any:
         if self._redis is None:
-            from pipeline.connect import sync_redis
+            from pomocore.core.connect import sync_redis
 
             self._redis = sync_redis(self.settings, self.timeout_s)
         return self._redis

@@ -31,7 +31,7 @@ class ConfigError(PomocoreError):
 class RejectedEvent(PomocoreError):
     """A stream entry failed validation.
 
-    `reason` is a machine-readable code from pipeline.events.REASONS; `field` names the
+    `reason` is a machine-readable code from pomocore.core.events.REASONS; `field` names the
     offending field when there is one.
     """
 

@@ -2,7 +2,7 @@
 
 `CommitPlan` is built without I/O from a batch's accepted and rejected entries: the
 per-(key, user) sums of durations, the dead letters and the session-score entries.
-`sinks.commit.Committer` sends it to Redis as one script (sinks/commit.lua) that
+`pomocore.sinks.commit.Committer` sends it to Redis as one script (sinks/commit.lua) that
 acknowledges the entries and applies the effects atomically, exactly once.
 """
 
@@ -12,10 +12,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from classifiers.categories import WORK, WORK_CATEGORIES
-from pipeline.events import Event
-from pipeline.keys import KeySpace
-from pipeline.periods import BUCKET_S, PeriodCalculator
+from pomocore.core.categories import WORK, WORK_CATEGORIES
+from pomocore.core.events import Event
+from pomocore.core.keys import KeySpace
+from pomocore.core.periods import BUCKET_S, PeriodCalculator
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,8 +22,7 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
-
-from pipeline.settings import Settings
+from pomocore.core.settings import Settings
 
 log = logging.getLogger("pomocore.retention")
 

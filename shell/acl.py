@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 
-from pipeline.keys import KeySpace
+from pomocore.core.keys import KeySpace
 
 ROLES = ("producer", "worker", "reader")
 

@@ -1,8 +1,7 @@
 """Operations subcommands of `pomocore`: `check`, `leaderboard top|rank|serve`, `acl`.
 
-Registered into pipeline.cli's parser; each handler imports its module lazily.
-Other modules can add `pomocore leaderboard <action>` subcommands by appending a
-`register(actions_subparsers)` callable to `LEADERBOARD_ACTIONS` (e.g. `rebuild`).
+Registered into pomocore.cli's parser. Other modules add `pomocore leaderboard <action>`
+subcommands through `register(sub, leaderboard_actions=[...])` (e.g. `rebuild`).
 """
 
 from __future__ import annotations
@@ -10,12 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.settings import Settings
-
-LEADERBOARD_ACTIONS: list[Callable[[Any], None]] = []
+from pomocore.core.settings import Settings
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -25,7 +22,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from pipeline.health import check_command
+    from pomocore.health import check_command
 
     return check_command(_settings(args), sys.stdout)
 
@@ -40,7 +37,7 @@ def _reader_args(p: argparse.ArgumentParser, *, user: bool) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from pipeline.leaderboard import LeaderboardReader, QueryError
+    from pomocore.reader import LeaderboardReader, QueryError
 
     reader = LeaderboardReader.from_settings(_settings(args))
     try:
@@ -66,9 +63,9 @@ def cmd_leaderboard_refresh(args: argparse.Namespace) -> int:
     """One round of the derived-mode refresher (also safe to run in exact mode)."""
     import asyncio
 
-    from pipeline.connect import async_redis
-    from pipeline.retention_ttl import expire_at_function
-    from sinks.derived import DerivedRefresher
+    from pomocore.core.connect import async_redis
+    from pomocore.core.expiry import expire_at_function
+    from pomocore.sinks.derived import DerivedRefresher
 
     settings = _settings(args)
 
@@ -96,9 +93,9 @@ def cmd_leaderboard_refresh(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
-    from pipeline.http_api import LeaderboardHTTPServer
-    from pipeline.leaderboard import LeaderboardReader
-    from pipeline.logs import setup_logging
+    from pomocore.core.logs import setup_logging
+    from pomocore.http_api import LeaderboardHTTPServer
+    from pomocore.reader import LeaderboardReader
 
     settings = _settings(args)
     setup_logging(settings.log_format, settings.log_level)
@@ -113,7 +110,7 @@ def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_acl(args: argparse.Namespace) -> int:
-    from pipeline import acl
+    from pomocore import acl
 
     settings = _settings(args)
     passwords: dict[str, str] = {}
@@ -141,8 +138,9 @@ def cmd_acl(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: Any) -> None:
-    """Add the operations subcommands to `pomocore`'s subparsers."""
+def register(sub: Any, leaderboard_actions: Sequence[Callable[[Any], None]] = ()) -> None:
+    """Add the operations subcommands to `pomocore`'s subparsers; each of
+    `leaderboard_actions` adds one more `pomocore leaderboard` action."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-format", choices=("json", "text"), help="POMOCORE_LOG_FORMAT")
     common.add_argument("--log-level", help="POMOCORE_LOG_LEVEL")
@@ -171,7 +169,7 @@ def register(sub: Any) -> None:
     )
     refresh.add_argument("--wait-s", type=float, default=10.0, help="wait for the lease")
     refresh.set_defaults(func=cmd_leaderboard_refresh)
-    for add in LEADERBOARD_ACTIONS:
+    for add in leaderboard_actions:
         add(actions)
 
     acl_cmd = sub.add_parser(

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.errors import PomocoreError
+from pomocore.core.errors import PomocoreError
 
 # nx-27017 logs every command at INFO, which costs more than the command; run it quieter.
 _NX_LAUNCHER = """

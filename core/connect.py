@@ -18,8 +18,7 @@ import redis
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 import redis.cluster
-
-from pipeline.settings import Settings
+from pomocore.core.settings import Settings
 
 
 def tls_options(settings: Settings) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pipeline.leaderboard import LeaderboardReader, QueryError
+from pomocore.reader import LeaderboardReader, QueryError
 
 log = logging.getLogger("pomocore.http_api")
 

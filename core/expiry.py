@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from pipeline.settings import Settings
+from pomocore.core.settings import Settings
 
 DAILY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
 WEEKLY = re.compile(r"^(\d{4})-W(\d{1,2})$")

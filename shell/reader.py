@@ -8,7 +8,7 @@
 leaderboard time zone); the period's label is derived from it, so `weekly` + `2026-02-12`
 reads `leaderboard:{category}:2026-W7`. Ranks are 1-based, highest score first; equal
 scores are ordered as Redis orders them (member, descending). Readers only issue
-ZREVRANGE, ZREVRANK and ZSCORE: the `reader` ACL user (pipeline.acl) is enough.
+ZREVRANGE, ZREVRANK and ZSCORE: the `reader` ACL user (pomocore.acl) is enough.
 """
 
 from __future__ import annotations
@@ -20,10 +20,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
-
-from pipeline.keys import KeySpace
-from pipeline.periods import periods_of_datetime
-from pipeline.settings import Settings
+from pomocore.core.keys import KeySpace
+from pomocore.core.periods import periods_of_datetime
+from pomocore.core.settings import Settings
 
 PERIODS = ("daily", "weekly", "monthly")
 MAX_LIMIT = 1000
@@ -105,7 +104,7 @@ class LeaderboardReader:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LeaderboardReader:
-        from pipeline.connect import sync_redis
+        from pomocore.core.connect import sync_redis
 
         return cls(sync_redis(settings, timeout_s=5.0), settings.keys, settings.timezone)
 
@@ -151,7 +150,7 @@ class AsyncLeaderboardReader:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsyncLeaderboardReader:
-        from pipeline.connect import async_redis
+        from pomocore.core.connect import async_redis
 
         return cls(async_redis(settings), settings.keys, settings.timezone)
 

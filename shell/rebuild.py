@@ -32,8 +32,8 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
-from pipeline.periods import PeriodCalculator, periods_of_datetime
-from pipeline.settings import Settings
+from pomocore.core.periods import PeriodCalculator, periods_of_datetime
+from pomocore.core.settings import Settings
 
 if TYPE_CHECKING:
     import redis
@@ -116,7 +116,7 @@ def _timestamp(value: Any) -> float | None:
 
 
 def expected_scores(docs: Iterable[dict[str, Any]], settings: Settings, scope: Scope) -> Scores:
-    from classifiers.categories import WORK, WORK_CATEGORIES
+    from pomocore.core.categories import WORK, WORK_CATEGORIES
 
     periods = PeriodCalculator(settings.timezone)
     keys = settings.keys

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import ConfigError
-from pipeline.keys import KeySpace
+from pomocore.core.errors import ConfigError
+from pomocore.core.keys import KeySpace
 
 ENV_PREFIX = "POMOCORE_"
 SECRET_SETTINGS = frozenset({"redis_url", "mongo_uri", "llm_api_key"})

@@ -1,7 +1,7 @@
 """`pomocore classify` and `pomocore patterns load|export|check`.
 
 pipeline/cli.py registers the subcommands and calls these functions; `python -m
-classifiers.cli` runs them standalone (see `main`).
+pomocore.classify_cli` runs them standalone (see `main`).
 """
 
 from __future__ import annotations
@@ -13,20 +13,19 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
-
-from classifiers.check import check_pattern_set
-from classifiers.engine import Classifier
-from classifiers.patterns import (
+from pomocore.classifiers.check import check_pattern_set
+from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.patterns import (
     COLLECTION,
     PatternSet,
     documents_to_json,
     load_default_pattern_set,
     load_pattern_file,
 )
-from pipeline.errors import PomocoreError
+from pomocore.core.errors import PomocoreError
 
 if TYPE_CHECKING:
-    from pipeline.settings import Settings
+    from pomocore.core.settings import Settings
 
 PATTERN_ACTIONS = ("load", "export", "check")
 
@@ -121,9 +120,8 @@ async def _ask_llm(settings: Settings, keys: list[tuple[str, str, str]]) -> dict
     """Verdicts for undecided keys from the configured LLM (budget and memory shared with
     the running consumers through Redis and MongoDB)."""
     import redis.asyncio as aioredis
+    from pomocore.classifiers.llm.resolver import LLMResolver
     from pymongo import AsyncMongoClient
-
-    from classifiers.llm.resolver import LLMResolver
 
     redis = aioredis.Redis.from_url(settings.redis_url)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
@@ -212,10 +210,9 @@ async def _read_stored(settings: Settings) -> PatternSet | None:
 
 
 async def _store_and_announce(settings: Settings, pattern_set: PatternSet) -> int:
+    from pomocore.classifiers.store import publish_change, save_patterns
     from pymongo import AsyncMongoClient
     from redis.asyncio import Redis
-
-    from classifiers.store import publish_change, save_patterns
 
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.mongo_uri, serverSelectionTimeoutMS=3000
@@ -233,7 +230,7 @@ async def _store_and_announce(settings: Settings, pattern_set: PatternSet) -> in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m classifiers.cli classify|patterns ...` (pipeline/cli.py is the real CLI)."""
+    """`python -m pomocore.classify_cli classify|patterns ...` (pipeline/cli.py is the real CLI)."""
     parser = argparse.ArgumentParser(prog="pomocore")
     sub = parser.add_subparsers(dest="command", required=True)
     add_classify_parser(sub)
@@ -257,7 +254,7 @@ def add_patterns_parser(sub: Any) -> None:
 
 
 def run_parsed(args: argparse.Namespace) -> int:
-    from pipeline.settings import Settings
+    from pomocore.core.settings import Settings
 
     if args.command == "classify":
         settings = Settings.from_env() if args.mongo else None

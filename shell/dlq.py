@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
-from pipeline.keys import KeySpace
-from pipeline.settings import Settings
+from pomocore.core.keys import KeySpace
+from pomocore.core.settings import Settings
 
 if TYPE_CHECKING:
     import redis
@@ -106,7 +106,7 @@ def iter_dead_letters(
 
 
 def pinned_usage_log_id(view: DeadLetterView) -> str:
-    from sinks.ids import stream_tag, usage_log_id
+    from pomocore.core.ids import stream_tag, usage_log_id
 
     entry_id = view.meta("entry_id")
     stream = view.meta("stream")
