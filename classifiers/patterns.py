@@ -2,7 +2,6 @@
 
 A `PatternSet` is immutable and validated; `pomocore.classifiers.engine` compiles it into a matcher.
 Document shape (camelCase, as stored in MongoDB and in the shipped data file):
-
     {"_id": ObjectId, "category": "Development", "priority": 100,
      "appPatterns": ["Visual Studio Code", {"pattern": "Zed", "learned": true}],
      "domainPatterns": ["github.com", "atlassian.net/wiki"],
@@ -18,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -184,8 +184,6 @@ def parse_pattern_file(text: str, name: str = "patterns.json") -> PatternSet:
     """JSON (or TOML when `name` ends in .toml): `{"categories": [doc, ...]}` or `[doc, ...]`."""
     try:
         if name.endswith(".toml"):
-            import tomllib
-
             data: Any = tomllib.loads(text)
         else:
             data = json.loads(text)

@@ -21,13 +21,20 @@ from typing import Any
 import redis.asyncio as aioredis
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.llm.reclassifier import Reclassifier
+from pomocore.classifiers.llm.resolver import LLMResolver
 from pomocore.classifiers.patterns import PatternSet, load_default_pattern_set
+from pomocore.classifiers.reload import watch_patterns
+from pomocore.classifiers.store import load_patterns as load_from_mongo
 from pomocore.consumers.batch import BatchProcessor
-from pomocore.consumers.consumer import StreamConsumer
+from pomocore.consumers.consumer import StreamConsumer, raw_stream_reply
+from pomocore.consumers.trimming import Retention
+from pomocore.core.connect import async_redis
 from pomocore.core.expiry import expire_at_function
 from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
 from pomocore.sinks.commit import CommitGroup, Committer
+from pomocore.sinks.derived import DerivedRefresher
 from pomocore.sinks.mongo import MongoSink
 from pomocore.sinks.plan import IncrementBuilder
 from pymongo import AsyncMongoClient
@@ -74,9 +81,6 @@ async def _large_socket_buffers(conn: Any) -> None:
 
 
 def redis_client(settings: Settings) -> aioredis.Redis:
-    from pomocore.consumers.consumer import raw_stream_reply
-    from pomocore.core.connect import async_redis  # Cluster and TLS options from settings
-
     client = async_redis(
         settings,
         decode_responses=False,  # bytes: one invalid entry must not poison a whole read
@@ -103,7 +107,6 @@ def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
 async def load_patterns(settings: Settings, db: AsyncDatabase[dict[str, Any]] | None) -> PatternSet:
     if db is None:
         return load_default_pattern_set()
-    from pomocore.classifiers.store import load_patterns as load_from_mongo
 
     return await load_from_mongo(db)
 
@@ -164,13 +167,9 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             rt.background.append(_pattern_watcher(rt))
         rt.background.extend(_llm_tasks(rt))
         if derived:  # weekly/monthly keys rebuilt from daily ones (sinks/derived.py)
-            from pomocore.sinks.derived import DerivedRefresher
-
             refresher = DerivedRefresher(redis, keys, settings.derived_refresh_s, expire_at)
             rt.background.append(refresher.run)
         if settings.stream_maxlen > 0:  # safe trimming: never past a pending entry
-            from pomocore.consumers.trimming import Retention
-
             rt.background.append(Retention(settings, redis).run)
         yield rt
     finally:
@@ -201,7 +200,6 @@ def _lane_settings(settings: Settings) -> list[Settings]:
 def _llm_resolver(settings: Settings, redis: aioredis.Redis, db: Any) -> Any:
     if not settings.llm_enabled:
         return None
-    from pomocore.classifiers.llm.resolver import LLMResolver
 
     return LLMResolver.from_settings(settings, redis, db)
 
@@ -211,7 +209,6 @@ def _llm_tasks(rt: Runtime) -> list[Task]:
     resolver = rt.resolver
     if resolver is None or rt.db is None:
         return []
-    from pomocore.classifiers.llm.reclassifier import Reclassifier
 
     resolver.learner.is_browser = rt.classifier.is_browser
     reclassifier = Reclassifier(resolver, rt.db, lambda c: rt.classifier.category_ids.get(c))
@@ -220,8 +217,6 @@ def _llm_tasks(rt: Runtime) -> list[Task]:
 
 def _pattern_watcher(rt: Runtime) -> Task:
     async def watch(stop: asyncio.Event) -> None:
-        from pomocore.classifiers.reload import watch_patterns
-
         assert rt.db is not None
         await watch_patterns(
             rt.redis, rt.db, rt.classifier, rt.settings.keys, rt.settings.pattern_poll_s, stop

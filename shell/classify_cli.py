@@ -13,8 +13,10 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
+import redis.asyncio as aioredis
 from pomocore.classifiers.check import check_pattern_set
 from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.llm.resolver import LLMResolver
 from pomocore.classifiers.patterns import (
     COLLECTION,
     PatternSet,
@@ -22,7 +24,10 @@ from pomocore.classifiers.patterns import (
     load_default_pattern_set,
     load_pattern_file,
 )
+from pomocore.classifiers.store import publish_change, save_patterns
 from pomocore.core.errors import PomocoreError
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
 
 if TYPE_CHECKING:
     from pomocore.core.settings import Settings
@@ -119,9 +124,6 @@ def _write_events(
 async def _ask_llm(settings: Settings, keys: list[tuple[str, str, str]]) -> dict[Any, Any]:
     """Verdicts for undecided keys from the configured LLM (budget and memory shared with
     the running consumers through Redis and MongoDB)."""
-    import redis.asyncio as aioredis
-    from pomocore.classifiers.llm.resolver import LLMResolver
-    from pymongo import AsyncMongoClient
 
     redis = aioredis.Redis.from_url(settings.redis_url)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
@@ -197,7 +199,6 @@ def _report(pattern_set: PatternSet, out: TextIO) -> int:
 
 async def _read_stored(settings: Settings) -> PatternSet | None:
     """The set in MongoDB without seeding it; None when the collection is empty."""
-    from pymongo import AsyncMongoClient
 
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.mongo_uri, serverSelectionTimeoutMS=3000
@@ -210,10 +211,6 @@ async def _read_stored(settings: Settings) -> PatternSet | None:
 
 
 async def _store_and_announce(settings: Settings, pattern_set: PatternSet) -> int:
-    from pomocore.classifiers.store import publish_change, save_patterns
-    from pymongo import AsyncMongoClient
-    from redis.asyncio import Redis
-
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.mongo_uri, serverSelectionTimeoutMS=3000
     )
@@ -254,8 +251,6 @@ def add_patterns_parser(sub: Any) -> None:
 
 
 def run_parsed(args: argparse.Namespace) -> int:
-    from pomocore.core.settings import Settings
-
     if args.command == "classify":
         settings = Settings.from_env() if args.mongo else None
         return classify_command(

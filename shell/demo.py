@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pymongo
 import redis
 from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
@@ -196,7 +197,6 @@ def _print_summary(
 
 def _classification_counts(settings: Settings) -> str:
     """categorized_data records, and how many of them the LLM decided."""
-    import pymongo
 
     mongo: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
         settings.mongo_uri, serverSelectionTimeoutMS=3000

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TextIO
 
+import orjson
+from pomocore.core.ids import stream_tag, usage_log_id
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
 
@@ -106,8 +108,6 @@ def iter_dead_letters(
 
 
 def pinned_usage_log_id(view: DeadLetterView) -> str:
-    from pomocore.core.ids import stream_tag, usage_log_id
-
     entry_id = view.meta("entry_id")
     stream = view.meta("stream")
     if not entry_id or not stream:
@@ -152,9 +152,6 @@ def dlq_command(
     yes: bool,
     out: TextIO = sys.stdout,
 ) -> int:
-    import orjson
-    import redis
-
     client = redis.Redis.from_url(settings.redis_url)
     keys = settings.keys
     try:

@@ -23,8 +23,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
 from pomocore import metrics as pm
+from pomocore.core.connect import sync_redis
 from pomocore.core.settings import Settings, redact
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pymongo import MongoClient
 
 log = logging.getLogger("pomocore.health")
 
@@ -44,15 +46,11 @@ class Probes:
 
     def _redis_client(self) -> Any:
         if self._redis is None:
-            from pomocore.core.connect import sync_redis
-
             self._redis = sync_redis(self.settings, self.timeout_s)
         return self._redis
 
     def _mongo_client(self) -> Any:
         if self._mongo is None:
-            from pymongo import MongoClient
-
             ms = int(self.timeout_s * 1000)
             self._mongo = MongoClient(
                 self.settings.mongo_uri,

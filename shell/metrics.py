@@ -1,7 +1,6 @@
 """Prometheus metrics of pomocore.
 
 Three kinds, recorded in three places:
-
 - **Per-batch** counters and histograms (events read/processed/rejected, batch size and
   latency, end-to-end latency, classification sources, MongoDB/Redis operation latency):
   recorded by each consumer process through `StreamConsumer.on_batch` and two timing
@@ -37,6 +36,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pomocore.core.connect import sync_redis
 from pomocore.core.settings import Settings
 from prometheus_client import (
     REGISTRY,
@@ -372,8 +372,6 @@ class GroupSampler(Collector):
             if self._factory is not None:
                 self._client = self._factory()
             else:
-                from pomocore.core.connect import sync_redis
-
                 self._client = sync_redis(self.settings)
         return self._client
 

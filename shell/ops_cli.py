@@ -7,12 +7,21 @@ subcommands through `register(sub, leaderboard_actions=[...])` (e.g. `rebuild`).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pomocore import acl
+from pomocore.core.connect import async_redis
+from pomocore.core.expiry import expire_at_function
+from pomocore.core.logs import setup_logging
 from pomocore.core.settings import Settings
+from pomocore.health import check_command
+from pomocore.http_api import LeaderboardHTTPServer
+from pomocore.reader import LeaderboardReader, QueryError
+from pomocore.sinks.derived import DerivedRefresher
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -22,8 +31,6 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from pomocore.health import check_command
-
     return check_command(_settings(args), sys.stdout)
 
 
@@ -37,8 +44,6 @@ def _reader_args(p: argparse.ArgumentParser, *, user: bool) -> None:
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from pomocore.reader import LeaderboardReader, QueryError
-
     reader = LeaderboardReader.from_settings(_settings(args))
     try:
         if args.action == "top":
@@ -61,11 +66,6 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 def cmd_leaderboard_refresh(args: argparse.Namespace) -> int:
     """One round of the derived-mode refresher (also safe to run in exact mode)."""
-    import asyncio
-
-    from pomocore.core.connect import async_redis
-    from pomocore.core.expiry import expire_at_function
-    from pomocore.sinks.derived import DerivedRefresher
 
     settings = _settings(args)
 
@@ -93,10 +93,6 @@ def cmd_leaderboard_refresh(args: argparse.Namespace) -> int:
 
 
 def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
-    from pomocore.core.logs import setup_logging
-    from pomocore.http_api import LeaderboardHTTPServer
-    from pomocore.reader import LeaderboardReader
-
     settings = _settings(args)
     setup_logging(settings.log_format, settings.log_level)
     server = LeaderboardHTTPServer(LeaderboardReader.from_settings(settings), args.port, args.host)
@@ -110,8 +106,6 @@ def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_acl(args: argparse.Namespace) -> int:
-    from pomocore import acl
-
     settings = _settings(args)
     passwords: dict[str, str] = {}
     for spec in args.password_file or []:

@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
+from pomocore.core.connect import async_redis, sync_redis
 from pomocore.core.keys import KeySpace
 from pomocore.core.periods import periods_of_datetime
 from pomocore.core.settings import Settings
@@ -104,8 +105,6 @@ class LeaderboardReader:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LeaderboardReader:
-        from pomocore.core.connect import sync_redis
-
         return cls(sync_redis(settings, timeout_s=5.0), settings.keys, settings.timezone)
 
     def key(self, category: str, period: str, day: date | str | None = None) -> str:
@@ -150,8 +149,6 @@ class AsyncLeaderboardReader:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsyncLeaderboardReader:
-        from pomocore.core.connect import async_redis
-
         return cls(async_redis(settings), settings.keys, settings.timezone)
 
     async def top(

@@ -32,6 +32,10 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
+import orjson
+import pymongo
+import redis as redis_module
+from pomocore.core.categories import WORK, WORK_CATEGORIES
 from pomocore.core.periods import PeriodCalculator, periods_of_datetime
 from pomocore.core.settings import Settings
 
@@ -116,8 +120,6 @@ def _timestamp(value: Any) -> float | None:
 
 
 def expected_scores(docs: Iterable[dict[str, Any]], settings: Settings, scope: Scope) -> Scores:
-    from pomocore.core.categories import WORK, WORK_CATEGORIES
-
     periods = PeriodCalculator(settings.timezone)
     keys = settings.keys
     out: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
@@ -136,8 +138,6 @@ def expected_scores(docs: Iterable[dict[str, Any]], settings: Settings, scope: S
 
 
 def usage_logs(settings: Settings, scope: Scope) -> Iterator[dict[str, Any]]:
-    import pymongo
-
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
         settings.mongo_uri, serverSelectionTimeoutMS=10_000, tz_aware=True
     )
@@ -233,8 +233,6 @@ def rebuild(
 
 
 def _pending(client: redis.Redis, settings: Settings) -> int:
-    import redis as redis_module
-
     try:
         info: dict[str, Any] = client.xpending(settings.keys.stream_key, settings.group)
         return int(info.get("pending") or 0)
@@ -245,9 +243,6 @@ def _pending(client: redis.Redis, settings: Settings) -> int:
 def rebuild_command(
     settings: Settings, start: date, end: date, check: bool, out: TextIO = sys.stdout
 ) -> int:
-    import orjson
-    import redis as redis_module
-
     client = redis_module.Redis.from_url(settings.redis_url)
     try:
         report = rebuild(client, settings, start, end, check)

@@ -116,7 +116,6 @@ class LLMResolver:
         """The resolver for these settings, or None when no LLM is configured."""
         if not settings.llm_enabled:
             return None
-        from pomocore.classifiers.llm.learning import Learner
 
         keys = settings.keys
         return cls(
