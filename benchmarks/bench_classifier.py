@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pygtrie
+
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.matchers import normalize_app

@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
 from commit_size import classified  # beside this file: on sys.path when run
+
 from pomocore.core.keys import KeySpace
 from pomocore.core.periods import PeriodCalculator
 from pomocore.embedded import EmbeddedRedis

@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
 from hiredis import pack_command
+from redis._parsers.helpers import parse_xread_resp3_to_resp2_legacy
+
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.patterns import load_default_pattern_set
@@ -34,7 +36,6 @@ from pomocore.embedded import EmbeddedRedis
 from pomocore.sinks.commit import script_arguments
 from pomocore.sinks.plan import IncrementBuilder
 from pomocore.workload import Workload
-from redis._parsers.helpers import parse_xread_resp3_to_resp2_legacy
 
 
 def raw_replies(batches: int) -> list[Any]:

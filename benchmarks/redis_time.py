@@ -18,11 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
+
 from pomocore.bench import redis_cpu_s
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedRedis
 from pomocore.workload import Workload
-
 from tests.support.pipeline import drain, publish
 
 

@@ -24,6 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
+
 from pomocore.bench import redis_cpu_s
 from pomocore.classifiers import Classifier, load_default_pattern_set
 from pomocore.core.events import parse_entry

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import ahocorasick
+
 from pomocore.classifiers.patterns import PatternSet, TitleRule
 from pomocore.classifiers.urls import NETWORK_SCHEMES, path_of, split_url
 from pomocore.core.categories import CATEGORIES

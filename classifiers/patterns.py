@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from bson import ObjectId
+
 from pomocore.core.categories import CATEGORIES, canonical
 from pomocore.core.errors import ClassifierError
 

@@ -15,12 +15,13 @@ import logging
 import time
 from typing import Any
 
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.store import load_patterns
 from pomocore.core.keys import KeySpace
-from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
 
 log = logging.getLogger(__name__)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pomocore.classifiers.patterns import COLLECTION, PatternSet, load_default_pattern_set
-from pomocore.core.errors import ClassifierError
-from pomocore.core.keys import KeySpace
 from pymongo import ReplaceOne
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from pomocore.classifiers.patterns import COLLECTION, PatternSet, load_default_pattern_set
+from pomocore.core.errors import ClassifierError
+from pomocore.core.keys import KeySpace
 
 log = logging.getLogger(__name__)
 

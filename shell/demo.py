@@ -24,6 +24,7 @@ from typing import Any
 
 import pymongo
 import redis
+
 from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis

@@ -22,11 +22,12 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TextIO
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pymongo import MongoClient
+
 from pomocore import metrics as pm
 from pomocore.core.connect import sync_redis
 from pomocore.core.settings import Settings, redact
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pymongo import MongoClient
 
 log = logging.getLogger("pomocore.health")
 

@@ -7,14 +7,15 @@ import dataclasses
 from typing import Any, TextIO
 
 import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from pymongo.errors import PyMongoError
+from redis.exceptions import RedisError
+
 from pomocore.classifiers.llm.learning import REVIEW_COLLECTION
 from pomocore.classifiers.patterns import PatternSet
 from pomocore.classifiers.store import load_patterns, publish_change, save_patterns
 from pomocore.core.errors import ClassifierError
 from pomocore.core.settings import Settings
-from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
-from redis.exceptions import RedisError
 
 
 def learned_rows(

@@ -36,8 +36,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pomocore.core.connect import sync_redis
-from pomocore.core.settings import Settings
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -48,6 +46,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from pomocore.core.connect import sync_redis
+from pomocore.core.settings import Settings
 
 log = logging.getLogger("pomocore.metrics")
 

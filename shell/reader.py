@@ -20,6 +20,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis.asyncio as aioredis
+
 from pomocore.core.connect import async_redis, sync_redis
 from pomocore.core.keys import KeySpace
 from pomocore.core.periods import periods_of_datetime

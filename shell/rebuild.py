@@ -35,6 +35,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import pymongo
 import redis as redis_module
+
 from pomocore.core.categories import WORK, WORK_CATEGORIES
 from pomocore.core.periods import PeriodCalculator, periods_of_datetime
 from pomocore.core.settings import Settings

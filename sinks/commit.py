@@ -23,10 +23,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from hiredis import pack_command
+from redis.exceptions import NoScriptError, ResponseError
+
 from pomocore.core.errors import CommitError
 from pomocore.core.keys import KeySpace
 from pomocore.sinks.plan import Block, CommitPlan, DeadLetter, merge_blocks
-from redis.exceptions import NoScriptError, ResponseError
 
 COMMIT_SCRIPT = resources.files("pomocore.sinks").joinpath("commit.lua").read_text(encoding="utf-8")
 

@@ -34,6 +34,7 @@ from datetime import date, timedelta
 from typing import Any
 
 import redis.asyncio as aioredis
+
 from pomocore.core.expiry import DAILY
 from pomocore.core.keys import KeySpace
 from pomocore.core.periods import periods_of_datetime

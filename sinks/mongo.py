@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bson import ObjectId
+from pymongo import InsertOne, UpdateOne
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, PyMongoError
+
 from pomocore.core.decision import Decision
 from pomocore.core.errors import MongoWriteError, SinkError
 from pomocore.core.events import Event
 from pomocore.core.ids import categorized_data_id, stream_tag, usage_log_id
-from pymongo import InsertOne, UpdateOne
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, PyMongoError
 
 CATEGORIZED_DATA = "categorized_data"
 USAGE_LOG = "pomodoro_usage_log"

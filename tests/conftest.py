@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 

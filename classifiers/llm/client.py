@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import openai
+
 from pomocore.classifiers.llm import prompt
 from pomocore.classifiers.llm.errors import LLMError, LLMRequestRejected, translate
 from pomocore.core.decision import ClassKey

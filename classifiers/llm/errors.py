@@ -20,6 +20,7 @@ import email.utils
 import time
 
 import openai
+
 from pomocore.core.errors import PomocoreError
 
 

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
+from pymongo.asynchronous.database import AsyncDatabase
+
 from pomocore.classifiers.store import load_patterns, publish_change, save_patterns
 from pomocore.classifiers.urls import NETWORK_SCHEMES, is_ip, split_url
 from pomocore.core.categories import BROWSING
 from pomocore.core.decision import ClassKey
 from pomocore.core.keys import KeySpace
-from pymongo.asynchronous.database import AsyncDatabase
 
 log = logging.getLogger(__name__)
 

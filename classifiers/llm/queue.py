@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 
 import orjson
 import redis.asyncio as aioredis
+
 from pomocore.core.decision import ClassKey
 
 _CLAIM = """

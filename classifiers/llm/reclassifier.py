@@ -19,11 +19,12 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pymongo.asynchronous.database import AsyncDatabase
+
 from pomocore.classifiers.llm.errors import LLMBadAnswer
 from pomocore.classifiers.llm.resolver import LLMResolver, Verdict
 from pomocore.core.decision import ClassKey
 from pomocore.core.ids import categorized_data_id
-from pymongo.asynchronous.database import AsyncDatabase
 
 log = logging.getLogger(__name__)
 

@@ -33,6 +33,7 @@ from pomocore.classifiers.llm.errors import (
     LLMUnavailable,
     translate,
 )
+from pomocore.classifiers.llm.learning import Learner
 from pomocore.classifiers.llm.logsafe import key_fingerprint
 from pomocore.classifiers.llm.queue import PendingQueue
 from pomocore.classifiers.llm.retry import RetryPolicy, backoff_delay, should_retry
@@ -43,9 +44,9 @@ from pomocore.core.ids import categorized_data_id
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
-    from pomocore.classifiers.llm.learning import Learner
-    from pomocore.core.settings import Settings
     from pymongo.asynchronous.database import AsyncDatabase
+
+    from pomocore.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from pomocore.bench import VARIANTS, BenchOptions, run_bench
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 

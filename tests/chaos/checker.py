@@ -23,11 +23,11 @@ from typing import Any
 
 import pymongo
 import redis
+
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.patterns import load_default_pattern_set
 from pomocore.core.settings import Settings
 from pomocore.workload import MALFORMED_KINDS, Workload
-
 from tests.support.pipeline import (
     REASON_OF_MALFORMED_KIND,
     actual_leaderboards,

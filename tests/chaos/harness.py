@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
-
 from tests.chaos.checker import Checker, Published, generate
 from tests.support.fault_proxy import FaultProxy
 from tests.support.pipeline import group_state

@@ -9,8 +9,8 @@ from typing import Any
 import pymongo
 import pytest
 import redis
-from pomocore.core.settings import Settings
 
+from pomocore.core.settings import Settings
 from tests.chaos.checker import Checker, Published, generate
 from tests.support.pipeline import drain, publish
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.patterns import PatternSet, load_default_pattern_set
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.core.decision import Decision
-
 from tests.classifiers.conftest import make_classifier
 
 DOCS = (

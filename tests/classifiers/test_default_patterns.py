@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from pomocore.classifiers.check import check_pattern_set
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.patterns import load_default_pattern_set

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from pomocore.classifiers.engine import Classifier
 
+from pomocore.classifiers.engine import Classifier
 from tests.classifiers.conftest import make_classifier
 
 BROWSERS = {"category": "Browsing", "appPatterns": ["Google Chrome", "Safari", "Arc"]}

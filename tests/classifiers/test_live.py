@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.patterns import COLLECTION, load_default_pattern_set
@@ -20,7 +22,6 @@ from pomocore.classifiers.store import load_patterns, publish_change, save_patte
 from pomocore.classify_cli import patterns_command
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
-from pymongo import AsyncMongoClient
 
 KEYS = KeySpace()
 NEW_HOST = ("Google Chrome", "https://brand-new-site.example/x", "")

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 from bson import ObjectId
+
 from pomocore.classifiers.check import check_pattern_set
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.patterns import (

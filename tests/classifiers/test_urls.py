@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pomocore.classifiers.urls import host_suffixes, is_ip, split_url
 
 

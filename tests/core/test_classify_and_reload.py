@@ -11,12 +11,12 @@ import orjson
 import pymongo
 import pytest
 import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
 from pomocore.classifiers.store import load_patterns, publish_change, save_patterns
 from pomocore.classify_cli import classify_command
 from pomocore.consumers.app import run_until_stopped, runtime
 from pomocore.core.settings import Settings
-from pymongo import AsyncMongoClient
-
 from tests.support.fake_llm import FakeLLM
 from tests.support.pipeline import group_state, now_fields, publish
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 import redis.asyncio as aioredis
+
 from pomocore.core.errors import CommitError
 from pomocore.core.events import Event
 from pomocore.core.keys import KeySpace

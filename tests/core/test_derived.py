@@ -8,12 +8,12 @@ import re
 import pytest
 import redis
 import redis.asyncio as aioredis
+
 from pomocore.core.errors import ConfigError
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
 from pomocore.sinks.derived import DerivedRefresher, Rebuild, rebuilds_for
 from pomocore.workload import Workload
-
 from tests.support.pipeline import (
     actual_leaderboards,
     assert_scores_equal,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from pomocore.consumers.batch import class_key
 from pomocore.core.errors import RejectedEvent
 from pomocore.core.events import Event, parse_entry
@@ -123,6 +124,7 @@ def test_max_text_chars_is_configurable() -> None:
 
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+
 from pomocore.core.events import fields_dict, parse_checked, parse_plain_flat  # noqa: E402
 
 _VALUE = st.one_of(

@@ -8,6 +8,7 @@ import asyncio
 import pytest
 import redis
 import redis.asyncio as aioredis
+
 from pomocore.core.errors import CommitError
 from pomocore.core.events import Event
 from pomocore.core.keys import KeySpace

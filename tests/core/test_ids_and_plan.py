@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from pomocore.core.events import Event
 from pomocore.core.ids import categorized_data_id, stream_tag, usage_log_id
 from pomocore.core.keys import KeySpace

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pymongo
 import pytest
 import redis
+
 from pomocore.core.settings import Settings
 from pomocore.embedded import free_port
-
 from tests.support.fake_llm import FakeLLM
 from tests.support.pipeline import (
     actual_leaderboards,

@@ -8,12 +8,13 @@ from typing import Any
 
 import pymongo
 import pytest
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
 from pomocore.core.decision import Decision, Source
 from pomocore.core.events import Event
 from pomocore.core.ids import categorized_data_id
 from pomocore.sinks.mongo import CATEGORIZED_DATA, USAGE_LOG, MongoSink
-from pymongo import AsyncMongoClient
-from pymongo.asynchronous.database import AsyncDatabase
 
 CATEGORY_IDS = {"Development": 1, "Entertainment": 2, "Uncategorized": 3, "Finance": 4}
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from pomocore.core.keys import KeySpace
 from pomocore.core.periods import PeriodCalculator
 

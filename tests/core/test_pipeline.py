@@ -9,12 +9,12 @@ import pymongo
 import pytest
 import redis
 from bson import ObjectId
+
 from pomocore.consumers.app import runtime
 from pomocore.consumers.batch import validate
 from pomocore.consumers.consumer import stream_entries
 from pomocore.core.settings import Settings
 from pomocore.workload import MALFORMED_KINDS, Workload
-
 from tests.support.pipeline import (
     REASON_OF_MALFORMED_KIND,
     actual_leaderboards,

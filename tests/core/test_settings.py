@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from pomocore.core.errors import ConfigError
 from pomocore.core.settings import Settings, redact
 

@@ -11,9 +11,9 @@ import time
 
 import pytest
 import redis
+
 from pomocore.core.settings import Settings
 from pomocore.workload import Workload
-
 from tests.support.pipeline import (
     actual_leaderboards,
     assert_scores_equal,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from pomocore.consumers.consumer import stream_entries
 
 FLAT = [b"userId", b"u1", b"app", b"Code"]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from pomocore.consumers.consumer import _closed_is_transient
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from pomocore.consumers.consumer import _closed_is_transient
 
 
 async def _raise(exc: BaseException) -> None:

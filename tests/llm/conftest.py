@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
 from pomocore.classifiers.llm.budget import Budget
 from pomocore.classifiers.llm.client import LLMClient
 from pomocore.classifiers.llm.learning import Learner
@@ -17,9 +20,6 @@ from pomocore.classifiers.llm.queue import PendingQueue
 from pomocore.classifiers.llm.resolver import LLMResolver
 from pomocore.classifiers.llm.retry import RetryPolicy
 from pomocore.core.keys import KeySpace
-from pymongo import AsyncMongoClient
-from pymongo.asynchronous.database import AsyncDatabase
-
 from tests.support.fake_llm import FakeLLM
 
 PRIMARY = "primary-model"

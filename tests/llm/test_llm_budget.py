@@ -7,12 +7,12 @@ import multiprocessing
 import time
 
 import redis.asyncio as aioredis
+
 from pomocore.classifiers.llm.budget import Budget
 from pomocore.classifiers.llm.client import LLMClient
 from pomocore.classifiers.llm.queue import PendingQueue
 from pomocore.classifiers.llm.resolver import LLMResolver
 from pomocore.core.keys import KeySpace
-
 from tests.support.fake_llm import FakeLLM
 
 CALLS_PER_MIN = 4

@@ -7,6 +7,8 @@ import io
 from typing import Any
 
 import redis.asyncio as aioredis
+from pymongo.asynchronous.database import AsyncDatabase
+
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.llm.learning import Learner, subject_of
 from pomocore.classifiers.llm.reclassifier import MAX_MISSING_DOC_TRIES, Reclassifier
@@ -17,8 +19,6 @@ from pomocore.core.ids import categorized_data_id
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
 from pomocore.learned_cli import learned_command
-from pymongo.asynchronous.database import AsyncDatabase
-
 from tests.llm.conftest import MakeResolver
 from tests.support.fake_llm import FakeLLM
 

@@ -9,6 +9,7 @@ import openai
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from pomocore.classifiers.llm import prompt
 from pomocore.classifiers.llm.circuit import CircuitBreaker
 from pomocore.classifiers.llm.errors import (

@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from pymongo.asynchronous.database import AsyncDatabase
+
 from pomocore.classifiers.llm.queue import PendingQueue
 from pomocore.classifiers.llm.resolver import LLMResolver
 from pomocore.core.categories import CATEGORY_SET
 from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.ids import categorized_data_id
 from pomocore.core.keys import KeySpace
-from pymongo.asynchronous.database import AsyncDatabase
-
 from tests.llm.conftest import FALLBACK, PRIMARY, MakeResolver
 from tests.support.fake_llm import FakeLLM
 

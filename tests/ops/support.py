@@ -6,7 +6,6 @@ from __future__ import annotations
 from pomocore.consumers.consumer import ConsumerStats
 from pomocore.core.connect import sync_redis
 from pomocore.core.settings import Settings
-
 from tests.support.pipeline import drain as shared_drain
 
 

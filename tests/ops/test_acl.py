@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio as aioredis
+
 from pomocore import acl
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedRedis
 from pomocore.reader import LeaderboardReader
-
 from tests.support.pipeline import drain, now_fields
 
 PASSWORDS = {"producer": "prod-pw", "worker": "work-pw", "reader": "read-pw"}

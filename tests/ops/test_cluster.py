@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
+
 from pomocore.core.errors import ConfigError
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedRedis, free_port
 from pomocore.reader import LeaderboardReader
-from redis.cluster import RedisCluster
-from redis.crc import key_slot
-
 from tests.ops.support import drain
 from tests.support.pipeline import now_fields
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from pomocore.core.settings import Settings
 from pomocore.metrics import metric_names
 

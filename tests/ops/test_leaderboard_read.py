@@ -12,12 +12,12 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from pomocore.core.expiry import RetentionPolicy, period_end
 from pomocore.core.settings import Settings
 from pomocore.embedded import free_port
 from pomocore.http_api import LeaderboardHTTPServer
 from pomocore.reader import AsyncLeaderboardReader, LeaderboardReader, QueryError
-
 from tests.support.pipeline import drain, now_fields, publish
 
 TZ = ZoneInfo("Asia/Seoul")

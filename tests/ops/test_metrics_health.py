@@ -17,15 +17,15 @@ import urllib.request
 
 import pytest
 import redis
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
 from pomocore import metrics as pm
 from pomocore.consumers.app import run_until_stopped, runtime
 from pomocore.core.logs import JsonFormatter, TextFormatter, fingerprint
 from pomocore.core.settings import Settings
 from pomocore.embedded import free_port
 from pomocore.health import Probes, check_command, start_consumer_ops
-from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.support.pipeline import group_state, now_fields, publish
 
 pytestmark = pytest.mark.timeout(180)
@@ -143,6 +143,7 @@ async def test_group_sampler_reports_derived_staleness(settings: Settings) -> No
     import dataclasses
 
     import redis.asyncio as aioredis
+
     from pomocore.sinks.derived import DerivedRefresher
 
     s = dataclasses.replace(settings, leaderboard_mode="derived")

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedRedis
 from pomocore.health import check_command
 from pomocore.reader import LeaderboardReader
-
 from tests.ops.support import drain
 from tests.support.pipeline import now_fields
 

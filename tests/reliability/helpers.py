@@ -8,9 +8,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import redis
+
 from pomocore.consumers.app import Runtime, run_until_stopped, runtime
 from pomocore.core.settings import Settings
-
 from tests.support.pipeline import group_state
 
 

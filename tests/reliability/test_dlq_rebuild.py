@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 
 import pymongo
 import redis
+
 from pomocore.core.ids import stream_tag, usage_log_id
 from pomocore.core.settings import Settings
 from pomocore.dlq import dlq_command
 from pomocore.rebuild import rebuild_command
-
 from tests.reliability.helpers import dead_letters
 from tests.support.pipeline import (
     actual_leaderboards,

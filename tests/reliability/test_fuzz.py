@@ -15,11 +15,11 @@ import redis
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+
 from pomocore.consumers.batch import validate
 from pomocore.core.events import FIELDS as CONTRACT_FIELDS
 from pomocore.core.events import MAX_DURATION_S, REASONS
 from pomocore.core.settings import Settings
-
 from tests.support.pipeline import (
     actual_leaderboards,
     assert_scores_equal,

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 import redis
+from pymongo.errors import BulkWriteError
+
 from pomocore.core.errors import MongoWriteError
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 from pomocore.sinks.mongo import MongoSink
-from pymongo.errors import BulkWriteError
-
 from tests.reliability.conftest import with_servers
 from tests.reliability.helpers import dead_letters, drained, running_consumer, wait_until
 from tests.support.pipeline import (

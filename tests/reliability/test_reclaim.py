@@ -7,9 +7,9 @@ import dataclasses
 
 import redis
 import redis.asyncio as aioredis
+
 from pomocore.consumers.reclaim import Reclaimer
 from pomocore.core.settings import Settings
-
 from tests.reliability.helpers import dead_letters
 from tests.support.pipeline import (
     assert_exact,

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import redis
 import redis.asyncio as aioredis
+
 from pomocore.consumers.trimming import Retention, server_supports_acked
 from pomocore.core.settings import Settings
-
 from tests.support.pipeline import now_fields, publish
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
+
 from pomocore.consumers.app import run_until_stopped, runtime
 from pomocore.consumers.consumer import ConsumerStats
 from pomocore.core.categories import WORK_CATEGORIES
