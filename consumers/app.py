@@ -32,6 +32,7 @@ from pomocore.consumers.consumer import StreamConsumer, raw_stream_reply
 from pomocore.consumers.trimming import Retention
 from pomocore.core.connect import async_redis
 from pomocore.core.expiry import expire_at_function
+from pomocore.core.observer import Observer
 from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
 from pomocore.sinks.commit import CommitGroup, Committer
@@ -111,7 +112,11 @@ async def load_patterns(settings: Settings, db: AsyncDatabase[dict[str, Any]] | 
 
 
 @contextlib.asynccontextmanager
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+async def runtime(
+    settings: Settings, observer: Observer | None = None
+) -> AsyncIterator[Runtime]:
+    """Connect and build one consumer process; `observer` sees every lane's batches and
+    backend calls (metrics, the benchmark harness)."""
     redis = redis_client(settings)
     client = mongo_client(settings) if "mongo" in settings.sinks else None
     db = client[settings.mongo_db] if client is not None else None
@@ -147,6 +152,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 settings.group,
                 lane_settings.consumer_name,
                 commit_group=commit_group,
+                observer=observer,
             )
             processor = BatchProcessor(
                 lane_settings,
@@ -156,10 +162,15 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
                 mongo=mongo,
                 resolver=resolver,
                 compute_lock=compute_lock,
+                observer=observer,
             )
-            lanes.append(StreamConsumer(lane_settings, redis, processor, reclaims=not lanes))
-        for lane in lanes[1:]:  # one set of counters and hooks for the whole process
-            lane.stats, lane.on_batch = lanes[0].stats, lanes[0].on_batch
+            lanes.append(
+                StreamConsumer(
+                    lane_settings, redis, processor, reclaims=not lanes, observer=observer
+                )
+            )
+        for lane in lanes[1:]:  # one set of counters for the whole process
+            lane.stats = lanes[0].stats
         rt = Runtime(settings, redis, client, db, patterns, classifier, lanes[0], resolver)
         rt.lanes = lanes
         if db is not None:

@@ -26,6 +26,7 @@ from typing import Protocol, cast
 from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.errors import RejectedEvent
 from pomocore.core.events import Event, fields_dict, parse_checked, parse_plain, parse_plain_flat
+from pomocore.core.observer import BatchOutcome, Observer, observed
 from pomocore.core.settings import Settings
 from pomocore.sinks.commit import Committer
 from pomocore.sinks.mongo import MongoSink
@@ -58,18 +59,6 @@ class ValidatedBatch:
     accepted: list[Event] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     trimmed: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class BatchOutcome:
-    read: int = 0
-    accepted: int = 0
-    committed: int = 0
-    skipped_already_acked: int = 0
-    trimmed: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    sources: dict[str, int] = field(default_factory=dict)
-    categories: dict[str, int] = field(default_factory=dict)
 
 
 def validate(entries: Sequence[Entry], settings: Settings, now_s: float) -> ValidatedBatch:
@@ -111,6 +100,7 @@ class BatchProcessor:
         mongo: MongoSink | None = None,
         resolver: Resolver | None = None,
         compute_lock: asyncio.Lock | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings
         self.classifier = classifier
@@ -122,6 +112,7 @@ class BatchProcessor:
         # others wait on Redis, MongoDB or the LLM, so client and server work alternate
         # instead of colliding (see benchmarks/README.md, "Lanes").
         self.compute_lock = compute_lock or asyncio.Lock()
+        self.observer = observer or Observer()
 
     async def classify(self, events: Sequence[Event]) -> list[Decision]:
         keys = list(dict.fromkeys((e.app, e.url, e.title) for e in events))
@@ -159,7 +150,7 @@ class BatchProcessor:
         finally:
             lock.release()
         if self.mongo is not None and mongo_batch is not None:
-            await self.mongo.write(mongo_batch)
+            await observed(self.observer, "mongo", "bulk_write", self.mongo.write(mongo_batch))
         outcome = await self.commit(batch, pairs, plan)
         outcome.read = len(entries) + len(extra_dead)
         outcome.rejected_by_reason = dict(Counter(d.reason for d in batch.dead_letters))

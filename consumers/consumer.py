@@ -11,8 +11,8 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -20,17 +20,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pomocore.consumers.batch import BatchOutcome, BatchProcessor, Entry
+from pomocore.consumers.batch import BatchProcessor, Entry
 from pomocore.consumers.reclaim import Reclaimer
 from pomocore.core.errors import Backpressure, CommitError, MongoWriteError, SinkError
+from pomocore.core.observer import BatchOutcome, Observer
 from pomocore.core.retry import backoff_s
 from pomocore.core.settings import Settings
 from pomocore.sinks.plan import DeadLetter
 
 log = logging.getLogger("pomocore.consumer")
-
-BatchHook = Callable[[BatchOutcome, float, list[Entry]], None]
-"""(outcome, elapsed_s, entries) after each committed batch; must not do I/O."""
 
 OWN_PENDING = "0"  # XREADGROUP id: re-read entries already delivered to this consumer
 NEW_ENTRIES = ">"
@@ -39,35 +37,18 @@ TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSE
 
 
 @dataclass(slots=True)
-class ConsumerStats:
+class ConsumerStats(BatchOutcome):
+    """A consumer's batches summed since it started, and what failed on the way."""
+
     batches: int = 0
-    events_read: int = 0
-    accepted: int = 0
-    committed: int = 0
-    skipped_already_acked: int = 0
-    trimmed: int = 0
     sink_failures: int = 0
     redis_failures: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    sources: dict[str, int] = field(default_factory=dict)
-    categories: dict[str, int] = field(default_factory=dict)
     last_batch_s: float = 0.0
 
-    def add(self, outcome: BatchOutcome, elapsed_s: float) -> None:
+    def add_batch(self, outcome: BatchOutcome, elapsed_s: float) -> None:
+        self.add(outcome)
         self.batches += 1
-        self.events_read += outcome.read
-        self.accepted += outcome.accepted
-        self.committed += outcome.committed
-        self.skipped_already_acked += outcome.skipped_already_acked
-        self.trimmed += outcome.trimmed
         self.last_batch_s = elapsed_s
-        for target, source in (
-            (self.rejected_by_reason, outcome.rejected_by_reason),
-            (self.sources, outcome.sources),
-            (self.categories, outcome.categories),
-        ):
-            for k, v in source.items():
-                target[k] = target.get(k, 0) + v
 
 
 async def ensure_group(redis: aioredis.Redis, settings: Settings) -> None:
@@ -88,6 +69,7 @@ class StreamConsumer:
         processor: BatchProcessor,
         *,
         reclaims: bool = True,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -96,7 +78,7 @@ class StreamConsumer:
         self.read_id = OWN_PENDING  # first finish what an earlier run of this name left
         self.stats = ConsumerStats()
         self.draining = False
-        self.on_batch: list[BatchHook] = []  # metrics: called after each committed batch
+        self.observer = observer or Observer()
         self.reclaimer = Reclaimer(settings, redis)
         self.reclaims = reclaims  # scan the group for stale entries (one lane per process)
         self.held: list[Entry] = []  # a batch abandoned while a dependency was down
@@ -216,9 +198,8 @@ class StreamConsumer:
                 log.exception("commit script rejected the batch", extra={"batch_id": batch_id})
                 raise
             elapsed = time.perf_counter() - started
-            self.stats.add(outcome, elapsed)
-            for hook in self.on_batch:
-                hook(outcome, elapsed, entries)
+            self.stats.add_batch(outcome, elapsed)
+            self.observer.batch_committed(outcome, elapsed, entries)
             log.debug(
                 "batch committed",
                 extra={

@@ -1005,13 +1005,14 @@ async def _pomocore_runner(spec: dict[str, Any], rec: Recorder, state: dict[str,
         log_level="WARNING",
     )
     setup_logging(settings.log_format, settings.log_level)
-    async with runtime(settings) as rt:
-        await rt.redis.ping()
+    from pomocore.core.observer import Observer
 
-        def on_batch(outcome: Any, elapsed_s: float, entries: Sequence[Any]) -> None:
+    class AckRecorder(Observer):
+        def batch_committed(self, outcome: Any, elapsed_s: float, entries: Sequence[Any]) -> None:
             rec.acked_ids([e[0] for e in entries])
 
-        rt.consumer.on_batch.append(on_batch)
+    async with runtime(settings, AckRecorder()) as rt:
+        await rt.redis.ping()
 
         async def run(stop: asyncio.Event) -> None:
             await run_until_stopped(rt, stop)

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pymongo import MongoClient
 
 from pomocore import metrics as pm
+from pomocore.consumers.app import Runtime
 from pomocore.core.connect import sync_redis
 from pomocore.core.settings import Settings, redact
 
@@ -194,7 +195,7 @@ class OpsServer:
 
 
 class ConsumerOps:
-    """What `serve()` starts next to a consumer: recorders, and the HTTP server when
+    """What `pomocore run` starts next to a consumer: recorders, and the HTTP server when
     this process is the one that serves (`metrics_port` > 0)."""
 
     def __init__(self, server: OpsServer | None, sampler: pm.GroupSampler | None) -> None:
@@ -208,13 +209,24 @@ class ConsumerOps:
             self.sampler.close()
 
 
-def start_consumer_ops(rt: Any, stop: asyncio.Event) -> ConsumerOps:
-    settings: Settings = rt.settings
+def consumer_observer(settings: Settings) -> pm.MetricsObserver | None:
+    """The observer a consumer process is built with when it records metrics (it serves
+    them itself, or its supervisor aggregates its files); None when metrics are off."""
     if not pm.recording_enabled(settings):
-        return ConsumerOps(None, None)
+        return None
     if pm.multiprocess_dir() is not None and settings.metrics_port:
         pm.prepare_multiprocess(settings)  # single process with the variable set (Docker)
-    rt.background.append(pm.instrument(rt))
+    return pm.MetricsObserver(pm.pipeline_metrics())
+
+
+def start_consumer_ops(
+    rt: Runtime, stop: asyncio.Event, observer: pm.MetricsObserver | None
+) -> ConsumerOps:
+    """Counter sync beside the runtime, and /metrics and probes when this process serves."""
+    settings = rt.settings
+    if observer is None:
+        return ConsumerOps(None, None)
+    rt.background.append(pm.counter_sync_task(rt, observer.metrics))
     if not settings.metrics_port:
         return ConsumerOps(None, None)  # a supervised child: the parent serves
     sampler = pm.GroupSampler(settings)

@@ -3,8 +3,8 @@
 Three kinds, recorded in three places:
 - **Per-batch** counters and histograms (events read/processed/rejected, batch size and
   latency, end-to-end latency, classification sources, MongoDB/Redis operation latency):
-  recorded by each consumer process through `StreamConsumer.on_batch` and two timing
-  wrappers (MongoDB bulk write, commit script). Never per event.
+  recorded by each consumer process through `MetricsObserver`, the `Observer` the runtime
+  is built with (batches, MongoDB bulk writes, commit script calls). Never per event.
 - **Per-process counters kept elsewhere** (classifier cache hits/misses, `LLMStats`,
   reclaimed entries, Redis reconnects): copied as deltas every `SYNC_INTERVAL_S` by a
   background task of the consumer.
@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client import (
     REGISTRY,
@@ -47,7 +46,9 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pomocore.consumers.app import Runtime, Task
 from pomocore.core.connect import sync_redis
+from pomocore.core.observer import BatchOutcome, Observer
 from pomocore.core.settings import Settings
 
 log = logging.getLogger("pomocore.metrics")
@@ -165,7 +166,7 @@ class PipelineMetrics:
     def observe_batch(
         self, outcome: Any, elapsed_s: float, entries: Sequence[tuple[str, Any]]
     ) -> None:
-        """`StreamConsumer.on_batch` hook: one call per committed batch."""
+        """One call per committed batch (through `MetricsObserver`)."""
         self.batches.inc()
         self.events_read.inc(outcome.read)
         self.events_processed.inc(outcome.accepted)
@@ -251,30 +252,22 @@ def cleanup_multiprocess(path: str | None) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-# --- timing wrappers (per batch, not per event) ---
+class MetricsObserver(Observer):
+    """The runtime's hooks recorded into Prometheus (handed to `runtime()` at build)."""
 
-T = TypeVar("T")
+    def __init__(self, metrics: PipelineMetrics) -> None:
+        self.metrics = metrics
 
+    def batch_committed(
+        self, outcome: BatchOutcome, elapsed_s: float, entries: Sequence[tuple[str, Any]]
+    ) -> None:
+        self.metrics.observe_batch(outcome, elapsed_s, entries)
 
-def timed(
-    fn: Callable[..., Awaitable[T]], metrics: PipelineMetrics, backend: str, op: str
-) -> Callable[..., Awaitable[T]]:
-    hist = metrics.op_seconds.labels(backend, op)
+    def operation_done(self, backend: str, operation: str, elapsed_s: float) -> None:
+        self.metrics.op_seconds.labels(backend, operation).observe(elapsed_s)
 
-    @functools.wraps(fn)
-    async def wrapper(*args: Any, **kwargs: Any) -> T:
-        started = time.perf_counter()
-        try:
-            result = await fn(*args, **kwargs)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            metrics.op_errors.labels(backend, op, type(exc).__name__).inc()
-            raise
-        hist.observe(time.perf_counter() - started)
-        return result
-
-    return wrapper
+    def operation_failed(self, backend: str, operation: str, error: BaseException) -> None:
+        self.metrics.op_errors.labels(backend, operation, type(error).__name__).inc()
 
 
 class CounterSync:
@@ -289,16 +282,16 @@ class CounterSync:
         return value - previous if value >= previous else value
 
 
-def sync_process_counters(rt: Any, metrics: PipelineMetrics, sync: CounterSync) -> None:
+def sync_process_counters(rt: Runtime, metrics: PipelineMetrics, sync: CounterSync) -> None:
     """Cache, LLM, reclaim and reconnect counters of one consumer runtime."""
     cache = rt.classifier
-    reclaim = getattr(getattr(rt.consumer, "reclaimer", None), "stats", None)
+    reclaim = rt.consumer.reclaimer.stats
     group = rt.consumer.processor.committer.commit_group
     for key, value, target in (
-        (("cache", "hits"), getattr(cache, "hits", 0), metrics.cache_hits),
-        (("cache", "misses"), getattr(cache, "misses", 0), metrics.cache_misses),
-        (("reclaimed",), getattr(reclaim, "reclaimed", 0), metrics.events_reclaimed),
-        (("reclaim_lost",), getattr(reclaim, "lost_to_trim", 0), metrics.events_lost_to_trim),
+        (("cache", "hits"), cache.hits, metrics.cache_hits),
+        (("cache", "misses"), cache.misses, metrics.cache_misses),
+        (("reclaimed",), reclaim.reclaimed, metrics.events_reclaimed),
+        (("reclaim_lost",), reclaim.lost_to_trim, metrics.events_lost_to_trim),
         (("sink_failures",), rt.consumer.stats.sink_failures, metrics.batch_failures),
         (("commit_calls",), group.calls, metrics.commit_calls),
         (("commit_plans",), group.plans, metrics.commit_plans),
@@ -309,7 +302,7 @@ def sync_process_counters(rt: Any, metrics: PipelineMetrics, sync: CounterSync) 
         metrics.op_errors.labels("redis", "read", "ConnectionError").inc(d)
     metrics.draining.set(1 if rt.consumer.draining else 0)
     resolver = rt.resolver
-    if resolver is None or not hasattr(resolver, "refresh_stats"):
+    if resolver is None:
         return
     stats = resolver.refresh_stats()
     for model, n in stats.calls_by_model.items():
@@ -328,17 +321,8 @@ def sync_process_counters(rt: Any, metrics: PipelineMetrics, sync: CounterSync) 
     metrics.llm_circuit_state.set(CIRCUIT_VALUE.get(stats.circuit_state, 0))
 
 
-def instrument(rt: Any, metrics: PipelineMetrics | None = None) -> Callable[[Any], Awaitable[None]]:
-    """Hook a consumer runtime's batches and sinks; returns the periodic counter-sync task."""
-    metrics = metrics or pipeline_metrics()
-    consumer = rt.consumer
-    consumer.on_batch.append(metrics.observe_batch)
-    processor = consumer.processor
-    if processor.mongo is not None:
-        processor.mongo.write = timed(processor.mongo.write, metrics, "mongo", "bulk_write")
-    for lane in getattr(rt, "lanes", None) or [consumer]:
-        committer = lane.processor.committer
-        committer.commit_once = timed(committer.commit_once, metrics, "redis", "commit_script")
+def counter_sync_task(rt: Runtime, metrics: PipelineMetrics) -> Task:
+    """The background task that copies the runtime's own counters every SYNC_INTERVAL_S."""
     sync = CounterSync()
 
     async def sync_task(stop: asyncio.Event) -> None:

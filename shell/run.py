@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from pomocore.consumers.app import install_signal_handlers, run_until_stopped, runtime
 from pomocore.core.logs import setup_logging
 from pomocore.core.settings import Settings
-from pomocore.health import start_consumer_ops
+from pomocore.health import consumer_observer, start_consumer_ops
 
 try:
     import uvloop
@@ -35,8 +35,9 @@ async def serve(settings: Settings) -> None:
     """Run one consumer process until SIGTERM/SIGINT, then drain."""
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    async with runtime(settings) as rt:
-        ops = start_consumer_ops(rt, stop)
+    observer = consumer_observer(settings)
+    async with runtime(settings, observer) as rt:
+        ops = start_consumer_ops(rt, stop, observer)
         log.info(
             "consumer started",
             extra={"consumer": settings.consumer_name, "stream": settings.keys.stream_key},

@@ -27,6 +27,7 @@ from redis.exceptions import NoScriptError, ResponseError
 
 from pomocore.core.errors import CommitError
 from pomocore.core.keys import KeySpace
+from pomocore.core.observer import Observer, observed
 from pomocore.sinks.plan import Block, CommitPlan, DeadLetter, merge_blocks
 
 COMMIT_SCRIPT = resources.files("pomocore.sinks").joinpath("commit.lua").read_text(encoding="utf-8")
@@ -274,8 +275,10 @@ class Committer:
         *,
         mark_derived: bool = False,
         commit_group: CommitGroup | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.consumer = consumer
+        self.observer = observer or Observer()
         self.commit_group = commit_group or CommitGroup(
             redis, keys, group, expire_at, mark_derived=mark_derived
         )
@@ -283,7 +286,9 @@ class Committer:
     async def commit_once(self, plan: CommitPlan) -> tuple[bool, list[str]]:
         """Run the script once for this plan, possibly merged with other lanes' plans:
         (True, []) when committed, else (False, the plan's ids that are still pending)."""
-        return await self.commit_group.commit(plan, self.consumer)
+        return await observed(
+            self.observer, "redis", "commit_script", self.commit_group.commit(plan, self.consumer)
+        )
 
 
 __all__ = [

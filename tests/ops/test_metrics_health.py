@@ -25,7 +25,7 @@ from pomocore.consumers.app import run_until_stopped, runtime
 from pomocore.core.logs import JsonFormatter, TextFormatter, fingerprint
 from pomocore.core.settings import Settings
 from pomocore.embedded import free_port
-from pomocore.health import Probes, check_command, start_consumer_ops
+from pomocore.health import Probes, check_command, consumer_observer, start_consumer_ops
 from tests.support.pipeline import group_state, now_fields, publish
 
 pytestmark = pytest.mark.timeout(180)
@@ -70,8 +70,9 @@ async def test_single_process_metrics_and_probes(settings: Settings) -> None:
     ]
     publish(settings.redis_url, settings.keys.stream_key, events(120) + bad)
     stop = asyncio.Event()
-    async with runtime(settings) as rt:
-        ops = start_consumer_ops(rt, stop)
+    observer = consumer_observer(settings)
+    async with runtime(settings, observer) as rt:
+        ops = start_consumer_ops(rt, stop, observer)
         try:
             before = await asyncio.to_thread(scrape, port)
             task = asyncio.create_task(run_until_stopped(rt, stop))
