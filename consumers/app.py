@@ -29,7 +29,7 @@ from pomocore.classifiers.reload import watch_patterns
 from pomocore.classifiers.store import load_patterns as load_from_mongo
 from pomocore.consumers.batch import BatchProcessor
 from pomocore.consumers.consumer import StreamConsumer, raw_stream_reply
-from pomocore.consumers.trimming import Retention
+from pomocore.consumers.trimming import StreamTrimmer
 from pomocore.core.connect import async_redis
 from pomocore.core.expiry import expire_at_function
 from pomocore.core.periods import PeriodCalculator
@@ -169,7 +169,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
             refresher = DerivedRefresher(redis, keys, settings.derived_refresh_s, expire_at)
             rt.background.append(refresher.run)
         if settings.stream_maxlen > 0:  # safe trimming: never past a pending entry
-            rt.background.append(Retention(settings, redis).run)
+            rt.background.append(StreamTrimmer(settings, redis).run)
         yield rt
     finally:
         if classifier is not None:

@@ -1,6 +1,6 @@
 """`pomocore classify` and `pomocore patterns load|export|check`.
 
-pipeline/cli.py registers the subcommands and calls these functions; `python -m
+shell/cli.py (`pomocore`) registers the subcommands and calls these functions; `python -m
 pomocore.classify_cli` runs them standalone (see `main`).
 """
 
@@ -227,7 +227,7 @@ async def _store_and_announce(settings: Settings, pattern_set: PatternSet) -> in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m pomocore.classify_cli classify|patterns ...` (pipeline/cli.py is the real CLI)."""
+    """`python -m pomocore.classify_cli classify|patterns ...` (`pomocore` is the real CLI)."""
     parser = argparse.ArgumentParser(prog="pomocore")
     sub = parser.add_subparsers(dest="command", required=True)
     add_classify_parser(sub)
