@@ -10,23 +10,13 @@ from importlib.resources import files
 
 import pomocore
 
-PUBLIC = [
-    "AsyncLeaderboardReader",
-    "Backpressure",
-    "ClassifierError",
-    "CommitError",
-    "ConfigError",
-    "KeySpace",
-    "LeaderboardReader",
-    "MongoWriteError",
-    "PomocoreError",
-    "QueryError",
-    "RejectedEvent",
-    "Row",
-    "Settings",
-    "SinkError",
-    "__version__",
-]
+PUBLIC = sorted(
+    """
+    AsyncLeaderboardReader LeaderboardReader QueryError Row Settings KeySpace __version__
+    PomocoreError ConfigError RejectedEvent ClassifierError SinkError MongoWriteError
+    Backpressure CommitError
+    """.split()
+)
 
 
 def test_the_exported_names_are_pinned() -> None:
