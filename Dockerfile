@@ -5,7 +5,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY pipeline ./pipeline
+COPY shell ./shell
+COPY core ./core
 COPY classifiers ./classifiers
 COPY consumers ./consumers
 COPY sinks ./sinks

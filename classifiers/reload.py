@@ -20,7 +20,7 @@ from redis.asyncio.client import PubSub
 
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.classifiers.engine import Classifier
-from pomocore.classifiers.store import load_patterns
+from pomocore.classifiers.store import load_or_seed_patterns
 from pomocore.core.keys import KeySpace
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ async def watch_patterns(
 async def reload_once(db: Any, holder: CachingClassifier) -> bool:
     """Load, compile and swap in the stored set if it differs. True if swapped."""
     try:
-        pattern_set = await load_patterns(db)
+        pattern_set = await load_or_seed_patterns(db)
         if pattern_set.version == holder.version:
             return False
         classifier = Classifier.from_patterns(pattern_set)

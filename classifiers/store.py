@@ -17,15 +17,32 @@ from pomocore.core.keys import KeySpace
 log = logging.getLogger(__name__)
 
 
-async def load_patterns(db: Any) -> PatternSet:
-    """The set stored in MongoDB; an empty collection is seeded with the default set.
+async def _stored_documents(db: Any) -> list[dict[str, Any]]:
+    try:
+        docs: list[dict[str, Any]] = await db[COLLECTION].find({}).to_list(None)
+    except PyMongoError as exc:
+        raise ClassifierError(f"cannot read {COLLECTION}: {exc}") from exc
+    return docs
+
+
+async def read_stored_patterns(db: Any) -> PatternSet | None:
+    """The set stored in MongoDB, None when the collection is empty; writes nothing
+    (commands that only look, such as `patterns export` and `patterns check`).
 
     Raises ClassifierError when MongoDB fails or a document is invalid.
     """
-    try:
-        docs = await db[COLLECTION].find({}).to_list(None)
-    except PyMongoError as exc:
-        raise ClassifierError(f"cannot read {COLLECTION}: {exc}") from exc
+    docs = await _stored_documents(db)
+    return PatternSet.from_documents(docs) if docs else None
+
+
+async def load_or_seed_patterns(db: Any) -> PatternSet:
+    """The set stored in MongoDB, which a consumer classifies with: an empty collection is
+    seeded with the default set, and a category without a document gets one (its `_id`
+    is the categoryId written with every classification).
+
+    Raises ClassifierError when MongoDB fails or a document is invalid.
+    """
+    docs = await _stored_documents(db)
     if not docs:
         default = load_default_pattern_set()
         await save_patterns(db, default)

@@ -26,10 +26,10 @@ from pomocore.classifiers.cache import CachingClassifier
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.patterns import PatternSet, load_default_pattern_set
 from pomocore.classifiers.reload import watch_patterns
-from pomocore.classifiers.store import load_patterns as load_from_mongo
+from pomocore.classifiers.store import load_or_seed_patterns
 from pomocore.consumers.batch import BatchProcessor
 from pomocore.consumers.consumer import StreamConsumer, raw_stream_reply
-from pomocore.consumers.trimming import Retention
+from pomocore.consumers.trimming import StreamTrimmer
 from pomocore.core.connect import async_redis
 from pomocore.core.expiry import expire_at_function
 from pomocore.core.observer import Observer
@@ -104,11 +104,10 @@ def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
     )
 
 
-async def load_patterns(settings: Settings, db: AsyncDatabase[dict[str, Any]] | None) -> PatternSet:
-    if db is None:
-        return load_default_pattern_set()
-
-    return await load_from_mongo(db)
+async def initial_patterns(db: AsyncDatabase[dict[str, Any]] | None) -> PatternSet:
+    """The patterns a consumer starts with: MongoDB's when it writes MongoDB (live reload
+    keeps them current), else the shipped default set."""
+    return load_default_pattern_set() if db is None else await load_or_seed_patterns(db)
 
 
 @contextlib.asynccontextmanager
@@ -123,7 +122,7 @@ async def runtime(
     resolver = None
     classifier: CachingClassifier | None = None
     try:
-        patterns = await load_patterns(settings, db)
+        patterns = await initial_patterns(db)
         classifier = CachingClassifier(
             Classifier.from_patterns(patterns),
             settings.decision_cache_size,
@@ -180,7 +179,7 @@ async def runtime(
             refresher = DerivedRefresher(redis, keys, settings.derived_refresh_s, expire_at)
             rt.background.append(refresher.run)
         if settings.stream_maxlen > 0:  # safe trimming: never past a pending entry
-            rt.background.append(Retention(settings, redis).run)
+            rt.background.append(StreamTrimmer(settings, redis).run)
         yield rt
     finally:
         if classifier is not None:

@@ -1,4 +1,4 @@
-"""Stream retention that never trims an entry the group still needs.
+"""Input stream trimming that never removes an entry a group still needs.
 
 With `stream_maxlen` > 0 the input stream is trimmed to about that many entries, but
 never past the first entry some group still needs: the oldest entry pending in any group
@@ -25,7 +25,7 @@ import redis.asyncio as aioredis
 
 from pomocore.core.settings import Settings
 
-log = logging.getLogger("pomocore.retention")
+log = logging.getLogger("pomocore.trimming")
 
 # At most this many entries are trimmed per call (bounds the script's run time).
 MAX_TRIM_PER_CALL = 50_000
@@ -76,10 +76,12 @@ async def server_supports_acked(redis: aioredis.Redis) -> bool:
     return version >= (8, 2)
 
 
-class Retention:
+class StreamTrimmer:
+    """Trims the input stream toward `stream_maxlen` (mode: auto, minid or acked)."""
+
     def __init__(self, settings: Settings, redis: aioredis.Redis, mode: str = "auto") -> None:
         if mode not in ("auto", "minid", "acked"):
-            raise ValueError(f"unknown retention mode {mode!r}")
+            raise ValueError(f"unknown trim mode {mode!r}")
         self.settings = settings
         self.redis = redis
         self.mode = mode

@@ -1,4 +1,4 @@
-"""The canonical category list (CONTRACT §5).
+"""The category taxonomy (CONTRACT §4–5): the canonical list and the work categories.
 
 Patterns, the LLM prompt and output validation all use this one list.
 """
@@ -7,50 +7,38 @@ from __future__ import annotations
 
 from typing import Final
 
-CATEGORIES: Final[tuple[str, ...]] = (
-    "Development",
-    "LLM",
-    "Documentation",
-    "Design",
-    "Video Editing",
-    "Education",
-    "Productivity",
-    "Finance",
-    "File Management",
-    "Browsing",
-    "Marketing",
-    "System & Utilities",
-    "Meetings",
-    "Communication",
-    "SNS",
-    "Entertainment",
-    "Game",
-    "Music",
-    "E-commerce & Shopping",
-    "AFK",
-    "Uncategorized",
+# The taxonomy, in the contract's order (CONTRACT §5): each category, and whether its time
+# also counts towards the `work` leaderboards (CONTRACT §4). The one place both are written.
+TAXONOMY: Final[tuple[tuple[str, bool], ...]] = (
+    ("Development", True),
+    ("LLM", True),
+    ("Documentation", True),
+    ("Design", True),
+    ("Video Editing", True),
+    ("Education", True),
+    ("Productivity", True),
+    ("Finance", True),
+    ("File Management", True),
+    ("Browsing", True),
+    ("Marketing", True),
+    ("System & Utilities", True),
+    ("Meetings", True),
+    ("Communication", False),
+    ("SNS", False),
+    ("Entertainment", False),
+    ("Game", False),
+    ("Music", False),
+    ("E-commerce & Shopping", False),
+    ("AFK", False),
+    ("Uncategorized", False),
 )
+
+CATEGORIES: Final[tuple[str, ...]] = tuple(name for name, _ in TAXONOMY)
 
 CATEGORY_SET: Final[frozenset[str]] = frozenset(CATEGORIES)
 
-# Categories whose time also counts towards the `work` leaderboards (CONTRACT §4).
-WORK_CATEGORIES: Final[frozenset[str]] = frozenset(
-    {
-        "Development",
-        "LLM",
-        "Documentation",
-        "Design",
-        "Video Editing",
-        "Education",
-        "Productivity",
-        "Finance",
-        "File Management",
-        "Browsing",
-        "Marketing",
-        "System & Utilities",
-        "Meetings",
-    }
-)
+# Categories whose time also counts towards the `work` leaderboards.
+WORK_CATEGORIES: Final[frozenset[str]] = frozenset(name for name, work in TAXONOMY if work)
 
 # The aggregate leaderboard category for WORK_CATEGORIES.
 WORK: Final = "work"

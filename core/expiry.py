@@ -1,4 +1,4 @@
-"""Leaderboard retention: when a daily, weekly or monthly key may expire.
+"""Leaderboard expiry: when a daily, weekly or monthly key may expire.
 
 A key lives until the end of its period (in the leaderboard time zone) plus the configured
 number of days (`POMOCORE_TTL_DAILY_DAYS`, `..._WEEKLY_DAYS`, `..._MONTHLY_DAYS`; 0 keeps
@@ -47,14 +47,16 @@ def period_end(label: str) -> date:
 
 
 @dataclass(frozen=True, slots=True)
-class RetentionPolicy:
+class ExpiryPolicy:
+    """Days each kind of period is kept after its end (0 = forever), in `timezone`."""
+
     timezone: str
     daily_days: int = 0
     weekly_days: int = 0
     monthly_days: int = 0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RetentionPolicy:
+    def from_settings(cls, settings: Settings) -> ExpiryPolicy:
         return cls(
             settings.timezone,
             settings.ttl_daily_days,
@@ -86,6 +88,6 @@ class RetentionPolicy:
 
 
 def expire_at_function(settings: Settings) -> Callable[[str], int | None] | None:
-    """Leaderboard key -> unix expiry, or None when no retention is configured."""
-    policy = RetentionPolicy.from_settings(settings)
+    """Leaderboard key -> unix expiry, or None when no expiry is configured."""
+    policy = ExpiryPolicy.from_settings(settings)
     return policy.expire_at_key if policy.enabled else None

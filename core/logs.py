@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from pomocore.core.decision import ClassKey
+
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message",
     "asctime",
@@ -34,6 +36,12 @@ def fingerprint(text: str) -> str:
     """`sha256:<12 hex>/<length>`: identifies a title in logs without revealing it."""
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"sha256:{digest}/{len(text)}"
+
+
+def key_fingerprint(key: ClassKey) -> str:
+    """An (app, url, title) key as three fingerprints, comparable with every other log line."""
+    app, url, title = key
+    return f"app={fingerprint(app)} url={fingerprint(url)} title={fingerprint(title)}"
 
 
 class JsonFormatter(logging.Formatter):

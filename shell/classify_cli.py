@@ -1,6 +1,6 @@
 """`pomocore classify` and `pomocore patterns load|export|check`.
 
-pipeline/cli.py registers the subcommands and calls these functions; `python -m
+shell/cli.py (`pomocore`) registers the subcommands and calls these functions; `python -m
 pomocore.classify_cli` runs them standalone (see `main`).
 """
 
@@ -20,13 +20,12 @@ from redis.asyncio import Redis
 from pomocore.classifiers.check import check_pattern_set
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.patterns import (
-    COLLECTION,
     PatternSet,
     documents_to_json,
     load_default_pattern_set,
     load_pattern_file,
 )
-from pomocore.classifiers.store import publish_change, save_patterns
+from pomocore.classifiers.store import publish_change, read_stored_patterns, save_patterns
 from pomocore.core.errors import PomocoreError
 from pomocore.core.settings import Settings
 
@@ -198,16 +197,13 @@ def _report(pattern_set: PatternSet, out: TextIO) -> int:
 
 
 async def _read_stored(settings: Settings) -> PatternSet | None:
-    """The set in MongoDB without seeding it; None when the collection is empty."""
-
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.mongo_uri, serverSelectionTimeoutMS=3000
     )
     try:
-        docs = await client[settings.mongo_db][COLLECTION].find({}).to_list(None)
+        return await read_stored_patterns(client[settings.mongo_db])
     finally:
         await client.close()
-    return PatternSet.from_documents(docs) if docs else None
 
 
 async def _store_and_announce(settings: Settings, pattern_set: PatternSet) -> int:
@@ -227,7 +223,7 @@ async def _store_and_announce(settings: Settings, pattern_set: PatternSet) -> in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m pomocore.classify_cli classify|patterns ...` (pipeline/cli.py is the real CLI)."""
+    """`python -m pomocore.classify_cli classify|patterns ...` (`pomocore` is the real CLI)."""
     parser = argparse.ArgumentParser(prog="pomocore")
     sub = parser.add_subparsers(dest="command", required=True)
     add_classify_parser(sub)

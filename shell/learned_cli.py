@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from pomocore.classifiers.llm.learning import REVIEW_COLLECTION
 from pomocore.classifiers.patterns import PatternSet
-from pomocore.classifiers.store import load_patterns, publish_change, save_patterns
+from pomocore.classifiers.store import load_or_seed_patterns, publish_change, save_patterns
 from pomocore.core.errors import ClassifierError
 from pomocore.core.settings import Settings
 
@@ -67,7 +67,7 @@ async def _learned(settings: Settings, reject: str | None, out: TextIO) -> int:
     )
     try:
         db = client[settings.mongo_db]
-        pattern_set = await load_patterns(db)
+        pattern_set = await load_or_seed_patterns(db)
         review = {d["_id"]: d async for d in db[REVIEW_COLLECTION].find({})}
         if reject is None:
             rows = learned_rows(pattern_set, review)

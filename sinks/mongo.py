@@ -1,7 +1,7 @@
 """MongoDB sink: one categorized_data document per distinct (app, url, title) and one
 pomodoro_usage_log document per accepted event (CONTRACT §3).
 
-Writes are idempotent by construction: every `_id` is deterministic (sinks/ids.py) or
+Writes are idempotent by construction: every `_id` is deterministic (core/ids.py) or
 given by the producer, inserts are unordered, and a duplicate-key error (11000) means
 "already written". Any other error fails the batch, which is then not acknowledged.
 

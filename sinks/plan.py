@@ -66,7 +66,7 @@ class IncrementBuilder:
         self.periods = periods
         self.derived = derived
         # (category, 15-minute bucket) -> keys: one dict lookup per event on the hot path
-        # (all instants of a bucket share their local date: pipeline/periods.py). The keys
+        # (all instants of a bucket share their local date: core/periods.py). The keys
         # of one category and day are one tuple object, whichever bucket found them.
         self._key_cache: dict[tuple[str, int], tuple[str, ...]] = {}
         self._same_keys: dict[tuple[str, ...], tuple[str, ...]] = {}

@@ -27,7 +27,7 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from pymongo.asynchronous.database import AsyncDatabase
 
-from pomocore.classifiers.store import load_patterns, publish_change, save_patterns
+from pomocore.classifiers.store import load_or_seed_patterns, publish_change, save_patterns
 from pomocore.classifiers.urls import NETWORK_SCHEMES, is_ip, split_url
 from pomocore.core.categories import BROWSING
 from pomocore.core.decision import ClassKey
@@ -145,7 +145,7 @@ class Learner:
             log.info("not learning %s pattern: rejected by an operator", p.kind)
             return False
         # Through the classification store's own API, so the document format stays theirs.
-        current = await load_patterns(self._db)
+        current = await load_or_seed_patterns(self._db)
         entry = current.get(p.category)
         existing = entry.app_patterns if p.kind == "app" else entry.domain_patterns
         if any(e.text.lower() == p.pattern.lower() for e in existing):

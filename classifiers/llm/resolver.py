@@ -34,13 +34,13 @@ from pomocore.classifiers.llm.errors import (
     translate,
 )
 from pomocore.classifiers.llm.learning import Learner
-from pomocore.classifiers.llm.logsafe import key_fingerprint
 from pomocore.classifiers.llm.queue import PendingQueue
 from pomocore.classifiers.llm.retry import RetryPolicy, backoff_delay, should_retry
 from pomocore.classifiers.llm.stats import LLMStats
 from pomocore.core.categories import canonical
 from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.ids import categorized_data_id
+from pomocore.core.logs import key_fingerprint
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

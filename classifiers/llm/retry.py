@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pomocore.classifiers.llm.errors import LLMError, LLMRetryable
+from pomocore.core.retry import backoff_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,15 +24,13 @@ def should_retry(err: LLMError, attempt: int, policy: RetryPolicy) -> bool:
 
 
 def backoff_delay(attempt: int, err: LLMError, policy: RetryPolicy, rand: float) -> float:
-    """Delay before attempt `attempt + 1`.
+    """Delay before attempt `attempt + 1`: `backoff_s` with full jitter (uniform in
+    [0, base * 2**(attempt-1)], capped), so that many consumers hitting the same outage do
+    not retry in lockstep. `rand` is a draw from [0, 1).
 
-    Full jitter (uniform in [0, base * 2**(attempt-1)], capped) so that many consumers
-    hitting the same outage do not retry in lockstep. A Retry-After from the server is a
-    floor: we never come back earlier than asked. `rand` is a draw from [0, 1).
+    A Retry-After from the server is a floor, not capped: the caller gives up when the
+    delay passes its deadline, rather than sleeping and finding the model still closed.
     """
-    ceiling = min(policy.cap_s, policy.base_s * (2 ** max(0, attempt - 1)))
-    delay = ceiling * min(max(rand, 0.0), 1.0)
+    delay = backoff_s(attempt, base_s=policy.base_s, cap_s=policy.cap_s, jitter="full", draw=rand)
     retry_after = err.retry_after_s if isinstance(err, LLMRetryable) else None
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    return float(delay)
+    return delay if retry_after is None else max(delay, retry_after)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -16,9 +18,14 @@ from pymongo import AsyncMongoClient
 
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.classifiers.engine import Classifier
-from pomocore.classifiers.patterns import COLLECTION, load_default_pattern_set
+from pomocore.classifiers.patterns import COLLECTION, documents_to_json, load_default_pattern_set
 from pomocore.classifiers.reload import watch_patterns
-from pomocore.classifiers.store import load_patterns, publish_change, save_patterns
+from pomocore.classifiers.store import (
+    load_or_seed_patterns,
+    publish_change,
+    read_stored_patterns,
+    save_patterns,
+)
 from pomocore.classify_cli import patterns_command
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
@@ -51,11 +58,29 @@ async def eventually(check: Callable[[], bool], within_s: float = 5.0) -> float:
 
 
 async def test_load_seeds_an_empty_collection_then_reads_it_back(db: Any) -> None:
-    seeded = await load_patterns(db)
+    seeded = await load_or_seed_patterns(db)
     assert seeded == load_default_pattern_set()
     assert await db[COLLECTION].count_documents({}) == len(seeded.entries)
-    again = await load_patterns(db)
+    again = await load_or_seed_patterns(db)
     assert again.version == seeded.version and again.category_ids == seeded.category_ids
+
+
+async def test_read_returns_the_stored_set_and_never_seeds(db: Any) -> None:
+    assert await read_stored_patterns(db) is None
+    assert await db[COLLECTION].count_documents({}) == 0  # looking wrote nothing
+    seeded = await load_or_seed_patterns(db)
+    stored = await read_stored_patterns(db)
+    assert stored is not None and stored.version == seeded.version
+
+
+def test_patterns_export_reports_an_unreachable_mongodb(settings: Settings) -> None:
+    with socket.socket() as free:  # a loopback port nobody listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    away = dataclasses.replace(settings, mongo_uri=f"mongodb://127.0.0.1:{port}")
+    out = io.StringIO()
+    assert patterns_command("export", away, None, out) == 1  # a message, not a traceback
+    assert out.getvalue().startswith(f"error: cannot read {COLLECTION}")
 
 
 async def test_save_is_idempotent_and_keeps_one_document_per_category(db: Any) -> None:
@@ -65,7 +90,7 @@ async def test_save_is_idempotent_and_keeps_one_document_per_category(db: Any) -
     await db[COLLECTION].insert_one({"category": "Music", "appPatterns": ["Stray"]})  # other _id
     await save_patterns(db, ps)
     assert await db[COLLECTION].count_documents({}) == len(ps.entries)
-    assert (await load_patterns(db)).version == ps.version
+    assert (await load_or_seed_patterns(db)).version == ps.version
 
 
 async def test_publish_change_bumps_the_counter_and_announces_it(aredis: aioredis.Redis) -> None:
@@ -91,7 +116,7 @@ async def _watching(
     body: Callable[[CachingClassifier], Awaitable[None]],
     mongo_every: int = 12,
 ) -> None:
-    holder = CachingClassifier(Classifier.from_patterns(await load_patterns(db)), 1000)
+    holder = CachingClassifier(Classifier.from_patterns(await load_or_seed_patterns(db)), 1000)
     stop = asyncio.Event()
     task = asyncio.create_task(
         watch_patterns(aredis, db, holder, KEYS, poll_s, stop, mongo_every=mongo_every)
@@ -166,8 +191,6 @@ async def test_a_bad_pattern_document_keeps_the_old_matcher(
 def test_patterns_command_load_export_check(settings: Settings, tmp_path: Path) -> None:
     ps = _with_new_host("Finance")
     path = tmp_path / "p.json"
-    from pomocore.classifiers.patterns import documents_to_json
-
     path.write_text(documents_to_json(ps), "utf-8")
     out = io.StringIO()
     assert patterns_command("load", settings, str(path), out) == 0

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
-from pomocore.classifiers.store import load_patterns, publish_change, save_patterns
+from pomocore.classifiers.store import load_or_seed_patterns, publish_change, save_patterns
 from pomocore.classify_cli import classify_command
 from pomocore.consumers.app import run_until_stopped, runtime
 from pomocore.core.settings import Settings
@@ -55,7 +55,7 @@ async def test_pattern_added_in_mongodb_reaches_a_running_consumer(settings: Set
         assert db.pomodoro_usage_log.find_one()["category"] == "Uncategorized"  # type: ignore[index]
 
         client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(s.mongo_uri)
-        stored = await load_patterns(client[s.mongo_db])
+        stored = await load_or_seed_patterns(client[s.mongo_db])
         await save_patterns(
             client[s.mongo_db], stored.with_pattern("Game", "app", "Zorblax", learned=False)
         )

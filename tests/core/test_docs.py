@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pomocore.core.settings import markdown_table
@@ -23,3 +24,39 @@ def test_readme_leads_with_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     head = readme[: readme.index("## ")]
     assert "make run" in head and "make test" in head
+
+
+# A repository path in prose: a top-level folder of ours, then a file or folder below it.
+# `pipeline/` is the folder the code left; every mention of it is stale.
+REPO_PATH = re.compile(
+    r"(?<![\w./-])((?:shell|core|classifiers|consumers|sinks|tests|docs|deploy|benchmarks"
+    r"|pipeline)/[\w./-]*\w)"
+)
+PRODUCT_FOLDERS = ("shell", "core", "classifiers", "consumers", "sinks")
+# The benchmark harness leaves the package; its history of paths moves with it.
+NOT_SCANNED = {"shell/bench.py"}
+
+
+def documents() -> list[Path]:
+    """User docs, the container build and the product's modules (docstrings and comments)."""
+    found = [ROOT / "README.md", ROOT / "Dockerfile", *sorted((ROOT / "docs").glob("*.md"))]
+    for folder in PRODUCT_FOLDERS:
+        found += sorted(p for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".lua"))
+    return [p for p in found if str(p.relative_to(ROOT)) not in NOT_SCANNED]
+
+
+def names_something(path: str) -> bool:
+    """The path exists, or names a file without its ending (`benchmarks/README`)."""
+    target = ROOT / path
+    return target.exists() or any(target.parent.glob(target.name + ".*"))
+
+
+def test_paths_in_docs_and_docstrings_exist() -> None:
+    stale = [
+        f"{doc.relative_to(ROOT)}:{number}: {match.group(1)}"
+        for doc in documents()
+        for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1)
+        for match in REPO_PATH.finditer(line)
+        if not names_something(match.group(1))
+    ]
+    assert not stale, "paths that name nothing in the repository:\n" + "\n".join(stale)

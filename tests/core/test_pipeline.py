@@ -241,7 +241,7 @@ def _snapshot(client: redis.Redis, settings: Settings) -> dict[str, object]:
 pytestmark = pytest.mark.timeout(120)
 
 
-async def test_retention_ttl_is_set_by_the_pipeline(settings: Settings) -> None:
+async def test_leaderboard_expiry_is_set_by_the_pipeline(settings: Settings) -> None:
     import dataclasses
 
     s = dataclasses.replace(settings, ttl_daily_days=2, ttl_monthly_days=400)

@@ -13,7 +13,7 @@ from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.llm.learning import Learner, subject_of
 from pomocore.classifiers.llm.reclassifier import MAX_MISSING_DOC_TRIES, Reclassifier
 from pomocore.classifiers.patterns import PatternSet, default_category_id
-from pomocore.classifiers.store import load_patterns, save_patterns
+from pomocore.classifiers.store import load_or_seed_patterns, save_patterns
 from pomocore.core.decision import ClassKey
 from pomocore.core.ids import categorized_data_id
 from pomocore.core.keys import KeySpace
@@ -168,7 +168,7 @@ async def test_learned_patterns_reduce_calls_on_a_repeated_workload(
             ]
         )
 
-    classifier = Classifier.from_patterns(await load_patterns(adb))
+    classifier = Classifier.from_patterns(await load_or_seed_patterns(adb))
     first = await _workload(resolver, classifier, workload(1))
     calls_first = fake_llm.calls
     assert calls_first == 6
@@ -176,13 +176,13 @@ async def test_learned_patterns_reduce_calls_on_a_repeated_workload(
     assert resolver.stats.learned_patterns == 2
     assert await aredis.get(KeySpace().patterns_version_key) == b"2"  # each one announced
 
-    classifier = Classifier.from_patterns(await load_patterns(adb))  # what reload does
+    classifier = Classifier.from_patterns(await load_or_seed_patterns(adb))  # what reload does
     second = await _workload(resolver, classifier, workload(2))
     assert fake_llm.calls - calls_first == 2  # only the mixed host still needs the LLM
     assert second[("Obscure IDE", "", "r2 file3.py")] == "Development"
     assert second[("Firefox", "https://docs.weird.dev/p2", "r2 page 2")] == "Documentation"
 
-    learned = [p.text for p in (await load_patterns(adb)).get("Development").app_patterns
+    learned = [p.text for p in (await load_or_seed_patterns(adb)).get("Development").app_patterns
                if p.learned]
     assert learned == ["Obscure IDE"]
 
@@ -202,7 +202,7 @@ async def test_cli_lists_and_rejects_learned_patterns(
 
     out = io.StringIO()
     assert await asyncio.to_thread(learned_command, settings, "Obscure IDE", out) == 0
-    patterns = await load_patterns(adb)
+    patterns = await load_or_seed_patterns(adb)
     assert all(p.text != "Obscure IDE" for p in patterns.get("Development").app_patterns)
     review = await adb["learned_pattern_review"].find_one({"_id": "app:obscure ide"})
     assert review is not None and review["status"] == "rejected"

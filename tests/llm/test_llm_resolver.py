@@ -18,6 +18,7 @@ from pomocore.core.categories import CATEGORY_SET
 from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.ids import categorized_data_id
 from pomocore.core.keys import KeySpace
+from pomocore.core.logs import fingerprint
 from tests.llm.conftest import FALLBACK, PRIMARY, MakeResolver
 from tests.support.fake_llm import FakeLLM
 
@@ -264,6 +265,8 @@ async def test_injection_title_never_yields_a_non_canonical_label(
     assert fake_llm.requests[0].items[0]["title"] == title
     assert "secret-title-42" not in caplog.text  # logs: hashes and lengths only
     assert "HACKED" not in caplog.text
+    # the documented fingerprint (docs/operations.md), the same as every other log line's
+    assert f"title={fingerprint(title)}" in caplog.text
 
 
 async def test_unreachable_endpoint_never_blocks(

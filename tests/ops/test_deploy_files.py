@@ -1,11 +1,12 @@
 """Deployment files, checked by parsing them (no Docker or Kubernetes here): manifests
 parse, hardening is in place, and the dashboard and alerts use only metrics that
-pipeline/metrics.py defines (this fails if they drift)."""
+shell/metrics.py defines (this fails if they drift)."""
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,13 @@ def test_dockerfile() -> None:
     assert re.search(r"^USER 10001", final, re.M)
     assert "PROMETHEUS_MULTIPROC_DIR=/tmp/" in final
     assert "HEALTHCHECK" in final and '"check"' in final
+
+
+def test_dockerfile_copies_every_package_folder() -> None:
+    """The image installs from the folders it copies: a folder left out (or one that moved)
+    breaks `pip install .` in the build stage."""
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    folders = set(config["tool"]["setuptools"]["package-dir"].values())
+    copied = set(re.findall(r"^COPY (\S+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert folders <= copied, f"Dockerfile does not copy {sorted(folders - copied)}"
+    assert all((ROOT / name).exists() for name in copied), "Dockerfile copies a missing folder"

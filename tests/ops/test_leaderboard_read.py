@@ -1,4 +1,4 @@
-"""Leaderboard reads: Python API, CLI, HTTP endpoint; retention expire-at times."""
+"""Leaderboard reads: Python API, CLI, HTTP endpoint; expiry times."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pomocore.core.expiry import RetentionPolicy, period_end
+from pomocore.core.expiry import ExpiryPolicy, period_end
 from pomocore.core.settings import Settings
 from pomocore.embedded import free_port
 from pomocore.http_api import LeaderboardHTTPServer
@@ -138,8 +138,8 @@ def test_http_endpoint(filled: Settings) -> None:
         server.reader.close()
 
 
-def test_retention_expire_at_counts_from_period_end() -> None:
-    policy = RetentionPolicy("Asia/Seoul", daily_days=7, weekly_days=28, monthly_days=90)
+def test_expire_at_counts_from_period_end() -> None:
+    policy = ExpiryPolicy("Asia/Seoul", daily_days=7, weekly_days=28, monthly_days=90)
     day = 86400
     seoul_midnight = datetime(2026, 2, 13, tzinfo=TZ).timestamp()
     assert policy.expire_at("2026-02-12") == seoul_midnight + 7 * day
@@ -149,7 +149,7 @@ def test_retention_expire_at_counts_from_period_end() -> None:
     assert policy.expire_at_key("{t}leaderboard:work:2026-M2") == (
         datetime(2026, 3, 1, tzinfo=TZ).timestamp() + 90 * day
     )
-    assert RetentionPolicy("Asia/Seoul").expire_at("2026-02-12") is None
+    assert ExpiryPolicy("Asia/Seoul").expire_at("2026-02-12") is None
     assert period_end("2020-W53").isoformat() == "2021-01-04"
     with pytest.raises(ValueError):
         policy.expire_at("2026-Q1")
