@@ -52,8 +52,9 @@ typecheck: $(STAMP)
 chaos: $(STAMP)
 	POMOCORE_CHAOS_LONG=1 $(BIN)/python -m pytest -q tests/chaos
 
+## The benchmark harness (benchmarks/README.md); options: make bench ARGS="--quick".
 bench: $(STAMP)
-	$(BIN)/pomocore bench
+	$(BIN)/python -m benchmarks $(ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache build

@@ -1,11 +1,11 @@
 """Process memory of the classification path with 1M distinct URLs, by decision-cache size.
 
-    .venv/bin/python benchmarks/cache_rss.py 20000      # the default
-    .venv/bin/python benchmarks/cache_rss.py 50000
+    .venv/bin/python -m benchmarks.cache_rss 20000      # the default
+    .venv/bin/python -m benchmarks.cache_rss 50000
 
 Validates, classifies and plans 1,000,000 events of the `pomocore demo` workload with
-one million variants per template (nearly every URL new, as in `pomocore bench --sweep
-rss`), without servers, and prints VmRSS/VmHWM at 50k ... 1M events: what the decision
+one million variants per template (nearly every URL new, as in `python -m benchmarks
+--sweep rss`), without servers, and prints VmRSS/VmHWM at 50k ... 1M events: what the decision
 cache costs and when the memory settles.
 """
 
@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.classifiers.engine import Classifier

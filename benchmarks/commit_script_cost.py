@@ -1,6 +1,6 @@
 """Cost of each part of sinks/commit.lua for one real 1000-event batch (Redis commandstats):
 
-    .venv/bin/python benchmarks/commit_script_cost.py [--reps 30]
+    .venv/bin/python -m benchmarks.commit_script_cost [--reps 30]
 
 The script is cut after each of its stages (arguments only, validation, the XACK fence,
 everything but the ZINCRBYs, everything) and each cut runs on the same batch of pending
@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
-from commit_size import classified  # beside this file: on sys.path when run
 
+from benchmarks.commit_size import classified
 from pomocore.core.keys import KeySpace
 from pomocore.core.periods import PeriodCalculator
 from pomocore.embedded import EmbeddedRedis

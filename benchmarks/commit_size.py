@@ -1,7 +1,7 @@
 """ZINCRBY calls and script arguments per event against the number of events per commit:
 what a larger commit (a bigger batch, or a group commit merging several) saves Redis.
 
-    .venv/bin/python benchmarks/commit_size.py [--events 16000]
+    .venv/bin/python -m benchmarks.commit_size [--events 16000]
 
 Pure: the `pomocore demo` workload (3,000 users, events over 3 days), validated and
 classified, planned in commits of 500 ... 16,000 events.
@@ -10,11 +10,7 @@ classified, planned in commits of 500 ... 16,000 events.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pomocore.classifiers import Classifier, load_default_pattern_set
 from pomocore.core.events import Event, parse_entry

@@ -1,6 +1,6 @@
 """Consumer CPU per stage of a batch, without the event loop or the network.
 
-    .venv/bin/python benchmarks/consumer_cpu.py [--batches 20]
+    .venv/bin/python -m benchmarks.consumer_cpu [--batches 20]
 
 Real XREADGROUP replies (raw, as the consumer reads them, and through redis-py's parser)
 of the `pomocore demo` workload from an embedded Valkey, then each stage of
@@ -12,13 +12,9 @@ the packing of the request.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
 from hiredis import pack_command
@@ -51,7 +47,9 @@ def raw_replies(batches: int) -> list[Any]:
         conn = client.connection_pool.get_connection()
         replies = []
         for _ in range(batches):
-            conn.send_command("XREADGROUP", "GROUP", "g", "c", "COUNT", 1000, "STREAMS", "s", ">")
+            conn.send_command(  # type: ignore[no-untyped-call]
+                "XREADGROUP", "GROUP", "g", "c", "COUNT", 1000, "STREAMS", "s", ">"
+            )
             replies.append(conn.read_response())
         client.connection_pool.release(conn)
         return replies
@@ -78,7 +76,7 @@ def main() -> None:
 
     def legacy() -> list[list[Entry]]:
         return [
-            [(i.decode(), f) for i, f in parse_xread_resp3_to_resp2_legacy(r)[0][1]]
+            [(i.decode(), f) for i, f in parse_xread_resp3_to_resp2_legacy(r)[0][1]]  # type: ignore[no-untyped-call]
             for r in replies
         ]
 

@@ -1,21 +1,17 @@
 """Drain N events with the real consumer (leaderboard sink; --mongo adds MongoDB), report events/s,
 consumer CPU µs/event and Redis CPU µs/event. Used to compare lanes and hot-path changes:
 
-    .venv/bin/python benchmarks/drain_ab.py --lanes 1 --lanes 2 --repeat 3 [--mongo]
+    .venv/bin/python -m benchmarks.drain_ab --lanes 1 --lanes 2 --repeat 3 [--mongo]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import redis
 import uvloop
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere: tests.support
 
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis

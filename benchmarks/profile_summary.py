@@ -1,9 +1,9 @@
-"""Summarise a py-spy raw profile of a bench consumer (`pomocore bench --profile py-spy`).
+"""Summarise a py-spy raw profile of a bench consumer (`python -m benchmarks --profile py-spy`).
 
 Keeps only samples of the consumer loop (after start-up) and prints the share of samples
 per function, inclusive and self:
 
-    .venv/bin/python benchmarks/profile_summary.py benchmarks/results/profile-c.collapsed
+    .venv/bin/python -m benchmarks.profile_summary benchmarks/runs/profile-c.collapsed
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Redis time per event of the real consumer (leaderboard sink), by command.
 
-    .venv/bin/python benchmarks/redis_time.py [--events 200000]
+    .venv/bin/python -m benchmarks.redis_time [--events 200000]
 
 Publishes the `pomocore demo` workload to an embedded Valkey, drains it with the real
 consumer and prints INFO commandstats per event (commands called from the commit script
@@ -11,15 +11,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import redis
 
-from pomocore.bench import redis_cpu_s
+from benchmarks.measure import redis_cpu_s
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedRedis
 from pomocore.workload import Workload

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pomocore import __version__, bench, dlq, ops_cli, rebuild
+from pomocore import __version__, dlq, ops_cli, rebuild
 from pomocore.classify_cli import classify_command, patterns_command
 from pomocore.core.errors import ConfigError
 from pomocore.core.logs import setup_logging
@@ -70,6 +70,26 @@ def cmd_patterns(args: argparse.Namespace) -> int:
     return patterns_command(args.action, _settings(args), args.file, sys.stdout)
 
 
+BENCH_MOVED = """\
+pomocore bench: the benchmarks are not part of the installed package.
+They live in the repository (benchmarks/, with their tools: Celery, matplotlib, py-spy);
+run them from the root of a checkout:
+
+    make bench                                   # the whole session, defaults
+    .venv/bin/python -m benchmarks --quick       # every variant, small sizes (~1 min)
+    .venv/bin/python -m benchmarks --help        # the options `pomocore bench` had
+
+Figures and how they were measured: benchmarks/README.md.
+"""
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    # An entry that only points to the harness (it imports nothing from benchmarks/): a
+    # wheel or container image has neither the harness nor its tools.
+    print(BENCH_MOVED, end="", file=sys.stderr)
+    return 2
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", choices=("json", "text"), help="POMOCORE_LOG_FORMAT")
     p.add_argument("--log-level", help="POMOCORE_LOG_LEVEL")
@@ -112,9 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     patterns.add_argument("--reject", help="with learned: reject this learned pattern")
     patterns.set_defaults(func=cmd_patterns)
 
-    bench_parser = sub.add_parser("bench", help="benchmark against the Redis ceiling and baselines")
-    bench.add_arguments(bench_parser)
-    bench_parser.set_defaults(func=bench.cmd_bench)
+    # Any arguments (the harness's options of old, --help) get the same explanation.
+    bench = sub.add_parser(
+        "bench", help="how to run the benchmarks (from a checkout)", add_help=False
+    )
+    bench.set_defaults(func=cmd_bench)
 
     dlq.register(sub)  # dlq list|replay|purge
     ops_cli.register(sub, leaderboard_actions=[rebuild.register])  # check, leaderboard, acl
@@ -123,7 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "bench":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         result: int = args.func(args)
     except ConfigError as exc:

@@ -1,4 +1,4 @@
-"""Synthetic activity workload: what `pomocore demo` and `pomocore bench` publish.
+"""Synthetic activity workload: what `pomocore demo` and the benchmarks publish.
 
 Users and (app, url, title) slices are drawn from Zipf-like distributions over a
 catalogue of popular desktop apps and sites (macOS and Windows names, Korean services),

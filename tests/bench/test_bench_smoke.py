@@ -1,4 +1,4 @@
-"""Smoke test of the `pomocore bench` harness: tiny event counts, every variant.
+"""Smoke test of the benchmark harness (`python -m benchmarks`): tiny event counts, every variant.
 
 Checks the JSON result schema, that every variant drained exactly (the group read all
 entries and nothing is pending; the consumers acknowledged exactly N), and that a run
@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from pomocore.bench import VARIANTS, BenchOptions, run_bench
+from benchmarks.options import VARIANTS, BenchOptions
+from benchmarks.session import run_bench
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 
 pytestmark = pytest.mark.timeout(120)

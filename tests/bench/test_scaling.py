@@ -1,4 +1,4 @@
-"""The CPU ceiling of process scaling that `pomocore bench --sweep processes` prints (pure)."""
+"""The CPU ceiling of process scaling that `python -m benchmarks --sweep processes` prints."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pomocore.bench import process_scaling, scaling_ceiling
+from benchmarks.report import process_scaling, scaling_ceiling
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,100 @@
+"""How the harness is started: `pomocore bench` only points to it (the installed package has
+no benchmark code), `python -m benchmarks` parses the options `pomocore bench` had, and a
+consumer process's spec survives its trip through the command line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.cli import build_parser, options_from_args
+from benchmarks.options import RUNS_DIR, BenchOptions
+from benchmarks.protocol import REPO_ROOT, ChildSpec, RunNames
+from pomocore.cli import main as pomocore_main
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench"],
+        ["bench", "--quick"],
+        ["bench", "--variants", "c,f", "--runs", "1"],
+        ["bench", "--help"],
+    ],
+)
+def test_pomocore_bench_explains_where_the_benchmarks_are_and_exits_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert pomocore_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "make bench" in err
+    assert "python -m benchmarks" in err
+    assert "benchmarks/README.md" in err
+
+
+def test_other_commands_still_reject_unknown_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        pomocore_main(["demo", "--quick"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --quick" in capsys.readouterr().err
+
+
+def test_pomocore_bench_works_where_benchmarks_cannot_be_imported(tmp_path: Path) -> None:
+    # from a folder without benchmarks/: what an installed wheel or the container sees
+    code = (
+        "import sys\n"
+        "from pomocore.cli import main\n"
+        "status = main(['bench'])\n"
+        "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'benchmarks')\n"
+        "print(status, loaded)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2 []"
+    assert "python -m benchmarks" in done.stderr
+
+
+def test_options_keep_the_documented_defaults_and_quick_sizes() -> None:
+    parse = build_parser().parse_args
+    assert options_from_args(parse([])) == BenchOptions(out=RUNS_DIR)
+    quick = options_from_args(parse(["--quick", "--events", "5000", "--variants", "c,f"]))
+    sizes = (quick.events, quick.slow_events, quick.mongo_events, quick.runs)
+    assert sizes == (5000, 1000, 5000, 1)  # --events wins over --quick's 20,000
+    assert quick.latency_seconds == 3.0
+    assert quick.variants == "cf"
+    sweeps = options_from_args(parse(["--sweep", "all", "--sweep", "rss,batch"])).sweeps
+    assert sweeps == ("batch", "processes", "users", "hit", "rss")
+    with pytest.raises(SystemExit, match="unknown variants: x"):
+        options_from_args(parse(["--variants", "a,x"]))
+
+
+def test_runs_go_to_the_ignored_folder_by_default() -> None:
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", str(RUNS_DIR / "bench-1.json")], cwd=REPO_ROOT
+    )
+    assert ignored.returncode == 0
+
+
+def test_a_child_spec_survives_the_command_line() -> None:
+    names = RunNames.for_run("pomobench-x:", "x", 3, uses_mongo=True)
+    spec = ChildSpec(
+        variant="b",
+        redis_url="redis://127.0.0.1:1/0",
+        mongo_uri="mongodb://127.0.0.1:2",
+        stream="pomobench-x:stream",
+        consumer="bench-3-0",
+        batch_size=1000,
+        latency=False,
+        result_file="/tmp/r3-0.json",
+        profile="",
+        profile_file="/tmp/profile-b.collapsed",
+        names=names,
+    )
+    assert ChildSpec.from_json(spec.to_json()) == spec
+    assert names.group == "pomobench-x:r3:group"
+    assert names.mongo_db == "pomobench_x_r3"
