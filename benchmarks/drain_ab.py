@@ -16,7 +16,8 @@ import uvloop
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 from pomocore.workload import Workload
-from tests.support.pipeline import drain, publish
+from tests.support.consumer import drain
+from tests.support.streams import publish
 
 
 def run_once(lanes: int, events: int, batch_size: int, mongo: bool) -> tuple[float, float, float]:

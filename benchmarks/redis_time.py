@@ -19,7 +19,8 @@ from benchmarks.measure import redis_cpu_s
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedRedis
 from pomocore.workload import Workload
-from tests.support.pipeline import drain, publish
+from tests.support.consumer import drain
+from tests.support.streams import publish
 
 
 def main() -> None:

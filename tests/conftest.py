@@ -2,35 +2,32 @@
 
 The servers are started once per test session by these fixtures and stopped at the end.
 Each test gets a flushed Redis (we only ever flush the server we started) and a MongoDB
-database of its own.
+database of its own. The building blocks are in tests/support/servers.py.
 """
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
+from tests.support.servers import fresh_db_name, running
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:
-    server = EmbeddedRedis()
-    server.start()
-    yield server
-    server.close()
+    with running(EmbeddedRedis()) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
 def mongo_server() -> Iterator[EmbeddedMongo]:
-    server = EmbeddedMongo()
-    server.start()
-    yield server
-    server.close()
+    with running(EmbeddedMongo()) as server:
+        yield server
 
 
 @pytest.fixture
@@ -48,7 +45,7 @@ def mongo_uri(mongo_server: EmbeddedMongo) -> str:
 
 @pytest.fixture
 def mongo_db_name() -> str:
-    return f"t_{uuid.uuid4().hex[:12]}"
+    return fresh_db_name()
 
 
 @pytest.fixture
@@ -62,3 +59,11 @@ def settings(redis_url: str, mongo_uri: str, mongo_db_name: str) -> Settings:
         linger_ms=0,
         batch_size=200,
     )
+
+
+@pytest.fixture
+async def aredis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """An asyncio client of the test's (flushed) Redis."""
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()

@@ -24,15 +24,14 @@ from typing import Any
 import pymongo
 import redis
 
-from pomocore.classifiers.engine import Classifier
-from pomocore.classifiers.patterns import load_default_pattern_set
 from pomocore.core.settings import Settings
 from pomocore.workload import MALFORMED_KINDS, Workload
-from tests.support.pipeline import (
+from tests.support.expected import (
     REASON_OF_MALFORMED_KIND,
     actual_leaderboards,
     reference_leaderboards,
 )
+from tests.support.patterns import default_classifier
 
 Fields = dict[str, str | bytes]
 
@@ -68,7 +67,7 @@ def _s(value: str | bytes) -> str:
 class Checker:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.classifier = Classifier.from_patterns(load_default_pattern_set())
+        self.classifier = default_classifier()
 
     def category(self, fields: Fields) -> str:
         return self.classifier.classify(

@@ -18,9 +18,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,7 +30,8 @@ from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 from tests.chaos.checker import Checker, Published, generate
 from tests.support.fault_proxy import FaultProxy
-from tests.support.pipeline import group_state
+from tests.support.processes import ConsumerProcess, run_cli, spawn_consumer
+from tests.support.streams import group_state
 
 FAULT_KINDS = (
     "kill_consumer",
@@ -92,7 +90,7 @@ class ChaosRun:
         self.mongo = EmbeddedMongo(self.workdir / "mongo")
         self.redis_proxy: FaultProxy | None = None
         self.mongo_proxy: FaultProxy | None = None
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.procs: dict[int, ConsumerProcess] = {}
         self.names: dict[int, str] = {}
         self.generation = 0
         self.report = ChaosReport()
@@ -110,7 +108,6 @@ class ChaosRun:
     def _consumer_env(self, name: str) -> dict[str, str]:
         assert self.redis_proxy and self.mongo_proxy
         return {
-            **os.environ,
             "POMOCORE_REDIS_URL": f"redis://{self.redis_proxy.host_port}/0",
             "POMOCORE_MONGO_URI": f"mongodb://{self.mongo_proxy.host_port}/",
             "POMOCORE_MONGO_DB": "chaos",
@@ -128,14 +125,8 @@ class ChaosRun:
         }
 
     def _start_consumer(self, index: int, name: str) -> None:
-        log = open(self.workdir / f"consumer-{name}.log", "ab")  # noqa: SIM115
-        self.procs[index] = subprocess.Popen(
-            [sys.executable, "-m", "pomocore.cli", "run"],
-            env=self._consumer_env(name),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        log = self.workdir / f"consumer-{name}.log"
+        self.procs[index] = spawn_consumer(self._consumer_env(name), log=log)
         self.names[index] = name
 
     def _watch_consumers(self) -> None:
@@ -196,8 +187,7 @@ class ChaosRun:
         if kind == "kill_consumer":
             index = rng.randrange(self.cfg.consumers)
             self.killed.add(index)
-            self.procs[index].send_signal(signal.SIGKILL)
-            self.procs[index].wait(10)
+            self.procs[index].kill()
             same = rng.random() < 0.5
             if not same:
                 self.generation += 1
@@ -252,9 +242,7 @@ class ChaosRun:
             return self._run(started)
         finally:
             for proc in self.procs.values():
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(10)
+                proc.kill()
             self.redis_proxy.close()
             self.mongo_proxy.close()
             self.redis.close()
@@ -292,18 +280,14 @@ class ChaosRun:
         stable = 0
         while time.monotonic() < deadline and stable < 3:
             self._watch_consumers()
-            state = group_state(s.redis_url, s.keys.stream_key, s.group)
+            state = group_state(s)
             stable = stable + 1 if state == (0, 0) else 0
             time.sleep(0.2)
         self.report.drain_s = time.monotonic() - drain_started
-        for proc in self.procs.values():
-            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():  # all at once, as an orchestrator scales down
+            proc.terminate()
         for index, proc in self.procs.items():
-            try:
-                code = proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait(10)
+            code = proc.wait(30)
             if code != 0:
                 self.report.unexpected_exits.append(f"{self.names[index]} stopped with {code}")
         if self.cfg.leaderboard_mode == "derived":
@@ -316,15 +300,8 @@ class ChaosRun:
     def _final_refresh(self) -> None:
         """What the consumers' refreshers would do next: the operator's command, which waits
         out the lease of a refresher killed mid-round."""
-        env = {
-            **os.environ,
-            "POMOCORE_REDIS_URL": self.redis.url,
-            "POMOCORE_LEADERBOARD_MODE": "derived",
-        }
-        done = subprocess.run(
-            [sys.executable, "-m", "pomocore.cli", "leaderboard", "refresh", "--wait-s", "30"],
-            env=env, capture_output=True, timeout=120, check=False,
-        )  # fmt: skip
+        env = {"POMOCORE_REDIS_URL": self.redis.url, "POMOCORE_LEADERBOARD_MODE": "derived"}
+        done = run_cli("leaderboard", "refresh", "--wait-s", "30", env=env, timeout_s=120)
         if done.returncode != 0:
             self.report.violations.append(f"final refresh failed: {done.stderr.decode()[-300:]}")
 

@@ -12,7 +12,8 @@ import redis
 
 from pomocore.core.settings import Settings
 from tests.chaos.checker import Checker, Published, generate
-from tests.support.pipeline import drain, publish
+from tests.support.consumer import drain
+from tests.support.streams import publish
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.core.decision import Decision
-from tests.classifiers.conftest import make_classifier
+from tests.support.patterns import make_classifier
 
 DOCS = (
     {"category": "Browsing", "appPatterns": ["Arc"]},

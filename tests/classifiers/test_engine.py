@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pomocore.classifiers.engine import Classifier
-from tests.classifiers.conftest import make_classifier
+from tests.support.patterns import make_classifier
 
 BROWSERS = {"category": "Browsing", "appPatterns": ["Google Chrome", "Safari", "Arc"]}
 

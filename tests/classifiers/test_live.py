@@ -7,7 +7,6 @@ import dataclasses
 import io
 import json
 import socket
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from pomocore.classifiers.store import (
 from pomocore.classify_cli import patterns_command
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
+from tests.support.waiting import wait_until
 
 KEYS = KeySpace()
 NEW_HOST = ("Google Chrome", "https://brand-new-site.example/x", "")
@@ -40,21 +40,6 @@ async def db(mongo_uri: str, mongo_db_name: str) -> AsyncIterator[Any]:
     yield client[mongo_db_name]
     await client.drop_database(mongo_db_name)
     await client.close()
-
-
-@pytest.fixture
-async def aredis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-async def eventually(check: Callable[[], bool], within_s: float = 5.0) -> float:
-    start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < within_s, "condition not reached in time"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - start
 
 
 async def test_load_seeds_an_empty_collection_then_reads_it_back(db: Any) -> None:
@@ -140,7 +125,7 @@ async def test_a_pattern_added_in_mongodb_reaches_a_running_consumer(
         assert holder.classify(*NEW_HOST).category == "Browsing"  # cached now
         await save_patterns(db, _with_new_host())
         await publish_change(aredis, KEYS)
-        took = await eventually(lambda: holder.classify(*NEW_HOST).category == "Education")
+        took = await wait_until(lambda: holder.classify(*NEW_HOST).category == "Education", 5)
         assert took < 2.0  # pub/sub, not the 60 s poll
 
     await _watching(aredis, db, poll_s=60, body=body)
@@ -152,7 +137,7 @@ async def test_a_missed_announcement_is_caught_by_polling_the_counter(
     async def body(holder: CachingClassifier) -> None:
         await save_patterns(db, _with_new_host())
         await aredis.incr(KEYS.patterns_version_key)  # no PUBLISH
-        await eventually(lambda: holder.classify(*NEW_HOST).category == "Education", 3)
+        await wait_until(lambda: holder.classify(*NEW_HOST).category == "Education", 3)
 
     await _watching(aredis, db, poll_s=0.3, body=body)
 
@@ -164,7 +149,7 @@ async def test_an_edit_straight_in_mongodb_is_caught_by_the_periodic_reread(
         await db[COLLECTION].update_one(
             {"category": "Game"}, {"$push": {"domainPatterns": "brand-new-site.example"}}
         )
-        await eventually(lambda: holder.classify(*NEW_HOST).category == "Game", 3)
+        await wait_until(lambda: holder.classify(*NEW_HOST).category == "Game", 3)
 
     await _watching(aredis, db, poll_s=0.2, body=body, mongo_every=2)
 
@@ -176,14 +161,14 @@ async def test_a_bad_pattern_document_keeps_the_old_matcher(
         before = holder.version
         await db[COLLECTION].update_one({"category": "Game"}, {"$set": {"priority": "high"}})
         await publish_change(aredis, KEYS)
-        await eventually(lambda: "pattern reload failed" in caplog.text, 3)
+        await wait_until(lambda: "pattern reload failed" in caplog.text, 3)
         assert holder.version == before
         assert holder.classify("Code", "", "").category == "Development"
         # fixed later: picked up again
         await db[COLLECTION].update_one({"category": "Game"}, {"$set": {"priority": 160}})
         await save_patterns(db, _with_new_host("Game"))
         await publish_change(aredis, KEYS)
-        await eventually(lambda: holder.classify(*NEW_HOST).category == "Game", 3)
+        await wait_until(lambda: holder.classify(*NEW_HOST).category == "Game", 3)
 
     await _watching(aredis, db, poll_s=60, body=body)
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.urls import split_url
 from pomocore.core.categories import CATEGORY_SET
-from tests.classifiers.conftest import make_classifier
+from tests.support.patterns import make_classifier
 
 LABEL = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=8).filter(
     lambda s: s != "www"

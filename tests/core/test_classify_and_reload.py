@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import io
 import time
@@ -15,10 +14,11 @@ from pymongo import AsyncMongoClient
 
 from pomocore.classifiers.store import load_or_seed_patterns, publish_change, save_patterns
 from pomocore.classify_cli import classify_command
-from pomocore.consumers.app import run_until_stopped, runtime
 from pomocore.core.settings import Settings
+from tests.support.consumer import running_consumer
 from tests.support.fake_llm import FakeLLM
-from tests.support.pipeline import group_state, now_fields, publish
+from tests.support.streams import group_state, now_fields, publish
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -46,12 +46,10 @@ def test_classify_asks_the_llm_only_for_undecided_lines(settings: Settings) -> N
 
 async def test_pattern_added_in_mongodb_reaches_a_running_consumer(settings: Settings) -> None:
     s = dataclasses.replace(settings, pattern_poll_s=0.5)
-    stop = asyncio.Event()
     db = pymongo.MongoClient(s.mongo_uri)[s.mongo_db]
-    async with runtime(s) as rt:
-        task = asyncio.create_task(run_until_stopped(rt, stop))
+    async with running_consumer(s) as rt:
         publish(s.redis_url, s.keys.stream_key, [now_fields("u1", "Zorblax Arena", 10.0)])
-        await _until(lambda: db.pomodoro_usage_log.count_documents({}) == 1)
+        await wait_until(lambda: db.pomodoro_usage_log.count_documents({}) == 1, 10)
         assert db.pomodoro_usage_log.find_one()["category"] == "Uncategorized"  # type: ignore[index]
 
         client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(s.mongo_uri)
@@ -61,23 +59,17 @@ async def test_pattern_added_in_mongodb_reaches_a_running_consumer(settings: Set
         )
         await publish_change(aioredis.Redis.from_url(s.redis_url), s.keys)
         changed_at = time.monotonic()
-        await _until(lambda: rt.classifier.classify("Zorblax Arena", "", "").category == "Game")
+        await wait_until(
+            lambda: rt.classifier.classify("Zorblax Arena", "", "").category == "Game", 10
+        )
         assert time.monotonic() - changed_at < 5
 
         publish(
             s.redis_url, s.keys.stream_key, [now_fields("u1", "Zorblax Arena", 10.0, title="2")]
         )
-        await _until(lambda: db.pomodoro_usage_log.count_documents({"category": "Game"}) == 1)
-        stop.set()
-        await task
+        await wait_until(
+            lambda: db.pomodoro_usage_log.count_documents({"category": "Game"}) == 1, 10
+        )
         await client.close()
-    assert group_state(s.redis_url, s.keys.stream_key, s.group) == (0, 0)
+    assert group_state(s) == (0, 0)
 
-
-async def _until(condition: object, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")

@@ -14,14 +14,14 @@ from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
 from pomocore.sinks.derived import DerivedRefresher, Rebuild, rebuilds_for
 from pomocore.workload import Workload
-from tests.support.pipeline import (
+from tests.support.consumer import drain
+from tests.support.expected import (
     actual_leaderboards,
     assert_scores_equal,
     categories_of,
-    drain,
-    publish,
     reference_leaderboards,
 )
+from tests.support.streams import publish
 
 K = KeySpace()
 

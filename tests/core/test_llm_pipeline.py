@@ -13,15 +13,10 @@ import redis
 
 from pomocore.core.settings import Settings
 from pomocore.embedded import free_port
+from tests.support.consumer import drain
+from tests.support.expected import actual_leaderboards, assert_scores_equal, reference_leaderboards
 from tests.support.fake_llm import FakeLLM
-from tests.support.pipeline import (
-    actual_leaderboards,
-    assert_scores_equal,
-    drain,
-    now_fields,
-    publish,
-    reference_leaderboards,
-)
+from tests.support.streams import now_fields, publish
 
 pytestmark = pytest.mark.timeout(120)
 

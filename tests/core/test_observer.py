@@ -14,7 +14,7 @@ import pytest
 from pomocore.consumers.app import run_until_stopped, runtime
 from pomocore.core.observer import BatchOutcome, Observer, observed
 from pomocore.core.settings import Settings
-from tests.support.pipeline import group_state, now_fields, publish
+from tests.support.streams import group_state, now_fields, publish
 
 
 class Recorder(Observer):
@@ -48,7 +48,7 @@ async def test_runtime_reports_every_batch_and_backend_call(settings: Settings) 
         assert len(rt.lanes) > 1  # every lane reports to the same observer
         task = asyncio.create_task(run_until_stopped(rt, stop))
         deadline = time.monotonic() + 30
-        while group_state(settings.redis_url, settings.keys.stream_key, settings.group) != (0, 0):
+        while group_state(settings) != (0, 0):
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
         stop.set()

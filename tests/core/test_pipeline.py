@@ -15,17 +15,15 @@ from pomocore.consumers.batch import validate
 from pomocore.consumers.consumer import stream_entries
 from pomocore.core.settings import Settings
 from pomocore.workload import MALFORMED_KINDS, Workload
-from tests.support.pipeline import (
+from tests.support.consumer import drain
+from tests.support.expected import (
     REASON_OF_MALFORMED_KIND,
     actual_leaderboards,
     assert_scores_equal,
     categories_of,
-    drain,
-    group_state,
-    now_fields,
-    publish,
     reference_leaderboards,
 )
+from tests.support.streams import group_state, now_fields, publish
 
 
 async def test_end_to_end_exact(settings: Settings) -> None:
@@ -38,7 +36,7 @@ async def test_end_to_end_exact(settings: Settings) -> None:
 
     stats = await drain(settings)
 
-    assert group_state(settings.redis_url, settings.keys.stream_key, settings.group) == (0, 0)
+    assert group_state(settings) == (0, 0)
     assert stats.committed == len(events)
     expected = reference_leaderboards(
         zip(good, categories_of(good), strict=True), settings.timezone
@@ -141,7 +139,7 @@ async def test_reclaimed_entries_count_once(settings: Settings) -> None:
     assert outcome.skipped_already_acked == 15 and outcome.committed == 15
     expected = reference_leaderboards(((e, "Development") for e in events), settings.timezone)
     assert_scores_equal(actual_leaderboards(settings.redis_url), expected)
-    assert group_state(settings.redis_url, settings.keys.stream_key, settings.group) == (0, 0)
+    assert group_state(settings) == (0, 0)
 
 
 async def test_invalid_entries_never_poison_a_batch(settings: Settings) -> None:
@@ -161,7 +159,7 @@ async def test_invalid_entries_never_poison_a_batch(settings: Settings) -> None:
         settings.mongo_db
     ].pomodoro_usage_log.count_documents({})
     assert dead + logs == len(events) and dead > 0 and logs >= 150
-    assert group_state(settings.redis_url, settings.keys.stream_key, settings.group) == (0, 0)
+    assert group_state(settings) == (0, 0)
 
 
 async def test_upstream_ids_are_the_documents_updated(settings: Settings) -> None:

@@ -19,8 +19,8 @@ from pomocore.core.ids import categorized_data_id
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
 from pomocore.learned_cli import learned_command
-from tests.llm.conftest import MakeResolver
 from tests.support.fake_llm import FakeLLM
+from tests.support.resolver import MakeResolver
 
 
 async def _write_default_docs(db: AsyncDatabase[Any], keys: list[ClassKey]) -> None:

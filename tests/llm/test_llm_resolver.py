@@ -19,8 +19,8 @@ from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.ids import categorized_data_id
 from pomocore.core.keys import KeySpace
 from pomocore.core.logs import fingerprint
-from tests.llm.conftest import FALLBACK, PRIMARY, MakeResolver
 from tests.support.fake_llm import FakeLLM
+from tests.support.resolver import FALLBACK, PRIMARY, MakeResolver
 
 CATS = sorted(CATEGORY_SET - {"Uncategorized"})
 

@@ -16,7 +16,9 @@ from pomocore import acl
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedRedis
 from pomocore.reader import LeaderboardReader
-from tests.support.pipeline import drain, now_fields
+from tests.support.consumer import drain
+from tests.support.servers import running
+from tests.support.streams import now_fields
 
 PASSWORDS = {"producer": "prod-pw", "worker": "work-pw", "reader": "read-pw"}
 ADMIN_PW = "admin-pw"
@@ -29,10 +31,9 @@ def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRed
     text = acl.acl_file(keys, PASSWORDS)
     text += f"user default on {acl.password_rule(ADMIN_PW)} ~* &* +@all\n"
     (directory / "users.acl").write_text(text)
-    server = EmbeddedRedis(directory, extra_args=["--aclfile", str(directory / "users.acl")])
-    server.start()
-    yield server
-    server.close()
+    acl_args = ["--aclfile", str(directory / "users.acl")]
+    with running(EmbeddedRedis(directory, extra_args=acl_args)) as server:
+        yield server
 
 
 def url(server: EmbeddedRedis, user: str, password: str) -> str:

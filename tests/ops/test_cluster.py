@@ -18,8 +18,8 @@ from pomocore.core.errors import ConfigError
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedRedis, free_port
 from pomocore.reader import LeaderboardReader
-from tests.ops.support import drain
-from tests.support.pipeline import now_fields
+from tests.support.consumer import drain
+from tests.support.streams import connected_group_state, now_fields
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -91,7 +91,7 @@ def test_pipeline_on_a_three_node_cluster(cluster: list[EmbeddedRedis], settings
             now_fields(f"u{i % 4}", "Code", 15.0, timestamp=now, isEnd="true", session=i),  # type: ignore[arg-type]
         )
     client.xadd(keys.stream_key, {"userId": "bad", "duration": "x"})
-    stats = asyncio.run(drain(s, timeout_s=40))
+    stats = asyncio.run(drain(s, timeout_s=40, state=connected_group_state))
     assert stats.committed == 41
     slot = key_slot(keys.stream_key.encode())
     reader = LeaderboardReader.from_settings(s)
@@ -120,7 +120,7 @@ def test_sharding_by_stream_spreads_over_shards(
     s = cluster_settings(settings, cluster, "s1")
     client = RedisCluster(host="127.0.0.1", port=cluster[0].port)
     client.xadd(s.keys.stream_key, now_fields("solo", "Code", 5.0))  # type: ignore[arg-type]
-    assert asyncio.run(drain(s, timeout_s=30)).committed == 1
+    assert asyncio.run(drain(s, timeout_s=30, state=connected_group_state)).committed == 1
     client.close()
 
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from datetime import datetime
@@ -18,7 +16,10 @@ from pomocore.core.settings import Settings
 from pomocore.embedded import free_port
 from pomocore.http_api import LeaderboardHTTPServer
 from pomocore.reader import AsyncLeaderboardReader, LeaderboardReader, QueryError
-from tests.support.pipeline import drain, now_fields, publish
+from tests.support.consumer import drain
+from tests.support.http_client import http_get
+from tests.support.processes import run_cli
+from tests.support.streams import now_fields, publish
 
 TZ = ZoneInfo("Asia/Seoul")
 # 2026-02-12 10:00 in Seoul: daily 2026-02-12, weekly 2026-W7, monthly 2026-M2
@@ -79,13 +80,7 @@ async def test_async_reader(filled: Settings) -> None:
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "POMOCORE_REDIS_URL": settings.redis_url}
-    return subprocess.run(
-        [sys.executable, "-m", "pomocore.cli", "leaderboard", *args],
-        env=env,
-        capture_output=True,
-        timeout=60,
-    )
+    return run_cli("leaderboard", *args, env={"POMOCORE_REDIS_URL": settings.redis_url})
 
 
 def test_cli_top_and_rank(filled: Settings) -> None:
@@ -106,11 +101,8 @@ def test_cli_top_and_rank(filled: Settings) -> None:
 
 
 def _get(url: str) -> tuple[int, dict[str, object]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return int(resp.status), json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), json.loads(exc.read())
+    status, body = http_get(url)
+    return status, json.loads(body)
 
 
 def test_http_endpoint(filled: Settings) -> None:

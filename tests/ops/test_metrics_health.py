@@ -7,13 +7,8 @@ import dataclasses
 import io
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
+from pathlib import Path
 
 import pytest
 import redis
@@ -26,21 +21,16 @@ from pomocore.core.logs import JsonFormatter, TextFormatter, fingerprint
 from pomocore.core.settings import Settings
 from pomocore.embedded import free_port
 from pomocore.health import Probes, check_command, consumer_observer, start_consumer_ops
-from tests.support.pipeline import group_state, now_fields, publish
+from tests.support.http_client import http_get
+from tests.support.processes import run_cli, server_env, spawn_consumer
+from tests.support.streams import is_drained, now_fields, publish
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return int(resp.status), bytes(resp.read())
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), bytes(exc.read())
-
-
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    status, body = get(f"http://127.0.0.1:{port}/metrics")
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for family in text_string_to_metric_families(body.decode()):
@@ -76,21 +66,15 @@ async def test_single_process_metrics_and_probes(settings: Settings) -> None:
         try:
             before = await asyncio.to_thread(scrape, port)
             task = asyncio.create_task(run_until_stopped(rt, stop))
-            deadline = time.monotonic() + 30
-            while group_state(settings.redis_url, settings.keys.stream_key, settings.group) != (
-                0,
-                0,
-            ):
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.05)
+            await wait_until(lambda: is_drained(settings), 30)
             await asyncio.sleep(pm.SAMPLE_CACHE_S + 0.1)
-            status, body = await asyncio.to_thread(get, f"http://127.0.0.1:{port}/readyz")
+            status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/readyz")
             assert status == 200, body
             assert json.loads(body)["checks"] == {
                 "redis": "ok", "group": "ok", "mongo": "ok", "draining": "no"
             }  # fmt: skip
             after = await asyncio.to_thread(scrape, port)
-            assert (await asyncio.to_thread(get, f"http://127.0.0.1:{port}/healthz"))[0] == 200
+            assert (await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/healthz"))[0] == 200
             # counters kept by the runtime's objects, copied by the periodic sync
             registry = CollectorRegistry()
             pm.sync_process_counters(rt, pm.PipelineMetrics(registry), pm.CounterSync())
@@ -100,7 +84,7 @@ async def test_single_process_metrics_and_probes(settings: Settings) -> None:
             group = rt.consumer.processor.committer.commit_group
             assert (calls, plans) == (group.calls, group.plans)
             stop.set()
-            status, body = await asyncio.to_thread(get, f"http://127.0.0.1:{port}/readyz")
+            status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/readyz")
             assert status == 503 and json.loads(body)["checks"]["draining"] == "yes"
             await task
         finally:
@@ -161,28 +145,13 @@ async def test_group_sampler_reports_derived_staleness(settings: Settings) -> No
     client.close()
 
 
-def start_run(settings: Settings, env_extra: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    env = {
-        **{k: v for k, v in os.environ.items() if k != pm.MULTIPROC_ENV},
-        "POMOCORE_REDIS_URL": settings.redis_url,
-        "POMOCORE_MONGO_URI": settings.mongo_uri,
-        "POMOCORE_MONGO_DB": settings.mongo_db,
-        "POMOCORE_BATCH_SIZE": "50",
-        "POMOCORE_BLOCK_MS": "200",
-        **env_extra,
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "pomocore.cli", "run", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def test_processes_n_metrics_are_aggregated_by_the_parent(settings: Settings) -> None:
+def test_processes_n_metrics_are_aggregated_by_the_parent(
+    settings: Settings, tmp_path: Path
+) -> None:
     port = free_port()
-    proc = start_run(settings, {}, "--processes", "2", "--metrics-port", str(port))
-    try:
+    env = {**server_env(settings), "POMOCORE_BATCH_SIZE": "50", "POMOCORE_BLOCK_MS": "200"}
+    args = ("--processes", "2", "--metrics-port", str(port))
+    with spawn_consumer(env, *args, log=tmp_path / "run.log") as consumer:
         publish(settings.redis_url, settings.keys.stream_key, events(400))
         deadline = time.monotonic() + 60
         samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
@@ -204,13 +173,11 @@ def test_processes_n_metrics_are_aggregated_by_the_parent(settings: Settings) ->
         # the group gauges come once, from the parent, not once per child
         lag = [k for k in samples if k[0] == "pomocore_group_lag"]
         assert len(lag) == 1
-        status, _ = get(f"http://127.0.0.1:{port}/readyz")
+        status, _ = http_get(f"http://127.0.0.1:{port}/readyz")
         assert status == 200
-        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out.decode()[-2000:]
+        assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        code = consumer.stop(timeout_s=60)
+    assert code == 0, consumer.output()[-2000:]
 
 
 def test_check_command_exit_codes(settings: Settings) -> None:
@@ -229,14 +196,7 @@ def test_check_command_exit_codes(settings: Settings) -> None:
 
 
 def test_check_subcommand_process(settings: Settings) -> None:
-    env = {
-        **os.environ,
-        "POMOCORE_REDIS_URL": settings.redis_url,
-        "POMOCORE_MONGO_URI": settings.mongo_uri,
-    }
-    result = subprocess.run(
-        [sys.executable, "-m", "pomocore.cli", "check"], env=env, capture_output=True, timeout=60
-    )
+    result = run_cli("check", env=server_env(settings))
     assert result.returncode == 1  # no group yet
     assert json.loads(result.stdout)["checks"]["group"].startswith("error")
 

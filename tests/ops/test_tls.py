@@ -23,8 +23,9 @@ from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedRedis
 from pomocore.health import check_command
 from pomocore.reader import LeaderboardReader
-from tests.ops.support import drain
-from tests.support.pipeline import now_fields
+from tests.support.consumer import drain
+from tests.support.servers import running
+from tests.support.streams import connected_group_state, now_fields
 
 
 def tls_server_binary() -> str | None:
@@ -88,10 +89,8 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSRedis]:
         pytest.skip("no Redis/Valkey server with TLS support (or no openssl) on this machine")
     certs = tmp_path_factory.mktemp("certs")
     make_certs(certs)
-    server = TLSRedis(binary, tmp_path_factory.mktemp("tls"), certs)
-    server.start()
-    yield server
-    server.close()
+    with running(TLSRedis(binary, tmp_path_factory.mktemp("tls"), certs)) as server:
+        yield server
 
 
 def tls_settings(settings: Settings, server: TLSRedis) -> Settings:
@@ -123,7 +122,7 @@ def test_pipeline_over_tls(tls_server: TLSRedis, settings: Settings) -> None:
     producer.flushall()
     for i in range(30):
         producer.xadd(s.keys.stream_key, now_fields(f"u{i % 3}", "Code", 10.0))  # type: ignore[arg-type]
-    stats = asyncio.run(drain(s, timeout_s=30))
+    stats = asyncio.run(drain(s, timeout_s=30, state=connected_group_state))
     assert stats.committed == 30
     assert check_command(s, io.StringIO()) == 0
     reader = LeaderboardReader.from_settings(s)

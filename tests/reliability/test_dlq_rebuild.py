@@ -17,16 +17,14 @@ from pomocore.core.ids import stream_tag, usage_log_id
 from pomocore.core.settings import Settings
 from pomocore.dlq import dlq_command
 from pomocore.rebuild import rebuild_command
-from tests.reliability.helpers import dead_letters
-from tests.support.pipeline import (
+from tests.support.consumer import drain
+from tests.support.expected import (
     actual_leaderboards,
     assert_scores_equal,
     categories_of,
-    drain,
-    now_fields,
-    publish,
     reference_leaderboards,
 )
+from tests.support.streams import dead_letters, now_fields, publish
 
 
 def _db(settings: Settings) -> Any:

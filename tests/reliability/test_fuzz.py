@@ -20,15 +20,14 @@ from pomocore.consumers.batch import validate
 from pomocore.core.events import FIELDS as CONTRACT_FIELDS
 from pomocore.core.events import MAX_DURATION_S, REASONS
 from pomocore.core.settings import Settings
-from tests.support.pipeline import (
+from tests.support.consumer import drain
+from tests.support.expected import (
     actual_leaderboards,
     assert_scores_equal,
     categories_of,
-    drain,
-    now_fields,
-    publish,
     reference_leaderboards,
 )
+from tests.support.streams import now_fields, publish
 
 NOW = time.time()
 FIELDS = [*CONTRACT_FIELDS, "extra"]

@@ -14,19 +14,18 @@ from pomocore.core.errors import MongoWriteError
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 from pomocore.sinks.mongo import MongoSink
-from tests.reliability.conftest import with_servers
-from tests.reliability.helpers import dead_letters, drained, running_consumer, wait_until
-from tests.support.pipeline import (
+from tests.support.consumer import running_consumer
+from tests.support.expected import (
     actual_leaderboards,
     assert_exact,
     assert_scores_equal,
     categories_of,
-    group_state,
-    now_fields,
-    publish,
     reference_leaderboards,
     usage_log_count,
 )
+from tests.support.servers import with_servers
+from tests.support.streams import dead_letters, group_state, is_drained, now_fields, publish
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -56,7 +55,7 @@ async def test_redis_killed_and_restarted_mid_batch(
         await asyncio.sleep(1.0)
         own_redis.start()  # same port and AOF (appendfsync always)
         publish(s.redis_url, s.keys.stream_key, second)
-        await wait_until(drained(s), 120)
+        await wait_until(lambda: is_drained(s), 120)
         assert rt.consumer.stats.redis_failures + rt.consumer.stats.sink_failures > 0
     assert_exact(s, first + second)
     assert dead_letters(s) == []
@@ -67,11 +66,11 @@ async def test_group_recreated_after_flush(settings: Settings) -> None:
     before, after = _events(200), _events(300, offset=5)
     async with running_consumer(s):
         publish(s.redis_url, s.keys.stream_key, before)
-        await wait_until(drained(s))
+        await wait_until(lambda: is_drained(s))
         redis.Redis.from_url(s.redis_url).flushall()  # NOGROUP on the next read
         await asyncio.sleep(0.3)
         publish(s.redis_url, s.keys.stream_key, after)
-        await wait_until(drained(s))
+        await wait_until(lambda: is_drained(s))
     expected = reference_leaderboards(zip(after, categories_of(after), strict=True), s.timezone)
     assert_scores_equal(actual_leaderboards(s.redis_url), expected)
     assert usage_log_count(s) == len(before) + len(after)
@@ -86,19 +85,19 @@ async def test_mongo_down_nothing_acknowledged_reading_stops_then_exact(
     first, second = _events(200), _events(600, offset=7)
     async with running_consumer(s) as rt:
         publish(s.redis_url, s.keys.stream_key, first)
-        await wait_until(drained(s))
+        await wait_until(lambda: is_drained(s))
         own_mongo.kill()
         committed = rt.consumer.stats.committed
         publish(s.redis_url, s.keys.stream_key, second)
         await asyncio.sleep(8)  # several abandoned retry rounds
-        lag, pending = group_state(s.redis_url, s.keys.stream_key, s.group)
+        lag, pending = group_state(s)
         assert rt.consumer.stats.committed == committed  # nothing acknowledged
         # one batch in hand per lane, not piled up (backpressure)
         assert pending <= s.batch_size * s.lanes
         assert lag >= len(second) - s.batch_size * s.lanes
         assert rt.consumer.stats.sink_failures >= 1
         own_mongo.start()
-        await wait_until(drained(s), 120)
+        await wait_until(lambda: is_drained(s), 120)
     assert_exact(s, first + second)
     # an outage is not a poison message: nothing dead-lettered for max_deliveries
     assert dead_letters(s) == []

@@ -10,13 +10,9 @@ import redis.asyncio as aioredis
 
 from pomocore.consumers.reclaim import Reclaimer
 from pomocore.core.settings import Settings
-from tests.reliability.helpers import dead_letters
-from tests.support.pipeline import (
-    assert_exact,
-    drain,
-    now_fields,
-    publish,
-)
+from tests.support.consumer import drain
+from tests.support.expected import assert_exact
+from tests.support.streams import dead_letters, now_fields, publish
 
 
 def _events(n: int, offset: int = 0) -> list[dict[str, str | bytes]]:

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from pomocore.consumers.trimming import StreamTrimmer, server_supports_acked
 from pomocore.core.settings import Settings
-from tests.support.pipeline import now_fields, publish
+from tests.support.streams import now_fields, publish
 
 
 async def test_trim_stops_at_oldest_pending_and_first_undelivered(settings: Settings) -> None:
