@@ -1,16 +1,8 @@
 """`python -m benchmarks`: pomocore side by side with the Redis ceiling, a naive pipeline,
 Celery and a plain exact implementation, on the same servers, in one session.
 
-Variants (each runs as its own consumer process, so CPU and RSS are per process):
-
-    a  ceiling      XREADGROUP COUNT n + XACK through redis-py asyncio + hiredis + uvloop
-    b  pomocore     the real consumer (consumers.app.runtime + run_until_stopped), all sinks
-    c  pomocore-lb  the same with POMOCORE_SINKS=leaderboard (our cost without MongoDB's)
-    d  naive        per message: categorized_data lookup, insert, ZINCRBYs, XACK (sync clients)
-    e  celery       one Celery task per event (Redis broker, solo pool): classify + ZINCRBYs
-    f  plain        read, classify by dict, aggregate per batch, one Lua script that acks
-                    and increments; no validation, no MongoDB (the reference for the bound)
-    g  pomocore-derived  c with POMOCORE_LEADERBOARD_MODE=derived (refresh every 1 s)
+Variants a–g (benchmarks/variants.py lists them) each run as their own consumer process,
+so CPU and RSS are per process.
 
 Throughput = N / (last acknowledgement − GO). Latency is measured in a second pass at
 half of the variant's median throughput: the parent publishes at that rate while the
