@@ -5,12 +5,16 @@ RUN apt-get update && apt-get install -y --no-install-recommends build-essential
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY pipeline ./pipeline
+# The versions `make test` ran on (constraints/tested.txt, written by `make lock`), so a
+# rebuild installs what was tested, not whatever is newest that day.
+COPY constraints ./constraints
+COPY shell ./shell
+COPY core ./core
 COPY classifiers ./classifiers
 COPY consumers ./consumers
 COPY sinks ./sinks
 RUN python -m venv /opt/pomocore && /opt/pomocore/bin/pip install --no-cache-dir --upgrade pip \
-    && /opt/pomocore/bin/pip install --no-cache-dir .
+    && /opt/pomocore/bin/pip install --no-cache-dir -c constraints/tested.txt .
 
 # Runtime stage: no compilers, non-root, works with a read-only root filesystem.
 FROM python:3.12-slim
