@@ -75,6 +75,9 @@ def test_sigterm_under_load_then_restart_is_exact(
     args = ("--processes", str(processes), "--consumer", "sigterm")
     with start_consumer(settings, tmp_path / "first.log", *args) as first:
         publisher.start()
+        # Under load a consumer can take longer than the sleep to start: stop it only once
+        # it is in the group (else the group may not exist yet: NOGROUP below).
+        wait_joined(settings, "sigterm" if processes == 1 else "sigterm-0")
         time.sleep(1.5)
         started = time.monotonic()
         code = first.stop(timeout_s=60)
