@@ -44,6 +44,8 @@ def consumer_names(settings: Settings) -> list[str]:
     try:
         consumers = client.xinfo_consumers(settings.keys.stream_key, settings.group)
         return [str(c["name"], "utf-8") for c in consumers]
+    except redis.ResponseError:  # NOGROUP: no consumer has started yet
+        return []
     finally:
         client.close()
 
