@@ -7,7 +7,7 @@ with log flushes). A merged call acknowledges several batches at once and sends 
 sum once, so Redis runs fewer ZINCRBY per event exactly when it is the bottleneck; with
 no queue, a plan goes out alone and at once. The script stays all-or-nothing for the
 whole call: if any id was acknowledged elsewhere, nothing is written and every caller
-gets its own still-pending ids back.
+gets its own still-pending ids back. Plans that share an entry id never go out in one call.
 """
 
 from __future__ import annotations
@@ -209,11 +209,28 @@ class CommitGroup:
                     waiting.result.set_result((done, mine))
 
     def _take(self) -> list[_Waiting]:
-        """The oldest plan, and the plans after it while the call stays within the cap."""
-        taken = [self._queue.popleft()]
-        size = len(taken[0].plan.ids)
-        while self._queue and size + len(self._queue[0].plan.ids) <= self.max_merged_ids:
-            size += len(self._queue[0].plan.ids)
+        """The oldest plan, and the plans after it while the call stays within the cap and
+        no two of them share an entry id.
+
+        Two lanes can hold the same id: one lane's reclaim took a batch another lane still
+        holds. Merged, the script's second XACK of that id finds it acknowledged by the
+        first, so the whole call is undone, for both lanes, on every retry. Sent apart,
+        the first call commits it and the second learns it is no longer pending.
+        """
+        first = self._queue.popleft()
+        taken = [first]
+        if not self._queue:  # the common case when Redis keeps up: nothing to merge
+            return taken
+        ids = len(first.plan.ids)
+        seen = set(first.plan.ids)
+        while self._queue:
+            plan = self._queue[0].plan
+            ids += len(plan.ids)
+            if ids > self.max_merged_ids:
+                break
+            if not seen.isdisjoint(plan.ids):
+                break  # it goes out in the next call (FIFO order kept)
+            seen.update(plan.ids)
             taken.append(self._queue.popleft())
         return taken
 
