@@ -9,7 +9,8 @@
     ├── CommitError            the acknowledge-and-increment script failed
     │   └── CommitNotApplied   it applied nothing; the batch stays pending (also a SinkError:
     │       │                  the consumer holds the batch and retries it)
-    │       └── CommitContended    every attempt met an id acknowledged elsewhere
+    │       ├── CommitContended    every attempt met an id acknowledged elsewhere
+    │       └── WrongKeyType       a key the script writes holds another Redis type
     └── ClassifierError        patterns or the classifier could not be loaded
 
 Lower-library errors (redis, pymongo, openai) are translated into these where they
@@ -85,6 +86,21 @@ class CommitContended(CommitNotApplied):
         )
         self.attempts = attempts
         self.still_pending = still_pending
+
+
+class WrongKeyType(CommitNotApplied):
+    """A key the commit script writes holds another Redis type (for instance a leaderboard
+    key that some other tool made a string). The script checks every key before its first
+    write and refuses the whole call; `key` names the key, `actual` its type."""
+
+    def __init__(self, key: str, actual: str, expected: str) -> None:
+        super().__init__(
+            f"{key} is a {actual}, not a {expected}: nothing acknowledged or written; "
+            "the batch stays pending until the key is fixed (renamed or deleted)"
+        )
+        self.key = key
+        self.actual = actual
+        self.expected = expected
 
 
 class ClassifierError(PomocoreError):

@@ -232,6 +232,20 @@ async def test_plans_sharing_an_id_go_out_in_separate_calls(redis_url: str) -> N
     assert owners(redis_url) == {c: "r"}
 
 
+async def test_a_call_stays_within_the_key_cap(redis_url: str) -> None:
+    group = CommitGroup(aioredis.Redis.from_url(redis_url), KEYS, "g", max_merged_keys=8)
+    names = ["p", "p.1", "p.2"]
+    committers = lanes(redis_url, group, names)
+    plans = [plan_for(deliver(redis_url, n, 1), "u1", "Development", 1.0) for n in names]
+    assert [len(plan.increments) for plan in plans] == [6, 6, 6]  # category and work, 3 each
+    results = await asyncio.gather(
+        *(c.commit_once(p) for c, p in zip(committers, plans, strict=True))
+    )
+    assert results == [(True, [])] * 3
+    assert (group.calls, group.plans) == (3, 3)  # 6 + 6 > 8: one plan per call
+    assert scores(redis_url, "leaderboard:work:2026-11-22") == {"u1": 3.0}
+
+
 class RivalFirst(Committer):
     """A lane whose every commit meets an id that another consumer acknowledged just
     before (a rival that keeps winning one entry of the batch)."""
