@@ -24,7 +24,7 @@ from operator import attrgetter, itemgetter
 from typing import Protocol, cast
 
 from pomocore.core.decision import ClassKey, Decision
-from pomocore.core.errors import RejectedEvent
+from pomocore.core.errors import CommitContended, RejectedEvent
 from pomocore.core.events import Event, fields_dict, parse_checked, parse_plain, parse_plain_flat
 from pomocore.core.observer import BatchOutcome, Observer, observed
 from pomocore.core.settings import Settings
@@ -186,7 +186,12 @@ class BatchProcessor:
         pairs: list[tuple[Event, Decision]],
         plan: CommitPlan | None = None,
     ) -> BatchOutcome:
-        """Commit, narrowing to the still-pending subset if another consumer got there first."""
+        """Commit, narrowing to the still-pending subset if another consumer got there first.
+
+        Each failed attempt wrote nothing. When the attempts run out with ids still pending,
+        raise CommitContended (a SinkError: the consumer holds the batch and retries it):
+        returning would report as committed a batch whose entries are still pending.
+        """
         outcome = BatchOutcome(accepted=len(pairs), trimmed=len(batch.trimmed))
         accepted: list[tuple[Event, str]] | None = None  # built only if a retry narrows
         dead = batch.dead_letters
@@ -208,5 +213,4 @@ class BatchProcessor:
             if not plan.ids:
                 outcome.skipped_already_acked = total
                 return outcome
-        outcome.skipped_already_acked = total - len(plan.ids)
-        return outcome
+        raise CommitContended(MAX_COMMIT_ATTEMPTS, len(plan.ids))

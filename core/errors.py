@@ -7,6 +7,10 @@
     │   ├── MongoWriteError    MongoDB refused or failed a write (not a duplicate key)
     │   └── Backpressure       a dependency asks us to slow down; carries retry_after_s
     ├── CommitError            the acknowledge-and-increment script failed
+    │   └── CommitNotApplied   it applied nothing; the batch stays pending (also a SinkError:
+    │       │                  the consumer holds the batch and retries it)
+    │       ├── CommitContended    every attempt met an id acknowledged elsewhere
+    │       └── WrongKeyType       a key the script writes holds another Redis type
     └── ClassifierError        patterns or the classifier could not be loaded
 
 Lower-library errors (redis, pymongo, openai) are translated into these where they
@@ -60,6 +64,43 @@ class Backpressure(SinkError):
 
 class CommitError(PomocoreError):
     """The atomic acknowledge-and-increment step failed (argument or script error)."""
+
+
+class CommitNotApplied(CommitError, SinkError):
+    """The commit acknowledged nothing and wrote nothing: the batch's entries that were
+    pending are still pending under this consumer.
+
+    Also a SinkError, so the consumer treats it like a sink that could not make a batch
+    durable: it backs off, holds the batch and retries it, and never reports it committed.
+    """
+
+
+class CommitContended(CommitNotApplied):
+    """Every commit attempt met an id that another consumer (or lane) had acknowledged first,
+    and the attempts ran out with ids of the batch still pending."""
+
+    def __init__(self, attempts: int, still_pending: int) -> None:
+        super().__init__(
+            f"commit not applied after {attempts} attempts: {still_pending} entries still "
+            "pending (each attempt met an id acknowledged elsewhere)"
+        )
+        self.attempts = attempts
+        self.still_pending = still_pending
+
+
+class WrongKeyType(CommitNotApplied):
+    """A key the commit script writes holds another Redis type (for instance a leaderboard
+    key that some other tool made a string). The script checks every key before its first
+    write and refuses the whole call; `key` names the key, `actual` its type."""
+
+    def __init__(self, key: str, actual: str, expected: str) -> None:
+        super().__init__(
+            f"{key} is a {actual}, not a {expected}: nothing acknowledged or written; "
+            "the batch stays pending until the key is fixed (renamed or deleted)"
+        )
+        self.key = key
+        self.actual = actual
+        self.expected = expected
 
 
 class ClassifierError(PomocoreError):

@@ -37,6 +37,7 @@ _WORKER_COMMANDS = [
     "+eval", "+evalsha", "+script|load", "+script|exists",
     # leaderboards: increments and retention
     "+zincrby", "+expireat", "+expire", "+ttl",
+    "+type",  # the commit script checks every key's type before its first write
     "+zunionstore", "+sunionstore",  # derived mode: weekly/monthly rebuilt from days
     # pomocore:* bookkeeping (pattern version, LLM budget/queue, learning, lost-to-trim)
     "+get", "+set", "+mget", "+incr", "+incrby", "+exists", "+del",

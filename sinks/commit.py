@@ -7,7 +7,7 @@ with log flushes). A merged call acknowledges several batches at once and sends 
 sum once, so Redis runs fewer ZINCRBY per event exactly when it is the bottleneck; with
 no queue, a plan goes out alone and at once. The script stays all-or-nothing for the
 whole call: if any id was acknowledged elsewhere, nothing is written and every caller
-gets its own still-pending ids back.
+gets its own still-pending ids back. Plans that share an entry id never go out in one call.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -25,10 +26,12 @@ import redis.asyncio as aioredis
 from hiredis import pack_command
 from redis.exceptions import NoScriptError, ResponseError
 
-from pomocore.core.errors import CommitError
+from pomocore.core.errors import CommitError, WrongKeyType
 from pomocore.core.keys import KeySpace
 from pomocore.core.observer import Observer, observed
 from pomocore.sinks.plan import Block, CommitPlan, DeadLetter, merge_blocks
+
+log = logging.getLogger("pomocore.commit")
 
 COMMIT_SCRIPT = resources.files("pomocore.sinks").joinpath("commit.lua").read_text(encoding="utf-8")
 
@@ -41,13 +44,21 @@ DLQ_STREAM = b"dlq.stream"
 DLQ_CONSUMER = b"dlq.consumer"
 # A dead letter keeps at most this many original fields (Lua's unpack() has a stack limit).
 DLQ_MAX_ORIGINAL_FIELDS = 256
-# Ids in one merged call. Bounded by Lua's C stack (8,000 slots): the script may pass a
-# segment's ids to XCLAIM through unpack(). A plan larger than this goes out alone.
+# Ids and leaderboard keys in one merged call: merging stops before a call exceeds either,
+# so one script call (which blocks Redis while it runs) stays short. A plan larger than
+# this goes out alone: its ids are at most POMOCORE_BATCH_SIZE (<= 5,000) and its keys
+# at most six per event. (The script takes lists of ids and keys in chunks, so Lua's
+# unpack() limit of 8,000 values binds neither.)
 MAX_MERGED_IDS = 5_000
+MAX_MERGED_KEYS = 10_000
 # Script calls in flight per process. Two: while Redis runs one, the next is on the wire,
 # so Redis does not idle while the client packs a request; plans arriving while both run
 # are merged. (One in flight idled Redis between calls; four merged less: benchmarks/README.)
 MAX_IN_FLIGHT = 2
+
+# The error sinks/commit.lua returns for a key of the wrong type:
+# 'POMOCORE_WRONGTYPE <actual type> <expected type> <key>'.
+WRONG_TYPE_ERROR = "POMOCORE_WRONGTYPE "
 
 ExpireAt = Callable[[str], "int | None"]
 Part = tuple[CommitPlan, str]
@@ -147,6 +158,7 @@ class CommitGroup:
         *,
         mark_derived: bool = False,
         max_merged_ids: int = MAX_MERGED_IDS,
+        max_merged_keys: int = MAX_MERGED_KEYS,
         max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.redis = redis
@@ -156,6 +168,7 @@ class CommitGroup:
         # Per key, not per event: a key's expire-at never changes, so remember it.
         self.expire_at = functools.lru_cache(maxsize=4096)(expire_at) if expire_at else None
         self.max_merged_ids = max_merged_ids
+        self.max_merged_keys = max_merged_keys
         self.max_in_flight = max_in_flight
         self.calls = 0  # script calls made
         self.plans = 0  # plans committed by them (plans / calls: the merge factor)
@@ -209,11 +222,29 @@ class CommitGroup:
                     waiting.result.set_result((done, mine))
 
     def _take(self) -> list[_Waiting]:
-        """The oldest plan, and the plans after it while the call stays within the cap."""
-        taken = [self._queue.popleft()]
-        size = len(taken[0].plan.ids)
-        while self._queue and size + len(self._queue[0].plan.ids) <= self.max_merged_ids:
-            size += len(self._queue[0].plan.ids)
+        """The oldest plan, and the plans after it while the call stays within the caps and
+        no two of them share an entry id.
+
+        Two lanes can hold the same id: one lane's reclaim took a batch another lane still
+        holds. Merged, the script's second XACK of that id finds it acknowledged by the
+        first, so the whole call is undone, for both lanes, on every retry. Sent apart,
+        the first call commits it and the second learns it is no longer pending.
+        """
+        first = self._queue.popleft()
+        taken = [first]
+        if not self._queue:  # the common case when Redis keeps up: nothing to merge
+            return taken
+        ids, keys = len(first.plan.ids), _key_count(first.plan)
+        seen = set(first.plan.ids)
+        while self._queue:
+            plan = self._queue[0].plan
+            ids += len(plan.ids)
+            keys += _key_count(plan)
+            if ids > self.max_merged_ids or keys > self.max_merged_keys:
+                break
+            if not seen.isdisjoint(plan.ids):
+                break  # it goes out in the next call (FIFO order kept)
+            seen.update(plan.ids)
             taken.append(self._queue.popleft())
         return taken
 
@@ -224,7 +255,7 @@ class CommitGroup:
         try:
             reply = await self._run(script_keys, argv)
         except ResponseError as exc:
-            raise CommitError(f"commit script failed: {exc}") from exc
+            raise _commit_error(exc, parts) from exc
         if reply[0] == 1:
             return True, []
         return False, [i.decode() if isinstance(i, bytes) else str(i) for i in reply[1:]]
@@ -253,6 +284,31 @@ class CommitGroup:
             raise
         finally:
             await pool.release(conn)
+
+
+def _key_count(plan: CommitPlan) -> int:
+    """Leaderboard keys of a plan (a key is in one block)."""
+    return sum(len(keys) for keys, _ in plan.blocks)
+
+
+def _commit_error(exc: ResponseError, parts: Sequence[Part]) -> CommitError:
+    """The script's error as ours; a key of the wrong type is logged here, once per call
+    (each lane in the call also counts it: `Observer.operation_failed`)."""
+    message = str(exc)
+    if not message.startswith(WRONG_TYPE_ERROR):
+        return CommitError(f"commit script failed: {message}")
+    _, actual, expected, key = message.split(" ", 3)
+    log.error(
+        "commit refused: a key the commit writes has the wrong type; nothing acknowledged",
+        extra={
+            "key": key,
+            "type": actual,
+            "expected": expected,
+            "consumers": sorted({consumer for _, consumer in parts}),
+            "entries": sum(len(plan.ids) for plan, _ in parts),
+        },
+    )
+    return WrongKeyType(key, actual, expected)
 
 
 def _retrieve(result: asyncio.Future[Any]) -> None:
@@ -293,6 +349,8 @@ class Committer:
 
 __all__ = [
     "COMMIT_SCRIPT",
+    "MAX_MERGED_IDS",
+    "MAX_MERGED_KEYS",
     "CommitGroup",
     "Committer",
     "merged_script_arguments",

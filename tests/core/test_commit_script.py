@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from pomocore.core.errors import CommitError
+from pomocore.core.errors import CommitError, SinkError, WrongKeyType
 from pomocore.core.events import Event
 from pomocore.core.keys import KeySpace
+from pomocore.core.observer import Observer
 from pomocore.core.periods import PeriodCalculator
 from pomocore.sinks.commit import COMMIT_SCRIPT, Committer, script_arguments
 from pomocore.sinks.plan import CommitPlan, DeadLetter, IncrementBuilder
@@ -149,3 +153,93 @@ async def test_retention_sets_expire_at_on_leaderboard_keys(redis_url: str) -> N
     client = redis.Redis.from_url(redis_url)
     assert client.expiretime("leaderboard:SNS:2026-11-22") == expire_at
     assert client.ttl(KEYS.stream_key) == -1  # only leaderboard keys expire
+
+
+def snapshot(url: str) -> dict[bytes, bytes | None]:
+    """Every key's serialized value (a stream's DUMP includes its groups and pending list)."""
+    client = redis.Redis.from_url(url)
+    return {key: client.dump(key) for key in sorted(client.keys("*"))}
+
+
+class RecordingObserver(Observer):
+    def __init__(self) -> None:
+        self.failed: list[tuple[str, str, BaseException]] = []
+
+    def operation_failed(self, backend: str, operation: str, error: BaseException) -> None:
+        self.failed.append((backend, operation, error))
+
+
+@pytest.mark.parametrize(
+    ("key", "spoil", "actual", "expected"),
+    [
+        (KEYS.dead_letter_key, lambda c, k: c.set(k, "x"), "string", "stream"),
+        (KEYS.session_score_key, lambda c, k: c.zadd(k, {"m": 1}), "zset", "stream"),
+        ("leaderboard:SNS:2026-11-22", lambda c, k: c.hset(k, "u1", 1), "hash", "zset"),
+        (KEYS.derived_stale_key, lambda c, k: c.rpush(k, "x"), "list", "set"),
+    ],
+)
+async def test_a_key_of_the_wrong_type_refuses_the_whole_call(
+    redis_url: str,
+    key: str,
+    spoil: Any,
+    actual: str,
+    expected: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Without the type check, the XACKs and the writes before the failing one stayed:
+    entries acknowledged with part of their effects."""
+    ids = setup_pending(redis_url, 3)
+    spoil(redis.Redis.from_url(redis_url), key)
+    before = snapshot(redis_url)
+    observer = RecordingObserver()
+    committer = Committer(
+        aioredis.Redis.from_url(redis_url), KEYS, "g", "c", mark_derived=True, observer=observer
+    )
+    with caplog.at_level(logging.ERROR, logger="pomocore.commit"), pytest.raises(WrongKeyType) as e:
+        await committer.commit_once(plan(ids))
+    assert (e.value.key, e.value.actual, e.value.expected) == (key, actual, expected)
+    assert isinstance(e.value, SinkError)  # the consumer holds the batch and retries it
+    assert snapshot(redis_url) == before  # nothing acknowledged, nothing written
+    assert [(b, o, type(x)) for b, o, x in observer.failed] == [
+        ("redis", "commit_script", WrongKeyType)  # pomocore_op_errors{error="WrongKeyType"}
+    ]
+    assert [r.__dict__["key"] for r in caplog.records] == [key]  # the log line names it
+    # Once the key is fixed, the same plan commits everything, once.
+    redis.Redis.from_url(redis_url).delete(key)
+    assert await committer.commit_once(plan(ids)) == (True, [])
+    assert state(redis_url) == (0, 1, 1, {b"u1": 1.5})
+
+
+async def test_derived_mode_marks_more_days_than_lua_can_unpack(redis_url: str) -> None:
+    """4,100 work events on distinct days: 8,200 daily keys in one call, more than the
+    8,000 values Lua's unpack() can return (the SADD failed after the XACKs and ZINCRBYs)."""
+    days = 4_100
+    ids = setup_pending(redis_url, days)
+    ts = 1_795_316_733.0  # 2026-11-22 12:05 in Seoul
+    builder = IncrementBuilder(KEYS, PeriodCalculator("Asia/Seoul"), derived=True)
+    accepted = [
+        (Event(i, "u1", "a", "t", "", 2.0, ts - day * 86_400), "Development")
+        for day, i in enumerate(ids)
+    ]
+    built = builder.plan(accepted, [])
+    assert len(built.increments) == 2 * days
+    committer = Committer(aioredis.Redis.from_url(redis_url), KEYS, "g", "c", mark_derived=True)
+    assert await committer.commit_once(built) == (True, [])
+    client = redis.Redis.from_url(redis_url)
+    assert {k.decode() for k in client.smembers(KEYS.derived_stale_key)} == set(built.increments)
+    assert client.xpending(KEYS.stream_key, "g")["pending"] == 0
+    pipe = client.pipeline(transaction=False)
+    for key in built.increments:
+        pipe.zscore(key, "u1")
+    assert set(pipe.execute()) == {2.0}
+
+
+async def test_an_undone_call_gives_back_more_ids_than_lua_can_unpack(redis_url: str) -> None:
+    """The undo path puts the acknowledged ids back with XCLAIM in chunks: all 9,000."""
+    n = 9_000
+    ids = setup_pending(redis_url, n)
+    redis.Redis.from_url(redis_url).xack(KEYS.stream_key, "g", ids[4_321])
+    committer = Committer(aioredis.Redis.from_url(redis_url), KEYS, "g", "c")
+    done, pending = await committer.commit_once(plan(ids))
+    assert not done and pending == ids[:4_321] + ids[4_322:]
+    assert state(redis_url) == (n - 1, 0, 0, {})

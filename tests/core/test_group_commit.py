@@ -4,16 +4,20 @@ queue up behind a call go out merged, all-or-nothing, each lane keeping its own 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from pomocore.core.errors import CommitError
+from pomocore.consumers.batch import MAX_COMMIT_ATTEMPTS, BatchProcessor, ValidatedBatch
+from pomocore.core.decision import ClassKey, Decision
+from pomocore.core.errors import CommitContended, CommitError, SinkError
 from pomocore.core.events import Event
 from pomocore.core.keys import KeySpace
 from pomocore.core.periods import PeriodCalculator
-from pomocore.sinks.commit import CommitGroup, Committer
+from pomocore.core.settings import Settings
+from pomocore.sinks.commit import MAX_IN_FLIGHT, CommitGroup, Committer, Part
 from pomocore.sinks.plan import CommitPlan, IncrementBuilder
 
 KEYS = KeySpace()
@@ -161,3 +165,104 @@ async def test_no_plan_is_left_behind_when_senders_finish(redis_url: str, in_fli
     await asyncio.wait_for(asyncio.gather(*jobs), timeout=60)
     assert scores(redis_url, "leaderboard:SNS:2026-11-22") == {"u1": 8.0 * rounds}
     assert owners(redis_url) == {}
+
+
+class RecordingGroup(CommitGroup):
+    """A CommitGroup that records, per script call, each lane's consumer and ids in it."""
+
+    def __init__(self, url: str, max_in_flight: int = MAX_IN_FLIGHT) -> None:
+        super().__init__(aioredis.Redis.from_url(url), KEYS, "g", max_in_flight=max_in_flight)
+        self.sent: list[list[tuple[str, list[str]]]] = []
+
+    async def _call(self, parts: list[Part]) -> tuple[bool, list[str]]:
+        self.sent.append([(consumer, list(plan.ids)) for plan, consumer in parts])
+        return await super()._call(parts)
+
+
+class NoClassifier:
+    def classify_many(self, keys: Sequence[ClassKey]) -> list[Decision]:
+        raise AssertionError("these tests only commit")
+
+
+def lane_processor(url: str, committer: Committer) -> BatchProcessor:
+    return BatchProcessor(Settings.from_dsn(url), NoClassifier(), BUILDER, committer)
+
+
+def events_of(ids: list[str], user: str, seconds: float) -> list[tuple[Event, Decision]]:
+    return [(Event(i, user, "a", "t", "", seconds, TS), Decision("SNS", "app")) for i in ids]
+
+
+async def test_lanes_holding_the_same_id_commit_it_once(redis_url: str) -> None:
+    """Lane q reclaimed x from lane p, which still holds it: both commit batches with x at
+    once. Merged into one call, the second XACK of x found it acknowledged by the first,
+    the whole call was undone on every attempt, and both lanes returned as if committed
+    with all their entries still pending."""
+    group = RecordingGroup(redis_url)
+    p, q = lanes(redis_url, group, ["p", "q"])
+    x, a = deliver(redis_url, "p", 2)
+    (b,) = deliver(redis_url, "q", 1)
+    redis.Redis.from_url(redis_url).xclaim(KEYS.stream_key, "g", "q", 0, [x])  # q's reclaim
+    batch_p, batch_q = events_of([x, a], "u1", 5.0), events_of([x, b], "u1", 5.0)
+    outcomes = await asyncio.gather(
+        lane_processor(redis_url, p).commit(ValidatedBatch(), batch_p),
+        lane_processor(redis_url, q).commit(ValidatedBatch(), batch_q),
+    )
+    assert owners(redis_url) == {}  # all three acknowledged
+    assert scores(redis_url, "leaderboard:SNS:2026-11-22") == {"u1": 15.0}  # x once
+    assert sum(o.committed for o in outcomes) == 3
+    assert sum(o.skipped_already_acked for o in outcomes) == 1
+    for call in group.sent:
+        with_x = [consumer for consumer, ids in call if x in ids]
+        assert len(with_x) <= 1, group.sent
+
+
+async def test_plans_sharing_an_id_go_out_in_separate_calls(redis_url: str) -> None:
+    group = RecordingGroup(redis_url, max_in_flight=1)  # one call at a time: a fixed order
+    p, q, r = lanes(redis_url, group, ["p", "q", "r"])
+    x, a = deliver(redis_url, "p", 2)
+    (c,) = deliver(redis_url, "r", 1)
+    results = await asyncio.gather(
+        p.commit_once(plan_for([x, a], "u1", "SNS", 1.0)),
+        q.commit_once(plan_for([x], "u1", "SNS", 1.0)),
+        r.commit_once(plan_for([c], "u2", "SNS", 1.0)),
+    )
+    # p goes out alone; q (sharing x) starts the next call, and r, disjoint, joins it.
+    assert group.sent == [[("p", [x, a])], [("q", [x]), ("r", [c])]]
+    assert results == [(True, []), (False, []), (False, [c])]
+    assert owners(redis_url) == {c: "r"}
+
+
+async def test_a_call_stays_within_the_key_cap(redis_url: str) -> None:
+    group = CommitGroup(aioredis.Redis.from_url(redis_url), KEYS, "g", max_merged_keys=8)
+    names = ["p", "p.1", "p.2"]
+    committers = lanes(redis_url, group, names)
+    plans = [plan_for(deliver(redis_url, n, 1), "u1", "Development", 1.0) for n in names]
+    assert [len(plan.increments) for plan in plans] == [6, 6, 6]  # category and work, 3 each
+    results = await asyncio.gather(
+        *(c.commit_once(p) for c, p in zip(committers, plans, strict=True))
+    )
+    assert results == [(True, [])] * 3
+    assert (group.calls, group.plans) == (3, 3)  # 6 + 6 > 8: one plan per call
+    assert scores(redis_url, "leaderboard:work:2026-11-22") == {"u1": 3.0}
+
+
+class RivalFirst(Committer):
+    """A lane whose every commit meets an id that another consumer acknowledged just
+    before (a rival that keeps winning one entry of the batch)."""
+
+    async def commit_once(self, plan: CommitPlan) -> tuple[bool, list[str]]:
+        await self.commit_group.redis.xack(KEYS.stream_key, "g", plan.ids[0])
+        return await super().commit_once(plan)
+
+
+async def test_an_exhausted_commit_is_an_error_never_a_success(redis_url: str) -> None:
+    """Returning after the last attempt reported the batch committed while two of its
+    entries were still pending."""
+    ids = deliver(redis_url, "p", MAX_COMMIT_ATTEMPTS + 2)
+    lane = RivalFirst(aioredis.Redis.from_url(redis_url), KEYS, "g", "p")
+    with pytest.raises(CommitContended) as exc:
+        await lane_processor(redis_url, lane).commit(ValidatedBatch(), events_of(ids, "u1", 1.0))
+    assert isinstance(exc.value, SinkError)  # the consumer holds the batch and retries it
+    assert (exc.value.attempts, exc.value.still_pending) == (MAX_COMMIT_ATTEMPTS, 2)
+    assert owners(redis_url) == {ids[-2]: "p", ids[-1]: "p"}  # still pending, still p's
+    assert scores(redis_url, "leaderboard:SNS:2026-11-22") == {}  # nothing applied
