@@ -4,7 +4,8 @@ The commit order (quix-streams' checkpoint rule):
 
     1. validate every entry; rejected ones become dead letters
     2. classify the distinct (app, url, title) keys: patterns, then the LLM
-    3. flush the MongoDB sink: documents durable (idempotent writes)
+    3. flush the MongoDB sink: documents durable (idempotent writes); a usage log that
+       was already there keeps its category, and the event's increments follow it
     4. commit: one Redis script acknowledges the entries and applies leaderboard
        increments, dead letters and session scores for exactly the entries it acknowledged
 
@@ -19,7 +20,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from operator import attrgetter, itemgetter
 from typing import Protocol, cast
 
@@ -150,7 +151,13 @@ class BatchProcessor:
         finally:
             lock.release()
         if self.mongo is not None and mongo_batch is not None:
-            await observed(self.observer, "mongo", "bulk_write", self.mongo.write(mongo_batch))
+            stored = await observed(
+                self.observer, "mongo", "bulk_write", self.mongo.write(mongo_batch)
+            )
+            if stored:  # usage logs written before (a retry, another consumer) decide
+                decisions = _keep_stored(decisions, stored)
+                pairs = list(zip(batch.accepted, decisions, strict=True))
+                plan = self._plan(batch, pairs)
         outcome = await self.commit(batch, pairs, plan)
         outcome.read = len(entries) + len(extra_dead)
         outcome.rejected_by_reason = dict(Counter(d.reason for d in batch.dead_letters))
@@ -214,3 +221,18 @@ class BatchProcessor:
                 outcome.skipped_already_acked = total
                 return outcome
         raise CommitContended(MAX_COMMIT_ATTEMPTS, len(plan.ids))
+
+
+def _keep_stored(decisions: list[Decision], stored: dict[int, str]) -> list[Decision]:
+    """The decisions with the category of the usage logs already written, by event index.
+
+    An event's category can change between two processings of it: an LLM answer that
+    timed out the first time arrives before the retry, a pattern reload lands in between,
+    or two consumers with different patterns process one reclaimed entry. Its usage log
+    is written once (the first write wins), so its leaderboard increments follow that
+    document, never the newer decision (docs/guarantees.md, "One category per event").
+    """
+    out = list(decisions)
+    for index, category in stored.items():
+        out[index] = replace(out[index], category=category)
+    return out

@@ -11,6 +11,11 @@ key on that insert), or that memory knows under another category (a pattern relo
 are read back and updated where their stored category differs: at most one read and one
 update more, and only for batches that carry such keys. A verdict of the LLM stored in a
 document is never overwritten by a rule's fallback.
+
+The usage log written first decides an event's category (docs/guarantees.md, "One category
+per event"): a retry or another consumer may classify the event differently, so the usage
+logs that turn out to exist already are read back (by `_id`, one find for the batch) and
+`write` returns their stored categories for the batch's leaderboard increments.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, PyMongoError
 
+from pomocore.core.categories import CATEGORY_SET
 from pomocore.core.decision import Decision
 from pomocore.core.errors import MongoWriteError, SinkError
 from pomocore.core.events import Event
@@ -34,6 +40,9 @@ from pomocore.core.ids import categorized_data_id, stream_tag, usage_log_id
 CATEGORIZED_DATA = "categorized_data"
 USAGE_LOG = "pomodoro_usage_log"
 DUPLICATE_KEY = 11000
+# Set on a usage log whose `_id` the producer gave (CONTRACT §3): the stream entry that
+# wrote it, so that a second processing of that entry does not overwrite its category.
+ENTRY_MARK = "streamEntryId"
 
 Op = InsertOne[dict[str, Any]] | UpdateOne
 
@@ -45,6 +54,9 @@ class MongoBatch:
     categorized: dict[ObjectId, dict[str, Any]] = field(default_factory=dict)
     upstream_categorized: set[ObjectId] = field(default_factory=set)
     usage_ops: list[Op] = field(default_factory=list)
+    # per usage op (the batch's events, in order): its document's `_id` and category
+    usage_ids: list[ObjectId] = field(default_factory=list)
+    usage_categories: list[str] = field(default_factory=list)
 
 
 class KnownIds:
@@ -92,7 +104,10 @@ class MongoSink:
                 batch.categorized[cat_id] = self._categorized_doc(event, decision, cat_id)
                 if event.categorized_data_id:
                     batch.upstream_categorized.add(cat_id)
-            batch.usage_ops.append(self._usage_op(event, decision, cat_id))
+            op, usage_id = self._usage_op(event, decision, cat_id)
+            batch.usage_ops.append(op)
+            batch.usage_ids.append(usage_id)
+            batch.usage_categories.append(decision.category)
         return batch
 
     def _categorized_id(self, event: Event) -> ObjectId:
@@ -113,7 +128,9 @@ class MongoSink:
             "isLLMBased": decision.source == "llm",
         }
 
-    def _usage_op(self, event: Event, decision: Decision, cat_id: ObjectId) -> Op:
+    def _usage_op(
+        self, event: Event, decision: Decision, cat_id: ObjectId
+    ) -> tuple[Op, ObjectId]:
         doc = {
             "userId": event.user_id,
             "categorizedDataId": cat_id,
@@ -126,18 +143,51 @@ class MongoSink:
             "duration": event.duration_s,
         }
         if event.usage_log_id:  # the producer created it upstream: update that document
-            return UpdateOne({"_id": ObjectId(event.usage_log_id)}, {"$set": doc}, upsert=True)
-        doc["_id"] = usage_log_id(self.tag, event.entry_id)
-        return InsertOne(doc)
+            return _first_update(ObjectId(event.usage_log_id), event.entry_id, doc)
+        doc["_id"] = doc_id = usage_log_id(self.tag, event.entry_id)
+        return InsertOne(doc), doc_id
 
-    async def write(self, batch: MongoBatch) -> None:
-        """Make the batch durable. Raises MongoWriteError or SinkError; never half-silent."""
+    async def write(self, batch: MongoBatch) -> dict[int, str]:
+        """Make the batch durable. Raises MongoWriteError or SinkError; never half-silent.
+
+        Returns the usage logs that were already written (an earlier attempt, another
+        consumer) under another category than this batch's: index of the event in the
+        batch -> the stored category, which its leaderboard increments must use.
+        """
         try:
             await self._write_categorized(batch)
-            if batch.usage_ops:
-                await self._bulk(USAGE_LOG, batch.usage_ops)
+            if not batch.usage_ops:
+                return {}
+            duplicates = await self._bulk(USAGE_LOG, batch.usage_ops)
+            return await self._stored_categories(batch, duplicates) if duplicates else {}
         except PyMongoError as exc:
             raise SinkError(f"MongoDB unavailable: {type(exc).__name__}: {exc}") from exc
+
+    async def _stored_categories(self, batch: MongoBatch, duplicates: list[int]) -> dict[int, str]:
+        """The categories of the usage logs that existed, where they differ from ours.
+
+        One find by `_id`, for the duplicates only: the MongoDB-wire server answers it
+        from its primary key. A document whose category is not one of the taxonomy (not
+        written by pomocore) leaves the event with this batch's category: a stored value
+        never becomes a leaderboard key name unchecked.
+        """
+        self.round_trips += 1
+        wanted = list(dict.fromkeys(batch.usage_ids[i] for i in duplicates))
+        stored: dict[str, str] = {}  # by the id's hex: the MongoDB-wire server returns the
+        # `_id` of a document it created by an upsert as a string
+        cursor = self.db[USAGE_LOG].find(
+            {"_id": {"$in": wanted}}, {"category": 1}, batch_size=len(wanted)
+        )
+        async for doc in cursor:
+            category = doc.get("category")
+            if category in CATEGORY_SET:
+                stored[str(doc["_id"])] = category
+        out: dict[int, str] = {}
+        for index in duplicates:
+            category = stored.get(str(batch.usage_ids[index]))
+            if category is not None and category != batch.usage_categories[index]:
+                out[index] = category
+        return out
 
     async def _write_categorized(self, batch: MongoBatch) -> None:
         if not batch.categorized:
@@ -236,3 +286,16 @@ class MongoSink:
                 ) from exc
             return sorted(int(e["index"]) for e in errors)
         return []
+
+
+def _first_update(doc_id: ObjectId, entry_id: str, doc: dict[str, Any]) -> tuple[Op, ObjectId]:
+    """Update the producer's usage log, unless this stream entry already wrote it.
+
+    A retry or a second consumer of the same entry then misses the filter, and its upsert
+    collides with the `_id`: a duplicate key, read back like an insert's. A replayed dead
+    letter is a new entry: it updates the document. (`$nin` matches a document without
+    the field on MongoDB and on the MongoDB-wire server alike; that server's updates
+    match `$ne` only where the field exists, and ignore `_id` beside an `$or`.)
+    """
+    not_mine = {"_id": doc_id, ENTRY_MARK: {"$nin": [entry_id]}}
+    return UpdateOne(not_mine, {"$set": {**doc, ENTRY_MARK: entry_id}}, upsert=True), doc_id

@@ -12,23 +12,33 @@ reports every difference as a violation:
   else in it
 - one session-score entry per accepted event with isEnd=true
 - the group's pending list empty and nothing undelivered
+- `pomocore leaderboard rebuild --check` finds no difference between the usage logs and
+  the leaderboards: every event's usage log names the category its keys received
+
+With an LLM in the run (`llm_labels`), an event the patterns leave undecided may get the
+no-LLM rule or any label the LLM answers, and its category may change between two
+processings of it; the category its usage log names must be one of those, and the one
+whose leaderboard keys received its duration.
 """
 
 from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pymongo
 import redis
 
+from pomocore.core.ids import stream_tag, usage_log_id
 from pomocore.core.settings import Settings
 from pomocore.workload import MALFORMED_KINDS, Workload
 from tests.support.expected import (
     REASON_OF_MALFORMED_KIND,
     actual_leaderboards,
+    rebuild_check,
     reference_leaderboards,
 )
 from tests.support.patterns import default_classifier
@@ -43,11 +53,17 @@ class Published:
     reason: str | None  # None: must be accepted
 
 
-def generate(seed: int, count: int, now_s: float, bad_ratio: float = 0.03) -> list[Published]:
+def generate(
+    seed: int, count: int, now_s: float, bad_ratio: float = 0.03, distinct_variants: int = 40
+) -> list[Published]:
     """Seeded events with ids left empty (the publisher assigns them)."""
     rng = random.Random(seed)
     workload = Workload(
-        users=300, distinct_variants=40, malformed_ratio=0.0, session_end_ratio=0.05, seed=seed
+        users=300,
+        distinct_variants=distinct_variants,
+        malformed_ratio=0.0,
+        session_end_ratio=0.05,
+        seed=seed,
     )
     out: list[Published] = []
     for _ in range(count):
@@ -65,9 +81,18 @@ def _s(value: str | bytes) -> str:
 
 
 class Checker:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, llm_labels: Sequence[str] = ()) -> None:
+        """`llm_labels`: what the run's LLM may answer (empty: no LLM in the run)."""
         self.settings = settings
         self.classifier = default_classifier()
+        self.llm_labels = frozenset(llm_labels)
+
+    def allowed(self, app: str, url: str, title: str) -> frozenset[str]:
+        """The categories an event of this key may end up with."""
+        decision = self.classifier.classify(app, url, title)
+        if decision.decided or not self.llm_labels:
+            return frozenset((decision.category,))
+        return self.llm_labels | {decision.category}
 
     def category(self, fields: Fields) -> str:
         return self.classifier.classify(
@@ -76,14 +101,15 @@ class Checker:
 
     def check(self, published: list[Published]) -> list[str]:
         s = self.settings
-        accepted = [(p.fields, self.category(p.fields)) for p in published if p.reason is None]
         violations: list[str] = []
         client = redis.Redis.from_url(s.redis_url)
         mongo: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(s.mongo_uri)
         try:
+            accepted = self._accepted(mongo[s.mongo_db], published)
             violations += self._usage_logs(mongo[s.mongo_db], accepted)
             violations += self._references(mongo[s.mongo_db])
             violations += self._leaderboards(accepted)
+            violations += self._rebuild_check(accepted)
             violations += self._dead_letters(client, published)
             violations += self._sessions(client, accepted)
             violations += self._group(client)
@@ -91,6 +117,32 @@ class Checker:
             client.close()
             mongo.close()
         return violations
+
+    def _accepted(self, db: Any, published: list[Published]) -> list[tuple[Fields, str]]:
+        """Each accepted event with the category it must have. With an LLM, an undecided
+        event's is its usage log's when that is allowed (which one the run chose is not
+        the checker's to know); otherwise the no-LLM rule's, so the difference shows."""
+        good = [p for p in published if p.reason is None]
+        if not self.llm_labels:
+            return [(p.fields, self.category(p.fields)) for p in good]
+        tag = stream_tag(self.settings.keys.stream_key)
+        stored = {
+            str(d["_id"]): d.get("category")
+            for d in db.pomodoro_usage_log.find({}, {"category": 1})
+        }
+        out: list[tuple[Fields, str]] = []
+        for p in good:
+            category = self.category(p.fields)
+            logged = stored.get(str(usage_log_id(tag, p.entry_id)))
+            if logged != category and logged in self._allowed_of(p.fields):
+                category = logged
+            out.append((p.fields, category))
+        return out
+
+    def _allowed_of(self, fields: Fields) -> frozenset[str]:
+        return self.allowed(
+            _s(fields.get("app", "")), _s(fields.get("url", "")), _s(fields.get("title", ""))
+        )
 
     def _usage_logs(self, db: Any, accepted: list[tuple[Fields, str]]) -> list[str]:
         def key(user: Any, ts: Any, dur: Any, cat: Any) -> tuple[str, float, float, str]:
@@ -110,17 +162,22 @@ class Checker:
         return out
 
     def _references(self, db: Any) -> list[str]:
-        """Every usage log points to a durable categorized_data document of its category."""
-        stored = {
-            d["_id"]: d.get("category") for d in db.categorized_data.find({}, {"category": 1})
-        }
+        """Every usage log points to a durable categorized_data document of its category
+        (with an LLM, of an allowed category: the document follows the latest decision,
+        the usage log keeps the one its event was counted with)."""
+        fields = {"category": 1, "app": 1, "url": 1, "title": 1}
+        stored = {d["_id"]: d for d in db.categorized_data.find({}, fields)}
         out = []
         for log in db.pomodoro_usage_log.find({}, {"categorizedDataId": 1, "category": 1}):
             ref = log.get("categorizedDataId")
-            if ref not in stored:
+            doc = stored.get(ref)
+            if doc is None:
                 out.append(f"usage log {log['_id']}: categorized_data {ref} missing")
-            elif stored[ref] != log.get("category"):
-                out.append(f"usage log {log['_id']}: {log.get('category')} != {stored[ref]}")
+                continue
+            have, want = log.get("category"), doc.get("category")
+            allowed = self.allowed(doc.get("app", ""), doc.get("url", ""), doc.get("title", ""))
+            if have != want and not (self.llm_labels and {have, want} <= allowed):
+                out.append(f"usage log {log['_id']}: {have} != {want}")
         return out
 
     def _leaderboards(self, accepted: list[tuple[Fields, str]]) -> list[str]:
@@ -137,6 +194,11 @@ class Checker:
                 if a is None or e is None or abs(a - e) > 1e-6 * max(1.0, abs(e)):
                     out.append(f"leaderboard score wrong: {k} {user}: {a} != expected {e}")
         return out
+
+    def _rebuild_check(self, accepted: list[tuple[Fields, str]]) -> list[str]:
+        """`pomocore leaderboard rebuild --check`: the usage logs against the leaderboards."""
+        differences = rebuild_check(self.settings, (fields for fields, _ in accepted))
+        return [f"rebuild --check: {d}" for d in differences]
 
     def _dead_letters(self, client: redis.Redis, published: list[Published]) -> list[str]:
         found: dict[str, list[str]] = {}

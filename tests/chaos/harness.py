@@ -11,6 +11,12 @@ with what was published.
 
 Which faults happen, in which order, is fixed by the seed; exactly when a fault lands
 in a batch is not (that is the point), and the invariants must hold for every timing.
+
+With `llm=True` the consumers also ask a fake LLM for what the patterns leave undecided.
+It answers one of two labels at random, and half of its answers come after the
+consumers' timeout: an event's decision then changes between attempts (a late answer
+remembered, the circuit opening and closing, the reclassifier's corrections, learned
+patterns reloaded), and between consumers, while the faults make batches retry.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import redis
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 from tests.chaos.checker import Checker, Published, generate
+from tests.support.fake_llm import Behaviour, FakeLLM, Item, Request
 from tests.support.fault_proxy import FaultProxy
 from tests.support.processes import ConsumerProcess, run_cli, spawn_consumer
 from tests.support.streams import group_state
@@ -41,6 +48,9 @@ FAULT_KINDS = (
     "proxy_reset",
     "proxy_blackhole",
 )
+LLM_LABELS = ("Education", "Entertainment")  # a work category and another
+LLM_TIMEOUT_S = 0.5
+LLM_LATE_SHARE = 0.5  # answers that arrive after the timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +63,8 @@ class ChaosConfig:
     drain_timeout_s: float = 90.0
     chunk: int = 50
     leaderboard_mode: str = "exact"  # derived: weekly/monthly keys rebuilt every 0.5 s
+    llm: bool = False  # a fake LLM, late half the time, for what patterns leave undecided
+    distinct_variants: int = 40  # keys per workload template (more: more keys to ask about)
 
 
 @dataclass(slots=True)
@@ -65,6 +77,8 @@ class ChaosReport:
     drain_s: float = 0.0
     wall_s: float = 0.0
     consumer_warnings: dict[str, int] = field(default_factory=dict)
+    llm_requests: int = 0
+    llm_late: int = 0
 
     def summary(self) -> str:
         counts: dict[str, int] = {}
@@ -73,11 +87,12 @@ class ChaosReport:
                 continue
             kind = f.split("s ", 1)[1].split()[0]
             counts[kind] = counts.get(kind, 0) + 1
+        llm = f" llm_requests={self.llm_requests} late={self.llm_late}" if self.llm_requests else ""
         return (
             f"published={self.published} rejected={self.rejected} faults={len(self.faults)} "
             f"{counts} unexpected_exits={len(self.unexpected_exits)} "
             f"violations={len(self.violations)} drain_s={self.drain_s:.1f} "
-            f"wall_s={self.wall_s:.1f} consumer_logs={self.consumer_warnings}"
+            f"wall_s={self.wall_s:.1f} consumer_logs={self.consumer_warnings}{llm}"
         )
 
 
@@ -96,6 +111,7 @@ class ChaosRun:
         self.report = ChaosReport()
         self.t0 = 0.0
         self.killed: set[int] = set()
+        self.llm: FakeLLM | None = None
 
     # --- processes ---
 
@@ -122,7 +138,41 @@ class ChaosRun:
             "POMOCORE_LOG_LEVEL": "WARNING",
             "POMOCORE_LEADERBOARD_MODE": self.cfg.leaderboard_mode,
             "POMOCORE_DERIVED_REFRESH_S": "0.5",
+            **self._llm_env(),
         }
+
+    def _llm_env(self) -> dict[str, str]:
+        if self.llm is None:
+            return {}
+        return {
+            "POMOCORE_LLM_BASE_URL": self.llm.url,
+            "POMOCORE_LLM_API_KEY": "chaos",
+            "POMOCORE_LLM_TIMEOUT_S": str(LLM_TIMEOUT_S),
+            "POMOCORE_LLM_OPEN_CIRCUIT_S": "1.0",
+            "POMOCORE_LLM_CALLS_PER_MIN": "100000",
+            "POMOCORE_LLM_TOKENS_PER_MIN": "100000000",
+        }
+
+    # --- the LLM ---
+
+    def _start_llm(self) -> None:
+        """The fake LLM: a random label of LLM_LABELS per item, late LLM_LATE_SHARE of the
+        time (its own seeded generators: the fault schedule stays what the seed says)."""
+        labels = random.Random(self.cfg.seed + 1)
+        timing = random.Random(self.cfg.seed + 2)
+
+        def rule(item: Item) -> str:
+            return labels.choice(LLM_LABELS)
+
+        def choose(request: Request) -> Behaviour:
+            if timing.random() < LLM_LATE_SHARE:
+                self.report.llm_late += 1
+                return FakeLLM.slow(LLM_TIMEOUT_S + timing.uniform(0.1, 1.0))
+            return FakeLLM.ok()
+
+        self.llm = FakeLLM(rule=rule)
+        self.llm.choose = choose
+        self.llm.start()
 
     def _start_consumer(self, index: int, name: str) -> None:
         log = self.workdir / f"consumer-{name}.log"
@@ -238,11 +288,16 @@ class ChaosRun:
         self.mongo_proxy = FaultProxy(self.mongo.port)
         self.redis_proxy.start()
         self.mongo_proxy.start()
+        if self.cfg.llm:
+            self._start_llm()
         try:
             return self._run(started)
         finally:
             for proc in self.procs.values():
                 proc.kill()
+            if self.llm is not None:
+                self.report.llm_requests = self.llm.calls
+                self.llm.stop()
             self.redis_proxy.close()
             self.mongo_proxy.close()
             self.redis.close()
@@ -257,7 +312,10 @@ class ChaosRun:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _run(self, started: float) -> ChaosReport:
-        published = generate(self.cfg.seed, self.cfg.events, time.time())
+        cfg = self.cfg
+        published = generate(
+            cfg.seed, cfg.events, time.time(), distinct_variants=cfg.distinct_variants
+        )
         self.report.published = len(published)
         self.report.rejected = sum(1 for p in published if p.reason)
         for index in range(self.cfg.consumers):
@@ -292,7 +350,8 @@ class ChaosRun:
                 self.report.unexpected_exits.append(f"{self.names[index]} stopped with {code}")
         if self.cfg.leaderboard_mode == "derived":
             self._final_refresh()
-        self.report.violations = Checker(s).check(published)
+        checker = Checker(s, llm_labels=LLM_LABELS if self.cfg.llm else ())
+        self.report.violations = checker.check(published)
         self.report.wall_s = time.monotonic() - started
         self.report.consumer_warnings = self._count_log_lines()
         return self.report

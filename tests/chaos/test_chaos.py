@@ -23,7 +23,13 @@ LONG_RUNS = [
     ChaosConfig(
         seed=14, events=30_000, publish_s=90.0, consumers=3, fault_every_s=1.5,
         leaderboard_mode="derived",
-    )
+    ),
+    # An LLM for what patterns leave undecided, late half the time: decisions change
+    # between attempts and between consumers while the faults make batches retry.
+    ChaosConfig(
+        seed=15, events=30_000, publish_s=90.0, consumers=3, fault_every_s=1.5, llm=True,
+        distinct_variants=200,
+    ),
 ]  # fmt: skip
 
 
@@ -53,6 +59,8 @@ def test_chaos_short_derived_mode() -> None:
 
 
 @pytest.mark.skipif(not LONG, reason="POMOCORE_CHAOS_LONG=1 (make chaos)")
-@pytest.mark.parametrize("config", LONG_RUNS, ids=lambda c: f"seed{c.seed}-{c.leaderboard_mode}")
+@pytest.mark.parametrize(
+    "config", LONG_RUNS, ids=lambda c: f"seed{c.seed}-{c.leaderboard_mode}{'-llm' * c.llm}"
+)
 def test_chaos_long(config: ChaosConfig) -> None:
     _run(config)

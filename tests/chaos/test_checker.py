@@ -79,6 +79,18 @@ def _stray_key(s: Settings) -> None:
     _redis(s).zadd("leaderboard:Game:2020-01-01", {"ghost": 1.0})
 
 
+def _usage_log_recategorized(s: Settings, category: str = "Game") -> None:
+    """A usage log that names another category than the one its event was counted in
+    (with another category than Game: one of an event the patterns leave undecided)."""
+    db = _mongo(s)
+    if category == "Game":
+        doc = db.pomodoro_usage_log.find_one({"category": {"$nin": ["Game"]}})
+    else:
+        doc = db.pomodoro_usage_log.find_one({"category": "Uncategorized"})
+    assert doc is not None
+    db.pomodoro_usage_log.update_one({"_id": doc["_id"]}, {"$set": {"category": category}})
+
+
 @pytest.mark.parametrize(
     ("corrupt", "expected"),
     [
@@ -89,6 +101,7 @@ def _stray_key(s: Settings) -> None:
         (_missing_session, "session score missing"),
         (_pending_left, "pending list not empty"),
         (_stray_key, "leaderboard key extra"),
+        (_usage_log_recategorized, "rebuild --check"),
     ],
 )
 async def test_checker_reports_corruption(
@@ -103,3 +116,17 @@ async def test_checker_reports_corruption(
     violations = checker.check(outcome)
     assert violations, "the checker missed a corruption"
     assert any(v.startswith(expected) for v in violations), violations
+
+
+async def test_checker_with_an_llm_holds_usage_logs_to_leaderboards(
+    settings: Settings, outcome: list[Published]
+) -> None:
+    """With an LLM in the run, an undecided event may carry an LLM label; but its usage log
+    and its leaderboard keys must still agree."""
+    checker = Checker(settings, llm_labels=("Education",))
+    assert checker.check(outcome) == []
+    _usage_log_recategorized(settings, "Education")  # allowed, but counted as Uncategorized
+    violations = checker.check(outcome)
+    assert any(v.startswith("rebuild --check") for v in violations), violations
+    assert any(v.startswith("leaderboard score wrong") for v in violations), violations
+    assert not any(v.startswith("usage log") for v in violations), violations

@@ -3,6 +3,7 @@ pomocore's pipeline, and the assertions that compare it with what they do hold."
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
@@ -14,6 +15,7 @@ import redis
 
 from pomocore.core.categories import WORK_CATEGORIES
 from pomocore.core.settings import Settings
+from pomocore.rebuild import rebuild_command
 from tests.support.patterns import default_classifier
 from tests.support.streams import Fields, group_state
 
@@ -95,3 +97,19 @@ def assert_exact(settings: Settings, good: list[dict[str, str | bytes]]) -> None
     assert_scores_equal(actual_leaderboards(settings.redis_url), expected)
     assert usage_log_count(settings) == len(good)
     assert group_state(settings) == (0, 0)
+
+
+def rebuild_check(settings: Settings, events: Iterable[Fields]) -> list[str]:
+    """`pomocore leaderboard rebuild --from-mongo --check` over the local dates of `events`:
+    the differences it reports between the usage logs and the leaderboards (JSON lines),
+    none when every event's usage log names the category its leaderboard keys received."""
+    zone = ZoneInfo(settings.timezone)
+    days = {datetime.fromtimestamp(float(e["timestamp"]), zone).date() for e in events}
+    if not days:
+        return []
+    out = io.StringIO()
+    code = rebuild_command(settings, min(days), max(days), check=True, out=out)
+    lines = out.getvalue().splitlines()
+    differences = [line for line in lines if line.startswith("{")]
+    assert (code != 0) == bool(differences), lines  # exit 1 exactly when something differs
+    return differences

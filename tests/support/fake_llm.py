@@ -3,6 +3,7 @@
     with FakeLLM(rule=lambda item: "Development") as llm:
         llm.script(FakeLLM.error(500), FakeLLM.rate_limit(1.5))  # next two requests
         llm.per_model["gpt-primary"] = FakeLLM.error(503)         # every request to a model
+        llm.choose = lambda req: FakeLLM.slow(3) if random.random() < 0.5 else FakeLLM.ok()
         ... AsyncOpenAI(base_url=llm.url, api_key="x") ...
         assert llm.calls == 3
 
@@ -10,7 +11,8 @@ It implements `POST /v1/chat/completions`. It reads the items of pomocore's prom
 `<item n="...">{json}</item>` lines of the user message), answers
 `{"categories": [rule(item), ...]}` and records every request (model, items, whether
 JSON mode was asked). Behaviours are consumed one per request from the script queue; when
-the queue is empty the per-model behaviour, then `default`, applies.
+the queue is empty `choose(request)` decides, if set (a mix of behaviours for a long run),
+then the per-model behaviour, then `default`.
 
 Run standalone for `pomocore demo --llm-url`: `python -m tests.support.fake_llm --port 8099`.
 """
@@ -108,6 +110,7 @@ class FakeLLM:
         self.rule = rule
         self.default = self.ok()
         self.per_model: dict[str, Behaviour] = {}
+        self.choose: Callable[[Request], Behaviour] | None = None  # called from server threads
         self.requests: list[Request] = []
         self.reject_json_mode = False  # answer 400 to response_format, like older servers
         self._script: deque[Behaviour] = deque()
@@ -148,6 +151,7 @@ class FakeLLM:
             self._script.clear()
             self.requests.clear()
             self.per_model.clear()
+            self.choose = None
             self.default = self.ok()
 
     # --- what happened ---
@@ -171,11 +175,13 @@ class FakeLLM:
             return [(i["app"], i["url"], i["title"]) for r in self.requests for i in r.items]
 
     # --- internals ---
-    def _next(self, model: str) -> Behaviour:
+    def _next(self, req: Request) -> Behaviour:
         with self._lock:
             if self._script:
                 return self._script.popleft()
-            return self.per_model.get(model, self.default)
+            if self.choose is not None:
+                return self.choose(req)
+            return self.per_model.get(req.model, self.default)
 
     def _record(self, req: Request) -> None:
         with self._lock:
@@ -211,7 +217,7 @@ class FakeLLM:
                 if req.json_mode and fake.reject_json_mode:
                     self._send(400, {"error": {"message": "response_format not supported"}})
                     return
-                b = fake._next(req.model)
+                b = fake._next(req)
                 if b.kind == "drop":
                     self.close_connection = True
                     self.connection.close()
