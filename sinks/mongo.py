@@ -3,7 +3,11 @@ pomodoro_usage_log document per accepted event (CONTRACT §3).
 
 Writes are idempotent by construction: every `_id` is deterministic (core/ids.py) or
 given by the producer, inserts are unordered, and a duplicate-key error (11000) means
-"already written". Any other error fails the batch, which is then not acknowledged.
+"already written". Any other error fails the batch, which is then not acknowledged. The
+error says whether MongoDB refused the data (MongoWriteError: a poison entry, counted
+towards max_deliveries) or could not take it now (SinkError: an outage, a timeout, a
+write concern not satisfied; retried without counting a delivery). All the writes of one
+batch share one deadline (`timeout_s`), so a stalled MongoDB fails an attempt in bounded time.
 
 Round trips per batch, insert first: keys not known in memory are inserted blind (one
 write); usage logs are one write. Only keys that turn out to exist already (a duplicate
@@ -16,11 +20,13 @@ document is never overwritten by a rule's fallback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pymongo
 from bson import ObjectId
 from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -34,6 +40,30 @@ from pomocore.core.ids import categorized_data_id, stream_tag, usage_log_id
 CATEGORIZED_DATA = "categorized_data"
 USAGE_LOG = "pomodoro_usage_log"
 DUPLICATE_KEY = 11000
+# Write errors that say "not now" rather than "not this data": the server is stepping down,
+# shutting down or unreachable from where it stands, or the operation ran out of time
+# (the retryable-writes codes of the MongoDB drivers' specification, plus the timeouts
+# and a write conflict). Retrying the same batch later succeeds.
+TRANSIENT_WRITE_CODES = frozenset(
+    {
+        6,  # HostUnreachable
+        7,  # HostNotFound
+        50,  # MaxTimeMSExpired (our deadline, sent as maxTimeMS)
+        89,  # NetworkTimeout
+        91,  # ShutdownInProgress
+        112,  # WriteConflict
+        189,  # PrimarySteppedDown
+        262,  # ExceededTimeLimit
+        9001,  # SocketException
+        10058,  # LegacyNotPrimary
+        10107,  # NotWritablePrimary
+        11600,  # InterruptedAtShutdown
+        11602,  # InterruptedDueToReplStateChange
+        13435,  # NotPrimaryNoSecondaryOk
+        13436,  # NotPrimaryOrSecondary
+    }
+)
+_NOT_REFUSED = TRANSIENT_WRITE_CODES | {DUPLICATE_KEY}
 
 Op = InsertOne[dict[str, Any]] | UpdateOne
 
@@ -74,8 +104,10 @@ class MongoSink:
         stream_key: str,
         category_ids: Mapping[str, Any],
         known_ids_size: int = 200_000,
+        timeout_s: float | None = None,
     ) -> None:
         self.db = db
+        self.timeout_s = timeout_s  # one deadline for all the writes of a batch
         self.tag = stream_tag(stream_key)
         self.category_ids = category_ids
         self.known = KnownIds(known_ids_size)
@@ -131,11 +163,16 @@ class MongoSink:
         return InsertOne(doc)
 
     async def write(self, batch: MongoBatch) -> None:
-        """Make the batch durable. Raises MongoWriteError or SinkError; never half-silent."""
+        """Make the batch durable. Raises MongoWriteError (MongoDB refused the data) or
+        SinkError (MongoDB could not take it now); never half-silent."""
+        deadline = (  # server selection, connecting and the driver's retries included
+            pymongo.timeout(self.timeout_s) if self.timeout_s else contextlib.nullcontext()
+        )
         try:
-            await self._write_categorized(batch)
-            if batch.usage_ops:
-                await self._bulk(USAGE_LOG, batch.usage_ops)
+            with deadline:
+                await self._write_categorized(batch)
+                if batch.usage_ops:
+                    await self._bulk(USAGE_LOG, batch.usage_ops)
         except PyMongoError as exc:
             raise SinkError(f"MongoDB unavailable: {type(exc).__name__}: {exc}") from exc
 
@@ -225,14 +262,30 @@ class MongoSink:
         try:
             await self.db[collection].bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-            concern = exc.details.get("writeConcernErrors", [])
-            if other or concern:
-                first = (other or concern)[0]
-                raise MongoWriteError(
-                    f"{collection}: {len(other)} write errors, {len(concern)} write concern "
-                    f"errors; first: code {first.get('code')} {first.get('errmsg', '')[:200]}"
-                ) from exc
-            return sorted(int(e["index"]) for e in errors)
+            return duplicates_only(collection, exc.details)
         return []
+
+
+def duplicates_only(collection: str, details: Mapping[str, Any]) -> list[int]:
+    """The indexes of the ops of a failed bulk write that hit a duplicate key, when
+    nothing else failed; else MongoWriteError (refused data: a write error that will come
+    back) or SinkError (not now: see TRANSIENT_WRITE_CODES; and any write concern error,
+    e.g. wtimeout, code 64, secondaries down: the primary applied the write, so it is
+    never refused data)."""
+    errors = details.get("writeErrors", [])
+    concern = details.get("writeConcernErrors", [])
+    refused = [e for e in errors if e.get("code") not in _NOT_REFUSED]
+    if refused:
+        raise MongoWriteError(_describe(collection, refused, errors, concern))
+    not_now = [e for e in errors if e.get("code") in TRANSIENT_WRITE_CODES] + concern
+    if not_now:
+        raise SinkError(_describe(collection, not_now, errors, concern))
+    return sorted(int(e["index"]) for e in errors)
+
+
+def _describe(collection: str, first: list[Any], errors: list[Any], concern: list[Any]) -> str:
+    code, message = first[0].get("code"), str(first[0].get("errmsg", ""))[:200]
+    return (
+        f"{collection}: {len(errors)} write errors, {len(concern)} write concern errors; "
+        f"first: code {code} {message}"
+    )

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.chaos.harness import ChaosConfig, ChaosRun
+from tests.chaos.harness import FAULT_KINDS, STALL_MONGO, ChaosConfig, ChaosRun
 
 LONG = os.environ.get("POMOCORE_CHAOS_LONG") == "1"
 
@@ -23,7 +23,13 @@ LONG_RUNS = [
     ChaosConfig(
         seed=14, events=30_000, publish_s=90.0, consumers=3, fault_every_s=1.5,
         leaderboard_mode="derived",
-    )
+    ),
+    # MongoDB stalls longer than the reclaim cycle, with a max_deliveries low enough that
+    # an outage counted as deliveries would dead-letter healthy events (issue #13 §4)
+    ChaosConfig(
+        seed=15, events=30_000, publish_s=90.0, consumers=3, fault_every_s=1.5,
+        faults=(*FAULT_KINDS, STALL_MONGO), max_deliveries=5,
+    ),
 ]  # fmt: skip
 
 
@@ -53,6 +59,11 @@ def test_chaos_short_derived_mode() -> None:
 
 
 @pytest.mark.skipif(not LONG, reason="POMOCORE_CHAOS_LONG=1 (make chaos)")
-@pytest.mark.parametrize("config", LONG_RUNS, ids=lambda c: f"seed{c.seed}-{c.leaderboard_mode}")
+def _run_id(config: ChaosConfig) -> str:
+    extra = "-mongo-stall" if STALL_MONGO in config.faults else ""
+    return f"seed{config.seed}-{config.leaderboard_mode}{extra}"
+
+
+@pytest.mark.parametrize("config", LONG_RUNS, ids=_run_id)
 def test_chaos_long(config: ChaosConfig) -> None:
     _run(config)
