@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import pymongo
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -95,11 +96,22 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     return client
 
 
+MONGO_CONNECT_TIMEOUT_MS = 5000
+# Start-up may wait this long for MongoDB (the initial patterns): a consumer (re)started
+# during a short outage or stall waits for it instead of exiting.
+MONGO_START_TIMEOUT_S = 30.0
+
+
 def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
+    """Every operation is bounded: `timeoutMS` caps each one whole (server selection,
+    connecting, reading the reply, the driver's own retry), unless a `pymongo.timeout`
+    block gives it another deadline (a batch's writes share one; start-up waits longer).
+    Without it, a stalled server holds a read forever (pymongo has no socket timeout)."""
     return AsyncMongoClient(
         settings.mongo_uri,
-        serverSelectionTimeoutMS=5000,
-        connectTimeoutMS=5000,
+        timeoutMS=settings.mongo_timeout_ms,
+        serverSelectionTimeoutMS=int(MONGO_START_TIMEOUT_S * 1000),
+        connectTimeoutMS=min(MONGO_CONNECT_TIMEOUT_MS, settings.mongo_timeout_ms),
         tz_aware=True,
     )
 
@@ -122,7 +134,8 @@ async def runtime(
     resolver = None
     classifier: CachingClassifier | None = None
     try:
-        patterns = await initial_patterns(db)
+        with pymongo.timeout(MONGO_START_TIMEOUT_S):
+            patterns = await initial_patterns(db)
         classifier = CachingClassifier(
             Classifier.from_patterns(patterns),
             settings.decision_cache_size,
@@ -131,7 +144,13 @@ async def runtime(
         )
         keys = settings.keys
         mongo = (
-            MongoSink(db, keys.stream_key, classifier.category_ids, settings.decision_cache_size)
+            MongoSink(
+                db,
+                keys.stream_key,
+                classifier.category_ids,
+                settings.decision_cache_size,
+                timeout_s=settings.mongo_timeout_ms / 1000,
+            )
             if db is not None
             else None
         )

@@ -21,7 +21,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pomocore.consumers.batch import BatchProcessor, Entry
-from pomocore.consumers.reclaim import Reclaimer
+from pomocore.consumers.reclaim import BatchKeeper, Reclaimer
 from pomocore.core.errors import Backpressure, CommitError, MongoWriteError, SinkError
 from pomocore.core.observer import BatchOutcome, Observer
 from pomocore.core.retry import backoff_s
@@ -80,6 +80,7 @@ class StreamConsumer:
         self.draining = False
         self.observer = observer or Observer()
         self.reclaimer = Reclaimer(settings, redis)
+        self.keeper = BatchKeeper(self.reclaimer)  # keeps the batch in hand fresh
         self.reclaims = reclaims  # scan the group for stale entries (one lane per process)
         self.held: list[Entry] = []  # a batch abandoned while a dependency was down
         self.held_dead: list[DeadLetter] = []  # ... and its extra dead letters
@@ -90,6 +91,10 @@ class StreamConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read and process until `stop` is set; the batch in hand is always finished."""
+        async with self.keeper.running():
+            await self._run(stop)
+
+    async def _run(self, stop: asyncio.Event) -> None:
         await self.prepare(stop)
         while not stop.is_set():
             if self.held:  # retry it before reading anything new (backpressure)
@@ -170,6 +175,7 @@ class StreamConsumer:
         """Process one batch, retrying sinks with backoff; while failing, nothing is read."""
         batch_id = uuid.uuid4().hex[:12]
         data_error = False
+        self.keeper.hold(entries, extra_dead)
         for attempt in range(1, self.settings.mongo_retry_max + 2):
             started = time.perf_counter()
             try:
@@ -198,6 +204,7 @@ class StreamConsumer:
                 log.exception("commit script rejected the batch", extra={"batch_id": batch_id})
                 raise
             elapsed = time.perf_counter() - started
+            self.keeper.release()
             self.stats.add_batch(outcome, elapsed)
             self.observer.batch_committed(outcome, elapsed, entries)
             log.debug(
@@ -219,9 +226,11 @@ class StreamConsumer:
             # MongoDB refused the data: re-read from the pending list, which counts a
             # delivery, so a poison entry ends in the dead-letter stream (max_deliveries).
             self.read_id = OWN_PENDING
+            self.keeper.release()
         else:
             # The dependency is down: keep the batch and retry it without re-reading, so
-            # an outage neither counts deliveries nor lets anything new in.
+            # an outage neither counts deliveries nor lets anything new in. The keeper
+            # goes on refreshing it meanwhile (no other consumer takes it over).
             self.held, self.held_dead = list(entries), list(extra_dead)
         return None
 

@@ -15,17 +15,23 @@ an entry is delivered again.
 Clean-up: a consumer with an empty pending list, idle for `2 * reclaim_idle_ms`, is
 deleted. The emptiness check and XGROUP DELCONSUMER run in one script, so a consumer
 that owns pending entries is never deleted (its entries would become unclaimable).
+
+Keeping: a batch in hand is kept fresh by `BatchKeeper`, so that reclaiming takes only
+what a dead or paused consumer left, never a live one's batch that waits out an outage.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from pomocore.consumers.batch import Entry
 from pomocore.core.events import MAX_DELIVERIES, fields_dict
@@ -210,3 +216,82 @@ class Reclaimer:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# A failed refresh is retried on the next tick; these are what an unreachable, restarting
+# or closing Redis raises (uvloop: RuntimeError on a socket the peer just reset).
+REFRESH_ERRORS = (RedisError, OSError, RuntimeError)
+
+
+class BatchKeeper:
+    """Keeps the batch one lane holds owned and fresh, on a timer of its own.
+
+    XAUTOCLAIM in any consumer of the group takes entries idle for longer than
+    `reclaim_idle_ms`, and each takeover counts a delivery. A lane that holds a batch
+    through a MongoDB stall or outage retries it for as long as that lasts; were its
+    entries refreshed only between retry rounds, the group would take them over again
+    and again until `max_deliveries` dead-lettered healthy events. So every
+    `reclaim_idle_ms / 4`, whatever the batch's attempts and backoff are doing, its
+    entries' idle time is reset with XCLAIM JUSTID by the same consumer (`touch`), which
+    does not count a delivery and leaves alone an entry that is no longer pending. The
+    timer runs in the lane's process: a consumer that is killed or paused stops
+    refreshing, and its batch is reclaimed after the reclaim idle, as it should be.
+    """
+
+    def __init__(self, reclaimer: Reclaimer, clock: Callable[[], float] = time.monotonic) -> None:
+        self.reclaimer = reclaimer
+        self.clock = clock
+        self.refresh_every_s = reclaimer.settings.reclaim_idle_ms / 4000
+        self.entries: Sequence[Entry] = ()
+        self.dead: Sequence[DeadLetter] = ()
+        self.refreshed_at = 0.0
+        self.refreshes = 0
+        self.failures = 0  # refreshes failed in a row
+
+    def hold(self, entries: Sequence[Entry], dead: Sequence[DeadLetter] = ()) -> None:
+        """This lane now holds `entries` (just delivered, claimed or touched: fresh)."""
+        self.entries, self.dead = entries, dead
+        self.refreshed_at = self.clock()
+
+    def release(self) -> None:
+        """The batch is acknowledged, or left for its pending list to deliver again."""
+        self.entries, self.dead = (), ()
+
+    def due(self) -> bool:
+        held = bool(self.entries or self.dead)
+        return held and self.clock() - self.refreshed_at >= self.refresh_every_s
+
+    async def refresh(self) -> None:
+        entries, dead = self.entries, self.dead
+        ids = [i for i, _ in entries] + [d.entry_id for d in dead]
+        started = self.clock()
+        try:
+            await self.reclaimer.touch(ids)
+        except REFRESH_ERRORS as exc:
+            # Redis away: nobody who shares the outage can reclaim the batch meanwhile
+            # either. The next tick retries; the first failure in a row is worth a warning.
+            self.failures += 1
+            level = logging.WARNING if self.failures == 1 else logging.DEBUG
+            log.log(level, "could not refresh the batch in hand", extra={"error": str(exc)[:200]})
+            return
+        if self.entries is entries and self.dead is dead:  # still the same batch
+            self.refreshed_at = started
+        self.refreshes += 1
+        self.failures = 0
+
+    async def run(self) -> None:
+        """Refresh the batch in hand whenever due; checks twice per refresh period."""
+        while True:
+            await asyncio.sleep(self.refresh_every_s / 2)
+            if self.due():
+                await self.refresh()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[BatchKeeper]:
+        """The timer for as long as the block runs (a lane's whole life)."""
+        task = asyncio.create_task(self.run())
+        try:
+            yield self
+        finally:
+            task.cancel()
+            await asyncio.wait([task])  # (a cancellation of our own still propagates)

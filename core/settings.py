@@ -93,6 +93,12 @@ class Settings:
     mongo_retry_max: int = _setting(
         5, "retries of a failed MongoDB write before backing off", lo=0, hi=100
     )
+    mongo_timeout_ms: int = _setting(
+        5_000,
+        "deadline of one batch's MongoDB writes (timeoutMS); at most half the reclaim idle",
+        lo=100,
+        hi=600_000,
+    )
     stream_maxlen: int = _setting(
         0, "approximate retention of the input stream (0 = no trimming)", lo=0, hi=10**12
     )
@@ -223,6 +229,19 @@ class Settings:
         if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
             raise ConfigError("POMOCORE_LLM_BASE_URL", "must be an http:// or https:// URL")
         self._validate_leaderboard_mode()
+        self._validate_mongo_timeout()
+
+    def _validate_mongo_timeout(self) -> None:
+        """A MongoDB wait must end well within the idle time after which the group hands a
+        batch to another consumer (docs/guarantees.md, "A MongoDB outage is not a delivery")."""
+        if "mongo" in self.sinks and self.mongo_timeout_ms * 2 > self.reclaim_idle_ms:
+            raise ConfigError(
+                "POMOCORE_MONGO_TIMEOUT_MS",
+                f"{self.mongo_timeout_ms} ms is more than half of POMOCORE_RECLAIM_IDLE_MS "
+                f"({self.reclaim_idle_ms} ms): one attempt's MongoDB writes must end well "
+                "within the reclaim idle; lower POMOCORE_MONGO_TIMEOUT_MS or raise "
+                "POMOCORE_RECLAIM_IDLE_MS",
+            )
 
     def _validate_leaderboard_mode(self) -> None:
         if self.leaderboard_mode not in LEADERBOARD_MODES:

@@ -3,7 +3,11 @@ pomodoro_usage_log document per accepted event (CONTRACT §3).
 
 Writes are idempotent by construction: every `_id` is deterministic (core/ids.py) or
 given by the producer, inserts are unordered, and a duplicate-key error (11000) means
-"already written". Any other error fails the batch, which is then not acknowledged.
+"already written". Any other error fails the batch, which is then not acknowledged. The
+error says whether MongoDB refused the data (MongoWriteError: a poison entry, counted
+towards max_deliveries) or could not take it now (SinkError: an outage, a timeout, a
+write concern not satisfied; retried without counting a delivery). All the writes of one
+batch share one deadline (`timeout_s`), so a stalled MongoDB fails an attempt in bounded time.
 
 Round trips per batch, insert first: keys not known in memory are inserted blind (one
 write); usage logs are one write. Only keys that turn out to exist already (a duplicate
@@ -21,11 +25,13 @@ logs that turn out to exist already are read back (by `_id`, one find for the ba
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pymongo
 from bson import ObjectId
 from pymongo import InsertOne, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
@@ -43,6 +49,31 @@ DUPLICATE_KEY = 11000
 # Set on a usage log whose `_id` the producer gave (CONTRACT §3): the stream entry that
 # wrote it, so that a second processing of that entry does not overwrite its category.
 ENTRY_MARK = "streamEntryId"
+
+# Write errors that say "not now" rather than "not this data": the server is stepping down,
+# shutting down or unreachable from where it stands, or the operation ran out of time
+# (the retryable-writes codes of the MongoDB drivers' specification, plus the timeouts
+# and a write conflict). Retrying the same batch later succeeds.
+TRANSIENT_WRITE_CODES = frozenset(
+    {
+        6,  # HostUnreachable
+        7,  # HostNotFound
+        50,  # MaxTimeMSExpired (our deadline, sent as maxTimeMS)
+        89,  # NetworkTimeout
+        91,  # ShutdownInProgress
+        112,  # WriteConflict
+        189,  # PrimarySteppedDown
+        262,  # ExceededTimeLimit
+        9001,  # SocketException
+        10058,  # LegacyNotPrimary
+        10107,  # NotWritablePrimary
+        11600,  # InterruptedAtShutdown
+        11602,  # InterruptedDueToReplStateChange
+        13435,  # NotPrimaryNoSecondaryOk
+        13436,  # NotPrimaryOrSecondary
+    }
+)
+_NOT_REFUSED = TRANSIENT_WRITE_CODES | {DUPLICATE_KEY}
 
 Op = InsertOne[dict[str, Any]] | UpdateOne
 
@@ -86,8 +117,10 @@ class MongoSink:
         stream_key: str,
         category_ids: Mapping[str, Any],
         known_ids_size: int = 200_000,
+        timeout_s: float | None = None,
     ) -> None:
         self.db = db
+        self.timeout_s = timeout_s  # one deadline for all the writes of a batch
         self.tag = stream_tag(stream_key)
         self.category_ids = category_ids
         self.known = KnownIds(known_ids_size)
@@ -148,18 +181,23 @@ class MongoSink:
         return InsertOne(doc), doc_id
 
     async def write(self, batch: MongoBatch) -> dict[int, str]:
-        """Make the batch durable. Raises MongoWriteError or SinkError; never half-silent.
+        """Make the batch durable. Raises MongoWriteError (MongoDB refused the data) or
+        SinkError (MongoDB could not take it now); never half-silent.
 
         Returns the usage logs that were already written (an earlier attempt, another
         consumer) under another category than this batch's: index of the event in the
         batch -> the stored category, which its leaderboard increments must use.
         """
+        deadline = (  # server selection, connecting and the driver's retries included
+            pymongo.timeout(self.timeout_s) if self.timeout_s else contextlib.nullcontext()
+        )
         try:
-            await self._write_categorized(batch)
-            if not batch.usage_ops:
-                return {}
-            duplicates = await self._bulk(USAGE_LOG, batch.usage_ops)
-            return await self._stored_categories(batch, duplicates) if duplicates else {}
+            with deadline:
+                await self._write_categorized(batch)
+                if not batch.usage_ops:
+                    return {}
+                duplicates = await self._bulk(USAGE_LOG, batch.usage_ops)
+                return await self._stored_categories(batch, duplicates) if duplicates else {}
         except PyMongoError as exc:
             raise SinkError(f"MongoDB unavailable: {type(exc).__name__}: {exc}") from exc
 
@@ -275,16 +313,7 @@ class MongoSink:
         try:
             await self.db[collection].bulk_write(ops, ordered=False)
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-            concern = exc.details.get("writeConcernErrors", [])
-            if other or concern:
-                first = (other or concern)[0]
-                raise MongoWriteError(
-                    f"{collection}: {len(other)} write errors, {len(concern)} write concern "
-                    f"errors; first: code {first.get('code')} {first.get('errmsg', '')[:200]}"
-                ) from exc
-            return sorted(int(e["index"]) for e in errors)
+            return duplicates_only(collection, exc.details)
         return []
 
 
@@ -299,3 +328,28 @@ def _first_update(doc_id: ObjectId, entry_id: str, doc: dict[str, Any]) -> tuple
     """
     not_mine = {"_id": doc_id, ENTRY_MARK: {"$nin": [entry_id]}}
     return UpdateOne(not_mine, {"$set": {**doc, ENTRY_MARK: entry_id}}, upsert=True), doc_id
+
+
+def duplicates_only(collection: str, details: Mapping[str, Any]) -> list[int]:
+    """The indexes of the ops of a failed bulk write that hit a duplicate key, when
+    nothing else failed; else MongoWriteError (refused data: a write error that will come
+    back) or SinkError (not now: see TRANSIENT_WRITE_CODES; and any write concern error,
+    e.g. wtimeout, code 64, secondaries down: the primary applied the write, so it is
+    never refused data)."""
+    errors = details.get("writeErrors", [])
+    concern = details.get("writeConcernErrors", [])
+    refused = [e for e in errors if e.get("code") not in _NOT_REFUSED]
+    if refused:
+        raise MongoWriteError(_describe(collection, refused, errors, concern))
+    not_now = [e for e in errors if e.get("code") in TRANSIENT_WRITE_CODES] + concern
+    if not_now:
+        raise SinkError(_describe(collection, not_now, errors, concern))
+    return sorted(int(e["index"]) for e in errors)
+
+
+def _describe(collection: str, first: list[Any], errors: list[Any], concern: list[Any]) -> str:
+    code, message = first[0].get("code"), str(first[0].get("errmsg", ""))[:200]
+    return (
+        f"{collection}: {len(errors)} write errors, {len(concern)} write concern errors; "
+        f"first: code {code} {message}"
+    )

@@ -5,7 +5,8 @@ consumers (`python -m pomocore.cli run`) reach both through fault proxies. While
 producer publishes, a seeded schedule injects faults: kill -9 of a consumer (restarted
 under the same name, which re-reads its pending list, or a new one, which leaves the
 entries for XAUTOCLAIM), kill -9 and restart of Redis, kill -9 and restart of MongoDB,
-and proxy latency, connection resets and blackholes. Then everything is healed, the
+and proxy latency, connection resets and blackholes; runs that list `stall_mongo` also
+stop MongoDB (SIGSTOP) for longer than the reclaim cycle. Then everything is healed, the
 group drained, the consumers stopped, and the checker compares what the servers hold
 with what was published.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -51,6 +53,10 @@ FAULT_KINDS = (
 LLM_LABELS = ("Education", "Entertainment")  # a work category and another
 LLM_TIMEOUT_S = 0.5
 LLM_LATE_SHARE = 0.5  # answers that arrive after the timeout
+# SIGSTOP MongoDB for 2.5-4 reclaim idles, then SIGCONT or kill -9 and restart: the
+# batches held meanwhile must stay owned (issue #13 §4), not be reclaimed again and again.
+STALL_MONGO = "stall_mongo"
+RECLAIM_IDLE_MS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +71,8 @@ class ChaosConfig:
     leaderboard_mode: str = "exact"  # derived: weekly/monthly keys rebuilt every 0.5 s
     llm: bool = False  # a fake LLM, late half the time, for what patterns leave undecided
     distinct_variants: int = 40  # keys per workload template (more: more keys to ask about)
+    faults: tuple[str, ...] = FAULT_KINDS  # each at least once, the rest drawn from them
+    max_deliveries: int = 50
 
 
 @dataclass(slots=True)
@@ -131,9 +139,10 @@ class ChaosRun:
             "POMOCORE_BATCH_SIZE": "100",
             "POMOCORE_BLOCK_MS": "200",
             "POMOCORE_LINGER_MS": "5",
-            "POMOCORE_RECLAIM_IDLE_MS": "2000",
-            "POMOCORE_MAX_DELIVERIES": "50",
+            "POMOCORE_RECLAIM_IDLE_MS": str(RECLAIM_IDLE_MS),
+            "POMOCORE_MAX_DELIVERIES": str(self.cfg.max_deliveries),
             "POMOCORE_MONGO_RETRY_MAX": "2",
+            "POMOCORE_MONGO_TIMEOUT_MS": str(RECLAIM_IDLE_MS // 2),
             "POMOCORE_SHUTDOWN_TIMEOUT_S": "15",
             "POMOCORE_LOG_LEVEL": "WARNING",
             "POMOCORE_LEADERBOARD_MODE": self.cfg.leaderboard_mode,
@@ -220,8 +229,9 @@ class ChaosRun:
     # --- faults ---
 
     def _schedule(self) -> list[tuple[float, str]]:
-        n = max(len(FAULT_KINDS), int(self.cfg.publish_s / self.cfg.fault_every_s))
-        kinds = list(FAULT_KINDS) + [self.rng.choice(FAULT_KINDS) for _ in range(n - 6)]
+        faults = self.cfg.faults
+        n = max(len(faults), int(self.cfg.publish_s / self.cfg.fault_every_s))
+        kinds = list(faults) + [self.rng.choice(faults) for _ in range(n - len(faults))]
         self.rng.shuffle(kinds)
         step = self.cfg.publish_s / (n + 1)
         return [
@@ -261,6 +271,8 @@ class ChaosRun:
             self.mongo.kill()
             time.sleep(down)
             self.mongo.start()
+        elif kind == STALL_MONGO:
+            self._stall_mongo()
         else:
             proxy, which = rng.choice(((self.redis_proxy, "redis"), (self.mongo_proxy, "mongo")))
             if kind == "proxy_latency":
@@ -277,6 +289,21 @@ class ChaosRun:
                 proxy.set_mode("blackhole")
             time.sleep(span)
             proxy.set_mode("pass")
+
+    def _stall_mongo(self) -> None:
+        stall = self.rng.uniform(2.5, 4.0) * RECLAIM_IDLE_MS / 1000
+        down = self.rng.uniform(0.5, 2.0) if self.rng.random() < 0.5 else 0.0
+        then = f"kill -9, down {down:.1f}s" if down else "SIGCONT"
+        self._note(f"stall_mongo SIGSTOP for {stall:.1f}s, then {then}")
+        assert self.mongo.proc is not None
+        os.kill(self.mongo.proc.pid, signal.SIGSTOP)
+        time.sleep(stall)
+        if not down:
+            os.kill(self.mongo.proc.pid, signal.SIGCONT)
+            return
+        self.mongo.kill()  # (SIGKILL ends a stopped process too)
+        time.sleep(down)
+        self.mongo.start()
 
     # --- the run ---
 

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.chaos.harness import ChaosConfig, ChaosRun
+from tests.chaos.harness import FAULT_KINDS, STALL_MONGO, ChaosConfig, ChaosRun
 
 LONG = os.environ.get("POMOCORE_CHAOS_LONG") == "1"
 
@@ -29,6 +29,12 @@ LONG_RUNS = [
     ChaosConfig(
         seed=15, events=30_000, publish_s=90.0, consumers=3, fault_every_s=1.5, llm=True,
         distinct_variants=200,
+    ),
+    # MongoDB stalls longer than the reclaim cycle, with a max_deliveries low enough that
+    # an outage counted as deliveries would dead-letter healthy events (issue #13 §4)
+    ChaosConfig(
+        seed=16, events=30_000, publish_s=90.0, consumers=3, fault_every_s=1.5,
+        faults=(*FAULT_KINDS, STALL_MONGO), max_deliveries=5,
     ),
 ]  # fmt: skip
 
@@ -58,9 +64,13 @@ def test_chaos_short_derived_mode() -> None:
     _run(SHORT_DERIVED)
 
 
+def _run_id(config: ChaosConfig) -> str:
+    stall = STALL_MONGO in config.faults
+    extra = ("-llm" if config.llm else "") + ("-mongo-stall" if stall else "")
+    return f"seed{config.seed}-{config.leaderboard_mode}{extra}"
+
+
 @pytest.mark.skipif(not LONG, reason="POMOCORE_CHAOS_LONG=1 (make chaos)")
-@pytest.mark.parametrize(
-    "config", LONG_RUNS, ids=lambda c: f"seed{c.seed}-{c.leaderboard_mode}{'-llm' * c.llm}"
-)
+@pytest.mark.parametrize("config", LONG_RUNS, ids=_run_id)
 def test_chaos_long(config: ChaosConfig) -> None:
     _run(config)

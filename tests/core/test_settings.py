@@ -99,3 +99,20 @@ def test_logs_never_carry_uri_passwords() -> None:
         logger.addHandler(handler)
         logger.warning("failed %s", "mongodb://u:s3cret@m:27017", extra={"uri": "redis://:s3cret@r"})
         assert "s3cret" not in stream.getvalue() and "***" in stream.getvalue()
+
+
+def test_mongo_timeout_must_end_well_within_the_reclaim_idle() -> None:
+    """Issue #13 §4: a MongoDB wait never outlasts half the reclaim idle."""
+    env = {"POMOCORE_RECLAIM_IDLE_MS": "2000"}  # the default MongoDB timeout is 5000 ms
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert info.value.setting == "POMOCORE_MONGO_TIMEOUT_MS"
+    assert "POMOCORE_RECLAIM_IDLE_MS" in str(info.value)
+    assert Settings.from_env({**env, "POMOCORE_MONGO_TIMEOUT_MS": "1000"}).mongo_timeout_ms == 1000
+    with pytest.raises(ConfigError):
+        Settings.from_env({**env, "POMOCORE_MONGO_TIMEOUT_MS": "1001"})
+    # without the MongoDB sink there is no MongoDB wait to bound
+    assert Settings.from_env({**env, "POMOCORE_SINKS": "leaderboard"}).reclaim_idle_ms == 2000
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"POMOCORE_MONGO_TIMEOUT_MS": "50"})
+    assert info.value.setting == "POMOCORE_MONGO_TIMEOUT_MS"

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import signal
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from pymongo.errors import BulkWriteError
+from pymongo import InsertOne
+from pymongo.errors import PyMongoError
 
-from pomocore.core.errors import MongoWriteError
+from pomocore.consumers.app import mongo_client
+from pomocore.core.errors import MongoWriteError, SinkError
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
-from pomocore.sinks.mongo import MongoSink
+from pomocore.sinks.mongo import MongoBatch, MongoSink, duplicates_only
 from tests.support.consumer import running_consumer
 from tests.support.expected import (
     actual_leaderboards,
@@ -23,9 +29,11 @@ from tests.support.expected import (
     reference_leaderboards,
     usage_log_count,
 )
+from tests.support.fault_proxy import MongoFaultProxy
+from tests.support.processes import ConsumerProcess, server_env, spawn_consumer
 from tests.support.servers import with_servers
 from tests.support.streams import dead_letters, group_state, is_drained, now_fields, publish
-from tests.support.waiting import wait_until
+from tests.support.waiting import wait_for, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -103,41 +111,156 @@ async def test_mongo_down_nothing_acknowledged_reading_stops_then_exact(
     assert dead_letters(s) == []
 
 
-class _FakeCollection:
-    def __init__(self, error: BulkWriteError) -> None:
-        self.error = error
-
-    async def bulk_write(self, ops: Any, ordered: bool) -> None:
-        raise self.error
-
-
-class _FakeDb(dict[str, Any]):
-    pass
+def _consumer_count(settings: Settings) -> int:
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        return len(client.xinfo_consumers(settings.keys.stream_key, settings.group))
+    except redis.ResponseError:  # no stream or group yet
+        return 0
+    finally:
+        client.close()
 
 
-def _sink(error: BulkWriteError) -> MongoSink:
-    db: Any = _FakeDb(pomodoro_usage_log=_FakeCollection(error))
-    return MongoSink(db, "s", {})
+def test_mongo_stalled_then_down_is_not_a_delivery_across_processes(
+    settings: Settings, own_mongo: EmbeddedMongo, tmp_path: Path
+) -> None:
+    """Issue #13 §4: a burst held by one lane through a MongoDB stall (SIGSTOP) and then
+    an outage (SIGKILL), each longer than max_deliveries x reclaim idle, while idle
+    consumers in other processes run XAUTOCLAIM: nothing is dead-lettered, all counts once."""
+    s = with_servers(settings, mongo_uri=own_mongo.url)
+    reclaim_idle_s, max_deliveries, processes, lanes = 1.0, 2, 3, 4
+    env = {
+        **server_env(s),
+        "POMOCORE_RECLAIM_IDLE_MS": str(int(reclaim_idle_s * 1000)),
+        "POMOCORE_MAX_DELIVERIES": str(max_deliveries),
+        "POMOCORE_MONGO_TIMEOUT_MS": "500",
+        "POMOCORE_MONGO_RETRY_MAX": "2",
+        "POMOCORE_LANES": str(lanes),
+        "POMOCORE_BATCH_SIZE": "200",
+        "POMOCORE_BLOCK_MS": "200",
+        "POMOCORE_LOG_LEVEL": "WARNING",
+    }
+    warm, burst = _events(30), _events(100, offset=5)
+    fault_s = max_deliveries * reclaim_idle_s + 2.0  # each phase outlasts the reclaim cycle
+    consumers: list[ConsumerProcess] = []
+    try:
+        for i in range(processes):
+            consumers.append(spawn_consumer(env, log=tmp_path / f"consumer-{i}.log"))
+        wait_for(lambda: _consumer_count(s) >= processes * lanes, 90, "consumers not all up")
+        publish(s.redis_url, s.keys.stream_key, warm)
+        wait_for(lambda: is_drained(s), 60, "warm-up not drained")
+        assert own_mongo.proc is not None
+        os.kill(own_mongo.proc.pid, signal.SIGSTOP)  # stalled: connections open, no reply
+        publish(s.redis_url, s.keys.stream_key, burst, atomic=True)  # one lane takes it all
+        wait_for(lambda: group_state(s) == (0, len(burst)), 30, "burst not delivered")
+        time.sleep(fault_s)
+        own_mongo.kill()  # and then down: connections refused
+        time.sleep(fault_s)
+        own_mongo.start()
+        wait_for(lambda: is_drained(s), 120, lambda: f"not drained: {group_state(s)}")
+        codes = [c.stop() for c in consumers]
+        logs = "".join(c.output() for c in consumers)
+        assert codes == [0] * processes, logs[-3000:]
+    finally:
+        for c in consumers:
+            c.kill()
+    assert "batch failed" in logs  # the outage was met, not missed
+    assert dead_letters(s) == []
+    assert_exact(s, warm + burst)
 
 
-async def test_duplicate_key_only_bulk_error_is_success() -> None:
+async def test_write_concern_errors_are_an_outage_not_refused_data(
+    settings: Settings, mongo_server: EmbeddedMongo
+) -> None:
+    """Secondaries down: every write is applied but answers wtimeout (code 64). The batch
+    is held and retried, never re-read as poison: with max_deliveries=1 one re-read would
+    dead-letter it. Once replication is back, everything counts exactly once."""
+    proxy = MongoFaultProxy(mongo_server.port)
+    proxy.start()
+    try:
+        s = with_servers(
+            settings,
+            mongo_uri=f"mongodb://{proxy.host_port}/",
+            batch_size=50,
+            mongo_retry_max=1,
+            max_deliveries=1,
+        )
+        events = _events(120)
+        async with running_consumer(s) as rt:
+            proxy.set_mode("write_concern_error")
+            publish(s.redis_url, s.keys.stream_key, events)
+            await wait_until(lambda: rt.consumer.stats.sink_failures >= 6, 60)
+            await wait_until(lambda: proxy.write_concern_errors >= 6, 30)
+            assert rt.consumer.stats.committed == 0
+            assert dead_letters(s) == []
+            proxy.set_mode("pass")
+            await wait_until(lambda: is_drained(s), 60, lambda: f"not drained: {group_state(s)}")
+    finally:
+        proxy.close()
+    assert dead_letters(s) == []
+    assert_exact(dataclasses.replace(s, mongo_uri=mongo_server.url), events)
+
+
+async def test_a_stalled_mongo_fails_an_attempt_within_its_timeout(
+    settings: Settings, own_mongo: EmbeddedMongo
+) -> None:
+    """SIGSTOP: connections stay open and nothing answers. pymongo has no socket timeout
+    of its own, so only `timeoutMS` ends a write or a read sent to a stalled server."""
+    s = with_servers(settings, mongo_uri=own_mongo.url, mongo_timeout_ms=400)
+    client = mongo_client(s)
+    db = client[s.mongo_db]
+    sink = MongoSink(db, s.keys.stream_key, {}, timeout_s=s.mongo_timeout_ms / 1000)
+    assert own_mongo.proc is not None
+    try:
+        await db.command("ping")  # a pooled connection, which the stall then holds
+        os.kill(own_mongo.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(SinkError):  # (wait_for: an unbounded write fails, not hangs)
+                await asyncio.wait_for(sink.write(MongoBatch(usage_ops=[InsertOne({})])), 20)
+            with pytest.raises(PyMongoError):  # every other operation of the client too
+                await asyncio.wait_for(db.command("ping"), 20)
+            assert time.monotonic() - started < 10
+        finally:
+            os.kill(own_mongo.proc.pid, signal.SIGCONT)
+        await db.command("ping")  # and it recovers
+    finally:
+        await client.close()
+
+
+def test_duplicate_key_only_bulk_error_is_success() -> None:
     dup = [{"index": i, "code": 11000, "errmsg": "dup"} for i in (4, 0, 2)]
     # Success, naming the ops that hit an existing document (pymongo's op indexes).
-    assert await _sink(BulkWriteError({"writeErrors": dup}))._bulk("pomodoro_usage_log", []) == [
-        0,
-        2,
-        4,
-    ]
+    assert duplicates_only("pomodoro_usage_log", {"writeErrors": dup}) == [0, 2, 4]
 
 
 @pytest.mark.parametrize(
     "details",
     [
         {"writeErrors": [{"code": 11000, "errmsg": "dup"}, {"code": 121, "errmsg": "invalid"}]},
-        {"writeErrors": [], "writeConcernErrors": [{"code": 64, "errmsg": "wtimeout"}]},
         {"writeErrors": [{"code": 2, "errmsg": "bad value"}]},
+        # refused data wins over a transient error in the same reply: it would come back
+        {
+            "writeErrors": [{"code": 2, "errmsg": "bad value"}],
+            "writeConcernErrors": [{"code": 64, "errmsg": "wtimeout"}],
+        },
     ],
 )
-async def test_other_bulk_errors_fail_the_batch(details: dict[str, Any]) -> None:
+def test_refused_data_fails_the_batch_as_a_data_error(details: dict[str, Any]) -> None:
     with pytest.raises(MongoWriteError):
-        await _sink(BulkWriteError(details))._bulk("pomodoro_usage_log", [])
+        duplicates_only("pomodoro_usage_log", details)
+
+
+@pytest.mark.parametrize(
+    "details",
+    [
+        {"writeErrors": [], "writeConcernErrors": [{"code": 64, "errmsg": "wtimeout"}]},
+        {"writeConcernErrors": [{"code": 100, "errmsg": "not enough data-bearing nodes"}]},
+        {"writeErrors": [{"code": 11000, "errmsg": "dup"}, {"code": 50, "errmsg": "time"}]},
+        {"writeErrors": [{"code": 189, "errmsg": "primary stepped down"}]},
+    ],
+)
+def test_outage_errors_are_transient_not_refused_data(details: dict[str, Any]) -> None:
+    with pytest.raises(SinkError) as caught:
+        duplicates_only("pomodoro_usage_log", details)
+    assert not isinstance(caught.value, MongoWriteError)  # never counted as a delivery

@@ -8,11 +8,12 @@ import dataclasses
 import redis
 import redis.asyncio as aioredis
 
-from pomocore.consumers.reclaim import Reclaimer
+from pomocore.consumers.reclaim import BatchKeeper, Reclaimer
 from pomocore.core.settings import Settings
 from tests.support.consumer import drain
 from tests.support.expected import assert_exact
 from tests.support.streams import dead_letters, now_fields, publish
+from tests.support.waiting import wait_until
 
 
 def _events(n: int, offset: int = 0) -> list[dict[str, str | bytes]]:
@@ -126,3 +127,36 @@ async def test_entries_trimmed_while_pending_are_counted_as_lost(settings: Setti
 
     assert int(client.get(s.keys.lost_to_trim_key) or 0) == 3
     assert_exact(s, events[3:])
+
+
+async def test_keeper_keeps_a_held_batch_fresh_without_counting_a_delivery(
+    settings: Settings,
+) -> None:
+    """Issue #13 §4: while a lane holds a batch, another consumer's XAUTOCLAIM finds
+    nothing idle long enough to take; once the lane lets go, the batch is reclaimable."""
+    s = dataclasses.replace(settings, reclaim_idle_ms=1000)
+    client = _group(s)
+    ids = publish(s.redis_url, s.keys.stream_key, _events(5))
+    client.xreadgroup(s.group, s.consumer_name, {s.keys.stream_key: ">"})  # delivery 1
+    stream, idle = s.keys.stream_key, s.reclaim_idle_ms
+    r = aioredis.Redis.from_url(s.redis_url)
+    try:
+        keeper = BatchKeeper(Reclaimer(s, r))
+        async with keeper.running():
+            keeper.hold([(i, None) for i in ids])
+            for _ in range(6):  # three reclaim idles
+                await asyncio.sleep(idle / 2000)
+                assert client.xautoclaim(stream, s.group, "other", idle)[1] == []
+            assert keeper.refreshes >= 6
+            keeper.release()
+            taken: list[bytes] = []
+            await wait_until(
+                lambda: bool(taken.extend(client.xautoclaim(stream, s.group, "other", idle)[1]))
+                or len(taken) == len(ids),
+                30,
+            )
+    finally:
+        await r.aclose()
+    pending = client.xpending_range(stream, s.group, "-", "+", 10)
+    assert {p["consumer"] for p in pending} == {b"other"}
+    assert {p["times_delivered"] for p in pending} == {2}  # the read and the reclaim only

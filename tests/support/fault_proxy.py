@@ -11,6 +11,11 @@
 It runs its own event loop in a daemon thread so synchronous test code can drive it.
 Leaving blackhole resets the blackholed connections: bytes they lost cannot be resent,
 as a real TCP connection would eventually time out.
+
+`MongoFaultProxy` also reads the MongoDB wire protocol, for faults only a replica set
+produces: `set_mode("write_concern_error")` makes every write reply say what a primary
+says when its secondaries are down (writeConcernError, code 64, wtimeout); the write
+itself is applied, as it is on that primary.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import contextlib
 import socket
 import struct
 import threading
-from typing import Literal
+from typing import Any, Literal
 
-Mode = Literal["pass", "latency", "reset", "blackhole"]
+import bson
+
+Mode = Literal["pass", "latency", "reset", "blackhole", "write_concern_error"]
 CHUNK = 65536
 
 
@@ -145,3 +152,69 @@ class FaultProxy:
             asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+
+
+OP_MSG = 2013
+CHECKSUM_PRESENT = 1
+WRITE_COMMANDS = frozenset({"insert", "update", "delete"})
+WTIMEOUT = {
+    "code": 64,
+    "codeName": "WriteConcernFailed",
+    "errmsg": "waiting for replication timed out",
+    "errInfo": {"wtimeout": True},
+}
+
+
+class MongoFaultProxy(FaultProxy):
+    """A FaultProxy that forwards whole MongoDB wire messages (OP_MSG), so that it can
+    rewrite the replies to write commands (mode "write_concern_error")."""
+
+    def __init__(self, target_port: int, port: int = 0, target_host: str = "127.0.0.1") -> None:
+        super().__init__(target_port, port, target_host)
+        self._write_requests: set[int] = set()  # request ids of insert/update/delete
+        self.write_concern_errors = 0
+
+    async def _pump(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        source: asyncio.StreamWriter,
+    ) -> None:
+        try:
+            while True:
+                header = await reader.readexactly(16)
+                length = struct.unpack_from("<i", header)[0]
+                body = await reader.readexactly(length - 16)
+                if self.mode == "blackhole":
+                    self._blackholed.add(source)
+                    continue  # swallowed
+                if self.mode == "latency" and self.latency_s > 0:
+                    await asyncio.sleep(self.latency_s)
+                writer.write(self._rewrite(header, body))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, OSError):
+            pass  # closed or reset: end this direction like FaultProxy does
+        finally:
+            writer.transport.abort()
+
+    def _rewrite(self, header: bytes, body: bytes) -> bytes:
+        """The message to forward: a reply to a write gets a writeConcernError in that mode."""
+        _, request_id, response_to, op = struct.unpack("<iiii", header)
+        flags = struct.unpack_from("<I", body)[0]
+        if op != OP_MSG or flags & CHECKSUM_PRESENT or body[4] != 0:
+            return header + body  # only a plain OP_MSG starting with its body section
+        size = struct.unpack_from("<i", body, 5)[0]
+        doc: dict[str, Any] = bson.decode(body[5 : 5 + size])
+        if response_to == 0:  # a request: remember the writes
+            if next(iter(doc), None) in WRITE_COMMANDS:
+                self._write_requests.add(request_id)
+            return header + body
+        if response_to not in self._write_requests:
+            return header + body
+        self._write_requests.discard(response_to)
+        if self.mode != "write_concern_error" or doc.get("ok") != 1:
+            return header + body
+        doc["writeConcernError"] = WTIMEOUT
+        self.write_concern_errors += 1
+        new_body = body[:5] + bson.encode(doc) + body[5 + size :]
+        return struct.pack("<iiii", 16 + len(new_body), request_id, response_to, op) + new_body

@@ -32,10 +32,14 @@ def now_fields(user: str, app: str, duration: float, **extra: Any) -> dict[str, 
     return fields
 
 
-def publish(url: str, stream: str, events: Iterable[Fields]) -> list[str]:
-    """XADD each event as a producer would; returns the entry ids."""
+def publish(url: str, stream: str, events: Iterable[Fields], *, atomic: bool = False) -> list[str]:
+    """XADD each event as a producer would; returns the entry ids.
+
+    `atomic`: in one MULTI/EXEC, so that the first blocked reader gets the whole burst
+    (a consumer's XREADGROUP is otherwise woken by the first XADD alone).
+    """
     client = redis.Redis.from_url(url)
-    pipe = client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=atomic)
     for fields in events:
         pipe.xadd(stream, dict(fields))  # type: ignore[arg-type]
     ids = [i.decode() for i in pipe.execute()]
