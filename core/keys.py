@@ -88,6 +88,12 @@ class KeySpace:
         return self._k("pomocore:llm:queue")
 
     @property
+    def llm_queue_since_key(self) -> str:
+        """When each queued key was first queued (sorted set, score: unix seconds); the
+        queue's own scores are its due times, moved by leases and retries."""
+        return self._k("pomocore:llm:queue:since")
+
+    @property
     def learning_key_prefix(self) -> str:
         """Prefix of per app/host verdict counters used to learn patterns."""
         return self._k("pomocore:learn")

@@ -3,12 +3,19 @@
 Member: the JSON array [app, url, title]. Score: the time (unix seconds) the key may next
 be taken. `claim` moves due members' scores into the future (a lease), so a reclassifier
 that dies mid-way does not lose them: the lease expires and another process takes them.
+
+Leases and retries move those scores, so the time a key was first queued is kept apart,
+in a second sorted set (`since_key`, same members): `oldest_age` reads it for the metrics.
+Both sets are written in one pipeline, not a transaction (a Cluster client may route them
+to different nodes): a time whose key has left the queue is dropped when `oldest_age`
+meets it, so a lost write can only hide a key's age, never keep an old one forever.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -45,9 +52,11 @@ class PendingQueue:
         key: str,
         settle_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        since_key: str | None = None,
     ) -> None:
         self._redis = redis
         self.key = key
+        self.since_key = since_key  # None: no first-queued times kept (oldest_age is None)
         # Keys become due only after `settle_s`: by then the core has written the
         # categorized_data document the reclassifier is going to correct.
         self.settle_s = settle_s
@@ -56,11 +65,19 @@ class PendingQueue:
 
     async def add(self, keys: Iterable[ClassKey]) -> int:
         """Queue keys (NX: a key already queued or leased keeps its schedule)."""
-        due = self._clock() + self.settle_s
-        mapping = {encode(k): due for k in keys}
-        if not mapping:
+        now = self._clock()
+        members = [encode(k) for k in keys]
+        if not members:
             return 0
-        added = await self._redis.zadd(self.key, mapping, nx=True)
+        if self.since_key is None:
+            added = await self._redis.zadd(
+                self.key, dict.fromkeys(members, now + self.settle_s), nx=True
+            )
+            return int(added or 0)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.key, dict.fromkeys(members, now + self.settle_s), nx=True)
+            pipe.zadd(self.since_key, dict.fromkeys(members, now), nx=True)
+            added, _ = await pipe.execute()
         return int(added or 0)
 
     async def claim(self, count: int, lease_s: float) -> list[ClassKey]:
@@ -70,7 +87,7 @@ class PendingQueue:
         for member in raw:
             key = decode(member)
             if key is None:  # not ours or corrupt: drop it rather than loop on it
-                await self._redis.zrem(self.key, member)
+                await self._remove([member])
             else:
                 keys.append(key)
         return keys
@@ -78,7 +95,16 @@ class PendingQueue:
     async def done(self, keys: Iterable[ClassKey]) -> None:
         members = [encode(k) for k in keys]
         if members:
+            await self._remove(members)
+
+    async def _remove(self, members: Sequence[bytes | str]) -> None:
+        if self.since_key is None:
             await self._redis.zrem(self.key, *members)
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.key, *members)
+            pipe.zrem(self.since_key, *members)
+            await pipe.execute()
 
     async def retry_later(self, keys: Iterable[ClassKey], delay_s: float) -> None:
         when = self._clock() + delay_s
@@ -88,3 +114,18 @@ class PendingQueue:
 
     async def size(self) -> int:
         return int(await self._redis.zcard(self.key))
+
+    async def oldest_age(self, max_stale: int = 10) -> float | None:
+        """Seconds since the longest-waiting key was first queued: 0 for an empty queue,
+        None without `since_key`. Drops up to `max_stale` times whose key is gone."""
+        if self.since_key is None:
+            return None
+        for _ in range(max_stale + 1):
+            oldest: Any = await self._redis.zrange(self.since_key, 0, 0, withscores=True)
+            if not oldest:
+                return 0.0
+            member, since = oldest[0]  # (member, score) with withscores
+            if await self._redis.zscore(self.key, member) is not None:
+                return max(0.0, self._clock() - float(since))
+            await self._redis.zrem(self.since_key, member)
+        return 0.0

@@ -125,7 +125,7 @@ class LLMResolver:
                 redis, keys.llm_rate_key_prefix, settings.llm_calls_per_min,
                 settings.llm_tokens_per_min,
             ),
-            queue=PendingQueue(redis, keys.llm_queue_key),
+            queue=PendingQueue(redis, keys.llm_queue_key, since_key=keys.llm_queue_since_key),
             db=db,
             model=settings.llm_model,
             fallback_model=settings.llm_fallback_model,
@@ -436,9 +436,8 @@ class LLMResolver:
         try:
             answer = await self._client.classify(keys, model, timeout_s)
         finally:
-            self.stats.observe_latency(loop.time() - started)
-        self.stats.prompt_tokens += answer.prompt_tokens
-        self.stats.completion_tokens += answer.completion_tokens
+            self.stats.observe_call(model, len(keys), loop.time() - started)
+        self.stats.add_tokens(model, answer.prompt_tokens, answer.completion_tokens)
         return answer
 
     # ------------------------------------------------------------------ queueing

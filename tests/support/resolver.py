@@ -45,7 +45,9 @@ class ResolverFactory:
         args: dict[str, Any] = {
             "client": LLMClient(base_url, "test-key"),
             "budget": Budget(r, keys.llm_rate_key_prefix, calls_per_min, tokens_per_min),
-            "queue": PendingQueue(r, keys.llm_queue_key, settle_s=0.0),
+            "queue": PendingQueue(
+                r, keys.llm_queue_key, settle_s=0.0, since_key=keys.llm_queue_since_key
+            ),
             "db": db,
             "model": PRIMARY,
             "timeout_s": 2.0,
