@@ -22,6 +22,8 @@ ENV_PREFIX = "POMOCORE_"
 SECRET_SETTINGS = frozenset({"redis_url", "mongo_uri", "llm_api_key"})
 KNOWN_SINKS = ("mongo", "leaderboard")
 LEADERBOARD_MODES = ("exact", "derived")
+LLM_LEARN_MODES = ("auto", "approve")
+LLM_SEND_MODES = ("full", "host", "app")
 
 
 def default_consumer_name() -> str:
@@ -118,6 +120,20 @@ class Settings:
     llm_batch_size: int = _setting(25, "items per LLM request", lo=1, hi=500)
     llm_learn_after: int = _setting(
         5, "same verdict N times for an app/host makes it a learned pattern", lo=1, hi=10_000
+    )
+    llm_learn_min_users: int = _setting(
+        3, "distinct users whose verdicts must agree before an app/host is learned", lo=1,
+        hi=10_000,
+    )
+    llm_learn_mode: str = _setting(
+        "auto", "auto: learned patterns apply at once; approve: they wait for an operator"
+    )
+    llm_learned_max: int = _setting(
+        500, "max learned patterns, active and pending together (0 = learn nothing)", lo=0,
+        hi=100_000,
+    )
+    llm_send: str = _setting(
+        "full", "what an LLM request carries: full (app, title, URL host+path), host, app"
     )
     # --- operations ---
     metrics_port: int = _setting(
@@ -230,6 +246,17 @@ class Settings:
             raise ConfigError("POMOCORE_LLM_BASE_URL", "must be an http:// or https:// URL")
         self._validate_leaderboard_mode()
         self._validate_mongo_timeout()
+        self._validate_llm_choices()
+
+    def _validate_llm_choices(self) -> None:
+        for name, value, choices in (
+            ("llm_learn_mode", self.llm_learn_mode, LLM_LEARN_MODES),
+            ("llm_send", self.llm_send, LLM_SEND_MODES),
+        ):
+            if value not in choices:
+                raise ConfigError(
+                    env_name(name), f"must be one of {', '.join(choices)}, got {value!r}"
+                )
 
     def _validate_mongo_timeout(self) -> None:
         """A MongoDB wait must end well within the idle time after which the group hands a

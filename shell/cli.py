@@ -66,7 +66,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_patterns(args: argparse.Namespace) -> int:
     if args.action == "learned":
-        return learned_command(_settings(args), args.reject, sys.stdout)
+        return learned_command(_settings(args), args.reject, sys.stdout, approve=args.approve)
     return patterns_command(args.action, _settings(args), args.file, sys.stdout)
 
 
@@ -129,7 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     patterns = sub.add_parser("patterns", help="manage category patterns in MongoDB")
     patterns.add_argument("action", choices=("load", "export", "check", "learned"))
     patterns.add_argument("file", nargs="?", help="pattern file for load")
-    patterns.add_argument("--reject", help="with learned: reject this learned pattern")
+    review = patterns.add_mutually_exclusive_group()
+    review.add_argument("--reject", help="with learned: reject this learned or pending pattern")
+    review.add_argument("--approve", help="with learned: make this pending pattern active")
     patterns.set_defaults(func=cmd_patterns)
 
     # Any arguments (the harness's options of old, --help) get the same explanation.

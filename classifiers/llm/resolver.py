@@ -17,9 +17,9 @@ import asyncio
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pomocore.classifiers.llm import prompt
 from pomocore.classifiers.llm.budget import Budget
@@ -33,7 +33,8 @@ from pomocore.classifiers.llm.errors import (
     LLMUnavailable,
     translate,
 )
-from pomocore.classifiers.llm.learning import Learner
+from pomocore.classifiers.llm.learning import Learner, Mode
+from pomocore.classifiers.llm.prompt import Send
 from pomocore.classifiers.llm.queue import PendingQueue
 from pomocore.classifiers.llm.retry import RetryPolicy, backoff_delay, should_retry
 from pomocore.classifiers.llm.stats import LLMStats
@@ -56,6 +57,9 @@ MARGIN_S = 1.0
 PRIMARY_SHARE = 0.6
 # Memory lookups in MongoDB must not eat the LLM's time.
 MEMORY_LOOKUP_S = 2.0
+# Users remembered per pending key, for learning: more than any sane
+# POMOCORE_LLM_LEARN_MIN_USERS needs from one key, and a bound on memory.
+MAX_USERS_PER_KEY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +110,8 @@ class LLMResolver:
         # Keys the LLM answered invalidly even item by item: not asked again by this process.
         self._rejected: OrderedDict[ClassKey, None] = OrderedDict()
         self._pending: dict[ClassKey, asyncio.Future[Outcome]] = {}
+        # Users whose events asked for a pending key: the learner needs distinct users.
+        self._asked_by: dict[ClassKey, set[str]] = {}
         self._buffer: list[ClassKey] = []
         self._flush_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -120,7 +126,9 @@ class LLMResolver:
 
         keys = settings.keys
         return cls(
-            client=LLMClient(settings.llm_base_url, settings.llm_api_key),
+            client=LLMClient(
+                settings.llm_base_url, settings.llm_api_key, cast(Send, settings.llm_send)
+            ),
             budget=Budget(
                 redis, keys.llm_rate_key_prefix, settings.llm_calls_per_min,
                 settings.llm_tokens_per_min,
@@ -132,19 +140,32 @@ class LLMResolver:
             timeout_s=settings.llm_timeout_s,
             open_circuit_s=settings.llm_open_circuit_s,
             batch_size=settings.llm_batch_size,
-            learner=Learner(redis, db, keys, settings.llm_learn_after),
+            learner=Learner(
+                redis,
+                db,
+                keys,
+                settings.llm_learn_after,
+                min_users=settings.llm_learn_min_users,
+                mode=cast(Mode, settings.llm_learn_mode),
+                max_learned=settings.llm_learned_max,
+            ),
         )
 
     # ------------------------------------------------------------------ public API
 
-    async def resolve(self, keys: Iterable[ClassKey]) -> dict[ClassKey, Decision]:
-        """LLM decisions for the keys answered in time; the others are queued."""
+    async def resolve(
+        self,
+        keys: Iterable[ClassKey],
+        users: Mapping[ClassKey, Collection[str]] | None = None,
+    ) -> dict[ClassKey, Decision]:
+        """LLM decisions for the keys answered in time; the others are queued. `users`:
+        the user ids whose events carry each key (learning counts distinct users)."""
         out: dict[ClassKey, Decision] = {}
         unique = list(dict.fromkeys(keys))
         if not unique:
             return out
         try:
-            outcomes = await self.ask(unique, queue_unavailable=True)
+            outcomes = await self.ask(unique, queue_unavailable=True, users=users)
         except Exception:  # resolve must never fail the batch
             log.exception("llm resolve failed; no-LLM rule for %d keys", len(unique))
             await self._enqueue(unique)
@@ -155,7 +176,11 @@ class LLMResolver:
         return out
 
     async def ask(
-        self, keys: Sequence[ClassKey], *, queue_unavailable: bool = False
+        self,
+        keys: Sequence[ClassKey],
+        *,
+        queue_unavailable: bool = False,
+        users: Mapping[ClassKey, Collection[str]] | None = None,
     ) -> dict[ClassKey, Outcome]:
         """Outcome per key: a Verdict, LLMBadAnswer (invalid even item by item) or another
         LLMError (not answered in time). With `queue_unavailable` the latter are queued."""
@@ -173,7 +198,7 @@ class LLMResolver:
             self.stats.errors["unavailable"] += len(rest)
             rest = []
         if rest:
-            futures = {k: self._submit(k) for k in rest}
+            futures = {k: self._submit(k, (users or {}).get(k, ())) for k in rest}
             await asyncio.wait(futures.values(), timeout=max(0.0, deadline - loop.time()))
             for key, fut in futures.items():
                 outcomes[key] = fut.result() if fut.done() else LLMTimeout("no answer in time")
@@ -264,7 +289,13 @@ class LLMResolver:
 
     # ------------------------------------------------------------------ batching
 
-    def _submit(self, key: ClassKey) -> asyncio.Future[Outcome]:
+    def _submit(self, key: ClassKey, users: Collection[str] = ()) -> asyncio.Future[Outcome]:
+        if users:
+            asked_by = self._asked_by.setdefault(key, set())
+            for user in users:
+                if len(asked_by) >= MAX_USERS_PER_KEY:
+                    break
+                asked_by.add(user)
         pending = self._pending.get(key)
         if pending is not None:
             self.stats.coalesced += 1
@@ -292,6 +323,7 @@ class LLMResolver:
     async def _run_request(self, keys: list[ClassKey]) -> None:
         loop = asyncio.get_running_loop()
         results: dict[ClassKey, Outcome] = {}
+        users: dict[ClassKey, set[str]] = {}
         try:
             results = await self._ask_llm(keys, loop.time() + self.timeout_s)
         except asyncio.CancelledError:
@@ -302,6 +334,7 @@ class LLMResolver:
             results = {k: translate(exc) for k in keys}
         finally:
             for key in keys:
+                users[key] = self._asked_by.pop(key, set())  # with its future: same request
                 fut = self._pending.pop(key, None)
                 if fut is not None and not fut.done():
                     fut.set_result(results.get(key, LLMError("no result")))
@@ -309,7 +342,7 @@ class LLMResolver:
         verdicts = {k: v.category for k, v in results.items() if isinstance(v, Verdict)}
         if verdicts and self.learner is not None:
             try:
-                self.stats.learned_patterns += len(await self.learner.observe(verdicts))
+                self.stats.learned_patterns += len(await self.learner.observe(verdicts, users))
             except Exception as exc:  # learning is an optimisation too
                 log.warning("llm learning failed: %s", type(exc).__name__)
 
