@@ -79,10 +79,13 @@ class Settings:
         20_000, "LRU size of (app,url,title) decisions", lo=0, hi=50_000_000
     )
     classifier_pool_workers: int = _setting(
-        0, "processes classifying cache misses (0 = inline; see benchmarks)", lo=0, hi=64
+        0, "processes classifying cache misses (0 = inline; never paid on 2 CPUs)", lo=0, hi=64
     )
     classifier_pool_threshold: int = _setting(
-        50_000, "misses per batch from which the pool is used", lo=1, hi=10_000_000
+        50_000,
+        "misses per batch from which the pool is used; with workers, at most the batch size",
+        lo=1,
+        hi=10_000_000,
     )
     pattern_poll_s: float = _setting(5.0, "period of the pattern version check", lo=0.1, hi=3600)
     # --- reliability ---
@@ -237,6 +240,14 @@ class Settings:
         ):
             if not getattr(self, name):
                 raise ConfigError(env_name(name), "must not be empty")
+        if self.classifier_pool_workers and self.classifier_pool_threshold > self.batch_size:
+            # A batch never holds more misses than entries: such a pool would never run.
+            raise ConfigError(
+                "POMOCORE_CLASSIFIER_POOL_THRESHOLD",
+                f"must be at most POMOCORE_BATCH_SIZE ({self.batch_size}) when "
+                "POMOCORE_CLASSIFIER_POOL_WORKERS > 0, else the pool never runs "
+                f"(got {self.classifier_pool_threshold}; see docs/classification.md)",
+            )
         if self.redis_cluster and not self.key_hash_tag:
             raise ConfigError(
                 "POMOCORE_KEY_HASH_TAG",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pomocore import __version__, dlq, ops_cli, rebuild
-from pomocore.classify_cli import classify_command, patterns_command
+from pomocore.classify_cli import add_pool_arguments, classify_command, patterns_command
 from pomocore.core.errors import ConfigError
 from pomocore.core.logs import setup_logging
 from pomocore.core.settings import Settings
@@ -61,6 +61,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
         settings=settings,
         patterns_file=args.patterns,
         use_stored_patterns=args.mongo,
+        workers=args.workers,
+        pool_threshold=args.pool_threshold,
     )
 
 
@@ -124,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--no-llm", action="store_true", help="patterns only")
     classify.add_argument("--patterns", help="pattern file instead of the defaults")
     classify.add_argument("--mongo", action="store_true", help="use the patterns stored in MongoDB")
+    add_pool_arguments(classify)
     classify.set_defaults(func=cmd_classify)
 
     patterns = sub.add_parser("patterns", help="manage category patterns in MongoDB")
