@@ -31,8 +31,9 @@ from pomocore.classifiers.store import load_or_seed_patterns
 from pomocore.consumers.batch import BatchProcessor
 from pomocore.consumers.consumer import StreamConsumer, raw_stream_reply
 from pomocore.consumers.trimming import StreamTrimmer
-from pomocore.core.connect import async_redis
+from pomocore.core.connect import async_redis, command_timeout_s
 from pomocore.core.expiry import expire_at_function
+from pomocore.core.liveness import Liveness
 from pomocore.core.observer import Observer
 from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
@@ -60,6 +61,14 @@ class Runtime:
     resolver: Any = None  # pomocore.classifiers.llm.resolver.LLMResolver when an LLM is configured
     lanes: list[StreamConsumer] = field(default_factory=list)  # `consumer` is lanes[0]
     background: list[Task] = field(default_factory=list)
+    liveness: Liveness | None = None  # the event loop's and the lanes' hearts (/healthz)
+
+    def unavailable(self) -> str | None:
+        """What a lane is waiting out (a Redis or sink error), for /readyz; None if none."""
+        for lane in self.lanes or [self.consumer]:
+            if lane.unavailable:
+                return f"{lane.settings.consumer_name}: {lane.unavailable}"
+        return None
 
 
 SOCKET_BUFFER_BYTES = 1 << 20
@@ -85,7 +94,7 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     client = async_redis(
         settings,
         decode_responses=False,  # bytes: one invalid entry must not poison a whole read
-        socket_timeout=max(10.0, settings.block_ms / 1000 + 5),
+        socket_timeout=command_timeout_s(settings),
         socket_connect_timeout=5.0,
         health_check_interval=30,
         # (standalone only: the Cluster client manages its node connections itself)
@@ -159,6 +168,7 @@ async def runtime(
         builder = IncrementBuilder(keys, PeriodCalculator(settings.timezone), derived=derived)
         expire_at = expire_at_function(settings)
         lanes: list[StreamConsumer] = []
+        liveness = Liveness(settings.liveness_timeout_s)
         compute_lock = asyncio.Lock()
         # At most two commit script calls in flight per process; the lanes' plans that
         # queue up behind them go out merged (group commit, sinks/commit.py).
@@ -184,13 +194,20 @@ async def runtime(
             )
             lanes.append(
                 StreamConsumer(
-                    lane_settings, redis, processor, reclaims=not lanes, observer=observer
+                    lane_settings,
+                    redis,
+                    processor,
+                    reclaims=not lanes,
+                    observer=observer,
+                    heart=liveness.heart(f"lane {lane_settings.consumer_name}"),
                 )
             )
         for lane in lanes[1:]:  # one set of counters for the whole process
             lane.stats = lanes[0].stats
         rt = Runtime(settings, redis, client, db, patterns, classifier, lanes[0], resolver)
         rt.lanes = lanes
+        rt.liveness = liveness
+        rt.background.append(liveness.beat_loop)
         if db is not None:
             rt.background.append(_pattern_watcher(rt))
         rt.background.extend(llm_tasks)
@@ -311,10 +328,30 @@ async def run_until_stopped(rt: Runtime, stop: asyncio.Event) -> None:
             log.error("shutdown timeout: abandoning the batch in hand (it stays pending)")
             main.cancel()
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _stop_background(tasks, stop)
         unsettle_heap(thresholds)
+
+
+# How long background tasks get to end once cancelled.
+BACKGROUND_STOP_S = 5.0
+
+
+async def _stop_background(tasks: list[asyncio.Task[None]], stop: asyncio.Event) -> None:
+    """Stop the background tasks, whatever ended the lanes, within BACKGROUND_STOP_S.
+
+    `stop` is set too: a lane that failed (a fatal error) must end the process, and a
+    task whose cancellation was swallowed (redis-py's pubsub read under Python 3.11's
+    asyncio.timeout can lose one) still leaves its `while not stop.is_set()` loop. One
+    that does neither is abandoned, so the process exits rather than hang.
+    """
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=BACKGROUND_STOP_S)
+    for task in pending:
+        log.error("background task did not stop; abandoning it", extra={"task": repr(task)})
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

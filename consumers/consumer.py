@@ -18,12 +18,14 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pomocore.consumers.batch import BatchProcessor, Entry
 from pomocore.consumers.reclaim import BatchKeeper, Reclaimer
+from pomocore.core.connect import command_timeout_s, drop_idle_connections
 from pomocore.core.errors import Backpressure, CommitError, MongoWriteError, SinkError
+from pomocore.core.liveness import Heart
 from pomocore.core.observer import BatchOutcome, Observer
+from pomocore.core.redis_errors import Fault, redis_fault
 from pomocore.core.retry import backoff_s
 from pomocore.core.settings import Settings
 from pomocore.sinks.plan import DeadLetter
@@ -33,7 +35,8 @@ log = logging.getLogger("pomocore.consumer")
 OWN_PENDING = "0"  # XREADGROUP id: re-read entries already delivered to this consumer
 NEW_ENTRIES = ">"
 NO_GROUP = object()  # what _xreadgroup returns for NOGROUP (a raw reply is None on timeout)
-TRANSIENT_REDIS = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+# The LLM resolver answers within its timeout plus this margin (classifiers/llm/resolver.py).
+LLM_MARGIN_S = 5.0
 
 
 @dataclass(slots=True)
@@ -70,6 +73,7 @@ class StreamConsumer:
         *,
         reclaims: bool = True,
         observer: Observer | None = None,
+        heart: Heart | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -84,6 +88,15 @@ class StreamConsumer:
         self.reclaims = reclaims  # scan the group for stale entries (one lane per process)
         self.held: list[Entry] = []  # a batch abandoned while a dependency was down
         self.held_dead: list[DeadLetter] = []  # ... and its extra dead letters
+        # What this lane is waiting out (a Redis or sink error it retries), for /readyz;
+        # cleared by the next batch committed or entries read.
+        self.unavailable: str | None = None
+        self.heart = heart or Heart(settings.consumer_name)  # liveness (core/liveness.py)
+        self.command_s = command_timeout_s(settings)
+        # One attempt at a batch: a MongoDB write and a commit, each allowed a Redis
+        # command's timeout, and the LLM's own deadline when one is configured.
+        llm_s = settings.llm_timeout_s + LLM_MARGIN_S if settings.llm_enabled else 0.0
+        self.attempt_s = 2 * self.command_s + llm_s
 
     async def prepare(self, stop: asyncio.Event) -> None:
         """Create the group if missing, retrying while Redis is unreachable."""
@@ -95,26 +108,38 @@ class StreamConsumer:
             await self._run(stop)
 
     async def _run(self, stop: asyncio.Event) -> None:
-        await self.prepare(stop)
-        while not stop.is_set():
-            if self.held:  # retry it before reading anything new (backpressure)
-                await self._retry_held(stop)
-                continue
-            if self.reclaims and self.reclaimer.due():
-                claimed = await self._with_redis_retry(self.reclaimer.claim, stop)
-                if claimed and (claimed.entries or claimed.dead):
-                    await self.process(claimed.entries, stop, claimed.dead)
-                    continue
-            entries = await self._with_redis_retry(lambda: self.read_batch(stop), stop)
-            if entries and self.read_id == OWN_PENDING:  # re-delivered: poison control
-                split = await self._with_redis_retry(
-                    functools.partial(self.reclaimer.split_poison, entries), stop
-                )
-                if split:
-                    await self.process(split[0], stop, split[1])
-            elif entries:
-                await self.process(entries, stop)
-        self.draining = True
+        try:
+            await self.prepare(stop)
+            while not stop.is_set():
+                self.heart.beat()
+                await self._step(stop)
+        finally:
+            self.draining = True
+            self.heart.stop()
+
+    async def _step(self, stop: asyncio.Event) -> None:
+        """One turn of the loop: the held batch, a reclaim, or a read and its batch."""
+        if self.held:  # retry it before reading anything new (backpressure)
+            await self._retry_held(stop)
+            return
+        if self.reclaims and self.reclaimer.due():
+            claimed = await self._with_redis_retry(self.reclaimer.claim, stop)
+            if claimed and (claimed.entries or claimed.dead):
+                await self.process(claimed.entries, stop, claimed.dead)
+                return
+        # A read lasts up to BLOCK, plus the linger, plus a reply within the socket timeout.
+        read_s = (self.settings.block_ms + self.settings.linger_ms) / 1000 + self.command_s
+        entries = await self._with_redis_retry(
+            lambda: self.read_batch(stop), stop, read_s, progress=True
+        )
+        if entries and self.read_id == OWN_PENDING:  # re-delivered: poison control
+            split = await self._with_redis_retry(
+                functools.partial(self.reclaimer.split_poison, entries), stop
+            )
+            if split:
+                await self.process(split[0], stop, split[1])
+        elif entries:
+            await self.process(entries, stop)
 
     async def _retry_held(self, stop: asyncio.Event) -> None:
         held, self.held = self.held, []
@@ -179,10 +204,14 @@ class StreamConsumer:
         for attempt in range(1, self.settings.mongo_retry_max + 2):
             started = time.perf_counter()
             try:
-                outcome: BatchOutcome = await _closed_is_transient(
-                    self.processor.process(entries, extra_dead)
-                )
-            except (SinkError, *TRANSIENT_REDIS) as exc:
+                with self.heart.waiting(self.attempt_s):
+                    outcome: BatchOutcome = await _closed_is_transient(
+                        self.processor.process(entries, extra_dead)
+                    )
+            except Exception as exc:
+                if _fatal_for_batch(exc, batch_id):
+                    raise
+                await self._note_failure(exc)
                 data_error = isinstance(exc, MongoWriteError)
                 retry_after = exc.retry_after_s if isinstance(exc, Backpressure) else None
                 self.stats.sink_failures += 1
@@ -198,11 +227,9 @@ class StreamConsumer:
                 )
                 if stop.is_set() and attempt > 1:
                     break
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 continue
-            except CommitError:
-                log.exception("commit script rejected the batch", extra={"batch_id": batch_id})
-                raise
+            self.unavailable = None
             elapsed = time.perf_counter() - started
             self.keeper.release()
             self.stats.add_batch(outcome, elapsed)
@@ -234,26 +261,68 @@ class StreamConsumer:
             self.held, self.held_dead = list(entries), list(extra_dead)
         return None
 
-    async def _with_redis_retry(self, op: Any, stop: asyncio.Event) -> Any:
+    async def _with_redis_retry(
+        self, op: Any, stop: asyncio.Event, bound_s: float | None = None, *, progress: bool = False
+    ) -> Any:
+        """`op()` until it succeeds, waiting out transient Redis errors (redis_fault) with
+        backoff; a fatal one is raised. Once stopping, gives up after a few attempts ([]).
+
+        `bound_s`: how long one attempt may take (liveness); one command's timeout unless
+        given. `progress`: a success means this lane works again (/readyz).
+        """
         attempt = 0
         while True:
             try:
-                return await _closed_is_transient(op())
-            except TRANSIENT_REDIS as exc:
+                with self.heart.waiting(bound_s or self.command_s):
+                    result = await _closed_is_transient(op())
+            except Exception as exc:
+                if not redis_fault(exc).retry:
+                    raise
                 attempt += 1
                 self.stats.redis_failures += 1
+                await self._note_failure(exc)
                 if stop.is_set() and attempt > 3:
                     return []
                 delay = backoff_s(min(attempt, 10), base_s=0.1, cap_s=5.0)
                 log.warning(
-                    "redis unavailable; reconnecting",
+                    "redis unavailable; retrying",
                     extra={
                         "attempt": attempt,
-                        "error": str(exc)[:200],
+                        "error": f"{type(exc).__name__}: {str(exc)[:200]}",
                         "retry_in_s": round(delay, 2),
                     },
                 )
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
+                continue
+            if progress:
+                self.unavailable = None
+            return result
+
+    async def _note_failure(self, exc: BaseException) -> None:
+        """Report the lane not ready until it works again; after an error that means
+        "this node is a replica now", drop the pooled connections (redis_errors.Fault)."""
+        self.unavailable = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if redis_fault(exc) is Fault.RECONNECT:
+            try:
+                await drop_idle_connections(self.redis)
+            except Exception as drop_error:  # closing sockets must not end the lane
+                log.warning("dropping connections failed", extra={"error": str(drop_error)})
+
+    async def _sleep(self, delay_s: float) -> None:
+        """A backoff wait: bounded, so the lane stays alive through it (liveness)."""
+        with self.heart.waiting(delay_s):
+            await asyncio.sleep(delay_s)
+
+
+def _fatal_for_batch(exc: Exception, batch_id: str) -> bool:
+    """Whether a batch's error ends the lane: a sink error is retried (a MongoDB outage,
+    or refused data that goes back to the pending list), a Redis error if redis_fault
+    says so; anything else is a bug or a refusal that retrying cannot fix."""
+    if isinstance(exc, SinkError) or redis_fault(exc).retry:
+        return False
+    if isinstance(exc, CommitError):
+        log.exception("commit script rejected the batch", extra={"batch_id": batch_id})
+    return True
 
 
 async def _closed_is_transient(awaitable: Any) -> Any:

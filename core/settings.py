@@ -142,6 +142,13 @@ class Settings:
     metrics_port: int = _setting(
         0, "Prometheus /metrics, /healthz, /readyz port (0 = off)", lo=0, hi=65535
     )
+    liveness_timeout_s: float = _setting(
+        60.0,
+        "/healthz fails when the event loop, or a lane past its step's own timeout, "
+        "is stuck this long",
+        lo=1.0,
+        hi=3600,
+    )
     log_format: str = _setting("json", "json or text")
     log_level: str = _setting("INFO", "DEBUG, INFO, WARNING, ERROR")
     # --- leaderboard retention (days after the end of the period; 0 = keep forever) ---

@@ -13,9 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 import orjson
-import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
-from redis.asyncio import Redis
 
 from pomocore.classifiers.check import check_pattern_set
 from pomocore.classifiers.engine import Classifier
@@ -27,6 +25,7 @@ from pomocore.classifiers.patterns import (
 )
 from pomocore.classifiers.pool import CLI_POOL_THRESHOLD, ClassifierPool
 from pomocore.classifiers.store import publish_change, read_stored_patterns, save_patterns
+from pomocore.core.connect import CLI_TIMEOUT_S, async_redis
 from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.errors import PomocoreError
 from pomocore.core.settings import Settings
@@ -152,7 +151,7 @@ async def _ask_llm(settings: Settings, keys: list[tuple[str, str, str]]) -> dict
     # Loaded only when asked: the openai client costs 0.4 s of start-up (consumers/app.py).
     from pomocore.classifiers.llm.resolver import LLMResolver
 
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = async_redis(settings, socket_timeout=CLI_TIMEOUT_S)
     mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.mongo_uri, serverSelectionTimeoutMS=3000
     )
@@ -238,7 +237,7 @@ async def _store_and_announce(settings: Settings, pattern_set: PatternSet) -> in
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.mongo_uri, serverSelectionTimeoutMS=3000
     )
-    redis = Redis.from_url(settings.redis_url)
+    redis = async_redis(settings, socket_timeout=CLI_TIMEOUT_S)
     try:
         await save_patterns(client[settings.mongo_db], pattern_set)
         return await publish_change(redis, settings.keys)

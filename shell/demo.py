@@ -25,6 +25,7 @@ from typing import Any
 import pymongo
 import redis
 
+from pomocore.core.connect import CLI_TIMEOUT_S, sync_redis
 from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
@@ -90,7 +91,7 @@ def run_demo(options: DemoOptions, extra: dict[str, Any]) -> int:
             env=child_env,
         )
         try:
-            client = redis.Redis.from_url(settings.redis_url)
+            client = sync_redis(settings, timeout_s=CLI_TIMEOUT_S)
             stats = _publish_and_wait(client, settings, options)
         finally:
             consumer.send_signal(signal.SIGTERM)

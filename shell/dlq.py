@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import orjson
 import redis
 
+from pomocore.core.connect import CLI_TIMEOUT_S, sync_redis
 from pomocore.core.ids import stream_tag, usage_log_id
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
@@ -151,7 +152,7 @@ def dlq_command(
     yes: bool,
     out: TextIO = sys.stdout,
 ) -> int:
-    client = redis.Redis.from_url(settings.redis_url)
+    client = sync_redis(settings, timeout_s=CLI_TIMEOUT_S)
     keys = settings.keys
     try:
         if action == "list":

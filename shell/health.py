@@ -1,15 +1,22 @@
 """`/metrics`, `/healthz` and `/readyz` on `POMOCORE_METRICS_PORT`, and `pomocore check`.
 
-- `/healthz` (liveness): 200 while the process serves requests (and, under the
-  supervisor, while at least one consumer process is alive).
+- `/healthz` (liveness): 200 while the consumer's event loop turns and each lane gets
+  on with its step (core/liveness.py: a loop or lane stuck longer than
+  `POMOCORE_LIVENESS_TIMEOUT_S` is 503, naming it); under the supervisor, while at least
+  one consumer process is alive (each child reports its own verdict to the parent, which
+  kills and restarts a child that stops reporting: LivenessReporter).
 - `/readyz` (readiness): 200 when Redis answers, MongoDB answers (if the mongo sink is on),
-  the consumer group exists and the consumer is not draining; 503 otherwise, with a JSON
-  body naming each check.
-- `pomocore check`: the same readiness checks (without the draining one), exit 0/1, for
+  the consumer group exists, no lane is waiting out a Redis or sink error (a read-only
+  replica, OOM, BUSY, LOADING, an outage...) and the consumer is not draining; 503
+  otherwise, with a JSON body naming each check.
+- `pomocore check`: the same readiness checks (without the consumer's), exit 0/1, for
   probes that cannot speak HTTP.
 
 A stdlib `ThreadingHTTPServer` in a daemon thread: no web framework, no event-loop time.
-The one process that serves also samples the group-level gauges (see pomocore.metrics).
+Every answer is bounded: the probes run in a worker thread and are waited for at most
+PROBE_TIMEOUT_S (shell/bounded.py), so a Redis or MongoDB that hangs makes /readyz say
+so on time instead of timing the probe out. The one process that serves also samples the
+group-level gauges (see pomocore.metrics), bounded the same way.
 """
 
 from __future__ import annotations
@@ -18,22 +25,30 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pymongo import MongoClient
 
 from pomocore import metrics as pm
+from pomocore.bounded import CallTimeout, SingleFlight
 from pomocore.consumers.app import Runtime
 from pomocore.core.connect import sync_redis
+from pomocore.core.liveness import Liveness
 from pomocore.core.settings import Settings, redact
 
 log = logging.getLogger("pomocore.health")
 
-PROBE_TIMEOUT_S = 2.0
+# The longest /readyz and `pomocore check` wait for their checks, under the probes'
+# timeouts (deploy/k8s/deployment.yaml: 5 s; the Dockerfile's HEALTHCHECK: 10 s); also
+# each client's socket timeout, so a check that hung is over by the next probe.
+PROBE_TIMEOUT_S = 3.0
 BIND_HOST = "0.0.0.0"
+
+Checks = dict[str, str]
 
 
 class Probes:
@@ -44,7 +59,8 @@ class Probes:
         self.timeout_s = timeout_s
         self._redis: Any = None
         self._mongo: Any = None
-        self._lock = threading.Lock()
+        self._progress: Checks = {}  # the running checks' results so far
+        self._flight = SingleFlight(self._run_checks, "pomocore-probes")
 
     def _redis_client(self) -> Any:
         if self._redis is None:
@@ -83,25 +99,41 @@ class Probes:
         self._mongo_client().admin.command("ping")
         return "ok"
 
-    def readiness(self, draining: bool = False) -> tuple[bool, dict[str, str]]:
-        checks: list[tuple[str, Callable[[], str]]] = [
-            ("redis", self.check_redis),
-            ("group", self.check_group),
-        ]
-        if "mongo" in self.settings.sinks:
-            checks.append(("mongo", self.check_mongo))
-        results: dict[str, str] = {}
-        with self._lock:
-            for name, check in checks:
-                try:
-                    results[name] = check()
-                except Exception as exc:
-                    results[name] = f"error: {type(exc).__name__}: {redact_text(str(exc))[:200]}"
-                    if name == "redis":
-                        self._close_redis()
+    def readiness(
+        self, draining: bool = False, unavailable: Callable[[], str | None] | None = None
+    ) -> tuple[bool, Checks]:
+        """(ready, each check's result), within `timeout_s`. `unavailable` says what the
+        consumer is waiting out (its lanes' last error), if it has one to say."""
+        try:
+            results = self._flight.call(self.timeout_s)
+        except CallTimeout as exc:  # a dependency hangs: name the check that waits on it
+            results = dict(self._progress)
+            waiting = next((n for n in self._names() if n not in results), "probe")
+            results[waiting] = f"error: {exc}"
+        if unavailable is not None:
+            problem = unavailable()
+            results["consumer"] = "ok" if problem is None else f"error: waiting out {problem}"
         results["draining"] = "yes" if draining else "no"
         ok = not draining and all(v == "ok" for k, v in results.items() if k != "draining")
         return ok, results
+
+    def _names(self) -> list[str]:
+        return ["redis", "group", *(["mongo"] if "mongo" in self.settings.sinks else [])]
+
+    def _run_checks(self) -> Checks:
+        """Every check in order (in the probe thread: at most one run at a time)."""
+        checks: dict[str, Callable[[], str]] = {
+            "redis": self.check_redis, "group": self.check_group, "mongo": self.check_mongo
+        }  # fmt: skip
+        self._progress = results = {}
+        for name in self._names():
+            try:
+                results[name] = checks[name]()
+            except Exception as exc:
+                results[name] = f"error: {type(exc).__name__}: {redact_text(str(exc))[:200]}"
+                if name == "redis":
+                    self._close_redis()
+        return dict(results)
 
     def _close_redis(self) -> None:
         if self._redis is not None:
@@ -132,13 +164,15 @@ class OpsServer:
         probes: Probes,
         *,
         draining: Callable[[], bool] = lambda: False,
-        alive: Callable[[], bool] = lambda: True,
+        overdue: Callable[[], dict[str, float]] = dict,
+        unavailable: Callable[[], str | None] | None = None,
         host: str = BIND_HOST,
     ) -> None:
         self.registry = registry
         self.probes = probes
         self.draining = draining
-        self.alive = alive
+        self.overdue = overdue  # what is stuck, and for how long (empty: alive)
+        self.unavailable = unavailable
         self.httpd = ThreadingHTTPServer((host, port), self._handler())
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
@@ -183,10 +217,13 @@ class OpsServer:
                 if path == "/metrics":
                     self._send(200, generate_latest(server.registry), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
-                    alive = server.alive()
-                    self._json(200 if alive else 503, {"status": "ok" if alive else "dead"})
+                    stuck = server.overdue()
+                    doc: dict[str, Any] = {"status": "dead" if stuck else "ok"}
+                    if stuck:
+                        doc["overdue_s"] = stuck
+                    self._json(503 if stuck else 200, doc)
                 elif path == "/readyz":
-                    ok, checks = server.probes.readiness(server.draining())
+                    ok, checks = server.probes.readiness(server.draining(), server.unavailable)
                     self._json(200 if ok else 503, {"ready": ok, "checks": checks})
                 else:
                     self._json(404, {"error": "not found"})
@@ -194,15 +231,57 @@ class OpsServer:
         return Handler
 
 
-class ConsumerOps:
-    """What `pomocore run` starts next to a consumer: recorders, and the HTTP server when
-    this process is the one that serves (`metrics_port` > 0)."""
+class Beat(Protocol):
+    """A float shared with the supervisor (a multiprocessing.Value("d"))."""
 
-    def __init__(self, server: OpsServer | None, sampler: pm.GroupSampler | None) -> None:
-        self.server = server
-        self.sampler = sampler
+    value: float
+
+
+class LivenessReporter:
+    """A supervised child's liveness, told to its parent: a thread of its own (a blocked
+    event loop cannot stop it) writes the time into `beat` while the child is alive. The
+    parent kills a child whose beat is older than the liveness timeout (shell/supervisor.py)."""
+
+    def __init__(self, liveness: Liveness, beat: Beat) -> None:
+        self.liveness = liveness
+        self.beat = beat
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pomocore-liveness", daemon=True)
+
+    def start(self) -> LivenessReporter:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while True:
+            if self.liveness.alive():
+                self.beat.value = time.monotonic()  # one clock for every process (Linux)
+            if self._done.wait(self.liveness.period_s):
+                return
 
     def close(self) -> None:
+        self._done.set()
+        self._thread.join(5)
+
+
+class ConsumerOps:
+    """What `pomocore run` starts next to a consumer: recorders, the HTTP server when this
+    process is the one that serves (`metrics_port` > 0), its liveness reporter when it is
+    a supervised child."""
+
+    def __init__(
+        self,
+        server: OpsServer | None,
+        sampler: pm.GroupSampler | None,
+        reporter: LivenessReporter | None = None,
+    ) -> None:
+        self.server = server
+        self.sampler = sampler
+        self.reporter = reporter
+
+    def close(self) -> None:
+        if self.reporter is not None:
+            self.reporter.close()
         if self.server is not None:
             self.server.close()
         if self.sampler is not None:
@@ -220,21 +299,30 @@ def consumer_observer(settings: Settings) -> pm.MetricsObserver | None:
 
 
 def start_consumer_ops(
-    rt: Runtime, stop: asyncio.Event, observer: pm.MetricsObserver | None
+    rt: Runtime,
+    stop: asyncio.Event,
+    observer: pm.MetricsObserver | None,
+    beat: Beat | None = None,
 ) -> ConsumerOps:
-    """Counter sync beside the runtime, and /metrics and probes when this process serves."""
+    """Counter sync beside the runtime, /metrics and probes when this process serves, and
+    liveness reports to the supervisor when it is a child (`beat`)."""
     settings = rt.settings
+    reporter = None
+    if beat is not None and rt.liveness is not None:
+        reporter = LivenessReporter(rt.liveness, beat).start()
     if observer is None:
-        return ConsumerOps(None, None)
+        return ConsumerOps(None, None, reporter)
     rt.background.append(pm.counter_sync_task(rt, observer.metrics))
     if not settings.metrics_port:
-        return ConsumerOps(None, None)  # a supervised child: the parent serves
+        return ConsumerOps(None, None, reporter)  # a supervised child: the parent serves
     sampler = pm.GroupSampler(settings)
     server = OpsServer(
         settings.metrics_port,
         pm.serving_registry(sampler),
         Probes(settings),
         draining=lambda: stop.is_set() or bool(rt.consumer.draining),
+        overdue=rt.liveness.overdue if rt.liveness is not None else dict,
+        unavailable=rt.unavailable,
     ).start()
     return ConsumerOps(server, sampler)
 
@@ -257,7 +345,7 @@ class SupervisorOps:
             pm.serving_registry(sampler),
             Probes(self.settings),
             draining=draining,
-            alive=alive,
+            overdue=lambda: {} if alive() else {"consumer processes": 0.0},
         ).start()
         self.ops = ConsumerOps(server, sampler)
 

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 from typing import Any, TextIO
 
-import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -16,6 +15,7 @@ from redis.exceptions import RedisError
 from pomocore.classifiers.llm.learning import REVIEW_COLLECTION
 from pomocore.classifiers.patterns import PatternSet
 from pomocore.classifiers.store import load_or_seed_patterns, publish_change, save_patterns
+from pomocore.core.connect import async_redis
 from pomocore.core.errors import ClassifierError
 from pomocore.core.settings import Settings
 
@@ -154,7 +154,7 @@ async def _reject(db: AsyncDatabase[Any], pattern: str, out: TextIO) -> tuple[in
 
 
 async def _announce(settings: Settings, done: str, out: TextIO) -> int:
-    redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
+    redis = async_redis(settings, socket_timeout=5)
     try:
         await publish_change(redis, settings.keys)
     except (ClassifierError, RedisError) as exc:

@@ -11,7 +11,9 @@ Three kinds, recorded in three places:
 - **Group-level gauges** (consumer-group lag, pending count, age of the oldest pending
   entry, stream and dead-letter stream length, lost-to-trim counter): sampled from Redis
   when `/metrics` is scraped, by `GroupSampler`, only in the process that serves HTTP
-  (the supervisor parent with `--processes N`), so there is one copy, not N.
+  (the supervisor parent with `--processes N`), so there is one copy, not N. A sample
+  is bounded by SAMPLE_TIMEOUT_S (shell/bounded.py): while Redis is away or hangs,
+  `/metrics` still answers on time, with the last sample and `pomocore_group_sample_up 0`.
 
 With `--processes N` the children record into prometheus-client's multiprocess files
 (`PROMETHEUS_MULTIPROC_DIR`, set by the parent before it spawns them) and the parent
@@ -46,6 +48,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pomocore.bounded import SingleFlight
 from pomocore.classifiers.llm.stats import LATENCY_BUCKETS as LLM_STATS_BUCKETS
 from pomocore.classifiers.llm.stats import LLMStats
 from pomocore.consumers.app import Runtime, Task
@@ -58,6 +61,9 @@ log = logging.getLogger("pomocore.metrics")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 SYNC_INTERVAL_S = 5.0
 SAMPLE_CACHE_S = 1.0
+# The longest a scrape waits for the group sample: well under Prometheus's default scrape
+# timeout (10 s), and the sampler client's socket timeout (a hung sample ends by itself).
+SAMPLE_TIMEOUT_S = 3.0
 E2E_SAMPLES_PER_BATCH = 32  # end-to-end latency: at most this many entries observed per batch
 
 BATCH_SIZE_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 500, 1000, 2000, 5000)
@@ -457,22 +463,40 @@ def counter_sync_task(rt: Runtime, metrics: PipelineMetrics) -> Task:
 
 
 class GroupSampler(Collector):
-    """XINFO GROUPS / XPENDING / XLEN of the consumer group, cached for SAMPLE_CACHE_S."""
+    """XINFO GROUPS / XPENDING / XLEN of the consumer group, cached for SAMPLE_CACHE_S and
+    waited for at most `timeout_s`; when a sample fails or is late, the last good one is
+    served with `pomocore_group_sample_up 0`."""
 
-    def __init__(self, settings: Settings, client_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client_factory: Callable[[], Any] | None = None,
+        timeout_s: float = SAMPLE_TIMEOUT_S,
+    ) -> None:
         self.settings = settings
+        self.timeout_s = timeout_s
         self._factory = client_factory
         self._client: Any = None
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, float]] = (0.0, {})
+        self._last_good: dict[str, float] = {}
+        self._flight = SingleFlight(self._sample_or_reset, "pomocore-group-sampler")
 
     def _redis(self) -> Any:
         if self._client is None:
             if self._factory is not None:
                 self._client = self._factory()
             else:
-                self._client = sync_redis(self.settings)
+                self._client = sync_redis(self.settings, self.timeout_s)
         return self._client
+
+    def _sample_or_reset(self) -> dict[str, float]:
+        """`sample()` in the sampler thread; a failed one drops its client (reconnect)."""
+        try:
+            return self.sample()
+        except Exception:
+            self.close()
+            raise
 
     def sample(self) -> dict[str, float]:
         keys = self.settings.keys
@@ -522,11 +546,12 @@ class GroupSampler(Collector):
             if time.monotonic() - at < SAMPLE_CACHE_S:
                 return cached
             try:
-                values = self.sample()
-            except Exception as exc:
+                values = self._flight.call(self.timeout_s)
+            except Exception as exc:  # Redis away, hanging or failing: say so, on time
                 log.warning("group sample failed", extra={"error": str(exc)[:200]})
-                values = {"pomocore_group_sample_up": 0.0}
-                self._client = None
+                values = {**self._last_good, "pomocore_group_sample_up": 0.0}
+            else:
+                self._last_good = values
             self._cached = (time.monotonic(), values)
             return values
 
@@ -542,9 +567,9 @@ class GroupSampler(Collector):
             yield family
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
 
 class _Forward(Collector):

@@ -37,6 +37,7 @@ import pymongo
 import redis as redis_module
 
 from pomocore.core.categories import WORK, WORK_CATEGORIES
+from pomocore.core.connect import CLI_TIMEOUT_S, sync_redis
 from pomocore.core.periods import PeriodCalculator, periods_of_datetime
 from pomocore.core.settings import Settings
 
@@ -244,7 +245,7 @@ def _pending(client: redis.Redis, settings: Settings) -> int:
 def rebuild_command(
     settings: Settings, start: date, end: date, check: bool, out: TextIO = sys.stdout
 ) -> int:
-    client = redis_module.Redis.from_url(settings.redis_url)
+    client = sync_redis(settings, timeout_s=CLI_TIMEOUT_S)
     try:
         report = rebuild(client, settings, start, end, check)
     finally:

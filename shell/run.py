@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from pomocore.consumers.app import install_signal_handlers, run_until_stopped, runtime
 from pomocore.core.logs import setup_logging
 from pomocore.core.settings import Settings
-from pomocore.health import consumer_observer, start_consumer_ops
+from pomocore.health import Beat, consumer_observer, start_consumer_ops
 
 try:
     import uvloop
@@ -31,13 +31,14 @@ def run_event_loop(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-async def serve(settings: Settings) -> None:
-    """Run one consumer process until SIGTERM/SIGINT, then drain."""
+async def serve(settings: Settings, beat: Beat | None = None) -> None:
+    """Run one consumer process until SIGTERM/SIGINT, then drain. A supervised child
+    reports its liveness to its parent through `beat`."""
     stop = asyncio.Event()
     install_signal_handlers(stop)
     observer = consumer_observer(settings)
     async with runtime(settings, observer) as rt:
-        ops = start_consumer_ops(rt, stop, observer)
+        ops = start_consumer_ops(rt, stop, observer, beat)
         log.info(
             "consumer started",
             extra={"consumer": settings.consumer_name, "stream": settings.keys.stream_key},
@@ -49,6 +50,6 @@ async def serve(settings: Settings) -> None:
         log.info("consumer stopped", extra={"events": rt.consumer.stats.committed})
 
 
-def run_single_process(settings: Settings) -> None:
+def run_single_process(settings: Settings, beat: Beat | None = None) -> None:
     setup_logging(settings.log_format, settings.log_level)
-    run_event_loop(serve(settings))
+    run_event_loop(serve(settings, beat))

@@ -1,8 +1,10 @@
 """`pomocore run --processes N`: N consumer processes in one group, each with its own name.
 
 The parent only supervises: it forwards SIGTERM/SIGINT, restarts a child that died
-unexpectedly (with backoff, so a crash loop does not spin), and exits 0 when every
-child has drained, or non-zero when a child could not be kept alive.
+unexpectedly (with backoff, so a crash loop does not spin), kills and restarts a child
+that is stuck (it stopped reporting itself alive for POMOCORE_LIVENESS_TIMEOUT_S: its
+event loop or a lane is stuck, or the whole process is), and exits 0 when every child
+has drained, or non-zero when a child could not be kept alive.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import multiprocessing as mp
 import multiprocessing.process
 import signal
 import time
+from multiprocessing.sharedctypes import Synchronized
 from types import FrameType
 
 from pomocore.core.retry import backoff_s
@@ -25,11 +28,11 @@ log = logging.getLogger("pomocore.supervisor")
 MAX_RESTARTS_PER_CHILD = 20
 
 
-def child_main(settings: Settings, index: int) -> None:
+def child_main(settings: Settings, index: int, beat: Synchronized[float] | None = None) -> None:
     name = f"{settings.consumer_name}-{index}"
     # metrics_port=0: the parent serves /metrics (aggregating the children's files)
     run_single_process(
-        dataclasses.replace(settings, consumer_name=name, processes=1, metrics_port=0)
+        dataclasses.replace(settings, consumer_name=name, processes=1, metrics_port=0), beat
     )
 
 
@@ -39,16 +42,34 @@ class Supervisor:
         self.ctx = mp.get_context("spawn")  # no inherited event loop, sockets or locks
         self.children: dict[int, multiprocessing.process.BaseProcess] = {}
         self.restarts: dict[int, int] = {}
+        # Per child: when it last reported itself alive (time.monotonic(); 0: not yet).
+        self.beats: dict[int, Synchronized[float]] = {}
         self.stopping = False
         self.ops = SupervisorOps(settings)
 
     def _start(self, index: int) -> None:
+        beat = self.ctx.Value("d", 0.0)
+        self.beats[index] = beat
         proc = self.ctx.Process(
-            target=child_main, args=(self.settings, index), name=f"consumer-{index}"
+            target=child_main, args=(self.settings, index, beat), name=f"consumer-{index}"
         )
         proc.start()
         self.children[index] = proc
         log.info("consumer process started", extra={"index": index, "child_pid": proc.pid})
+
+    def _kill_if_stuck(self, index: int, proc: multiprocessing.process.BaseProcess) -> None:
+        """A child that reported itself alive once and then stopped for the liveness
+        timeout is stuck: kill it (its entries stay pending), and the loop restarts it.
+        A child still starting has not reported yet and is left alone."""
+        last = self.beats[index].value
+        if not last or time.monotonic() - last <= self.settings.liveness_timeout_s:
+            return
+        log.error(
+            "consumer process stuck; killing it",
+            extra={"index": index, "child_pid": proc.pid, "silent_s": time.monotonic() - last},
+        )
+        proc.kill()
+        proc.join(10)
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
@@ -68,6 +89,8 @@ class Supervisor:
         while not self.stopping:
             time.sleep(0.2)
             for index, proc in list(self.children.items()):
+                if proc.is_alive() and not self.stopping:
+                    self._kill_if_stuck(index, proc)
                 if proc.is_alive() or self.stopping:
                     continue
                 self.ops.child_exited(proc.pid)

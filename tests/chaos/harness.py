@@ -5,10 +5,11 @@ consumers (`python -m pomocore.cli run`) reach both through fault proxies. While
 producer publishes, a seeded schedule injects faults: kill -9 of a consumer (restarted
 under the same name, which re-reads its pending list, or a new one, which leaves the
 entries for XAUTOCLAIM), kill -9 and restart of Redis, kill -9 and restart of MongoDB,
-and proxy latency, connection resets and blackholes; runs that list `stall_mongo` also
-stop MongoDB (SIGSTOP) for longer than the reclaim cycle. Then everything is healed, the
-group drained, the consumers stopped, and the checker compares what the servers hold
-with what was published.
+and proxy latency, connection resets and blackholes, and Redis answering errors for a
+while: read-only (a FAILOVER to a replica and back) and out of memory (maxmemory);
+runs that list `stall_mongo` also stop MongoDB (SIGSTOP) for longer than the reclaim
+cycle. Then everything is healed, the group drained, the consumers stopped, and the
+checker compares what the servers hold with what was published.
 
 Which faults happen, in which order, is fixed by the seed; exactly when a fault lands
 in a batch is not (that is the point), and the invariants must hold for every timing.
@@ -40,6 +41,7 @@ from tests.chaos.checker import Checker, Published, generate
 from tests.support.fake_llm import Behaviour, FakeLLM, Item, Request
 from tests.support.fault_proxy import FaultProxy
 from tests.support.processes import ConsumerProcess, run_cli, spawn_consumer
+from tests.support.redis_faults import oom_window, read_only_window
 from tests.support.streams import group_state
 
 FAULT_KINDS = (
@@ -49,6 +51,16 @@ FAULT_KINDS = (
     "kill_mongo",
     "proxy_reset",
     "proxy_blackhole",
+    "redis_read_only",
+    "redis_oom",
+)
+# What Redis answers in a read-only or OOM window; the producer retries, as on a reset.
+PRODUCER_RETRIES = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    OSError,
 )
 LLM_LABELS = ("Education", "Entertainment")  # a work category and another
 LLM_TIMEOUT_S = 0.5
@@ -110,6 +122,7 @@ class ChaosRun:
         self.rng = random.Random(config.seed)
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="pomocore-chaos-"))
         self.redis = EmbeddedRedis(self.workdir / "redis", appendonly=True)
+        self.replica = EmbeddedRedis(self.workdir / "replica")  # a read-only window's target
         self.mongo = EmbeddedMongo(self.workdir / "mongo")
         self.redis_proxy: FaultProxy | None = None
         self.mongo_proxy: FaultProxy | None = None
@@ -221,7 +234,7 @@ class ChaosRun:
                     finally:
                         client.close()
                     break
-                except (redis.ConnectionError, redis.TimeoutError, OSError):
+                except PRODUCER_RETRIES:
                     time.sleep(0.2)
             time.sleep(pause)
         stop.set()
@@ -265,6 +278,8 @@ class ChaosRun:
             self.redis.kill()
             time.sleep(down)
             self.redis.start()
+        elif kind in ("redis_read_only", "redis_oom"):
+            self._redis_window(kind, rng.uniform(1.0, 3.0))
         elif kind == "kill_mongo":
             down = rng.uniform(0.5, 2.0)
             self._note(f"kill_mongo -9, down {down:.1f}s")
@@ -305,11 +320,24 @@ class ChaosRun:
         time.sleep(down)
         self.mongo.start()
 
+    def _redis_window(self, kind: str, span: float) -> None:
+        """Redis answers READONLY (the consumers' server is a replica: a FAILOVER to
+        `self.replica` and back, nothing lost) or OOM for `span` seconds."""
+        if kind == "redis_read_only":
+            self._note(f"redis_read_only (FAILOVER to a replica and back) for {span:.1f}s")
+            window = read_only_window(self.redis, self.replica)
+        else:
+            self._note(f"redis_oom (maxmemory 1) for {span:.1f}s")
+            window = oom_window(self.redis)
+        with window:
+            time.sleep(span)
+
     # --- the run ---
 
     def run(self) -> ChaosReport:
         started = time.monotonic()
         self.redis.start()
+        self.replica.start()
         self.mongo.start()
         self.redis_proxy = FaultProxy(self.redis.port)
         self.mongo_proxy = FaultProxy(self.mongo.port)
@@ -328,6 +356,7 @@ class ChaosRun:
             self.redis_proxy.close()
             self.mongo_proxy.close()
             self.redis.close()
+            self.replica.close()
             self.mongo.close()
             if (
                 self.report.violations

@@ -71,7 +71,7 @@ async def test_single_process_metrics_and_probes(settings: Settings) -> None:
             status, body = await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/readyz")
             assert status == 200, body
             assert json.loads(body)["checks"] == {
-                "redis": "ok", "group": "ok", "mongo": "ok", "draining": "no"
+                "redis": "ok", "group": "ok", "mongo": "ok", "consumer": "ok", "draining": "no"
             }  # fmt: skip
             after = await asyncio.to_thread(scrape, port)
             assert (await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/healthz"))[0] == 200

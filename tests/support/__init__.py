@@ -11,5 +11,6 @@ files and build on these):
 - resolver: LLM resolvers wired to the fake server, for the LLM tests
 - fake_llm: a scriptable OpenAI-compatible server
 - fault_proxy: a TCP proxy that injects latency, resets and blackholes
+- redis_faults: Redis answering errors (READONLY, MASTERDOWN, BUSY, OOM) for a while
 - http_client: GET a status and body with the standard library
 """

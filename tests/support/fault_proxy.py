@@ -6,6 +6,7 @@
     proxy.set_mode("reset")       # open connections reset (RST), new ones reset on accept
     proxy.set_mode("blackhole")   # bytes swallowed both ways, nothing answered
     proxy.set_mode("pass")        # normal; connections left blackholed are reset
+    proxy.retarget(other_port)    # new connections go there; open ones stay (a failover)
     proxy.close()
 
 It runs its own event loop in a daemon thread so synchronous test code can drive it.
@@ -76,6 +77,11 @@ class FaultProxy:
             for writer in list(self._blackholed):
                 self._reset(writer)
             self._blackholed.clear()
+
+    def retarget(self, target_port: int) -> None:
+        """Forward new connections to `target_port`, as a name moved by a failover does:
+        connections already open still reach the old server."""
+        self.target_port = target_port
 
     def _reset(self, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")

@@ -1,10 +1,14 @@
-"""Servers of a test: start one for exactly as long as a fixture lasts, point Settings at
-other servers, and give each test a MongoDB database of its own."""
+"""Servers of a test: start one for exactly as long as a fixture lasts, stall one
+(SIGSTOP) for a block, point Settings at other servers, and give each test a MongoDB
+database of its own."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import signal
+import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Protocol, TypeVar
@@ -15,6 +19,10 @@ from pomocore.core.settings import Settings
 class Server(Protocol):
     def start(self, timeout_s: float = ...) -> None: ...
     def close(self) -> None: ...
+
+
+class Process(Protocol):
+    proc: subprocess.Popen[bytes] | None
 
 
 S = TypeVar("S", bound=Server)
@@ -28,6 +36,19 @@ def running(server: S) -> Iterator[S]:
         yield server
     finally:
         server.close()
+
+
+@contextlib.contextmanager
+def stalled(server: Process) -> Iterator[None]:
+    """The server's process is stopped (SIGSTOP) for the block: connections stay open and
+    connecting still succeeds (the kernel accepts), but nothing is answered, like a hung
+    server or a partition; SIGCONT after, however the block ends."""
+    assert server.proc is not None, "start the server first"
+    os.kill(server.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.proc.pid, signal.SIGCONT)
 
 
 def fresh_db_name() -> str:
