@@ -185,7 +185,7 @@ async def test_a_consumer_exports_the_llm_path_on_metrics(
     s = dataclasses.replace(
         settings, metrics_port=port, llm_base_url=fallback_llm.url + "/v1", llm_api_key="t",
         llm_model=PRIMARY, llm_fallback_model=FALLBACK, llm_batch_size=10,
-        llm_calls_per_min=200, llm_learn_after=2, batch_size=500,
+        llm_calls_per_min=200, llm_learn_after=2, llm_learn_min_users=1, batch_size=500,
     )  # fmt: skip
     publish(s.redis_url, s.keys.stream_key, unknown_events())
     stop = asyncio.Event()
