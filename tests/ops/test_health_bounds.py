@@ -13,7 +13,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,9 @@ class HangingResolver:
         self.release = asyncio.Event()
         self.waiting = 0
 
-    async def resolve(self, keys: Sequence[ClassKey]) -> dict[ClassKey, Decision]:
+    async def resolve(
+        self, keys: Sequence[ClassKey], users: Mapping[ClassKey, Collection[str]] | None = None
+    ) -> dict[ClassKey, Decision]:
         self.waiting += 1
         await self.release.wait()
         return {}
