@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import attrgetter, itemgetter
 from typing import Protocol, cast
@@ -52,7 +52,9 @@ class BatchClassifier(Protocol):
 
 
 class Resolver(Protocol):
-    async def resolve(self, keys: Sequence[ClassKey]) -> dict[ClassKey, Decision]: ...
+    async def resolve(
+        self, keys: Sequence[ClassKey], users: Mapping[ClassKey, str] | None = None
+    ) -> dict[ClassKey, Decision]: ...
 
 
 @dataclass(slots=True)
@@ -118,14 +120,17 @@ class BatchProcessor:
     async def classify(self, events: Sequence[Event]) -> list[Decision]:
         keys = list(dict.fromkeys((e.app, e.url, e.title) for e in events))
         by_key = dict(zip(keys, self.classifier.classify_many(keys), strict=True))
-        await self._ask_llm(by_key)
+        await self._ask_llm(by_key, events)
         return [by_key[(e.app, e.url, e.title)] for e in events]
 
-    async def _ask_llm(self, by_key: dict[ClassKey, Decision]) -> None:
+    async def _ask_llm(self, by_key: dict[ClassKey, Decision], events: Sequence[Event]) -> None:
         if self.resolver is not None:
             undecided = [k for k, d in by_key.items() if not d.decided]
             if undecided:
-                by_key.update(await self.resolver.resolve(undecided))
+                # The resolver never mixes users in one request and holds each to a share
+                # of the calls (issue #15 §2): it needs a user of each key.
+                users = {class_key(e): e.user_id for e in events}
+                by_key.update(await self.resolver.resolve(undecided, users))
 
     async def process(
         self, entries: Sequence[Entry], extra_dead: Sequence[DeadLetter] = ()
@@ -141,7 +146,7 @@ class BatchProcessor:
             if self.resolver is not None and not all(d.decided for d in by_key.values()):
                 lock.release()  # the LLM is a network wait: let the other lanes compute
                 try:
-                    await self._ask_llm(by_key)
+                    await self._ask_llm(by_key, batch.accepted)
                 finally:
                     await lock.acquire()
             decisions = list(map(by_key.__getitem__, event_keys))

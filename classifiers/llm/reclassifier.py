@@ -73,7 +73,7 @@ class Reclassifier:
         keys = await r.queue.claim(r.batch_size, lease_s)
         if not keys:
             return 0
-        outcomes = await r.ask(keys)
+        outcomes = await r.ask(keys, users=await r.queue.users(keys))
         done: list[ClassKey] = []
         later: list[ClassKey] = []
         for key, outcome in outcomes.items():
