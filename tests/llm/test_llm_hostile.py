@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis.asyncio as aioredis
 
 from pomocore.classifiers.llm.budget import BUDGET, USER_SHARE, Budget
 from pomocore.classifiers.llm.queue import PendingQueue
 from pomocore.core.categories import CATEGORY_SET
 from pomocore.core.decision import ClassKey
+from pomocore.core.errors import ConfigError
 from pomocore.core.keys import KeySpace
+from pomocore.core.settings import Settings
+from pomocore.embedded import free_port
 from tests.support.fake_llm import FakeLLM
 from tests.support.resolver import MakeResolver
 
@@ -52,8 +56,6 @@ async def test_budget_check_waits_out_an_exhausted_connection_pool(redis_url: st
 
 
 async def test_budget_check_refuses_after_a_bounded_wait_when_redis_is_gone() -> None:
-    from pomocore.embedded import free_port
-
     gone = aioredis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
     try:
         guard = Budget(gone, "t:gone", 10, 10_000, redis_wait_s=0.3)
@@ -110,7 +112,7 @@ async def test_a_user_gets_at_most_its_share_of_the_calls_across_consumers(
     two = make_resolver(budget=budget(aredis, 20, 0.25), batch_size=25)
     flood = keyed(300, "flood")  # 12 requests of 25
     victim = keyed(10, "victim")
-    users = {k: "flooder" for k in flood} | {k: "victim" for k in victim}
+    users = dict.fromkeys(flood, "flooder") | dict.fromkeys(victim, "victim")
     first, second = await asyncio.gather(
         one.resolve(flood[:150], users), two.resolve(flood[150:] + victim, users)
     )
@@ -159,3 +161,13 @@ async def test_one_users_injections_change_no_other_users_item(
     print(f"\nother users' items changed by injections: mixed {mixed:.0%}, per user {isolated:.0%}")
     assert mixed > 0.5  # the scripted model really is steerable
     assert isolated == 0.0
+
+
+def test_user_share_setting_is_validated_and_sizes_the_per_user_limit() -> None:
+    for bad in ("0", "1.5", "-0.1"):
+        with pytest.raises(ConfigError, match="POMOCORE_LLM_USER_SHARE"):
+            Settings.from_env({"POMOCORE_LLM_USER_SHARE": bad})
+    assert Settings.from_env({}).llm_user_share == 0.25
+    unused = aioredis.Redis()  # never connects: only the limits are computed
+    assert Budget(unused, "p", 20, 1000, user_share=0.25).user_calls == 5
+    assert Budget(unused, "p", 3, 1000, user_share=0.01).user_calls == 1
