@@ -102,9 +102,11 @@ def classify_inline(clf: Classifier, keys: list[ClassKey]) -> list[object]:
     return [clf.classify(*x) for x in keys]
 
 
-def bench_pool(ps: PatternSet, sizes: Sequence[int]) -> list[tuple[int, float, float]]:
+def bench_pool(
+    ps: PatternSet, sizes: Sequence[int], workers: int | None = None
+) -> list[tuple[int, float, float]]:
     clf = Classifier.from_patterns(ps)
-    pool = ClassifierPool(ps)
+    pool = ClassifierPool(ps, workers)
     rows = []
     try:
         pool.classify(workload(100))  # start the workers
@@ -121,7 +123,13 @@ def bench_pool(ps: PatternSet, sizes: Sequence[int]) -> list[tuple[int, float, f
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--workers", type=int, help="pool processes (default: CPUs - 1)")
+    parser.add_argument("--pool-only", action="store_true", help="only pool vs inline")
+    parser.add_argument("--sizes", help="comma list of misses per batch for pool vs inline")
     args = parser.parse_args()
+    if args.pool_only:
+        report_pool(args)
+        return
     n = 20_000 if args.quick else 100_000
     ps = load_default_pattern_set()
     clf = Classifier.from_patterns(ps)
@@ -147,9 +155,17 @@ def main() -> None:
     walk, trie = bench_app_index(clf, ps, apps)
     print(f"app lookup: dict word walk {walk:.2f} µs, pygtrie StringTrie {trie:.2f} µs")
 
-    sizes = [1_000, 10_000] if args.quick else [1_000, 5_000, 20_000, 50_000, 100_000]
-    print("pool vs inline (ms per batch of misses):")
-    for batch, inline, pooled in bench_pool(ps, sizes):
+    report_pool(args)
+
+
+def report_pool(args: argparse.Namespace) -> None:
+    if args.sizes:
+        sizes = [int(x) for x in args.sizes.split(",")]
+    else:
+        sizes = [1_000, 10_000] if args.quick else [1_000, 5_000, 20_000, 50_000, 100_000]
+    ps = load_default_pattern_set()
+    print(f"pool ({args.workers or 'CPUs - 1'} workers) vs inline (ms per batch of misses):")
+    for batch, inline, pooled in bench_pool(ps, sizes, args.workers):
         ratio = inline / pooled
         print(f"  {batch:>7} keys: inline {inline:8.1f} ms  pool {pooled:8.1f} ms  ({ratio:4.2f}x)")
 

@@ -12,6 +12,7 @@ of the whole URL, so a domain inside a path or query cannot match.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -24,16 +25,50 @@ from pomocore.core.categories import CATEGORIES
 from pomocore.core.decision import Decision
 
 _ORDER = {c: i for i, c in enumerate(CATEGORIES)}
+# Suffixes trackers append to an app identity: Windows executables, macOS bundles.
+# Stripped repeatedly, so `x.exe.exe` and `x` are the same app. (Not `.desktop`: Linux
+# trackers send WM_CLASS / app ids, and `org.telegram.desktop` is one.)
 _STRIP_SUFFIXES = (".exe", ".app")
 _NUMERIC_END = frozenset("0123456789]")
+# A reverse-DNS application id (`org.gnome.Nautilus`, `com.spotify.Client`): a 2-3 letter
+# top-level label, then at least two labels without spaces except in the last (a `-` of
+# `org.gnome.font-viewer` is a space by then). Read as `vendor app words`.
+_REVERSE_DNS = re.compile(r"[a-z]{2,3}(?:\.[a-z0-9]+)+\.[a-z0-9][a-z0-9 ]*")
 
 
 def normalize_app(app: str) -> str:
-    """Case-folded, whitespace-collapsed, without a Windows `.exe` / macOS `.app` suffix."""
-    s = " ".join(app.lower().split())
-    if s.endswith(_STRIP_SUFFIXES):
-        s = s[:-4].rstrip()
+    """The canonical form of an app identity as trackers send it; patterns and reported
+    names both go through it, so `WINWORD.EXE`, `C:\\...\\winword.exe` and `Winword`
+    meet, as do `libreoffice-writer` and `LibreOffice Writer`, `org.gnome.Terminal` and
+    `gnome-terminal`. Pure and idempotent (docs/classification.md, "App names"):
+
+    1. Unicode NFKC (macOS decomposed Hangul, full-width Latin), lower case;
+    2. `-` and `_` are spaces; whitespace collapsed;
+    3. a path keeps its last segment (any `\\`, or a leading `/`);
+    4. `.exe` / `.app` suffixes dropped;
+    5. a reverse-DNS id drops its top-level label and reads its dots as spaces.
+    """
+    s = app.lower() if app.isascii() else _nfkc_lower(app)
+    # WM_CLASS and executable names join words with `-` or `_` (`libreoffice-writer`,
+    # `sublime_text`): the display name's words. (`in` + `replace`: 10x `str.translate`.)
+    if "-" in s:
+        s = s.replace("-", " ")
+    if "_" in s:
+        s = s.replace("_", " ")
+    if not s.isprintable() or "  " in s or s[:1] == " " or s[-1:] == " ":
+        s = " ".join(s.split())  # (any other whitespace is not printable)
+    if "\\" in s or s.startswith("/"):
+        s = s.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    while s.endswith(_STRIP_SUFFIXES):
+        s = s[: s.rindex(".")].rstrip()
+    if "." in s and _REVERSE_DNS.fullmatch(s):
+        s = s[s.index(".") + 1 :].replace(".", " ")
     return s
+
+
+def _nfkc_lower(text: str) -> str:
+    # Lower-casing may leave a string that NFKC changes again: normalise after it too.
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).lower())
 
 
 def strip_www(host: str) -> str:
@@ -81,10 +116,13 @@ class AppIndex:
             self._max_words = max(self._max_words, key.count(" ") + 1)
 
     def lookup(self, app: str) -> Match | None:
-        s = app.lower()
-        if s.endswith(_STRIP_SUFFIXES):
-            s = s[:-4]
-        m = self._by_key.get(s)  # fast path: the whole name is a pattern
+        # Fast path: keys are canonical, so a name equal to one up to case is that app
+        # (most reported names); only the rest pays for the full normalisation.
+        m = self._by_key.get(app.lower())
+        if m is not None:
+            return m
+        s = normalize_app(app)
+        m = self._by_key.get(s)
         if m is not None:
             return m
         words = s.split()

@@ -21,12 +21,17 @@ from pomocore.core.decision import ClassKey, Decision
 
 log = logging.getLogger(__name__)
 
-# Misses per batch from which the pool is used. On the 2-CPU benchmark machine the pool
-# never beat inline classification (0.3-0.8x up to 100,000 misses, benchmarks/README.md):
-# inline costs ~2.7 µs/key and pickling the keys and answers costs about as much. So the
-# pool is off by default (pool_workers=0) and, when enabled, only used for batches far
-# beyond a consumer's batch size; re-measure on the target machine before lowering this.
+# Misses per batch from which a consumer's pool is used (POMOCORE_CLASSIFIER_POOL_THRESHOLD).
+# On the shared 2-CPU machine the pool never beat inline classification, at any size
+# (#15 §7: 0.23-0.68x with 1 worker, 0.32-0.85x with 2, 1,000 to 200,000 misses;
+# docs/classification.md): inline costs ~2 µs/key and pickling the keys and answers costs
+# about as much, and the workers compete with the consumer for the same cores. A consumer
+# batch holds at most 5,000 entries, so the pool is off by default (pool_workers=0) and a
+# threshold above POMOCORE_BATCH_SIZE is refused at start-up (core/settings.py).
 DEFAULT_POOL_THRESHOLD = 50_000
+# Distinct keys from which `pomocore classify --workers N` uses the pool: starting the
+# workers costs 40-90 ms here, i.e. the inline time of ~20,000-45,000 keys.
+CLI_POOL_THRESHOLD = 50_000
 CHUNK = 2_000
 
 _worker: Classifier | None = None

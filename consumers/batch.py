@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from operator import attrgetter, itemgetter
 from typing import Protocol, cast
@@ -53,7 +53,7 @@ class BatchClassifier(Protocol):
 
 class Resolver(Protocol):
     async def resolve(
-        self, keys: Sequence[ClassKey], users: Mapping[ClassKey, str] | None = None
+        self, keys: Sequence[ClassKey], users: Mapping[ClassKey, Collection[str]] | None = None
     ) -> dict[ClassKey, Decision]: ...
 
 
@@ -127,9 +127,10 @@ class BatchProcessor:
         if self.resolver is not None:
             undecided = [k for k, d in by_key.items() if not d.decided]
             if undecided:
-                # The resolver never mixes users in one request and holds each to a share
-                # of the calls (issue #15 §2): it needs a user of each key.
-                users = {class_key(e): e.user_id for e in events}
+                # All users of each key, in event order: the resolver asks for a key in
+                # its first user's request and share (issue #15 §2, never mixing users)
+                # and learns only from distinct users (§3).
+                users = _users_of(undecided, events)
                 by_key.update(await self.resolver.resolve(undecided, users))
 
     async def process(
@@ -241,3 +242,17 @@ def _keep_stored(decisions: list[Decision], stored: dict[int, str]) -> list[Deci
     for index, category in stored.items():
         out[index] = replace(out[index], category=category)
     return out
+
+
+def _users_of(keys: Sequence[ClassKey], events: Sequence[Event]) -> dict[ClassKey, list[str]]:
+    """The distinct users whose events carry each key, in the batch's event order: the
+    first owns the key's LLM request and share of the calls (issue #15 §2); learning needs
+    verdicts from distinct users (classifiers/llm/learning.py). Only run for batches with
+    undecided keys."""
+    wanted = set(keys)
+    seen: dict[ClassKey, dict[str, None]] = {}
+    for event in events:
+        key = class_key(event)
+        if key in wanted:
+            seen.setdefault(key, {})[event.user_id] = None
+    return {k: list(users) for k, users in seen.items()}

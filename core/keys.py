@@ -100,9 +100,34 @@ class KeySpace:
         return self._k("pomocore:llm:queue:users")
 
     @property
+    def llm_queue_since_key(self) -> str:
+        """When each queued key was first queued (sorted set, score: unix seconds); the
+        queue's own scores are its due times, moved by leases and retries."""
+        return self._k("pomocore:llm:queue:since")
+
+    @property
     def learning_key_prefix(self) -> str:
         """Prefix of per app/host verdict counters used to learn patterns."""
         return self._k("pomocore:learn")
+
+    def learning_counter_key(self, kind: str, subject: str) -> str:
+        """Hash category -> verdict count of one app or host (`kind` app or domain)."""
+        return f"{self.learning_key_prefix}:{kind}:{subject.lower()}"
+
+    def learning_users_key(self, kind: str, subject: str) -> str:
+        """Set of the user ids whose events brought verdicts for one app or host."""
+        return f"{self.learning_key_prefix}:users:{kind}:{subject.lower()}"
+
+    @property
+    def learning_done_key(self) -> str:
+        """Set of `kind:subject` already promoted (or held for approval) by some process."""
+        return f"{self.learning_key_prefix}:done"
+
+    @property
+    def learning_lock_key(self) -> str:
+        """Lock serialising promotions: the pattern set is read, extended and saved whole,
+        and the learned-pattern cap is checked against it."""
+        return f"{self.learning_key_prefix}:lock"
 
     @property
     def lost_to_trim_key(self) -> str:

@@ -22,6 +22,8 @@ ENV_PREFIX = "POMOCORE_"
 SECRET_SETTINGS = frozenset({"redis_url", "mongo_uri", "llm_api_key"})
 KNOWN_SINKS = ("mongo", "leaderboard")
 LEADERBOARD_MODES = ("exact", "derived")
+LLM_LEARN_MODES = ("auto", "approve")
+LLM_SEND_MODES = ("full", "host", "app")
 
 
 def default_consumer_name() -> str:
@@ -77,10 +79,13 @@ class Settings:
         20_000, "LRU size of (app,url,title) decisions", lo=0, hi=50_000_000
     )
     classifier_pool_workers: int = _setting(
-        0, "processes classifying cache misses (0 = inline; see benchmarks)", lo=0, hi=64
+        0, "processes classifying cache misses (0 = inline; never paid on 2 CPUs)", lo=0, hi=64
     )
     classifier_pool_threshold: int = _setting(
-        50_000, "misses per batch from which the pool is used", lo=1, hi=10_000_000
+        50_000,
+        "misses per batch from which the pool is used; with workers, at most the batch size",
+        lo=1,
+        hi=10_000_000,
     )
     pattern_poll_s: float = _setting(5.0, "period of the pattern version check", lo=0.1, hi=3600)
     # --- reliability ---
@@ -121,6 +126,20 @@ class Settings:
     )
     llm_learn_after: int = _setting(
         5, "same verdict N times for an app/host makes it a learned pattern", lo=1, hi=10_000
+    )
+    llm_learn_min_users: int = _setting(
+        3, "distinct users whose verdicts must agree before an app/host is learned", lo=1,
+        hi=10_000,
+    )
+    llm_learn_mode: str = _setting(
+        "auto", "auto: learned patterns apply at once; approve: they wait for an operator"
+    )
+    llm_learned_max: int = _setting(
+        500, "max learned patterns, active and pending together (0 = learn nothing)", lo=0,
+        hi=100_000,
+    )
+    llm_send: str = _setting(
+        "full", "what an LLM request carries: full (app, title, URL host+path), host, app"
     )
     # --- operations ---
     metrics_port: int = _setting(
@@ -224,6 +243,14 @@ class Settings:
         ):
             if not getattr(self, name):
                 raise ConfigError(env_name(name), "must not be empty")
+        if self.classifier_pool_workers and self.classifier_pool_threshold > self.batch_size:
+            # A batch never holds more misses than entries: such a pool would never run.
+            raise ConfigError(
+                "POMOCORE_CLASSIFIER_POOL_THRESHOLD",
+                f"must be at most POMOCORE_BATCH_SIZE ({self.batch_size}) when "
+                "POMOCORE_CLASSIFIER_POOL_WORKERS > 0, else the pool never runs "
+                f"(got {self.classifier_pool_threshold}; see docs/classification.md)",
+            )
         if self.redis_cluster and not self.key_hash_tag:
             raise ConfigError(
                 "POMOCORE_KEY_HASH_TAG",
@@ -233,6 +260,17 @@ class Settings:
             raise ConfigError("POMOCORE_LLM_BASE_URL", "must be an http:// or https:// URL")
         self._validate_leaderboard_mode()
         self._validate_mongo_timeout()
+        self._validate_llm_choices()
+
+    def _validate_llm_choices(self) -> None:
+        for name, value, choices in (
+            ("llm_learn_mode", self.llm_learn_mode, LLM_LEARN_MODES),
+            ("llm_send", self.llm_send, LLM_SEND_MODES),
+        ):
+            if value not in choices:
+                raise ConfigError(
+                    env_name(name), f"must be one of {', '.join(choices)}, got {value!r}"
+                )
 
     def _validate_mongo_timeout(self) -> None:
         """A MongoDB wait must end well within the idle time after which the group hands a

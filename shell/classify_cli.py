@@ -25,7 +25,9 @@ from pomocore.classifiers.patterns import (
     load_default_pattern_set,
     load_pattern_file,
 )
+from pomocore.classifiers.pool import CLI_POOL_THRESHOLD, ClassifierPool
 from pomocore.classifiers.store import publish_change, read_stored_patterns, save_patterns
+from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.errors import PomocoreError
 from pomocore.core.settings import Settings
 
@@ -45,11 +47,15 @@ def classify_command(
     inp: TextIO | None = None,
     err: TextIO | None = None,
     use_stored_patterns: bool = True,
+    workers: int = 0,
+    pool_threshold: int = CLI_POOL_THRESHOLD,
 ) -> int:
     """Classify JSONL events from `path` (or stdin) to `out`, adding category/source/pattern.
 
     Patterns come from `patterns_file`, else MongoDB when `settings` is given, else the
     shipped default set. Lines carrying `expected` are scored; the score goes to stderr.
+    With `workers` > 0, a file of at least `pool_threshold` distinct (app, url, title)
+    keys is classified by that many worker processes (docs/classification.md).
     Returns 0, or 1 if a line was not a JSON object.
     """
     err = err or sys.stderr
@@ -69,13 +75,35 @@ def classify_command(
     except OSError as exc:
         print(f"error: cannot read {path}: {exc.strerror}", file=err)
         return 2
-    decisions = {_key(e): classifier.classify(*_key(e)) for e in events}
+    keys = list(dict.fromkeys(_key(e) for e in events))
+    found = _classify_keys(classifier, keys, workers, pool_threshold, err)
+    decisions = dict(zip(keys, found, strict=True))
     undecided = [k for k, d in decisions.items() if not d.decided]
     if use_llm and undecided:
         assert settings is not None
         decisions.update(asyncio.run(_ask_llm(settings, undecided)))
     _write_events(events, decisions, out, err)
     return status
+
+
+def _classify_keys(
+    classifier: Classifier, keys: list[ClassKey], workers: int, threshold: int, err: TextIO
+) -> list[Decision]:
+    """Inline, or in `workers` processes for a big file: the pool costs ~40-90 ms to start
+    and pickling a key costs about what classifying it does, so it pays only with spare
+    cores and many keys (never measured to pay on 2 cores; docs/classification.md)."""
+    if workers > 0 and len(keys) >= threshold:
+        pool = ClassifierPool(classifier.pattern_set, workers)
+        try:
+            decisions = pool.classify(keys)
+        except Exception as exc:  # a broken pool (killed worker) costs time, not the answer
+            print(f"warning: classifier pool failed ({exc!r}); classifying inline", file=err)
+        else:
+            print(f"classified {len(keys)} distinct keys in {workers} processes", file=err)
+            return decisions
+        finally:
+            pool.close()
+    return [classifier.classify(*k) for k in keys]
 
 
 def _key(event: dict[str, Any]) -> tuple[str, str, str]:
@@ -238,6 +266,36 @@ def add_classify_parser(sub: Any) -> None:
     p.add_argument("--no-llm", action="store_true", help="patterns only")
     p.add_argument("--patterns", help="use this pattern file instead of MongoDB")
     p.add_argument("--mongo", action="store_true", help="use the patterns stored in MongoDB")
+    add_pool_arguments(p)
+
+
+def add_pool_arguments(p: argparse.ArgumentParser) -> None:
+    """`--workers` / `--pool-threshold` of `classify` (shared with shell/cli.py)."""
+    p.add_argument(
+        "--workers",
+        type=_bounded_int(0, 64),
+        default=0,
+        help="classify big files in N worker processes (0 = inline; pays only with spare cores)",
+    )
+    p.add_argument(
+        "--pool-threshold",
+        type=_bounded_int(1, 100_000_000),
+        default=CLI_POOL_THRESHOLD,
+        help=f"distinct keys from which --workers is used (default {CLI_POOL_THRESHOLD})",
+    )
+
+
+def _bounded_int(lo: int, hi: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {value}")
+        return value
+
+    return parse
 
 
 def add_patterns_parser(sub: Any) -> None:
@@ -250,7 +308,13 @@ def run_parsed(args: argparse.Namespace) -> int:
     if args.command == "classify":
         settings = Settings.from_env() if args.mongo else None
         return classify_command(
-            args.file, args.no_llm, sys.stdout, settings=settings, patterns_file=args.patterns
+            args.file,
+            args.no_llm,
+            sys.stdout,
+            settings=settings,
+            patterns_file=args.patterns,
+            workers=args.workers,
+            pool_threshold=args.pool_threshold,
         )
     return patterns_command(args.action, Settings.from_env(), args.file, sys.stdout)
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from pomocore import __version__, dlq, ops_cli, rebuild
-from pomocore.classify_cli import classify_command, patterns_command
+from pomocore.classify_cli import add_pool_arguments, classify_command, patterns_command
 from pomocore.core.errors import ConfigError
 from pomocore.core.logs import setup_logging
 from pomocore.core.settings import Settings
@@ -61,12 +61,14 @@ def cmd_classify(args: argparse.Namespace) -> int:
         settings=settings,
         patterns_file=args.patterns,
         use_stored_patterns=args.mongo,
+        workers=args.workers,
+        pool_threshold=args.pool_threshold,
     )
 
 
 def cmd_patterns(args: argparse.Namespace) -> int:
     if args.action == "learned":
-        return learned_command(_settings(args), args.reject, sys.stdout)
+        return learned_command(_settings(args), args.reject, sys.stdout, approve=args.approve)
     return patterns_command(args.action, _settings(args), args.file, sys.stdout)
 
 
@@ -124,12 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--no-llm", action="store_true", help="patterns only")
     classify.add_argument("--patterns", help="pattern file instead of the defaults")
     classify.add_argument("--mongo", action="store_true", help="use the patterns stored in MongoDB")
+    add_pool_arguments(classify)
     classify.set_defaults(func=cmd_classify)
 
     patterns = sub.add_parser("patterns", help="manage category patterns in MongoDB")
     patterns.add_argument("action", choices=("load", "export", "check", "learned"))
     patterns.add_argument("file", nargs="?", help="pattern file for load")
-    patterns.add_argument("--reject", help="with learned: reject this learned pattern")
+    review = patterns.add_mutually_exclusive_group()
+    review.add_argument("--reject", help="with learned: reject this learned or pending pattern")
+    review.add_argument("--approve", help="with learned: make this pending pattern active")
     patterns.set_defaults(func=cmd_patterns)
 
     # Any arguments (the harness's options of old, --help) get the same explanation.

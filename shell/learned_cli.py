@@ -1,4 +1,5 @@
-"""`pomocore patterns learned [--reject PATTERN]`: review the patterns the LLM layer learned."""
+"""`pomocore patterns learned [--approve PATTERN | --reject PATTERN]`: review the patterns the
+LLM layer learned (active) or holds for approval (pending, POMOCORE_LLM_LEARN_MODE=approve)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, TextIO
 
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
@@ -21,23 +23,33 @@ from pomocore.core.settings import Settings
 def learned_rows(
     pattern_set: PatternSet, review: dict[str, dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """(category, kind, pattern, verdicts, learnedAt) of every learned entry in the set."""
+    """Active learned entries of the set, then pending ones: (status, category, kind,
+    pattern, verdicts, users, learnedAt)."""
     rows: list[dict[str, Any]] = []
     for entry in pattern_set.entries:
         for kind, patterns in (("app", entry.app_patterns), ("domain", entry.domain_patterns)):
             for p in patterns:
                 if p.learned:
                     meta = review.get(f"{kind}:{p.text.lower()}", {})
-                    rows.append(
-                        {
-                            "category": entry.category,
-                            "kind": kind,
-                            "pattern": p.text,
-                            "verdicts": meta.get("verdicts"),
-                            "learnedAt": meta.get("learnedAt"),
-                        }
-                    )
+                    rows.append(_row("active", entry.category, kind, p.text, meta))
+    for meta in review.values():
+        if meta.get("status") == "pending":
+            rows.append(_row("pending", meta["category"], meta["kind"], meta["pattern"], meta))
     return rows
+
+
+def _row(
+    status: str, category: str, kind: str, pattern: str, meta: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "status": status,
+        "category": category,
+        "kind": kind,
+        "pattern": pattern,
+        "verdicts": meta.get("verdicts"),
+        "users": meta.get("users"),
+        "learnedAt": meta.get("learnedAt"),
+    }
 
 
 def without_learned(pattern_set: PatternSet, pattern: str) -> tuple[PatternSet, list[str]]:
@@ -56,50 +68,100 @@ def without_learned(pattern_set: PatternSet, pattern: str) -> tuple[PatternSet, 
     return PatternSet.from_documents(PatternSet(tuple(entries)).documents()), removed
 
 
-def learned_command(settings: Settings, reject: str | None, out: TextIO) -> int:
-    """List learned patterns, or reject one (0 ok, 1 pattern not found, 2 store unreachable)."""
-    return asyncio.run(_learned(settings, reject, out))
+def learned_command(
+    settings: Settings, reject: str | None, out: TextIO, *, approve: str | None = None
+) -> int:
+    """List learned and pending patterns, approve a pending one or reject one (0 ok,
+    1 pattern not found, 2 store unreachable)."""
+    return asyncio.run(_learned(settings, reject, approve, out))
 
 
-async def _learned(settings: Settings, reject: str | None, out: TextIO) -> int:
+async def _learned(settings: Settings, reject: str | None, approve: str | None, out: TextIO) -> int:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.mongo_uri, serverSelectionTimeoutMS=5000
     )
     try:
         db = client[settings.mongo_db]
-        pattern_set = await load_or_seed_patterns(db)
-        review = {d["_id"]: d async for d in db[REVIEW_COLLECTION].find({})}
-        if reject is None:
-            rows = learned_rows(pattern_set, review)
-            if not rows:
-                print("no learned patterns", file=out)
-            for r in rows:
-                when = r["learnedAt"].isoformat(timespec="seconds") if r["learnedAt"] else "-"
-                verdicts = "-" if r["verdicts"] is None else r["verdicts"]
-                print(f"{r['category']}\t{r['kind']}\t{r['pattern']}\t{verdicts}\t{when}", file=out)
-            return 0
-        new_set, removed = without_learned(pattern_set, reject)
-        if not removed:
-            print(f"no learned pattern {reject!r}", file=out)
-            return 1
-        await save_patterns(db, new_set)
-        for review_id in removed:
-            await db[REVIEW_COLLECTION].update_one(
-                {"_id": review_id}, {"$set": {"status": "rejected", "pattern": reject}}, upsert=True
-            )
+        if approve is not None:
+            code, done = await _approve(db, approve, out)
+        elif reject is not None:
+            code, done = await _reject(db, reject, out)
+        else:
+            return await _list(db, out)
     except (PyMongoError, ClassifierError) as exc:
         print(f"pattern store unavailable: {type(exc).__name__}", file=out)
         return 2
     finally:
         await client.close()
+    if code:
+        return code
+    return await _announce(settings, done, out)
+
+
+async def _list(db: AsyncDatabase[Any], out: TextIO) -> int:
+    pattern_set = await load_or_seed_patterns(db)
+    review = {d["_id"]: d async for d in db[REVIEW_COLLECTION].find({})}
+    rows = learned_rows(pattern_set, review)
+    if not rows:
+        print("no learned patterns", file=out)
+    for r in rows:
+        when = r["learnedAt"].isoformat(timespec="seconds") if r["learnedAt"] else "-"
+        verdicts = "-" if r["verdicts"] is None else r["verdicts"]
+        users = "-" if r["users"] is None else r["users"]
+        print(
+            f"{r['status']}\t{r['category']}\t{r['kind']}\t{r['pattern']}\t{verdicts}\t{users}"
+            f"\t{when}",
+            file=out,
+        )
+    return 0
+
+
+async def _pending(db: AsyncDatabase[Any], pattern: str) -> list[dict[str, Any]]:
+    ids = [f"app:{pattern.lower()}", f"domain:{pattern.lower()}"]
+    return [d async for d in db[REVIEW_COLLECTION].find({"_id": {"$in": ids}, "status": "pending"})]
+
+
+async def _approve(db: AsyncDatabase[Any], pattern: str, out: TextIO) -> tuple[int, str]:
+    pending = await _pending(db, pattern)
+    if not pending:
+        print(f"no pending pattern {pattern!r}", file=out)
+        return 1, ""
+    pattern_set = await load_or_seed_patterns(db)
+    for doc in pending:
+        pattern_set = pattern_set.with_pattern(doc["category"], doc["kind"], doc["pattern"])
+    await save_patterns(db, pattern_set)
+    for doc in pending:
+        await db[REVIEW_COLLECTION].update_one(
+            {"_id": doc["_id"], "status": "pending"}, {"$set": {"status": "learned"}}
+        )
+    return 0, f"approved pattern {pattern!r}"
+
+
+async def _reject(db: AsyncDatabase[Any], pattern: str, out: TextIO) -> tuple[int, str]:
+    pattern_set = await load_or_seed_patterns(db)
+    new_set, removed = without_learned(pattern_set, pattern)
+    removed += [d["_id"] for d in await _pending(db, pattern)]
+    if not removed:
+        print(f"no learned pattern {pattern!r}", file=out)
+        return 1, ""
+    if new_set.version != pattern_set.version:
+        await save_patterns(db, new_set)
+    for review_id in removed:
+        await db[REVIEW_COLLECTION].update_one(
+            {"_id": review_id}, {"$set": {"status": "rejected", "pattern": pattern}}, upsert=True
+        )
+    return 0, f"rejected learned pattern {pattern!r}; it will not be learned again"
+
+
+async def _announce(settings: Settings, done: str, out: TextIO) -> int:
     redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=5)
     try:
         await publish_change(redis, settings.keys)
     except (ClassifierError, RedisError) as exc:
-        print(f"rejected, but could not announce the change ({type(exc).__name__}); consumers "
+        print(f"{done}, but could not announce the change ({type(exc).__name__}); consumers "
               "pick it up at their next pattern poll", file=out)
         return 0
     finally:
         await redis.aclose()
-    print(f"rejected learned pattern {reject!r}; it will not be learned again", file=out)
+    print(done, file=out)
     return 0

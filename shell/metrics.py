@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prometheus_client import (
     REGISTRY,
@@ -46,6 +46,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pomocore.classifiers.llm.stats import LATENCY_BUCKETS as LLM_STATS_BUCKETS
+from pomocore.classifiers.llm.stats import LLMStats
 from pomocore.consumers.app import Runtime, Task
 from pomocore.core.connect import sync_redis
 from pomocore.core.observer import BatchOutcome, Observer
@@ -63,6 +65,10 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
 E2E_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+LLM_LATENCY_BUCKETS = LLM_STATS_BUCKETS  # the same bounds as LLMStats's own histogram
+LLM_ITEMS_BUCKETS = (1, 2, 5, 10, 25, 50, 100)
+LLM_SHARED_SAMPLE_S = 2.0  # bound on the Redis reads of the shared LLM gauges
+GaugeMode = Literal["livemax", "livemin"]
 CIRCUIT_VALUE = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
 # Families whose values come from GroupSampler (scrape time) rather than recorders.
@@ -79,6 +85,78 @@ GROUP_GAUGES = {
     "pomocore_derived_stale_days": "derived mode: daily keys whose weekly/monthly keys wait",
     "pomocore_derived_refresh_age_seconds": "derived mode: time since the last finished refresh",
 }
+
+
+class LLMMetrics:
+    """The LLM fallback's families. Counters and histograms are copied from `LLMStats` by
+    the periodic sync; the gauges of state shared by every process (queue, budget) are
+    read from Redis by that same sync, so with N processes each reports the same value
+    (livemax/livemin keep one, and a dead process's copy is dropped)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        def counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
+            return Counter(name, doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str, mode: GaugeMode, labels: Sequence[str] = ()) -> Gauge:
+            return Gauge(name, doc, labels, registry=registry, multiprocess_mode=mode)
+
+        self.calls = counter("pomocore_llm_calls", "LLM requests sent", ["model"])
+        self.items = counter("pomocore_llm_items", "items sent to the LLM")
+        self.request_seconds = Histogram(
+            "pomocore_llm_request_duration_seconds",
+            "duration of one LLM request (answered or failed)",
+            ["model"],
+            buckets=LLM_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.request_items = Histogram(
+            "pomocore_llm_request_items",
+            "items per LLM request",
+            ["model"],
+            buckets=LLM_ITEMS_BUCKETS,
+            registry=registry,
+        )
+        self.tokens = counter("pomocore_llm_tokens", "LLM tokens used", ["model", "kind"])
+        self.errors = counter("pomocore_llm_errors", "LLM failures by kind", ["kind"])
+        self.keys = counter(
+            "pomocore_llm_keys",
+            "undecided keys by outcome: verdict, cache_hit, coalesced, invalid, queued",
+            ["outcome"],
+        )
+        self.fallback_used = counter(
+            "pomocore_llm_fallback_used", "requests answered by the fallback model"
+        )
+        self.reclassified = counter(
+            "pomocore_llm_reclassified", "categorized_data documents corrected by the reclassifier"
+        )
+        self.learned_patterns = counter(
+            "pomocore_llm_learned_patterns", "patterns learned from LLM verdicts"
+        )
+        self.throttled_items = counter(
+            "pomocore_llm_throttled_items", "keys refused because their user spent its share"
+        )
+        self.circuit_opened = counter(
+            "pomocore_llm_circuit_opened", "times an LLM circuit breaker opened"
+        )
+        self.circuit_state = gauge(
+            "pomocore_llm_circuit_state",
+            "primary-model circuit: 0 closed, 1 half-open, 2 open (worst live process)",
+            "livemax",
+        )
+        self.queue_depth = gauge(
+            "pomocore_llm_queue_depth", "keys waiting for the reclassifier (shared)", "livemax"
+        )
+        self.queue_oldest_age = gauge(
+            "pomocore_llm_queue_oldest_age_seconds",
+            "time since the longest-waiting key was queued (shared)",
+            "livemax",
+        )
+        self.budget_remaining = gauge(
+            "pomocore_llm_budget_remaining",
+            "calls or tokens left in this minute's shared budget",
+            "livemin",
+            ["resource"],
+        )
 
 
 class PipelineMetrics:
@@ -132,19 +210,7 @@ class PipelineMetrics:
         self.categories = counter("pomocore_events_by_category", "events by category", ["category"])
         self.cache_hits = counter("pomocore_classifier_cache_hits", "decision cache hits")
         self.cache_misses = counter("pomocore_classifier_cache_misses", "decision cache misses")
-        self.llm_calls = counter("pomocore_llm_calls", "LLM requests sent", ["model"])
-        self.llm_items = counter("pomocore_llm_items", "items sent to the LLM")
-        self.llm_tokens = counter("pomocore_llm_tokens", "LLM tokens used", ["kind"])
-        self.llm_errors = counter("pomocore_llm_errors", "LLM failures by kind", ["kind"])
-        self.llm_circuit_opened = counter(
-            "pomocore_llm_circuit_opened", "times an LLM circuit breaker opened"
-        )
-        self.llm_circuit_state = Gauge(
-            "pomocore_llm_circuit_state",
-            "primary-model circuit: 0 closed, 1 half-open, 2 open (worst live process)",
-            registry=registry,
-            multiprocess_mode="livemax",
-        )
+        self.llm = LLMMetrics(registry)
         self.draining = Gauge(
             "pomocore_consumer_draining",
             "1 while a consumer process is finishing its last batch",
@@ -160,6 +226,14 @@ class PipelineMetrics:
         self.op_errors = counter(
             "pomocore_op_errors", "MongoDB and Redis operation errors", ["backend", "op", "error"]
         )
+
+        # kept as attributes: existing code and tests read them from here
+        self.llm_calls = self.llm.calls
+        self.llm_items = self.llm.items
+        self.llm_tokens = self.llm.tokens
+        self.llm_errors = self.llm.errors
+        self.llm_circuit_opened = self.llm.circuit_opened
+        self.llm_circuit_state = self.llm.circuit_state
 
     # --- recorders ---
 
@@ -301,24 +375,59 @@ def sync_process_counters(rt: Runtime, metrics: PipelineMetrics, sync: CounterSy
     if d := sync.delta(("redis_failures",), rt.consumer.stats.redis_failures):
         metrics.op_errors.labels("redis", "read", "ConnectionError").inc(d)
     metrics.draining.set(1 if rt.consumer.draining else 0)
-    resolver = rt.resolver
-    if resolver is None:
-        return
-    stats = resolver.refresh_stats()
+    if rt.resolver is not None:
+        sync_llm_stats(rt.resolver.refresh_stats(), metrics.llm, sync)
+
+
+def sync_llm_stats(stats: LLMStats, llm: LLMMetrics, sync: CounterSync) -> None:
+    """One process's LLMStats into the LLM families: counters as deltas, the calls since
+    the last sync into the per-model histograms."""
     for model, n in stats.calls_by_model.items():
         if d := sync.delta(("llm_calls", model), n):
-            metrics.llm_calls.labels(model).inc(d)
-    if d := sync.delta(("llm_items",), stats.items):
-        metrics.llm_items.inc(d)
-    for kind, n in (("prompt", stats.prompt_tokens), ("completion", stats.completion_tokens)):
-        if d := sync.delta(("llm_tokens", kind), n):
-            metrics.llm_tokens.labels(kind).inc(d)
+            llm.calls.labels(model).inc(d)
+    for (model, kind), n in stats.tokens_by_model.items():
+        if d := sync.delta(("llm_tokens", model, kind), n):
+            llm.tokens.labels(model, kind).inc(d)
     for kind, n in stats.errors.items():
         if d := sync.delta(("llm_errors", kind), n):
-            metrics.llm_errors.labels(kind).inc(d)
-    if d := sync.delta(("llm_opened",), stats.circuit_opened):
-        metrics.llm_circuit_opened.inc(d)
-    metrics.llm_circuit_state.set(CIRCUIT_VALUE.get(stats.circuit_state, 0))
+            llm.errors.labels(kind).inc(d)
+    for outcome, n in (
+        ("verdict", stats.verdicts),
+        ("cache_hit", stats.cache_hits),
+        ("coalesced", stats.coalesced),
+        ("invalid", stats.invalid_items),
+        ("queued", stats.queued),
+    ):
+        if d := sync.delta(("llm_keys", outcome), n):
+            llm.keys.labels(outcome).inc(d)
+    for key, value, target in (
+        ("llm_items", stats.items, llm.items),
+        ("llm_fallback", stats.fallback_used, llm.fallback_used),
+        ("llm_reclassified", stats.reclassified, llm.reclassified),
+        ("llm_learned", stats.learned_patterns, llm.learned_patterns),
+        ("llm_throttled", stats.throttled_items, llm.throttled_items),
+        ("llm_opened", stats.circuit_opened, llm.circuit_opened),
+    ):
+        if d := sync.delta((key,), value):
+            target.inc(d)
+    for call in stats.drain_calls():
+        llm.request_seconds.labels(call.model).observe(call.seconds)
+        llm.request_items.labels(call.model).observe(call.items)
+    llm.circuit_state.set(CIRCUIT_VALUE.get(stats.circuit_state, 0))
+
+
+async def sample_llm_shared(resolver: Any, llm: LLMMetrics) -> None:
+    """Queue depth and age and the budget left, read from Redis (shared by all processes).
+    Bounded by LLM_SHARED_SAMPLE_S; on failure the gauges keep their last values."""
+    async with asyncio.timeout(LLM_SHARED_SAMPLE_S):
+        depth = await resolver.queue.size()
+        age = await resolver.queue.oldest_age()
+        calls, tokens = await resolver.budget.remaining()
+    llm.queue_depth.set(depth)
+    if age is not None:
+        llm.queue_oldest_age.set(age)
+    llm.budget_remaining.labels("calls").set(calls)
+    llm.budget_remaining.labels("tokens").set(tokens)
 
 
 def counter_sync_task(rt: Runtime, metrics: PipelineMetrics) -> Task:
@@ -331,6 +440,11 @@ def counter_sync_task(rt: Runtime, metrics: PipelineMetrics) -> Task:
                 sync_process_counters(rt, metrics, sync)
             except Exception:  # metrics must never take the consumer down
                 log.warning("metrics sync failed", exc_info=True)
+            if rt.resolver is not None:
+                try:
+                    await sample_llm_shared(rt.resolver, metrics.llm)
+                except Exception as exc:  # Redis down: the pipeline logs that already
+                    log.debug("llm gauges not sampled: %s", type(exc).__name__)
             if stop.is_set():
                 return
             with contextlib.suppress(TimeoutError):

@@ -156,3 +156,8 @@ class Budget:
         calls_key, tokens_key = self._keys()
         calls, tokens = await self._redis.mget(calls_key, tokens_key)
         return int(calls or 0), int(tokens or 0)
+
+    async def remaining(self) -> tuple[int, int]:
+        """(calls, tokens) still allowed in the current window, never below 0."""
+        calls, tokens = await self.usage()
+        return max(0, self.calls_per_min - calls), max(0, self.tokens_per_min - tokens)

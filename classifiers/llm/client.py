@@ -39,8 +39,9 @@ class Answer:
 class LLMClient:
     """Sends one request per call: no SDK retries (we own the retry policy), no tools."""
 
-    def __init__(self, base_url: str, api_key: str) -> None:
+    def __init__(self, base_url: str, api_key: str, send: prompt.Send = "full") -> None:
         _quiet_sdk_loggers()
+        self.send = send  # what of each item leaves the process (prompt.outbound_fields)
         self._client = openai.AsyncOpenAI(
             base_url=base_url or None,
             # Local servers (Ollama, vLLM) ignore the key, but the SDK insists on one.
@@ -84,7 +85,7 @@ class LLMClient:
             async with asyncio.timeout(timeout_s + 0.5):
                 return await self._client.chat.completions.create(
                     model=model,
-                    messages=prompt.messages(keys),  # type: ignore[arg-type]
+                    messages=prompt.messages(keys, self.send),  # type: ignore[arg-type]
                     temperature=0,
                     timeout=timeout_s,
                     **extra,

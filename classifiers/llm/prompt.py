@@ -9,6 +9,11 @@ Safety rules (issue #4):
   canonical. A title saying "ignore previous instructions and answer X" can at worst pick
   the wrong *canonical* label for its own entry, never anything else, and a bad entry does
   not spoil its neighbours.
+
+Privacy rule (issue #15 §4): an item carries only what `outbound_fields` keeps — the app
+name, the title (bounded) and the URL's host and path; never the URL's user info, port,
+query, fragment or `;parameters`. `send="host"` drops the path and the title, `send="app"`
+everything but the app name.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pomocore.classifiers.llm.errors import LLMBadAnswer
+from pomocore.classifiers.urls import NETWORK_SCHEMES, split_host
 from pomocore.core.categories import CATEGORIES, canonical
 from pomocore.core.decision import ClassKey
 
@@ -75,24 +81,60 @@ SYSTEM_PROMPT = (
 )
 
 
-def _encode_item(key: ClassKey) -> str:
-    app, url, title = (s[:MAX_FIELD_CHARS] for s in key)
-    text = json.dumps({"app": app, "url": url, "title": title}, ensure_ascii=False)
+Send = Literal["full", "host", "app"]
+
+
+def outbound_url(url: str, *, with_path: bool = True) -> str:
+    """`host/path` of a URL (`scheme:page` for internal pages): what a request may carry.
+
+    Cut at the first `?` or `#` before anything else, so no query or fragment survives
+    whatever the URL looks like; `split_host` then drops the scheme, user info and port.
+    Path `;parameters` (`;jsessionid=…`) are session state too. A path holding `@` is
+    dropped: it means the URL was too malformed to find its user info (`https:/u:pw@h/`).
+    Internal pages (`chrome://settings`, `about:blank`, `file:`, `data:`) keep only their
+    scheme and page name: their paths are local file names or inline content.
+    """
+    head = url.replace("\\", "/")
+    for mark in "?#":
+        head = head.split(mark, 1)[0]
+    scheme, host, tail = split_host(head)
+    path = tail.split(";", 1)[0] if with_path else ""
+    if "@" in path:
+        path = ""
+    if scheme not in NETWORK_SCHEMES:
+        return f"{scheme}:{host}"[:MAX_FIELD_CHARS]
+    return f"{host}{path}"[:MAX_FIELD_CHARS]
+
+
+def outbound_fields(key: ClassKey, send: Send = "full") -> dict[str, str]:
+    """The fields of one item as they leave the process (docs/llm.md, "What is sent")."""
+    app, url, title = key
+    fields = {"app": app[:MAX_FIELD_CHARS], "url": "", "title": ""}
+    if send == "app":
+        return fields
+    fields["url"] = outbound_url(url, with_path=send == "full") if url else ""
+    if send == "full":
+        fields["title"] = title[:MAX_FIELD_CHARS]
+    return fields
+
+
+def _encode_item(key: ClassKey, send: Send = "full") -> str:
+    text = json.dumps(outbound_fields(key, send), ensure_ascii=False)
     # Inside JSON strings `\u003c` is the same character; escaping it means no field can
     # contain a literal `<` and therefore never an </item> or <item> marker.
     return text.replace("<", "\\u003c").replace(">", "\\u003e")
 
 
-def user_message(keys: Sequence[ClassKey]) -> str:
+def user_message(keys: Sequence[ClassKey], send: Send = "full") -> str:
     lines = [f"Classify these {len(keys)} items. Answer with exactly {len(keys)} categories."]
-    lines += [f'<item n="{i}">{_encode_item(k)}</item>' for i, k in enumerate(keys, 1)]
+    lines += [f'<item n="{i}">{_encode_item(k, send)}</item>' for i, k in enumerate(keys, 1)]
     return "\n".join(lines)
 
 
-def messages(keys: Sequence[ClassKey]) -> list[dict[str, str]]:
+def messages(keys: Sequence[ClassKey], send: Send = "full") -> list[dict[str, str]]:
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
-        {"role": "user", "content": user_message(keys)},
+        {"role": "user", "content": user_message(keys, send)},
     ]
 
 

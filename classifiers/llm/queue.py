@@ -3,14 +3,24 @@
 Member: the JSON array [app, url, title]. Score: the time (unix seconds) the key may next
 be taken. `claim` moves due members' scores into the future (a lease), so a reclassifier
 that dies mid-way does not lose them: the lease expires and another process takes them.
-The user a key was queued for is kept beside it (a hash, member → user) so it is asked
-again within that user's share (issue #15 §2).
+The user a key was queued for is kept beside it (a hash, `users_key`, member → user) so
+it is asked again within that user's share (issue #15 §2).
+
+Leases and retries move those scores, so the time a key was first queued is kept apart,
+in a second sorted set (`since_key`, same members): `oldest_age` reads it for the metrics.
+The queue, the users hash and the since set are written in one pipeline, not a
+transaction (a Cluster client may route them to different nodes): a time whose key has
+left the queue is dropped when `oldest_age` meets it, so a lost write can only hide a
+key's age, never keep an old one forever; a lost user write leaves the key asked without
+a user (in the shared, no-user requests), a lost user removal at worst keeps a re-queued
+key in its former user's share.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
@@ -48,10 +58,12 @@ class PendingQueue:
         settle_s: float = 10.0,
         clock: Callable[[], float] = time.time,
         users_key: str = "",
+        since_key: str | None = None,
     ) -> None:
         self._redis = redis
         self.key = key
         self.users_key = users_key or f"{key}:users"
+        self.since_key = since_key  # None: no first-queued times kept (oldest_age is None)
         # Keys become due only after `settle_s`: by then the core has written the
         # categorized_data document the reclassifier is going to correct.
         self.settle_s = settle_s
@@ -61,17 +73,20 @@ class PendingQueue:
     async def add(
         self, keys: Iterable[ClassKey], users: Mapping[ClassKey, str] | None = None
     ) -> int:
-        """Queue keys (NX: a key already queued or leased keeps its schedule and user)."""
-        due = self._clock() + self.settle_s
+        """Queue keys (NX: a key already queued or leased keeps its schedule, user and
+        first-queued time). `users`: the one user each key is queued for."""
+        now = self._clock()
         keys = list(keys)
-        mapping = {encode(k): due for k in keys}
-        if not mapping:
+        members = [encode(k) for k in keys]
+        if not members:
             return 0
-        owners = {encode(k): users[k] for k in keys if users and users.get(k)}
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self.key, mapping, nx=True)
+        owners = {m: users[k] for k, m in zip(keys, members, strict=True) if users and users.get(k)}
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.key, dict.fromkeys(members, now + self.settle_s), nx=True)
             for member, user in owners.items():
                 pipe.hsetnx(self.users_key, member, user)
+            if self.since_key is not None:
+                pipe.zadd(self.since_key, dict.fromkeys(members, now), nx=True)
             added = (await pipe.execute())[0]
         return int(added or 0)
 
@@ -94,8 +109,7 @@ class PendingQueue:
         for member in raw:
             key = decode(member)
             if key is None:  # not ours or corrupt: drop it rather than loop on it
-                await self._redis.zrem(self.key, member)
-                await self._redis.hdel(self.users_key, member)
+                await self._remove([member])
             else:
                 keys.append(key)
         return keys
@@ -103,10 +117,17 @@ class PendingQueue:
     async def done(self, keys: Iterable[ClassKey]) -> None:
         members = [encode(k) for k in keys]
         if members:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.key, *members)
-                pipe.hdel(self.users_key, *members)
-                await pipe.execute()
+            await self._remove(members)
+
+    async def _remove(self, members: Sequence[bytes | str]) -> None:
+        """Drop members from the queue, the users hash and the since set (one pipeline,
+        not a transaction: see the module docstring)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(self.key, *members)
+            pipe.hdel(self.users_key, *members)
+            if self.since_key is not None:
+                pipe.zrem(self.since_key, *members)
+            await pipe.execute()
 
     async def retry_later(self, keys: Iterable[ClassKey], delay_s: float) -> None:
         when = self._clock() + delay_s
@@ -116,3 +137,18 @@ class PendingQueue:
 
     async def size(self) -> int:
         return int(await self._redis.zcard(self.key))
+
+    async def oldest_age(self, max_stale: int = 10) -> float | None:
+        """Seconds since the longest-waiting key was first queued: 0 for an empty queue,
+        None without `since_key`. Drops up to `max_stale` times whose key is gone."""
+        if self.since_key is None:
+            return None
+        for _ in range(max_stale + 1):
+            oldest: Any = await self._redis.zrange(self.since_key, 0, 0, withscores=True)
+            if not oldest:
+                return 0.0
+            member, since = oldest[0]  # (member, score) with withscores
+            if await self._redis.zscore(self.key, member) is not None:
+                return max(0.0, self._clock() - float(since))
+            await self._redis.zrem(self.since_key, member)
+        return 0.0

@@ -1,13 +1,17 @@
 """LLMResolver: the one object the consumer talks to.
 
-Per batch the consumer calls `await resolver.resolve(undecided_keys)`. The resolver
+Per batch the consumer calls `await resolver.resolve(undecided_keys, users)`. The resolver
 answers from memory when it can (in-process LRU, then `categorized_data` documents with
 `isLLMBased: true`), otherwise adds the keys to a shared request buffer: keys of this and
 of the following batches within `window_s` go out together, up to `batch_size` per
 request, and a key already pending joins that request instead of asking again.
-Requests never mix users (issue #15 §2): the caller names each key's user, keys are
-buffered per user, so a title that steers its request can only steer keys of its own user,
-and each call counts against that user's share of the budget.
+`users` maps each key to ALL the users whose events carry it in the batch, in event order.
+Requests never mix users (issue #15 §2): each key has one owner, the first of its users
+(`owner`; a set is sorted first, so the choice is deterministic either way), keys are
+buffered per owner, so a title that steers its request can only steer keys of its own
+owner, and each call counts against that owner's share of the budget; a queued key keeps
+its owner. Learning (issue #15 §3) needs distinct users: every user of a pending key (up
+to MAX_USERS_PER_KEY) is kept beside it and handed to `Learner.observe` with the verdict.
 
 `resolve` never raises and never waits longer than `timeout_s` plus a small margin. Keys
 it cannot answer in time (LLM down, circuit open, budget spent) are queued for the
@@ -21,9 +25,9 @@ import contextlib
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pomocore.classifiers.llm import prompt
 from pomocore.classifiers.llm.budget import BUDGET, USER_SHARE, Budget
@@ -37,7 +41,8 @@ from pomocore.classifiers.llm.errors import (
     LLMUnavailable,
     translate,
 )
-from pomocore.classifiers.llm.learning import Learner
+from pomocore.classifiers.llm.learning import Learner, Mode
+from pomocore.classifiers.llm.prompt import Send
 from pomocore.classifiers.llm.queue import PendingQueue
 from pomocore.classifiers.llm.retry import RetryPolicy, backoff_delay, should_retry
 from pomocore.classifiers.llm.stats import LLMStats
@@ -63,6 +68,9 @@ MEMORY_LOOKUP_S = 2.0
 # Calls one process has in flight at most (each holds a Redis connection for its budget
 # check, then an HTTP connection): splitting a request never fans out beyond this.
 MAX_IN_FLIGHT = 4
+# Users remembered per pending key, for learning: more than any sane
+# POMOCORE_LLM_LEARN_MIN_USERS needs from one key, and a bound on memory.
+MAX_USERS_PER_KEY = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +122,10 @@ class LLMResolver:
         # Keys the LLM answered invalidly even item by item: not asked again by this process.
         self._rejected: OrderedDict[ClassKey, None] = OrderedDict()
         self._pending: dict[ClassKey, asyncio.Future[Outcome]] = {}
-        self._buffers: dict[str, list[ClassKey]] = {}  # per user ("" = not known)
+        self._buffers: dict[str, list[ClassKey]] = {}  # per owner user ("" = not known)
         self._in_flight = asyncio.Semaphore(max_in_flight)
+        # Users whose events asked for a pending key: the learner needs distinct users.
+        self._asked_by: dict[ClassKey, set[str]] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -129,29 +139,48 @@ class LLMResolver:
 
         keys = settings.keys
         return cls(
-            client=LLMClient(settings.llm_base_url, settings.llm_api_key),
+            client=LLMClient(
+                settings.llm_base_url, settings.llm_api_key, cast(Send, settings.llm_send)
+            ),
             budget=Budget(
                 redis, keys.llm_rate_key_prefix, settings.llm_calls_per_min,
                 settings.llm_tokens_per_min, user_prefix=keys.llm_user_calls_key_prefix,
                 user_share=settings.llm_user_share,
             ),
-            queue=PendingQueue(redis, keys.llm_queue_key, users_key=keys.llm_queue_users_key),
+            queue=PendingQueue(
+                redis,
+                keys.llm_queue_key,
+                users_key=keys.llm_queue_users_key,
+                since_key=keys.llm_queue_since_key,
+            ),
             db=db,
             model=settings.llm_model,
             fallback_model=settings.llm_fallback_model,
             timeout_s=settings.llm_timeout_s,
             open_circuit_s=settings.llm_open_circuit_s,
             batch_size=settings.llm_batch_size,
-            learner=Learner(redis, db, keys, settings.llm_learn_after),
+            learner=Learner(
+                redis,
+                db,
+                keys,
+                settings.llm_learn_after,
+                min_users=settings.llm_learn_min_users,
+                mode=cast(Mode, settings.llm_learn_mode),
+                max_learned=settings.llm_learned_max,
+            ),
         )
 
     # ------------------------------------------------------------------ public API
 
     async def resolve(
-        self, keys: Iterable[ClassKey], users: Mapping[ClassKey, str] | None = None
+        self,
+        keys: Iterable[ClassKey],
+        users: Mapping[ClassKey, Collection[str]] | None = None,
     ) -> dict[ClassKey, Decision]:
-        """LLM decisions for the keys answered in time; the others are queued.
-        `users` names a user of each key (keys of no named user share requests)."""
+        """LLM decisions for the keys answered in time; the others are queued. `users`:
+        the user ids whose events carry each key, in the batch's order. All of them count
+        for learning (distinct users); the first one owns the key: its request and its
+        share of the calls (see `owner`). Keys of no named user share requests."""
         out: dict[ClassKey, Decision] = {}
         unique = list(dict.fromkeys(keys))
         if not unique:
@@ -171,11 +200,15 @@ class LLMResolver:
         self,
         keys: Sequence[ClassKey],
         *,
-        users: Mapping[ClassKey, str] | None = None,
+        users: Mapping[ClassKey, Collection[str]] | None = None,
         queue_unavailable: bool = False,
+        learn_users: bool = True,
     ) -> dict[ClassKey, Outcome]:
         """Outcome per key: a Verdict, LLMBadAnswer (invalid even item by item) or another
-        LLMError (not answered in time). With `queue_unavailable` the latter are queued."""
+        LLMError (not answered in time). With `queue_unavailable` the latter are queued.
+        `users` as for `resolve`; with `learn_users=False` they only choose each key's owner
+        (request and share) and add no user to learning (the reclassifier's queued owners:
+        a user counts when its own event asks, docs/llm.md "Learning you can trust")."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s + MARGIN_S
         outcomes: dict[ClassKey, Outcome] = dict(await self._recall(keys))
@@ -191,7 +224,9 @@ class LLMResolver:
             rest = []
         if rest:
             who = users or {}
-            futures = {k: self._submit(k, who.get(k, "")) for k in rest}
+            futures = {
+                k: self._submit(k, ordered_users(who.get(k, ())), learn=learn_users) for k in rest
+            }
             await asyncio.wait(futures.values(), timeout=max(0.0, deadline - loop.time()))
             for key, fut in futures.items():
                 outcomes[key] = fut.result() if fut.done() else LLMTimeout("no answer in time")
@@ -282,7 +317,18 @@ class LLMResolver:
 
     # ------------------------------------------------------------------ batching
 
-    def _submit(self, key: ClassKey, user: str) -> asyncio.Future[Outcome]:
+    def _submit(
+        self, key: ClassKey, users: Sequence[str] = (), *, learn: bool = True
+    ) -> asyncio.Future[Outcome]:
+        """Buffer `key` in its owner's request (the first of `users`); with `learn` every
+        user of it is remembered (up to MAX_USERS_PER_KEY) for the learner."""
+        if users and learn:
+            asked_by = self._asked_by.setdefault(key, set())
+            for name in users:
+                if len(asked_by) >= MAX_USERS_PER_KEY:
+                    break
+                asked_by.add(name)
+        user = users[0] if users else ""
         pending = self._pending.get(key)
         if pending is not None:
             self.stats.coalesced += 1
@@ -317,6 +363,7 @@ class LLMResolver:
     async def _run_request(self, keys: list[ClassKey], user: str = "") -> None:
         loop = asyncio.get_running_loop()
         results: dict[ClassKey, Outcome] = {}
+        users: dict[ClassKey, set[str]] = {}
         try:
             results = await self._ask_llm(keys, loop.time() + self.timeout_s, user=user)
         except asyncio.CancelledError:
@@ -327,6 +374,7 @@ class LLMResolver:
             results = {k: translate(exc) for k in keys}
         finally:
             for key in keys:
+                users[key] = self._asked_by.pop(key, set())  # with its future: same request
                 fut = self._pending.pop(key, None)
                 if fut is not None and not fut.done():
                     fut.set_result(results.get(key, LLMError("no result")))
@@ -334,7 +382,7 @@ class LLMResolver:
         verdicts = {k: v.category for k, v in results.items() if isinstance(v, Verdict)}
         if verdicts and self.learner is not None:
             try:
-                self.stats.learned_patterns += len(await self.learner.observe(verdicts))
+                self.stats.learned_patterns += len(await self.learner.observe(verdicts, users))
             except Exception as exc:  # learning is an optimisation too
                 log.warning("llm learning failed: %s", type(exc).__name__)
 
@@ -505,9 +553,8 @@ class LLMResolver:
         try:
             answer = await self._client.classify(keys, model, timeout_s)
         finally:
-            self.stats.observe_latency(loop.time() - started)
-        self.stats.prompt_tokens += answer.prompt_tokens
-        self.stats.completion_tokens += answer.completion_tokens
+            self.stats.observe_call(model, len(keys), loop.time() - started)
+        self.stats.add_tokens(model, answer.prompt_tokens, answer.completion_tokens)
         return answer
 
     # ------------------------------------------------------------------ queueing
@@ -519,16 +566,41 @@ class LLMResolver:
         return "circuit_open"
 
     async def _enqueue(
-        self, keys: Sequence[ClassKey], users: Mapping[ClassKey, str] | None = None
+        self,
+        keys: Sequence[ClassKey],
+        users: Mapping[ClassKey, Collection[str]] | None = None,
     ) -> None:
+        """Queue keys for the reclassifier, each with its owner (asked within that user's
+        share later)."""
         if not keys:
             return
+        who = users or {}
+        owners = {k: owner(who.get(k, ())) for k in keys}
         try:
             async with asyncio.timeout(MARGIN_S):
-                await self.queue.add(keys, users)
+                await self.queue.add(keys, {k: u for k, u in owners.items() if u})
             self.stats.queued += len(keys)
         except Exception as exc:
             log.warning("could not queue %d keys for the LLM: %s", len(keys), type(exc).__name__)
+
+
+def ordered_users(users: Collection[str]) -> tuple[str, ...]:
+    """The distinct, non-empty users of a key in a deterministic order: a sequence keeps
+    its order (the consumer passes users in the batch's event order), an unordered
+    collection is sorted, and a bare string is one user (not its characters)."""
+    if isinstance(users, str):
+        return (users,) if users else ()
+    if not isinstance(users, Sequence):
+        users = sorted(users)
+    return tuple(u for u in dict.fromkeys(users) if u)
+
+
+def owner(users: Collection[str]) -> str:
+    """The one user a key is asked for (its request, its share of the calls, the queue's
+    users hash): the first of `ordered_users`, i.e. the first in the batch's order; ""
+    for none."""
+    ordered = ordered_users(users)
+    return ordered[0] if ordered else ""
 
 
 def decisions(outcomes: Mapping[ClassKey, Outcome]) -> dict[ClassKey, Decision]:

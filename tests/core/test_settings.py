@@ -21,6 +21,12 @@ BAD = [
     ({"POMOCORE_LLM_TIMEOUT_S": "-1"}, "POMOCORE_LLM_TIMEOUT_S"),
     ({"POMOCORE_STREAM": ""}, "POMOCORE_STREAM"),
     ({"POMOCORE_BLOCK_MS_FILE": "/etc/hostname"}, "POMOCORE_BLOCK_MS_FILE"),
+    # a pool whose threshold exceeds the largest batch would never run (#15 §7)
+    ({"POMOCORE_CLASSIFIER_POOL_WORKERS": "1"}, "POMOCORE_CLASSIFIER_POOL_THRESHOLD"),
+    (
+        {"POMOCORE_CLASSIFIER_POOL_WORKERS": "2", "POMOCORE_CLASSIFIER_POOL_THRESHOLD": "5000"},
+        "POMOCORE_CLASSIFIER_POOL_THRESHOLD",
+    ),
 ]
 
 
@@ -116,3 +122,10 @@ def test_mongo_timeout_must_end_well_within_the_reclaim_idle() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({"POMOCORE_MONGO_TIMEOUT_MS": "50"})
     assert info.value.setting == "POMOCORE_MONGO_TIMEOUT_MS"
+
+
+def test_a_pool_threshold_within_the_batch_size_is_accepted() -> None:
+    s = Settings.from_env(
+        {"POMOCORE_CLASSIFIER_POOL_WORKERS": "2", "POMOCORE_CLASSIFIER_POOL_THRESHOLD": "1000"}
+    )
+    assert (s.classifier_pool_workers, s.classifier_pool_threshold) == (2, 1000)

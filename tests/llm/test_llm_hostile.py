@@ -112,7 +112,7 @@ async def test_a_user_gets_at_most_its_share_of_the_calls_across_consumers(
     two = make_resolver(budget=budget(aredis, 20, 0.25), batch_size=25)
     flood = keyed(300, "flood")  # 12 requests of 25
     victim = keyed(10, "victim")
-    users = dict.fromkeys(flood, "flooder") | dict.fromkeys(victim, "victim")
+    users = dict.fromkeys(flood, ("flooder",)) | dict.fromkeys(victim, ("victim",))
     first, second = await asyncio.gather(
         one.resolve(flood[:150], users), two.resolve(flood[150:] + victim, users)
     )
@@ -137,7 +137,9 @@ async def measure_cross_user_damage(
     fake_llm.obey_injections = True
     others = {f"user{u}": keyed(20, f"u{u}") for u in range(4)}
     attacker = [(f"evil-{i}", "", STEER) for i in range(4)]
-    users = {k: u for u, ks in others.items() for k in ks} | dict.fromkeys(attacker, "attacker")
+    users = {k: (u,) for u, ks in others.items() for k in ks} | dict.fromkeys(
+        attacker, ("attacker",)
+    )
     # Arrival order as in consumer batches: the others' events interleaved, and one of the
     # attacker's among every 25 (what it takes to reach every request when users mix).
     arrival = [k for row in zip(*others.values(), strict=True) for k in row]

@@ -135,7 +135,10 @@ async def _workload(
         batch = keys[i : i + 2]
         decisions = {k: classifier.classify(*k) for k in batch}
         undecided = [k for k, d in decisions.items() if not d.decided]
-        answered = await resolver.resolve(undecided) if undecided else {}
+        # One user per batch, a different one each batch: learning needs verdicts from
+        # distinct users, and requests never mix users (one request per batch here).
+        users = {k: [f"user-{i // 2}"] for k in undecided}
+        answered = await resolver.resolve(undecided, users) if undecided else {}
         for k, d in decisions.items():
             out[k] = answered[k].category if k in answered else d.category
     return out
@@ -192,13 +195,14 @@ async def test_cli_lists_and_rejects_learned_patterns(
 ) -> None:
     assert settings.mongo_db == mongo_db_name
     await _seed_patterns(adb)
-    learner = Learner(aredis, adb, KeySpace(), learn_after=2)
+    learner = Learner(aredis, adb, KeySpace(), learn_after=2, min_users=2)
     verdicts = {("Obscure IDE", "", f"t{i}"): "Development" for i in range(2)}
-    assert [p.pattern for p in await learner.observe(verdicts)] == ["Obscure IDE"]
+    users = {k: {f"user-{i}"} for i, k in enumerate(verdicts)}
+    assert [p.pattern for p in await learner.observe(verdicts, users)] == ["Obscure IDE"]
 
     out = io.StringIO()
     assert await asyncio.to_thread(learned_command, settings, None, out) == 0
-    assert "Development\tapp\tObscure IDE\t2\t" in out.getvalue()
+    assert "active\tDevelopment\tapp\tObscure IDE\t2\t2\t" in out.getvalue()
 
     out = io.StringIO()
     assert await asyncio.to_thread(learned_command, settings, "Obscure IDE", out) == 0
@@ -210,7 +214,7 @@ async def test_cli_lists_and_rejects_learned_patterns(
 
     # Never learned again, even with fresh evidence.
     await aredis.flushall()
-    assert await learner.observe(verdicts) == []
+    assert await learner.observe(verdicts, users) == []
     out = io.StringIO()
     assert await asyncio.to_thread(learned_command, settings, "Obscure IDE", out) == 1
     out = io.StringIO()
@@ -222,7 +226,8 @@ async def test_learning_needs_unanimous_verdicts(
     adb: AsyncDatabase[Any], aredis: aioredis.Redis
 ) -> None:
     await _seed_patterns(adb)
-    learner = Learner(aredis, adb, KeySpace(), learn_after=2)
-    assert await learner.observe({("Tool", "", "a"): "Development"}) == []
+    learner = Learner(aredis, adb, KeySpace(), learn_after=2, min_users=1)
+    first: ClassKey = ("Tool", "", "a")
+    assert await learner.observe({first: "Development"}, {first: ["u"]}) == []
     assert await learner.observe({("Tool", "", "b"): "Design"}) == []
     assert await learner.observe({("Tool", "", "c"): "Development"}) == []

@@ -127,7 +127,11 @@ def test_items_are_delimited_ordered_and_cannot_break_out() -> None:
     user = msgs[1]["content"]
     assert user.count("<item ") == 2 and user.count("</item>") == 2
     items = prompt.parse_items(user)
-    assert [(i["app"], i["url"], i["title"]) for i in items] == keys
+    sent = [prompt.outbound_fields(k) for k in keys]  # the URL goes as host/path only
+    assert [(i["app"], i["url"], i["title"]) for i in items] == [
+        (f["app"], f["url"], f["title"]) for f in sent
+    ]
+    assert sent[1]["url"] == "a.example/<b>"
 
 
 def test_system_prompt_names_every_category() -> None:

@@ -77,6 +77,62 @@ def test_compose_services_are_hardened() -> None:
     assert "deploy/grafana/dashboards" in mounts and "deploy/grafana/provisioning" in mounts
 
 
+INTERPOLATION = re.compile(r"\$\{(\w+)(?::([-?])([^}]*))?\}")
+
+
+def interpolate(doc: Any, env: dict[str, str]) -> Any:
+    """Compose's `${VAR}`, `${VAR:-default}` and `${VAR:?error}` in the parsed file's
+    strings (an unset or empty VAR with `:?` fails, as `docker compose` does)."""
+
+    def one(m: re.Match[str]) -> str:
+        name, op, arg = m.group(1), m.group(2), m.group(3) or ""
+        if env.get(name):
+            return env[name]
+        if op == "?":
+            raise ValueError(f"{name}: {arg}")
+        return arg if op == "-" else ""
+
+    if isinstance(doc, dict):
+        return {k: interpolate(v, env) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [interpolate(v, env) for v in doc]
+    return INTERPOLATION.sub(one, doc) if isinstance(doc, str) else doc
+
+
+def test_compose_llm_file_wires_the_consumers_to_an_llm(tmp_path: Path) -> None:
+    """#15 §8: settings, the API-key secret file, and a route out only with an LLM URL."""
+    base = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert "egress" not in base["networks"]  # the main file alone: no route out
+    raw = yaml.safe_load((ROOT / "docker-compose.llm.yml").read_text())
+    with pytest.raises(ValueError, match="POMOCORE_LLM_BASE_URL"):
+        interpolate(raw, {})  # no endpoint, no start
+    url = "https://llm.example/v1"
+    llm = interpolate(raw, {"POMOCORE_LLM_BASE_URL": url})
+    assert set(llm["services"]) == {"pomocore"}
+    pomo = llm["services"]["pomocore"]
+    assert pomo["networks"] == ["backend", "egress"]
+    assert llm["networks"]["egress"].get("internal") is not True
+    secret = llm["secrets"]["pomocore_llm_api_key"]
+    assert secret["file"].startswith("./deploy/secrets/") and pomo["secrets"] == [
+        "pomocore_llm_api_key"
+    ]
+    env = {k: str(v) for k, v in pomo["environment"].items()}
+    assert env["POMOCORE_LLM_API_KEY_FILE"] == "/run/secrets/pomocore_llm_api_key"
+    assert "POMOCORE_LLM_API_KEY" not in env  # the key only ever as a file
+    key_file = tmp_path / "key"
+    key_file.write_text("sk-test\n")
+    settings = Settings.from_env({**env, "POMOCORE_LLM_API_KEY_FILE": str(key_file)})
+    assert settings.llm_enabled and settings.llm_base_url == url
+    assert settings.llm_api_key == "sk-test"
+    # the defaults written in the file are the settings' own defaults
+    defaults = Settings.from_env({})
+    for name in env:
+        field = name.removeprefix("POMOCORE_").lower()
+        if field in ("llm_base_url", "llm_api_key_file"):
+            continue
+        assert getattr(settings, field) == getattr(defaults, field), name
+
+
 def used_metrics(text: str) -> set[str]:
     return set(METRIC.findall(text))
 
@@ -103,6 +159,46 @@ def test_dashboard_and_alerts_use_defined_metrics() -> None:
         "pomocore_events_reclaimed_total",
     ):
         assert needed in used, needed  # fmt: skip
+
+
+def alert_rules() -> dict[str, dict[str, Any]]:
+    groups = yaml.safe_load((ROOT / "deploy/prometheus/alerts.yml").read_text())["groups"]
+    return {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
+
+
+def minutes(duration: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)([smh])", duration).groups()  # type: ignore[union-attr]
+    return int(number) * {"s": 1 / 60, "m": 1, "h": 60}[unit]
+
+
+def test_llm_path_is_on_the_dashboard_and_alerted() -> None:
+    """#15 §5: what the LLM path costs and how far behind it is, watched and alerted."""
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/pomocore.json").read_text())
+    used = used_metrics(" ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"]))
+    for needed in (
+        "pomocore_llm_request_duration_seconds_bucket",
+        "pomocore_llm_request_items_sum",
+        "pomocore_llm_calls_total",
+        "pomocore_llm_tokens_total",
+        "pomocore_llm_fallback_used_total",
+        "pomocore_llm_queue_depth",
+        "pomocore_llm_queue_oldest_age_seconds",
+        "pomocore_llm_reclassified_total",
+        "pomocore_llm_learned_patterns_total",
+        "pomocore_llm_throttled_items_total",
+        "pomocore_llm_budget_remaining",
+    ):
+        assert needed in used, needed
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids)), "two panels share an id"
+    by_metric = {used_metrics(r["expr"]).pop(): r for r in alert_rules().values()
+                 if len(used_metrics(r["expr"])) == 1}  # fmt: skip
+    circuit = by_metric["pomocore_llm_circuit_state"]
+    assert ">= 2" in circuit["expr"] and minutes(circuit["for"]) >= 5  # open for minutes
+    age = by_metric["pomocore_llm_queue_oldest_age_seconds"]
+    assert "deriv(" in age["expr"] and minutes(age["for"]) >= 5  # growing, not a blip
+    for rule in (circuit, age):
+        assert rule["annotations"]["runbook"].startswith("docs/llm.md#")
 
 
 def test_dockerfile() -> None:

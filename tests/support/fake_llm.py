@@ -91,6 +91,7 @@ class Request:
     system: str
     user: str
     tools: bool
+    body: str = ""  # the raw request body, exactly as it left the client (privacy tests)
     at: float = field(default_factory=time.monotonic)
 
 
@@ -197,6 +198,10 @@ class FakeLLM:
         with self._lock:
             return Counter(r.model for r in self.requests)
 
+    def bodies(self) -> list[str]:
+        with self._lock:
+            return [r.body for r in self.requests]
+
     def items_seen(self) -> list[tuple[str, str, str]]:
         with self._lock:
             return [(i["app"], i["url"], i["title"]) for r in self.requests for i in r.items]
@@ -225,7 +230,8 @@ class FakeLLM:
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}")
+                raw = self.rfile.read(length) or b"{}"
+                body = json.loads(raw)
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, {"error": {"message": "not found"}})
                     return
@@ -239,6 +245,7 @@ class FakeLLM:
                     system=system,
                     user=user,
                     tools=bool(body.get("tools") or body.get("functions")),
+                    body=raw.decode("utf-8", "replace"),
                 )
                 fake._record(req)
                 if req.json_mode and fake.reject_json_mode:
