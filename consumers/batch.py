@@ -127,6 +127,9 @@ class BatchProcessor:
         if self.resolver is not None:
             undecided = [k for k, d in by_key.items() if not d.decided]
             if undecided:
+                # All users of each key, in event order: the resolver asks for a key in
+                # its first user's request and share (issue #15 §2, never mixing users)
+                # and learns only from distinct users (§3).
                 users = _users_of(undecided, events)
                 by_key.update(await self.resolver.resolve(undecided, users))
 
@@ -241,13 +244,15 @@ def _keep_stored(decisions: list[Decision], stored: dict[int, str]) -> list[Deci
     return out
 
 
-def _users_of(keys: Sequence[ClassKey], events: Sequence[Event]) -> dict[ClassKey, set[str]]:
-    """The users whose events carry each key: learning needs verdicts from distinct users
-    (classifiers/llm/learning.py). Only run for batches with undecided keys."""
+def _users_of(keys: Sequence[ClassKey], events: Sequence[Event]) -> dict[ClassKey, list[str]]:
+    """The distinct users whose events carry each key, in the batch's event order: the
+    first owns the key's LLM request and share of the calls (issue #15 §2); learning needs
+    verdicts from distinct users (classifiers/llm/learning.py). Only run for batches with
+    undecided keys."""
     wanted = set(keys)
-    out: dict[ClassKey, set[str]] = {}
+    seen: dict[ClassKey, dict[str, None]] = {}
     for event in events:
         key = class_key(event)
         if key in wanted:
-            out.setdefault(key, set()).add(event.user_id)
-    return out
+            seen.setdefault(key, {})[event.user_id] = None
+    return {k: list(users) for k, users in seen.items()}

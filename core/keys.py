@@ -83,9 +83,21 @@ class KeySpace:
         return self._k("pomocore:llm:budget")
 
     @property
+    def llm_user_calls_key_prefix(self) -> str:
+        """Prefix of the per-user LLM call counters (`{prefix}:{sha256(user)[:16]}:{minute}`)
+        that hold each user to POMOCORE_LLM_USER_SHARE of the calls."""
+        return self._k("pomocore:llm:budget:user")
+
+    @property
     def llm_queue_key(self) -> str:
         """Set of classification keys waiting for the LLM (resolved by the reclassifier)."""
         return self._k("pomocore:llm:queue")
+
+    @property
+    def llm_queue_users_key(self) -> str:
+        """Hash: queued key (its queue member) → the user it was queued for, so the
+        reclassifier asks for it within that user's share and never in another's request."""
+        return self._k("pomocore:llm:queue:users")
 
     @property
     def llm_queue_since_key(self) -> str:

@@ -121,6 +121,9 @@ class Settings:
         200_000, "max LLM tokens per minute across all consumers", lo=100, hi=100_000_000
     )
     llm_batch_size: int = _setting(25, "items per LLM request", lo=1, hi=500)
+    llm_user_share: float = _setting(
+        0.25, "share of the LLM calls per minute one user may take", lo=0.01, hi=1.0
+    )
     llm_learn_after: int = _setting(
         5, "same verdict N times for an app/host makes it a learned pattern", lo=1, hi=10_000
     )

@@ -30,7 +30,7 @@ def _quiet_sdk_loggers() -> None:
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    labels: list[str]
+    labels: list[str | None]  # None: that item's entry was invalid (prompt.parse_answer)
     model: str
     prompt_tokens: int
     completion_tokens: int
@@ -55,7 +55,8 @@ class LLMClient:
         await self._client.close()
 
     async def classify(self, keys: Sequence[ClassKey], model: str, timeout_s: float) -> Answer:
-        """Labels for `keys` in order, or an LLMError (LLMBadAnswer if the answer is invalid)."""
+        """Labels for `keys` in order (None per invalid entry), or an LLMError (LLMBadAnswer
+        if the answer as a whole is unusable)."""
         try:
             completion = await self._create(keys, model, timeout_s)
         except LLMRequestRejected as exc:

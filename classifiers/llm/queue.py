@@ -3,18 +3,23 @@
 Member: the JSON array [app, url, title]. Score: the time (unix seconds) the key may next
 be taken. `claim` moves due members' scores into the future (a lease), so a reclassifier
 that dies mid-way does not lose them: the lease expires and another process takes them.
+The user a key was queued for is kept beside it (a hash, `users_key`, member → user) so
+it is asked again within that user's share (issue #15 §2).
 
 Leases and retries move those scores, so the time a key was first queued is kept apart,
 in a second sorted set (`since_key`, same members): `oldest_age` reads it for the metrics.
-Both sets are written in one pipeline, not a transaction (a Cluster client may route them
-to different nodes): a time whose key has left the queue is dropped when `oldest_age`
-meets it, so a lost write can only hide a key's age, never keep an old one forever.
+The queue, the users hash and the since set are written in one pipeline, not a
+transaction (a Cluster client may route them to different nodes): a time whose key has
+left the queue is dropped when `oldest_age` meets it, so a lost write can only hide a
+key's age, never keep an old one forever; a lost user write leaves the key asked without
+a user (in the shared, no-user requests), a lost user removal at worst keeps a re-queued
+key in its former user's share.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -52,10 +57,12 @@ class PendingQueue:
         key: str,
         settle_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        users_key: str = "",
         since_key: str | None = None,
     ) -> None:
         self._redis = redis
         self.key = key
+        self.users_key = users_key or f"{key}:users"
         self.since_key = since_key  # None: no first-queued times kept (oldest_age is None)
         # Keys become due only after `settle_s`: by then the core has written the
         # categorized_data document the reclassifier is going to correct.
@@ -63,22 +70,37 @@ class PendingQueue:
         self._clock = clock
         self._claim = redis.register_script(_CLAIM)
 
-    async def add(self, keys: Iterable[ClassKey]) -> int:
-        """Queue keys (NX: a key already queued or leased keeps its schedule)."""
+    async def add(
+        self, keys: Iterable[ClassKey], users: Mapping[ClassKey, str] | None = None
+    ) -> int:
+        """Queue keys (NX: a key already queued or leased keeps its schedule, user and
+        first-queued time). `users`: the one user each key is queued for."""
         now = self._clock()
+        keys = list(keys)
         members = [encode(k) for k in keys]
         if not members:
             return 0
-        if self.since_key is None:
-            added = await self._redis.zadd(
-                self.key, dict.fromkeys(members, now + self.settle_s), nx=True
-            )
-            return int(added or 0)
+        owners = {m: users[k] for k, m in zip(keys, members, strict=True) if users and users.get(k)}
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(self.key, dict.fromkeys(members, now + self.settle_s), nx=True)
-            pipe.zadd(self.since_key, dict.fromkeys(members, now), nx=True)
-            added, _ = await pipe.execute()
+            for member, user in owners.items():
+                pipe.hsetnx(self.users_key, member, user)
+            if self.since_key is not None:
+                pipe.zadd(self.since_key, dict.fromkeys(members, now), nx=True)
+            added = (await pipe.execute())[0]
         return int(added or 0)
+
+    async def users(self, keys: Iterable[ClassKey]) -> dict[ClassKey, str]:
+        """The user each key was queued for (keys queued without one are left out)."""
+        keys = list(keys)
+        if not keys:
+            return {}
+        raw = await self._redis.hmget(self.users_key, [encode(k) for k in keys])
+        return {
+            k: u.decode() if isinstance(u, bytes) else str(u)
+            for k, u in zip(keys, raw, strict=True)
+            if u
+        }
 
     async def claim(self, count: int, lease_s: float) -> list[ClassKey]:
         now = self._clock()
@@ -98,12 +120,13 @@ class PendingQueue:
             await self._remove(members)
 
     async def _remove(self, members: Sequence[bytes | str]) -> None:
-        if self.since_key is None:
-            await self._redis.zrem(self.key, *members)
-            return
+        """Drop members from the queue, the users hash and the since set (one pipeline,
+        not a transaction: see the module docstring)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zrem(self.key, *members)
-            pipe.zrem(self.since_key, *members)
+            pipe.hdel(self.users_key, *members)
+            if self.since_key is not None:
+                pipe.zrem(self.since_key, *members)
             await pipe.execute()
 
     async def retry_later(self, keys: Iterable[ClassKey], delay_s: float) -> None:

@@ -73,7 +73,12 @@ class Reclassifier:
         keys = await r.queue.claim(r.batch_size, lease_s)
         if not keys:
             return 0
-        outcomes = await r.ask(keys)
+        # The owner each key was queued for: its request and share of the calls, not a
+        # learning user (that user counted when its own event asked).
+        queued_for = await r.queue.users(keys)
+        outcomes = await r.ask(
+            keys, users={k: (u,) for k, u in queued_for.items()}, learn_users=False
+        )
         done: list[ClassKey] = []
         later: list[ClassKey] = []
         for key, outcome in outcomes.items():

@@ -1,10 +1,17 @@
 """LLMResolver: the one object the consumer talks to.
 
-Per batch the consumer calls `await resolver.resolve(undecided_keys)`. The resolver
+Per batch the consumer calls `await resolver.resolve(undecided_keys, users)`. The resolver
 answers from memory when it can (in-process LRU, then `categorized_data` documents with
 `isLLMBased: true`), otherwise adds the keys to a shared request buffer: keys of this and
 of the following batches within `window_s` go out together, up to `batch_size` per
 request, and a key already pending joins that request instead of asking again.
+`users` maps each key to ALL the users whose events carry it in the batch, in event order.
+Requests never mix users (issue #15 §2): each key has one owner, the first of its users
+(`owner`; a set is sorted first, so the choice is deterministic either way), keys are
+buffered per owner, so a title that steers its request can only steer keys of its own
+owner, and each call counts against that owner's share of the budget; a queued key keeps
+its owner. Learning (issue #15 §3) needs distinct users: every user of a pending key (up
+to MAX_USERS_PER_KEY) is kept beside it and handed to `Learner.observe` with the verdict.
 
 `resolve` never raises and never waits longer than `timeout_s` plus a small margin. Keys
 it cannot answer in time (LLM down, circuit open, budget spent) are queued for the
@@ -14,15 +21,16 @@ background reclassifier and left out of the result, so the caller applies the no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from pomocore.classifiers.llm import prompt
-from pomocore.classifiers.llm.budget import Budget
+from pomocore.classifiers.llm.budget import BUDGET, USER_SHARE, Budget
 from pomocore.classifiers.llm.circuit import STATE_VALUE, CircuitBreaker
 from pomocore.classifiers.llm.client import Answer, LLMClient
 from pomocore.classifiers.llm.errors import (
@@ -57,6 +65,9 @@ MARGIN_S = 1.0
 PRIMARY_SHARE = 0.6
 # Memory lookups in MongoDB must not eat the LLM's time.
 MEMORY_LOOKUP_S = 2.0
+# Calls one process has in flight at most (each holds a Redis connection for its budget
+# check, then an HTTP connection): splitting a request never fans out beyond this.
+MAX_IN_FLIGHT = 4
 # Users remembered per pending key, for learning: more than any sane
 # POMOCORE_LLM_LEARN_MIN_USERS needs from one key, and a bound on memory.
 MAX_USERS_PER_KEY = 16
@@ -90,6 +101,7 @@ class LLMResolver:
         memory_size: int = 100_000,
         learner: Learner | None = None,
         rand: Callable[[], float] = random.random,
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self._client = client
         self.budget = budget
@@ -110,9 +122,10 @@ class LLMResolver:
         # Keys the LLM answered invalidly even item by item: not asked again by this process.
         self._rejected: OrderedDict[ClassKey, None] = OrderedDict()
         self._pending: dict[ClassKey, asyncio.Future[Outcome]] = {}
+        self._buffers: dict[str, list[ClassKey]] = {}  # per owner user ("" = not known)
+        self._in_flight = asyncio.Semaphore(max_in_flight)
         # Users whose events asked for a pending key: the learner needs distinct users.
         self._asked_by: dict[ClassKey, set[str]] = {}
-        self._buffer: list[ClassKey] = []
         self._flush_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -131,9 +144,15 @@ class LLMResolver:
             ),
             budget=Budget(
                 redis, keys.llm_rate_key_prefix, settings.llm_calls_per_min,
-                settings.llm_tokens_per_min,
+                settings.llm_tokens_per_min, user_prefix=keys.llm_user_calls_key_prefix,
+                user_share=settings.llm_user_share,
             ),
-            queue=PendingQueue(redis, keys.llm_queue_key, since_key=keys.llm_queue_since_key),
+            queue=PendingQueue(
+                redis,
+                keys.llm_queue_key,
+                users_key=keys.llm_queue_users_key,
+                since_key=keys.llm_queue_since_key,
+            ),
             db=db,
             model=settings.llm_model,
             fallback_model=settings.llm_fallback_model,
@@ -159,16 +178,18 @@ class LLMResolver:
         users: Mapping[ClassKey, Collection[str]] | None = None,
     ) -> dict[ClassKey, Decision]:
         """LLM decisions for the keys answered in time; the others are queued. `users`:
-        the user ids whose events carry each key (learning counts distinct users)."""
+        the user ids whose events carry each key, in the batch's order. All of them count
+        for learning (distinct users); the first one owns the key: its request and its
+        share of the calls (see `owner`). Keys of no named user share requests."""
         out: dict[ClassKey, Decision] = {}
         unique = list(dict.fromkeys(keys))
         if not unique:
             return out
         try:
-            outcomes = await self.ask(unique, queue_unavailable=True, users=users)
+            outcomes = await self.ask(unique, users=users, queue_unavailable=True)
         except Exception:  # resolve must never fail the batch
             log.exception("llm resolve failed; no-LLM rule for %d keys", len(unique))
-            await self._enqueue(unique)
+            await self._enqueue(unique, users)
             return out
         for key, outcome in outcomes.items():
             if isinstance(outcome, Verdict):
@@ -179,11 +200,15 @@ class LLMResolver:
         self,
         keys: Sequence[ClassKey],
         *,
-        queue_unavailable: bool = False,
         users: Mapping[ClassKey, Collection[str]] | None = None,
+        queue_unavailable: bool = False,
+        learn_users: bool = True,
     ) -> dict[ClassKey, Outcome]:
         """Outcome per key: a Verdict, LLMBadAnswer (invalid even item by item) or another
-        LLMError (not answered in time). With `queue_unavailable` the latter are queued."""
+        LLMError (not answered in time). With `queue_unavailable` the latter are queued.
+        `users` as for `resolve`; with `learn_users=False` they only choose each key's owner
+        (request and share) and add no user to learning (the reclassifier's queued owners:
+        a user counts when its own event asks, docs/llm.md "Learning you can trust")."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout_s + MARGIN_S
         outcomes: dict[ClassKey, Outcome] = dict(await self._recall(keys))
@@ -198,7 +223,10 @@ class LLMResolver:
             self.stats.errors["unavailable"] += len(rest)
             rest = []
         if rest:
-            futures = {k: self._submit(k, (users or {}).get(k, ())) for k in rest}
+            who = users or {}
+            futures = {
+                k: self._submit(k, ordered_users(who.get(k, ())), learn=learn_users) for k in rest
+            }
             await asyncio.wait(futures.values(), timeout=max(0.0, deadline - loop.time()))
             for key, fut in futures.items():
                 outcomes[key] = fut.result() if fut.done() else LLMTimeout("no answer in time")
@@ -207,7 +235,7 @@ class LLMResolver:
                 k for k, o in outcomes.items()
                 if not isinstance(o, Verdict | LLMBadAnswer)
             ]
-            await self._enqueue(unanswered)
+            await self._enqueue(unanswered, users)
         return outcomes
 
     def available(self) -> bool:
@@ -240,7 +268,7 @@ class LLMResolver:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        if self._buffer:
+        if self._buffers:
             self._flush()
         for task in list(self._tasks):
             task.cancel()
@@ -289,13 +317,18 @@ class LLMResolver:
 
     # ------------------------------------------------------------------ batching
 
-    def _submit(self, key: ClassKey, users: Collection[str] = ()) -> asyncio.Future[Outcome]:
-        if users:
+    def _submit(
+        self, key: ClassKey, users: Sequence[str] = (), *, learn: bool = True
+    ) -> asyncio.Future[Outcome]:
+        """Buffer `key` in its owner's request (the first of `users`); with `learn` every
+        user of it is remembered (up to MAX_USERS_PER_KEY) for the learner."""
+        if users and learn:
             asked_by = self._asked_by.setdefault(key, set())
-            for user in users:
+            for name in users:
                 if len(asked_by) >= MAX_USERS_PER_KEY:
                     break
-                asked_by.add(user)
+                asked_by.add(name)
+        user = users[0] if users else ""
         pending = self._pending.get(key)
         if pending is not None:
             self.stats.coalesced += 1
@@ -303,10 +336,11 @@ class LLMResolver:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Outcome] = loop.create_future()
         self._pending[key] = fut
-        self._buffer.append(key)
-        if len(self._buffer) >= self.batch_size:
-            self._flush()
-        elif self._flush_timer is None:
+        buffer = self._buffers.setdefault(user, [])
+        buffer.append(key)
+        if len(buffer) >= self.batch_size:
+            self._send(user, self._buffers.pop(user))
+        if self._buffers and self._flush_timer is None:
             self._flush_timer = loop.call_later(self.window_s, self._flush)
         return fut
 
@@ -314,18 +348,24 @@ class LLMResolver:
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        while self._buffer:
-            chunk, self._buffer = self._buffer[: self.batch_size], self._buffer[self.batch_size :]
-            task = asyncio.get_running_loop().create_task(self._run_request(chunk))
+        buffers, self._buffers = self._buffers, {}
+        for user, keys in buffers.items():
+            self._send(user, keys)
+
+    def _send(self, user: str, keys: list[ClassKey]) -> None:
+        """One request per `batch_size` keys of one user."""
+        for i in range(0, len(keys), self.batch_size):
+            chunk = keys[i : i + self.batch_size]
+            task = asyncio.get_running_loop().create_task(self._run_request(chunk, user))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run_request(self, keys: list[ClassKey]) -> None:
+    async def _run_request(self, keys: list[ClassKey], user: str = "") -> None:
         loop = asyncio.get_running_loop()
         results: dict[ClassKey, Outcome] = {}
         users: dict[ClassKey, set[str]] = {}
         try:
-            results = await self._ask_llm(keys, loop.time() + self.timeout_s)
+            results = await self._ask_llm(keys, loop.time() + self.timeout_s, user=user)
         except asyncio.CancelledError:
             results = {k: LLMUnavailable("shutdown") for k in keys}
             raise
@@ -348,36 +388,45 @@ class LLMResolver:
 
     # ------------------------------------------------------------------ calling
 
-    async def _ask_llm(self, keys: list[ClassKey], deadline: float) -> dict[ClassKey, Outcome]:
+    async def _ask_llm(
+        self, keys: list[ClassKey], deadline: float, *, retry_invalid: bool = True, user: str = ""
+    ) -> dict[ClassKey, Outcome]:
+        """Outcome per key. A bad answer costs calls in proportion to the bad items, not to
+        the request (issue #15 §1): valid entries are kept; the invalid items are asked again
+        once, together; an answer that cannot be matched to its items (unparsable, wrong
+        length) is split in halves, down to single items at worst (~2·log2(n) calls)."""
         try:
-            answer = await self._call_models(keys, deadline)
+            answer = await self._call_models(keys, deadline, user)
         except LLMBadAnswer:
             if len(keys) == 1:
                 return {keys[0]: self._give_up(keys[0])}
-            # A wrong-length or non-canonical answer: ask once more, item by item.
-            singles = await asyncio.gather(*(self._ask_single(k, deadline) for k in keys))
-            return dict(zip(keys, singles, strict=True))
+            mid = len(keys) // 2
+            halves = await asyncio.gather(
+                self._ask_llm(keys[:mid], deadline, retry_invalid=retry_invalid, user=user),
+                self._ask_llm(keys[mid:], deadline, retry_invalid=retry_invalid, user=user),
+            )
+            return halves[0] | halves[1]
         except LLMError as exc:
             log.info("llm unavailable for %d keys: %s", len(keys), exc.kind)
             return {k: exc for k in keys}
-        return self._accept(keys, answer)
-
-    async def _ask_single(self, key: ClassKey, deadline: float) -> Outcome:
-        try:
-            answer = await self._call_models([key], deadline)
-        except LLMBadAnswer:
-            return self._give_up(key)
-        except LLMError as exc:
-            return exc
-        return self._accept([key], answer)[key]
+        out = self._accept(keys, answer)
+        invalid = [k for k in keys if k not in out]
+        if invalid and retry_invalid:
+            out.update(await self._ask_llm(invalid, deadline, retry_invalid=False, user=user))
+        else:
+            out.update({k: self._give_up(k) for k in invalid})
+        return out
 
     def _accept(self, keys: list[ClassKey], answer: Answer) -> dict[ClassKey, Outcome]:
+        """Verdicts of the valid entries; items with an invalid entry are left out."""
         out: dict[ClassKey, Outcome] = {}
         for key, label in zip(keys, answer.labels, strict=True):
+            if label is None:
+                continue
             verdict = Verdict(label, answer.model)
             self.remember(key, verdict)
             out[key] = verdict
-        self.stats.verdicts += len(keys)
+        self.stats.verdicts += len(out)
         return out
 
     def _give_up(self, key: ClassKey) -> LLMBadAnswer:
@@ -388,9 +437,9 @@ class LLMResolver:
             self._rejected.popitem(last=False)
         return LLMBadAnswer("no valid label")
 
-    async def _call_models(self, keys: list[ClassKey], deadline: float) -> Answer:
+    async def _call_models(self, keys: list[ClassKey], deadline: float, user: str = "") -> Answer:
         """Primary model, then the fallback model when the primary fails (not when it
-        answers badly, and not when the shared budget is spent)."""
+        answers badly, and not when the shared budget or the user's share is spent)."""
         loop = asyncio.get_running_loop()
         last: LLMError = LLMUnavailable("circuit_open")
         for i, model in enumerate(self.models):
@@ -399,11 +448,11 @@ class LLMResolver:
                 deadline if is_last else loop.time() + (deadline - loop.time()) * PRIMARY_SHARE
             )
             try:
-                answer = await self._call_with_retries(keys, model, model_deadline)
+                answer = await self._call_with_retries(keys, model, model_deadline, user)
             except LLMBadAnswer:
                 raise
             except LLMUnavailable as exc:
-                if exc.reason == "budget":
+                if exc.reason in (BUDGET, USER_SHARE):
                     raise
                 last = exc
             except LLMError as exc:
@@ -414,9 +463,10 @@ class LLMResolver:
                 return answer
         raise last
 
-    async def _call_with_retries(self, keys: list[ClassKey], model: str, deadline: float) -> Answer:
+    async def _call_with_retries(
+        self, keys: list[ClassKey], model: str, deadline: float, user: str
+    ) -> Answer:
         loop = asyncio.get_running_loop()
-        breaker = self.breakers[model]
         attempt = 0
         while True:
             attempt += 1
@@ -425,25 +475,12 @@ class LLMResolver:
                 if loop.time() + wait >= deadline:
                     raise LLMUnavailable("cooldown")
                 await asyncio.sleep(wait)
-            remaining = deadline - loop.time()
-            if remaining <= 0.05:
-                raise LLMTimeout("deadline reached before the call")
-            if not breaker.allow():
-                raise LLMUnavailable("circuit_open")
-            estimate = prompt.estimate_tokens(keys)
-            if not await self.budget.acquire(estimate):
-                breaker.release_probe()
-                self.stats.errors["budget"] += 1
-                raise LLMUnavailable("budget")
             try:
-                answer = await self._timed_call(keys, model, min(self.timeout_s, remaining))
-            except LLMBadAnswer:
-                breaker.record_success()  # the endpoint works; the answer was bad
-                self.stats.errors["bad_answer"] += 1
+                async with self._slot(deadline):
+                    return await self._attempt(keys, model, deadline, user)
+            except (LLMBadAnswer, LLMUnavailable):
                 raise
             except LLMError as exc:
-                breaker.record_failure()
-                self.stats.errors[exc.kind] += 1
                 retry_after = exc.retry_after_s if isinstance(exc, LLMRetryable) else None
                 if retry_after:
                     self._not_before[model] = max(
@@ -455,10 +492,57 @@ class LLMResolver:
                 if loop.time() + delay >= deadline - 0.05:
                     raise
                 await asyncio.sleep(delay)
-                continue
-            breaker.record_success()
-            await self.budget.settle(estimate, answer.prompt_tokens + answer.completion_tokens)
-            return answer
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, deadline: float) -> AsyncIterator[None]:
+        """One of MAX_IN_FLIGHT call slots, waited for no later than the deadline: however a
+        request is split, this process never has more calls (and budget checks, i.e. Redis
+        connections) in flight than that."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(max(0.0, remaining)):
+                await self._in_flight.acquire()
+        except TimeoutError:
+            raise LLMTimeout("no call slot before the deadline") from None
+        try:
+            yield
+        finally:
+            self._in_flight.release()
+
+    async def _attempt(
+        self, keys: list[ClassKey], model: str, deadline: float, user: str
+    ) -> Answer:
+        """One call: circuit, budget (and the user's share), the call itself."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0.05:
+            raise LLMTimeout("deadline reached before the call")
+        breaker = self.breakers[model]
+        if not breaker.allow():
+            raise LLMUnavailable("circuit_open")
+        estimate = prompt.estimate_tokens(keys)
+        refusal = await self.budget.reserve(estimate, user)
+        if refusal is not None:
+            breaker.release_probe()
+            self._count_refusal(refusal, len(keys))
+            raise LLMUnavailable(refusal)
+        try:
+            answer = await self._timed_call(keys, model, min(self.timeout_s, remaining))
+        except LLMBadAnswer:
+            breaker.record_success()  # the endpoint works; the answer was bad
+            self.stats.errors["bad_answer"] += 1
+            raise
+        except LLMError as exc:
+            breaker.record_failure()
+            self.stats.errors[exc.kind] += 1
+            raise
+        breaker.record_success()
+        await self.budget.settle(estimate, answer.prompt_tokens + answer.completion_tokens)
+        return answer
+
+    def _count_refusal(self, reason: str, items: int) -> None:
+        self.stats.errors[reason] += 1
+        if reason == USER_SHARE:
+            self.stats.throttled_items += items
 
     async def _timed_call(self, keys: list[ClassKey], model: str, timeout_s: float) -> Answer:
         loop = asyncio.get_running_loop()
@@ -481,15 +565,42 @@ class LLMResolver:
             return "cooldown"
         return "circuit_open"
 
-    async def _enqueue(self, keys: Sequence[ClassKey]) -> None:
+    async def _enqueue(
+        self,
+        keys: Sequence[ClassKey],
+        users: Mapping[ClassKey, Collection[str]] | None = None,
+    ) -> None:
+        """Queue keys for the reclassifier, each with its owner (asked within that user's
+        share later)."""
         if not keys:
             return
+        who = users or {}
+        owners = {k: owner(who.get(k, ())) for k in keys}
         try:
             async with asyncio.timeout(MARGIN_S):
-                await self.queue.add(keys)
+                await self.queue.add(keys, {k: u for k, u in owners.items() if u})
             self.stats.queued += len(keys)
         except Exception as exc:
             log.warning("could not queue %d keys for the LLM: %s", len(keys), type(exc).__name__)
+
+
+def ordered_users(users: Collection[str]) -> tuple[str, ...]:
+    """The distinct, non-empty users of a key in a deterministic order: a sequence keeps
+    its order (the consumer passes users in the batch's event order), an unordered
+    collection is sorted, and a bare string is one user (not its characters)."""
+    if isinstance(users, str):
+        return (users,) if users else ()
+    if not isinstance(users, Sequence):
+        users = sorted(users)
+    return tuple(u for u in dict.fromkeys(users) if u)
+
+
+def owner(users: Collection[str]) -> str:
+    """The one user a key is asked for (its request, its share of the calls, the queue's
+    users hash): the first of `ordered_users`, i.e. the first in the batch's order; ""
+    for none."""
+    ordered = ordered_users(users)
+    return ordered[0] if ordered else ""
 
 
 def decisions(outcomes: Mapping[ClassKey, Outcome]) -> dict[ClassKey, Decision]:

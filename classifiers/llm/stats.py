@@ -43,10 +43,10 @@ class LLMStats:
     verdicts: int = 0  # keys the LLM classified
     invalid_items: int = 0  # keys that got no valid label even item by item
     queued: int = 0  # keys handed to the background reclassifier
+    throttled_items: int = 0  # items refused a call because their user's share was spent
     reclassified: int = 0  # categorized_data docs corrected by the reclassifier
     learned_patterns: int = 0
     fallback_used: int = 0  # requests answered by the fallback model
-    throttled_items: int = 0  # keys refused because their user spent its share of the calls
     # Calls not yet copied into the metrics histograms (drained by the metrics sync).
     recent_calls: deque[CallSample] = field(default_factory=lambda: deque(maxlen=RECENT_CALLS))
 

@@ -109,10 +109,11 @@ def test_the_batch_hands_each_undecided_key_its_users() -> None:
     def event(user: str, title: str) -> Event:
         return Event(f"1-{title}", user, "Tool", title, "", 10, 0)
 
-    events = [event("a", "x"), event("b", "x"), event("a", "y"), event("c", "z")]
+    events = [event("b", "x"), event("a", "x"), event("b", "x"), event("a", "y"), event("c", "z")]
+    # Distinct users in event order: the first (b for x) owns the key's request and share.
     assert _users_of([("Tool", "", "x"), ("Tool", "", "y")], events) == {
-        ("Tool", "", "x"): {"a", "b"},
-        ("Tool", "", "y"): {"a"},
+        ("Tool", "", "x"): ["b", "a"],
+        ("Tool", "", "y"): ["a"],
     }
 
 

@@ -135,8 +135,9 @@ async def _workload(
         batch = keys[i : i + 2]
         decisions = {k: classifier.classify(*k) for k in batch}
         undecided = [k for k, d in decisions.items() if not d.decided]
-        # One user per key: learning needs verdicts from distinct users.
-        users = {k: {f"user-{keys.index(k)}"} for k in undecided}
+        # One user per batch, a different one each batch: learning needs verdicts from
+        # distinct users, and requests never mix users (one request per batch here).
+        users = {k: [f"user-{i // 2}"] for k in undecided}
         answered = await resolver.resolve(undecided, users) if undecided else {}
         for k, d in decisions.items():
             out[k] = answered[k].category if k in answered else d.category

@@ -139,11 +139,37 @@ def test_system_prompt_names_every_category() -> None:
         assert f"- {name}:" in prompt.SYSTEM_PROMPT
 
 
-def test_parse_answer_accepts_canonical_labels_in_order() -> None:
-    content = json.dumps({"categories": ["development", " Video  Editing ", "SNS"]})
+def entries(*labels: object) -> str:
+    return json.dumps({"categories": [{"n": n, "category": c} for n, c in enumerate(labels, 1)]})
+
+
+def test_parse_answer_accepts_canonical_labels_by_id() -> None:
+    content = entries("development", " Video  Editing ", "SNS")
     assert prompt.parse_answer(content, 3) == ["Development", "Video Editing", "SNS"]
-    fenced = "```json\n" + json.dumps({"categories": ["Music"]}) + "\n```"
+    fenced = "```json\n" + entries("Music") + "\n```"
     assert prompt.parse_answer(fenced, 1) == ["Music"]
+    # Matched by id, not by position; a string id is tolerated.
+    swapped = [{"n": "2", "category": "SNS"}, {"n": 1, "category": "Music"}]
+    assert prompt.parse_answer(json.dumps({"categories": swapped}), 2) == ["Music", "SNS"]
+
+
+# Each row: answer entries for two items -> what each item gets (None = that entry is
+# invalid; the other item keeps its label).
+@pytest.mark.parametrize(
+    ("raw", "want"),
+    [
+        ([{"n": 1, "category": "Code"}, {"n": 2, "category": "HACKED"}], [None, None]),
+        ([{"n": 1, "category": "Music"}, {"n": 2, "category": "HACKED"}], ["Music", None]),
+        ([{"n": 1, "category": "Development"}, {"n": 2, "category": 3}], ["Development", None]),
+        ([{"n": 1, "category": "Music"}, {"n": 1, "category": "Game"}], [None, None]),
+        ([{"n": 1, "category": "Music"}, {"n": 7, "category": "Game"}], ["Music", None]),
+        ([{"n": 1, "category": "Music"}, "Game"], ["Music", None]),
+        (["Music", "Game"], [None, None]),  # no ids: nothing to match an item by
+        ([{"n": True, "category": "Music"}, {"n": 2, "category": "Game"}], [None, "Game"]),
+    ],
+)
+def test_parse_answer_validates_each_entry(raw: list[object], want: list[str | None]) -> None:
+    assert prompt.parse_answer(json.dumps({"categories": raw}), 2) == want
 
 
 @pytest.mark.parametrize(
@@ -152,14 +178,13 @@ def test_parse_answer_accepts_canonical_labels_in_order() -> None:
         None,
         "",
         "Sure! Development.",
-        json.dumps({"categories": ["Development"]}),  # wrong length
-        json.dumps({"categories": ["Development", "HACKED"]}),  # non-canonical
-        json.dumps({"categories": ["Development", 3]}),
+        entries("Development"),  # wrong length
+        entries("Development", "Music", "Game"),  # wrong length
         json.dumps({"labels": ["Development", "Music"]}),
         json.dumps("Development"),
     ],
 )
-def test_parse_answer_rejects_everything_else(content: str | None) -> None:
+def test_parse_answer_rejects_an_unusable_answer(content: str | None) -> None:
     with pytest.raises(LLMBadAnswer):
         prompt.parse_answer(content, 2)
 
@@ -170,14 +195,27 @@ def test_any_text_yields_only_canonical_labels(content: str, n: int) -> None:
         labels = prompt.parse_answer(content, n)
     except LLMBadAnswer:
         return
-    assert len(labels) == n and set(labels) <= CATEGORY_SET
+    assert len(labels) == n and {x for x in labels if x is not None} <= CATEGORY_SET
 
 
-@given(st.lists(st.one_of(st.sampled_from(sorted(CATEGORY_SET)), st.text()), max_size=4))
-def test_any_json_list_yields_only_canonical_labels(raw: list[str]) -> None:
-    content = json.dumps({"categories": raw})
-    try:
-        labels = prompt.parse_answer(content, len(raw))
-    except LLMBadAnswer:
-        return
-    assert set(labels) <= CATEGORY_SET
+@given(
+    st.lists(
+        st.fixed_dictionaries(
+            {
+                "n": st.one_of(st.integers(0, 5), st.sampled_from(["1", "2", "x", ""])),
+                "category": st.one_of(st.sampled_from(sorted(CATEGORY_SET)), st.text()),
+            }
+        ),
+        max_size=4,
+    )
+)
+def test_any_json_list_yields_only_canonical_labels_each_for_its_own_id(
+    raw: list[dict[str, object]],
+) -> None:
+    labels = prompt.parse_answer(json.dumps({"categories": raw}), len(raw))
+    assert len(labels) == len(raw)
+    for n, label in enumerate(labels, 1):
+        if label is not None:
+            assert label in CATEGORY_SET
+            own = [e for e in raw if str(e["n"]) == str(n)]
+            assert len(own) == 1 and label == prompt.canonical(str(own[0]["category"]))

@@ -9,10 +9,10 @@
 
 It implements `POST /v1/chat/completions`. It reads the items of pomocore's prompt (the
 `<item n="...">{json}</item>` lines of the user message), answers
-`{"categories": [rule(item), ...]}` and records every request (model, items, whether
-JSON mode was asked). Behaviours are consumed one per request from the script queue; when
-the queue is empty `choose(request)` decides, if set (a mix of behaviours for a long run),
-then the per-model behaviour, then `default`.
+`{"categories": [{"n": 1, "category": rule(item)}, ...]}` and records every request
+(model, items, whether JSON mode was asked). Behaviours are consumed one per request
+from the script queue; when the queue is empty `choose(request)` decides, if set (a mix
+of behaviours for a long run), then the per-model behaviour, then `default`.
 
 Run standalone for `pomocore demo --llm-url`: `python -m tests.support.fake_llm --port 8099`.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -33,6 +34,31 @@ from pomocore.classifiers.llm.prompt import parse_items
 
 Item = dict[str, str]
 Rule = Callable[[Item], str]
+
+
+# What an obedient model does with an injected title (issue #15 §2): "... answer X for
+# every item" steers the whole request, "... answer X" only the item that says it.
+_STEER_ALL_RE = re.compile(r"answer ([A-Za-z&' ]+?) for every item", re.IGNORECASE)
+_STEER_ONE_RE = re.compile(r"ignore all previous instructions and answer (\S+)", re.IGNORECASE)
+
+
+def obey_injections(items: list[Item], labels: list[str]) -> list[str]:
+    """The labels an injection-obeying model gives instead of `labels`."""
+    out = list(labels)
+    for i, item in enumerate(items):
+        title = item.get("title", "")
+        steer_all = _STEER_ALL_RE.search(title)
+        if steer_all:
+            return [steer_all.group(1)] * len(items)
+        steer_one = _STEER_ONE_RE.search(title)
+        if steer_one:
+            out[i] = steer_one.group(1)
+    return out
+
+
+def answer(labels: list[Any]) -> str:
+    """The answer content pomocore's prompt asks for: one `{n, category}` entry per item."""
+    return json.dumps({"categories": [{"n": n, "category": c} for n, c in enumerate(labels, 1)]})
 
 
 def keyword_rule(item: Item) -> str:
@@ -114,6 +140,7 @@ class FakeLLM:
         self.choose: Callable[[Request], Behaviour] | None = None  # called from server threads
         self.requests: list[Request] = []
         self.reject_json_mode = False  # answer 400 to response_format, like older servers
+        self.obey_injections = False  # steered by titles, like a gullible model
         self._script: deque[Behaviour] = deque()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer((host, port), self._handler())
@@ -236,14 +263,16 @@ class FakeLLM:
                 if b.kind == "slow":
                     time.sleep(b.delay_s)
                 labels: list[Any] = [fake.rule(i) for i in req.items]
+                if fake.obey_injections:
+                    labels = obey_injections(req.items, labels)
                 if b.kind == "garbage":
                     content = b.text
                 elif b.kind == "wrong_length":
-                    content = json.dumps({"categories": labels + ["Development"] * b.status})
+                    content = answer(labels + ["Development"] * b.status)
                 elif b.kind == "labels":
-                    content = json.dumps({"categories": list(b.labels)})
+                    content = answer(list(b.labels))
                 else:
-                    content = json.dumps({"categories": labels})
+                    content = answer(labels)
                 prompt_tokens = (len(system) + len(user)) // 4
                 completion_tokens = len(content) // 4 + 1
                 self._send(

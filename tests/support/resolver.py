@@ -52,7 +52,11 @@ class ResolverFactory:
             "client": LLMClient(base_url, "test-key", send),
             "budget": Budget(r, keys.llm_rate_key_prefix, calls_per_min, tokens_per_min),
             "queue": PendingQueue(
-                r, keys.llm_queue_key, settle_s=0.0, since_key=keys.llm_queue_since_key
+                r,
+                keys.llm_queue_key,
+                settle_s=0.0,
+                users_key=keys.llm_queue_users_key,
+                since_key=keys.llm_queue_since_key,
             ),
             "db": db,
             "model": PRIMARY,
