@@ -18,6 +18,7 @@ collection and never learned again.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
@@ -92,6 +93,9 @@ class Learner:
         self._keys = keys
         self.learn_after = learn_after
         self.is_browser = is_browser
+        # Saving is read set → add → write the whole set: two saves at once (concurrent
+        # LLM requests of this process) would each drop the other's pattern.
+        self._save_lock = asyncio.Lock()
 
     def _counter_key(self, kind: Kind, subject: str) -> str:
         return f"{self._keys.learning_key_prefix}:{kind}:{subject.lower()}"
@@ -131,7 +135,9 @@ class Learner:
             if not await self._redis.sadd(self._done_key, member):
                 continue  # another process (or an earlier batch) already handled it
             pattern = LearnedPattern(kind, text, category, total)
-            if await self._save(pattern):
+            async with self._save_lock:
+                saved = await self._save(pattern)
+            if saved:
                 learned.append(pattern)
         if learned:  # running consumers reload (pomocore.classifiers.reload) and stop asking
             await publish_change(self._redis, self._keys)
