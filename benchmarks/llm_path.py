@@ -23,12 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pymongo import MongoClient
+
 from benchmarks import protocol
 from benchmarks.measure import cdf, median, percentile
 from benchmarks.options import BenchOptions, Feed, RunShape
 from benchmarks.report import LatencyResult, RunResult
 from benchmarks.variants import BENCH_LLM_CALLS_PER_MIN
 from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.llm.learning import REVIEW_COLLECTION
 from pomocore.classifiers.patterns import load_default_pattern_set
 from pomocore.classifiers.urls import split_url
 from pomocore.core.keys import KeySpace
@@ -138,6 +141,7 @@ class Phase:
     result: RunResult
     llm_calls: int
     distinct_unknown_keys: int
+    learned_total: int  # patterns learned in the run's database by the end of this phase
 
     def figures(self) -> dict[str, Any]:
         r = self.result
@@ -154,7 +158,7 @@ class Phase:
                 if self.distinct_unknown_keys
                 else math.nan
             ),
-            "learned_patterns": llm.get("learned_patterns", 0),
+            "learned_patterns": self.learned_total,
             "resolver": llm,
         }
 
@@ -230,7 +234,15 @@ class LlmPath:
         shape = RunShape(n, self.o.batch_size, self.o.processes)
         title = f"h pomocore-llm {name} run {i + 1}/{self.o.runs}"
         result, _specs = self.bench.run_on("h", shape, names, feed, title)
-        return Phase(name, result, self.fake.calls - calls0, unknown)
+        return Phase(name, result, self.fake.calls - calls0, unknown, self._learned(names))
+
+    def _learned(self, names: RunNames) -> int:
+        """Patterns learned so far in the run's database (the review log of learning)."""
+        client: MongoClient[dict[str, Any]] = MongoClient(self.bench.mongo_uri)
+        try:
+            return client[names.mongo_db][REVIEW_COLLECTION].count_documents({})
+        finally:
+            client.close()
 
     # --- latency: first sight at a fixed rate, with and without the LLM ---
 

@@ -370,6 +370,19 @@ class GroupAckRecorder(AckRecorder):
         return known
 
 
+# h: how long a stopping consumer may finish its in-flight LLM requests and learning.
+SETTLE_S = 60.0
+
+
+async def _settle_learning(resolver: Any) -> None:
+    """Let in-flight LLM requests and their learning steps finish before the runtime
+    closes (which cancels them): a consumer that keeps running would finish them, and the
+    repeat pass must read what first sight learned. After the drain, so outside the
+    measured time. (`_tasks`: the resolver has no public way to wait for them.)"""
+    if resolver._tasks:
+        await asyncio.wait(set(resolver._tasks), timeout=SETTLE_S)
+
+
 def _llm_stats(resolver: Any) -> dict[str, Any]:
     stats = resolver.refresh_stats()
     return {
@@ -395,6 +408,8 @@ async def _pomocore_runner(spec: ChildSpec, rec: Recorder) -> AsyncIterator[Run]
 
         async def run(stop: asyncio.Event) -> None:
             await run_until_stopped(rt, stop)
+            if rt.resolver is not None:
+                await _settle_learning(rt.resolver)
             stats = rt.consumer.stats
             # acknowledged by this consumer = committed + already acknowledged by another
             rec.extra["pomocore_stats"] = {
