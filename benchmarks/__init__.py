@@ -3,6 +3,7 @@ standalone measurements (`python -m benchmarks.bench_classifier`, ...), run from
 repository root of a checkout. Not part of the installed package: see README.md here.
 
 Modules of the harness: options (what a session runs), protocol (parent ↔ consumer
-process), variants (the consumers a–g), measure (what is measured and how), session
-(orchestration), report (summary, tables, JSON), plots, cli.
+process), variants (the consumers a–h), llm_path (h's session flow: the LLM path),
+measure (what is measured and how), session (orchestration), report (summary, tables,
+JSON), plots, cli.
 """

@@ -1,7 +1,7 @@
 """`python -m benchmarks`: pomocore side by side with the Redis ceiling, a naive pipeline,
 Celery and a plain exact implementation, on the same servers, in one session.
 
-Variants a–g (benchmarks/variants.py lists them) each run as their own consumer process,
+Variants a–h (benchmarks/variants.py lists them) each run as their own consumer process,
 so CPU and RSS are per process.
 
 Throughput = N / (last acknowledgement − GO). Latency is measured in a second pass at
@@ -27,7 +27,7 @@ from benchmarks.protocol import ChildSpec
 from benchmarks.session import run_bench
 from benchmarks.variants import child_main
 
-SIZES = ("events", "slow_events", "mongo_events", "runs")
+SIZES = ("events", "slow_events", "mongo_events", "llm_events", "runs")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--mongo-events", type=int, help="events per run for b, bounded by MongoDB (default 50000)"
     )
     p.add_argument("--runs", type=int, help="runs per variant (median, min, max; default 3)")
-    p.add_argument("--variants", default="a,b,c,d,e,f,g", help="comma list from a,b,c,d,e,f,g")
+    p.add_argument(
+        "--variants", default="a,b,c,d,e,f,g,h", help="comma list from a,b,c,d,e,f,g,h"
+    )
     p.add_argument(
         "--sweep",
         action="append",
@@ -54,6 +56,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=200,
         help="workload distinct_variants (distinct (app,url,title) per template)",
+    )
+    p.add_argument("--llm-events", type=int, help="h: events per run (default 20000)")
+    p.add_argument(
+        "--llm-latency-ms", type=float, default=300.0, help="h: scripted LLM time per call"
+    )
+    p.add_argument(
+        "--llm-error-rate", type=float, default=0.05, help="h: share of LLM calls answered 500"
+    )
+    p.add_argument(
+        "--llm-unknown-share",
+        type=float,
+        default=0.10,
+        help="h: share of events from apps/hosts no shipped pattern knows",
     )
     p.add_argument("--no-latency", action="store_true", help="skip the latency pass")
     p.add_argument("--no-plots", action="store_true")
@@ -105,9 +120,13 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         plots=not args.no_plots,
         sweep_events=args.sweep_events,
         profile=args.profile,
+        llm_latency_ms=args.llm_latency_ms,
+        llm_error_rate=args.llm_error_rate,
+        llm_unknown_share=args.llm_unknown_share,
     )
     if args.quick:
         o = replace(o, events=20_000, slow_events=1_000, mongo_events=5_000, runs=1)
+        o = replace(o, llm_events=5_000)
         o = replace(o, latency_seconds=3.0)
     given = {name: getattr(args, name) for name in SIZES if getattr(args, name) is not None}
     return replace(o, **given)  # sizes given on the command line win over --quick

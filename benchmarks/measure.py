@@ -27,6 +27,8 @@ class Recorder:
         self.redis_round_trips = 0
         self.mongo_round_trips = 0
         self.lat = array("d")
+        # h: the same latencies again, by group ("llm": keys no shipped pattern decides)
+        self.lat_groups: dict[str, array[float]] = {}
         self.extra: dict[str, Any] = {}
         self.cache_hits = 0
         self.cache_misses = 0
@@ -41,6 +43,11 @@ class Recorder:
             for i in ids:
                 s = i.decode() if isinstance(i, bytes) else i
                 lat.append(now_ms - int(s.partition("-")[0]))
+
+    def latency_group(self, group: str, entry_id: str, now_ms: float) -> None:
+        """File one acknowledged entry's latency under `group` too."""
+        lat = self.lat_groups.setdefault(group, array("d"))
+        lat.append(now_ms - int(entry_id.partition("-")[0]))
 
     def reset_counters(self) -> None:
         self.redis_round_trips = 0

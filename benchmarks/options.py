@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 VARIANTS: dict[str, tuple[str, str]] = {
     "a": ("ceiling", "XREADGROUP COUNT n + XACK, redis-py asyncio + hiredis + uvloop"),
@@ -13,8 +15,11 @@ VARIANTS: dict[str, tuple[str, str]] = {
     "e": ("celery", "Celery task per event, Redis broker, solo pool"),
     "f": ("plain", "read, dict classify, aggregate, 1 Lua ack+ZINCRBY"),
     "g": ("pomocore-derived", "c with POMOCORE_LEADERBOARD_MODE=derived (refresh every 1 s)"),
+    "h": ("pomocore-llm", "b with the LLM, scripted server, a share of unknown apps/hosts"),
 }
-MONGO_VARIANTS = frozenset("bd")
+MONGO_VARIANTS = frozenset("bdh")
+# Variants with a session flow of their own (benchmarks/llm_path.py), not the main loop.
+OWN_FLOW_VARIANTS = frozenset("h")
 SLOW_VARIANTS = frozenset("de")
 SWEEPS = ("batch", "processes", "users", "hit", "rss")
 SWEEP_VALUES: dict[str, tuple[int, ...]] = {
@@ -37,7 +42,7 @@ class BenchOptions:
     slow_events: int = 5_000  # for d and e (per-event figures are scaled, not the counts)
     mongo_events: int = 50_000  # for b: bounded by the MongoDB server (nx-27017 here)
     runs: int = 3
-    variants: str = "abcdefg"
+    variants: str = "abcdefgh"
     sweeps: tuple[str, ...] = ()
     sweep_events: int = 0  # 0 = events // 2
     batch_size: int = 1000
@@ -50,6 +55,11 @@ class BenchOptions:
     plots: bool = True
     quiet: bool = False
     profile: str = ""  # "", "cprofile" or "py-spy": profile the consumer of variant c
+    # h: the LLM path (benchmarks/llm_path.py)
+    llm_events: int = 20_000  # per throughput run, first sight and repeat each
+    llm_latency_ms: float = 300.0  # the scripted server's time per call
+    llm_error_rate: float = 0.05  # share of calls answered HTTP 500
+    llm_unknown_share: float = 0.10  # events of apps/hosts no shipped pattern knows
 
     def events_for(self, variant: str) -> int:
         """Events per run of `variant`: the slow ones and the MongoDB one run fewer."""
@@ -57,4 +67,32 @@ class BenchOptions:
             return min(self.slow_events, self.events)
         if variant == "b":
             return min(self.mongo_events, self.events)
+        if variant == "h":
+            return min(self.llm_events, self.events)
         return self.events
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """What one run varies: sizes, the workload's shape, and the latency pass's rate."""
+
+    events: int
+    batch_size: int
+    processes: int = 1
+    users: int = 0  # 0: the session's option
+    distinct_variants: int = 0  # 0: the session's option
+    latency_rate: float | None = None  # None: the throughput pass
+    profile: str = ""
+
+
+@dataclass
+class Feed:
+    """What a run reads: its stream key (None for Celery) and how many entries it must
+    drain; for variant h also the stream's name without the key's {hash tag}, the fields
+    its consumers' specs get, and in a latency pass the events to publish."""
+
+    stream: str | None
+    expected: int
+    stream_name: str | None = None
+    spec_fields: dict[str, Any] = field(default_factory=dict)
+    paced: Iterator[dict[str, str | bytes]] | None = None

@@ -70,6 +70,8 @@ class ChildSpec:
     profile: str  # "", "cprofile" or "py-spy"
     profile_file: str
     names: RunNames
+    llm_url: str = ""  # h: the scripted LLM server ("" = the same consumer without an LLM)
+    key_hash_tag: str = ""  # h: every pomocore key of the run under {tag} (cleaned up by it)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -104,17 +106,22 @@ class ChildReport:
         return cls(**json.loads(path.read_text()))
 
 
-def latency_file(result_file: Path) -> Path:
-    return Path(str(result_file) + ".lat")
+def latency_file(result_file: Path, group: str = "") -> Path:
+    return Path(str(result_file) + ".lat" + (f".{group}" if group else ""))
 
 
-def write_latencies(result_file: Path, latencies: array[float]) -> None:
+def write_latencies(
+    result_file: Path, latencies: array[float], groups: dict[str, array[float]] | None = None
+) -> None:
     latency_file(result_file).write_bytes(latencies.tobytes())
+    for group, values in (groups or {}).items():
+        latency_file(result_file, group).write_bytes(values.tobytes())
 
 
-def read_latencies(result_file: Path) -> list[float]:
-    """Per-event latencies in ms a child wrote (none outside a latency pass)."""
-    path = latency_file(result_file)
+def read_latencies(result_file: Path, group: str = "") -> list[float]:
+    """Per-event latencies in ms a child wrote (none outside a latency pass), all of them
+    or those of one group (variant h)."""
+    path = latency_file(result_file, group)
     if not path.exists():
         return []
     values = array("d")

@@ -244,6 +244,7 @@ def print_table(out: dict[str, Any]) -> None:
         for r in sweep_rows:
             print(_sweep_line(sweep, r))
     _print_scaling(out.get("process_scaling", {}))
+    _print_llm(out.get("llm") or {})
 
 
 def _table_line(v: str, row: dict[str, Any]) -> str:
@@ -285,3 +286,39 @@ def _print_scaling(scaling_by_variant: dict[str, dict[str, Any]]) -> None:
                 f"    {n} vs 1: {point['ratio']:.2f}x measured, CPU ceiling"
                 f" {point['ceiling_ratio']:.2f}x (set by {point['limited_by']})"
             )
+
+
+def _print_llm(llm: dict[str, Any]) -> None:
+    """Variant h: what the LLM path costs (benchmarks/llm_path.py)."""
+    if not llm:
+        return
+    st = llm["settings"]
+    print(
+        f"\nLLM path (h): scripted server {st['llm_latency_ms']:.0f} ms/call,"
+        f" {st['llm_error_rate']:.0%} HTTP 500;"
+        f" {st['unknown_share']:.0%} of events from unknown apps/hosts"
+    )
+    for name in ("first", "repeat"):
+        p = llm[name]
+        print(
+            f"  {name:<7} {fmt(p['events_per_s']):>8} events/s  LLM calls {fmt(p['llm_calls'])}"
+            f" = {fmt(p['calls_per_1k_events'], '.2f')} /1k events,"
+            f" {fmt(p['calls_per_unknown_key'], '.3f')} per distinct unknown key"
+            f" ({fmt(p['distinct_unknown_keys'])}); learned patterns {fmt(p['learned_patterns'])}"
+        )
+    lat = llm.get("latency")
+    if not lat:
+        return
+    print(f"  latency at {fmt(lat['rate'])} events/s, p50 / p99 ms:")
+    for label in ("with_llm", "without_llm"):
+        groups = lat[label]
+        print(
+            f"    {label:<12}"
+            + "".join(
+                f"  {g} {fmt(groups[g]['p50_ms'], '.0f')} / {fmt(groups[g]['p99_ms'], '.0f')}"
+                f" ({groups[g]['events']:,} ev)"
+                for g in ("llm", "patterns")
+            )
+        )
+    added = fmt(lat["patterns_p99_added_ms"], "+.0f")
+    print(f"  events the patterns decide: p99 {added} ms with the LLM than without")

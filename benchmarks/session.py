@@ -17,6 +17,7 @@ unique `pomobench-<id>` prefix and only those are deleted. Nothing is ever flush
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import platform
@@ -25,7 +26,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,18 @@ import redis
 from pymongo import MongoClient
 
 from benchmarks import protocol
+from benchmarks.llm_path import run_llm_path
 from benchmarks.measure import cdf, median, percentile, redis_cpu_s
-from benchmarks.options import MONGO_VARIANTS, SWEEP_VALUES, SWEEP_VARIANTS, VARIANTS, BenchOptions
+from benchmarks.options import (
+    MONGO_VARIANTS,
+    OWN_FLOW_VARIANTS,
+    SWEEP_VALUES,
+    SWEEP_VARIANTS,
+    VARIANTS,
+    BenchOptions,
+    Feed,
+    RunShape,
+)
 from benchmarks.plots import write_plots
 from benchmarks.protocol import ChildReport, ChildSpec, RunNames
 from benchmarks.report import (
@@ -53,19 +64,6 @@ from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 from pomocore.workload import Workload
 
 PUBLISH_CHUNK = 2000
-
-
-@dataclass(frozen=True)
-class RunShape:
-    """What one run varies: sizes, the workload's shape, and the latency pass's rate."""
-
-    events: int
-    batch_size: int
-    processes: int = 1
-    users: int = 0  # 0: the session's option
-    distinct_variants: int = 0  # 0: the session's option
-    latency_rate: float | None = None  # None: the throughput pass
-    profile: str = ""
 
 
 @dataclass
@@ -190,14 +188,12 @@ class Bench:
         names: RunNames,
         total: int,
         rate: float,
-        users: int,
-        dv: int,
+        events: Iterable[dict[str, str | bytes]],
         title: str,
     ) -> None:
-        """Publish `total` events at `rate` per second while the consumers run."""
-        workload = Workload(users=users, distinct_variants=dv, seed=13)
+        """Publish `total` of `events` at `rate` per second while the consumers run."""
         celery = variant == "e"
-        pending = [_jsonable(f) if celery else _flatten(f) for f in workload.events(total)]
+        pending = [_jsonable(f) if celery else _flatten(f) for f in itertools.islice(events, total)]
         app = celery_app(self.redis_url, names.celery_queue) if celery else None
         started = time.perf_counter()
         sent = 0
@@ -223,19 +219,24 @@ class Bench:
                 self.progress.bar(f"{title} @ {rate:,.0f}/s", sent, total, started)
                 time.sleep(0.002)
 
+    def _paced_events(self, shape: RunShape, n: int) -> Iterator[dict[str, str | bytes]]:
+        users = shape.users or self.o.users
+        dv = shape.distinct_variants or self.o.distinct_variants
+        return Workload(users=users, distinct_variants=dv, seed=13).events(n)
+
     # --- one run ---
 
-    def _names(self, variant: str) -> RunNames:
+    def new_names(self, variant: str) -> RunNames:
         self._run_no += 1
         return RunNames.for_run(
             self.prefix, self.session, self._run_no, uses_mongo=variant in MONGO_VARIANTS
         )
 
-    def _cleanup(self, names: RunNames, stream: str | None) -> None:
+    def cleanup(self, names: RunNames, stream: str | None) -> None:
         if stream:
             with contextlib.suppress(Exception):
                 self.r.xgroup_destroy(stream, names.group)
-        self._unlink_matching(f"{names.leaderboard_prefix}:*")
+        self.unlink_matching(f"{names.leaderboard_prefix}:*")
         derived = KeySpace(leaderboard_prefix=names.leaderboard_prefix)  # variant g
         self.r.unlink(
             names.dead_letter_stream,
@@ -257,7 +258,7 @@ class Bench:
                 client.drop_database(names.mongo_db)
                 client.close()
 
-    def _unlink_matching(self, pattern: str) -> None:
+    def unlink_matching(self, pattern: str) -> None:
         batch: list[bytes] = []
         for key in self.r.scan_iter(match=pattern, count=5000):
             batch.append(key)
@@ -286,9 +287,7 @@ class Bench:
         expected = max(1000, int(shape.latency_rate * self.o.latency_seconds))
         return stream, min(shape.events, expected)
 
-    def _specs(
-        self, variant: str, shape: RunShape, names: RunNames, stream: str | None
-    ) -> list[ChildSpec]:
+    def _specs(self, variant: str, shape: RunShape, names: RunNames, feed: Feed) -> list[ChildSpec]:
         suffix = "txt" if shape.profile == "cprofile" else "collapsed"
         profile_file = str(self.o.out.resolve() / f"profile-{variant}.{suffix}")
         return [
@@ -296,7 +295,7 @@ class Bench:
                 variant=variant,
                 redis_url=self.redis_url,
                 mongo_uri=self.mongo_uri,
-                stream=stream,
+                stream=feed.stream_name or feed.stream,
                 consumer=f"bench-{names.run}-{i}",
                 batch_size=shape.batch_size,
                 latency=shape.latency_rate is not None,
@@ -312,35 +311,43 @@ class Bench:
         self, variant: str, shape: RunShape, label: str = ""
     ) -> tuple[RunResult, list[float]]:
         """One run of `variant`: its figures and, in a latency pass, per-event latencies."""
-        names = self._names(variant)
+        names = self.new_names(variant)
         stream, expected = self._run_stream(variant, shape, names)
-        specs = self._specs(variant, shape, names, stream)
         title = label or f"{variant} {VARIANTS[variant][0]}"
-        drained = self._drive(variant, shape, names, stream, expected, specs, title)
-        reports = [ChildReport.read(Path(s.result_file)) for s in specs]
+        result, specs = self.run_on(variant, shape, names, Feed(stream, expected), title)
         latencies = [x for s in specs for x in protocol.read_latencies(Path(s.result_file))]
+        self.cleanup(names, stream)
+        if stream and shape.latency_rate is not None:
+            self.r.unlink(stream)
+        return result, latencies
+
+    def run_on(
+        self, variant: str, shape: RunShape, names: RunNames, feed: Feed, title: str
+    ) -> tuple[RunResult, list[ChildSpec]]:
+        """Run `variant`'s consumers on `feed` (its group created); nothing cleaned up.
+        Returns the figures and the children's specs (their result files)."""
+        specs = [replace(s, **feed.spec_fields) for s in self._specs(variant, shape, names, feed)]
+        drained = self._drive(variant, shape, names, feed, specs, title)
+        reports = [ChildReport.read(Path(s.result_file)) for s in specs]
         result = self._result(variant, shape, names, reports, drained)
         self.progress.done(
             f"{title}: {result.events_per_s:,.0f} events/s, {result.consumer_cpu_us_per_event:.1f}"
             f" µs CPU/event, Redis {result.redis_cpu_us_per_event:.1f} µs/event"
             + ("" if result.drained_exactly else "  ** NOT DRAINED EXACTLY **")
         )
-        self._cleanup(names, stream)
-        if stream and shape.latency_rate is not None:
-            self.r.unlink(stream)
-        return result, latencies
+        return result, specs
 
     def _drive(
         self,
         variant: str,
         shape: RunShape,
         names: RunNames,
-        stream: str | None,
-        expected: int,
+        feed: Feed,
         specs: list[ChildSpec],
         title: str,
     ) -> Drained:
         """Start the consumers, say GO, wait until the run drained, stop them."""
+        stream, expected = feed.stream, feed.expected
         with _children(specs) as children:
             for child in children:
                 protocol.expect(child, "READY", 120)
@@ -349,10 +356,9 @@ class Bench:
             protocol.go(children, t_go)
             started = time.perf_counter()
             if shape.latency_rate is not None:
-                users = shape.users or self.o.users
-                dv = shape.distinct_variants or self.o.distinct_variants
+                events = feed.paced or self._paced_events(shape, expected)
                 rate = shape.latency_rate
-                self._publish_paced(variant, stream, names, expected, rate, users, dv, title)
+                self._publish_paced(variant, stream, names, expected, rate, events, title)
             cpu1 = self._wait_drained(variant, stream, names, expected, title, started, children)
             protocol.stop(children)
             _wait_exited(variant, children)
@@ -507,6 +513,11 @@ def run_bench(o: BenchOptions, command: str = "") -> dict[str, Any]:
         )
         main = _main_runs(bench, o)
         latencies = _latency_runs(bench, o, main) if o.latency else {}
+        llm: dict[str, Any] = {}
+        if "h" in o.variants:  # the LLM path: a flow of its own
+            main["h"], h_latency, llm = run_llm_path(bench, o)
+            if h_latency is not None:
+                latencies["h"] = h_latency
         profile_run = None
         if o.profile:
             shape = RunShape(events=o.events, batch_size=o.batch_size, profile=o.profile)
@@ -522,6 +533,7 @@ def run_bench(o: BenchOptions, command: str = "") -> dict[str, Any]:
             "runs": {v: [asdict(r) for r in rs] for v, rs in main.items()},
             "latency": {v: asdict(lr) for v, lr in latencies.items()},
             "sweeps": sweeps,
+            "llm": llm,
             "process_scaling": process_scaling(sweeps.get("processes", []), machine["nproc"] or 1),
             "profile_run": asdict(profile_run) if profile_run else None,
             "loadavg_at_end": os.getloadavg(),
@@ -542,7 +554,7 @@ def _main_runs(bench: Bench, o: BenchOptions) -> dict[str, list[RunResult]]:
     # not depend on which variant ran in a fast stretch.
     main: dict[str, list[RunResult]] = {}
     for i in range(o.runs):
-        for v in o.variants:
+        for v in (v for v in o.variants if v not in OWN_FLOW_VARIANTS):
             shape = RunShape(o.events_for(v), o.batch_size, o.processes)
             res, _ = bench.run_variant(v, shape, f"{v} {VARIANTS[v][0]} run {i + 1}/{o.runs}")
             main.setdefault(v, []).append(res)
@@ -554,7 +566,7 @@ def _latency_runs(
 ) -> dict[str, LatencyResult]:
     """Per variant, a pass at half of its median throughput: per-event latencies."""
     latencies: dict[str, LatencyResult] = {}
-    for v in o.variants:
+    for v in (v for v in o.variants if v not in OWN_FLOW_VARIANTS):
         rate = 0.5 * median([r.events_per_s for r in main[v]])
         shape = RunShape(o.events_for(v), o.batch_size, o.processes, latency_rate=rate)
         _res, lat = bench.run_variant(v, shape, f"{v} {VARIANTS[v][0]} latency")
@@ -606,4 +618,3 @@ def _run_sweep(bench: Bench, o: BenchOptions, sweep: str) -> list[RunResult]:
         if sweep in ("users", "hit", "rss"):  # a new stream per shape
             bench.drop_streams()
     return results
-

@@ -1,4 +1,4 @@
-"""The variants (a–g): one consumer process each, run by `python -m benchmarks --child`.
+"""The variants (a–h): one consumer process each, run by `python -m benchmarks --child`.
 
     a  ceiling      XREADGROUP COUNT n + XACK through redis-py asyncio + hiredis + uvloop
     b  pomocore     the real consumer (consumers.app.runtime + run_until_stopped), all sinks
@@ -8,6 +8,8 @@
     f  plain        read, classify by dict, aggregate per batch, one Lua script that acks
                     and increments; no validation, no MongoDB (the reference for the bound)
     g  pomocore-derived  c with POMOCORE_LEADERBOARD_MODE=derived
+    h  pomocore-llm b with the LLM against the harness's scripted server, on a workload with
+                    a share of unknown apps/hosts (its session flow: benchmarks/llm_path.py)
 """
 
 from __future__ import annotations
@@ -86,7 +88,7 @@ def child_main(spec: ChildSpec) -> int:
     )
     report.write(Path(spec.result_file))
     if rec.latency:
-        write_latencies(Path(spec.result_file), rec.lat)
+        write_latencies(Path(spec.result_file), rec.lat, rec.lat_groups)
     if profiler is not None:
         _write_profile(profiler, Path(spec.profile_file))
     return 0
@@ -107,7 +109,7 @@ async def _child_async(
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     runners = {"a": _ceiling_runner, "f": _plain_runner}
-    runner = runners.get(spec.variant, _pomocore_runner)  # b, c, g
+    runner = runners.get(spec.variant, _pomocore_runner)  # b, c, g, h
     async with runner(spec, rec) as run:
         state.t_go = await loop.run_in_executor(None, ready_and_wait_go)
         rec.reset_counters()
@@ -282,11 +284,27 @@ async def _plain_runner(spec: ChildSpec, rec: Recorder) -> AsyncIterator[Run]:
         await r.aclose()
 
 
-# --- b, c, g: pomocore ---
+# --- b, c, g, h: pomocore ---
+
+# h: the shared call budget of a deployment that pays for the LLM path (the default, 20 a
+# minute, would make this a benchmark of the budget: keys over it get the no-LLM rule).
+BENCH_LLM_CALLS_PER_MIN = 2000
+
+
+def _llm_settings(spec: ChildSpec) -> dict[str, Any]:
+    """Variant h's settings beyond b's: its keys under a hash tag, the scripted LLM."""
+    if spec.variant != "h":
+        return {}
+    settings: dict[str, Any] = {"key_hash_tag": spec.key_hash_tag}
+    if spec.llm_url:  # else: the same consumer without an LLM (the latency baseline)
+        settings["llm_base_url"] = spec.llm_url
+        settings["llm_api_key"] = "bench"
+        settings["llm_calls_per_min"] = BENCH_LLM_CALLS_PER_MIN
+    return settings
 
 
 def _pomocore_settings(spec: ChildSpec) -> Settings:
-    sinks = ("mongo", "leaderboard") if spec.variant == "b" else ("leaderboard",)
+    sinks = ("mongo", "leaderboard") if spec.variant in "bh" else ("leaderboard",)
     names = spec.names
     return Settings.from_dsn(
         spec.redis_url,
@@ -305,6 +323,7 @@ def _pomocore_settings(spec: ChildSpec) -> Settings:
         derived_refresh_s=1.0,  # several refreshes inside a run: their Redis CPU is counted
         log_format="text",
         log_level="WARNING",
+        **_llm_settings(spec),
     )
 
 
@@ -320,15 +339,77 @@ class AckRecorder(Observer):
         self.rec.acked_ids([entry_id for entry_id, _ in entries])
 
 
+class GroupAckRecorder(AckRecorder):
+    """h's latency pass: also files each entry's latency as "llm" (a key no shipped
+    pattern decides: it waits for the resolver) or "patterns" (decided without it)."""
+
+    def __init__(self, rec: Recorder) -> None:
+        super().__init__(rec)
+        self.engine = Classifier.from_patterns(load_default_pattern_set())
+        self.undecided: dict[tuple[str, str, str], bool] = {}
+
+    def batch_committed(
+        self, outcome: BatchOutcome, elapsed_s: float, entries: Sequence[tuple[str, Any]]
+    ) -> None:
+        now_ms = time.time() * 1000.0
+        for entry_id, fields in entries:
+            group = "llm" if fields is not None and self._undecided(fields) else "patterns"
+            self.rec.latency_group(group, entry_id, now_ms)
+        super().batch_committed(outcome, elapsed_s, entries)
+
+    def _undecided(self, fields: Mapping[bytes, bytes] | list[bytes]) -> bool:
+        if isinstance(fields, list):  # the flat field list of a RESP reply
+            fields = dict(zip(fields[::2], fields[1::2], strict=False))
+        app, url, title = (
+            fields.get(name, b"").decode("utf-8", "replace") for name in (b"app", b"url", b"title")
+        )
+        key = (app, url, title)
+        known = self.undecided.get(key)
+        if known is None:
+            known = self.undecided[key] = not self.engine.classify(*key).decided
+        return known
+
+
+# h: how long a stopping consumer may finish its in-flight LLM requests and learning.
+SETTLE_S = 60.0
+
+
+async def _settle_learning(resolver: Any) -> None:
+    """Let in-flight LLM requests and their learning steps finish before the runtime
+    closes (which cancels them): a consumer that keeps running would finish them, and the
+    repeat pass must read what first sight learned. After the drain, so outside the
+    measured time. (`_tasks`: the resolver has no public way to wait for them.)"""
+    if resolver._tasks:
+        await asyncio.wait(set(resolver._tasks), timeout=SETTLE_S)
+
+
+def _llm_stats(resolver: Any) -> dict[str, Any]:
+    stats = resolver.refresh_stats()
+    return {
+        "calls": stats.calls,
+        "items": stats.items,
+        "verdicts": stats.verdicts,
+        "cache_hits": stats.cache_hits,
+        "coalesced": stats.coalesced,
+        "queued": stats.queued,
+        "learned_patterns": stats.learned_patterns,
+        "errors": dict(stats.errors),
+    }
+
+
 @contextlib.asynccontextmanager
 async def _pomocore_runner(spec: ChildSpec, rec: Recorder) -> AsyncIterator[Run]:
     settings = _pomocore_settings(spec)
     setup_logging(settings.log_format, settings.log_level)
-    async with runtime(settings, AckRecorder(rec)) as rt:
+    grouped = spec.variant == "h" and spec.latency
+    observer = GroupAckRecorder(rec) if grouped else AckRecorder(rec)
+    async with runtime(settings, observer) as rt:
         await rt.redis.ping()
 
         async def run(stop: asyncio.Event) -> None:
             await run_until_stopped(rt, stop)
+            if rt.resolver is not None:
+                await _settle_learning(rt.resolver)
             stats = rt.consumer.stats
             # acknowledged by this consumer = committed + already acknowledged by another
             rec.extra["pomocore_stats"] = {
@@ -344,6 +425,8 @@ async def _pomocore_runner(spec: ChildSpec, rec: Recorder) -> AsyncIterator[Run]
             mongo = getattr(rt.consumer.processor, "mongo", None)
             if mongo is not None:
                 rec.extra["mongo_sink_round_trips"] = mongo.round_trips
+            if rt.resolver is not None:
+                rec.extra["llm_stats"] = _llm_stats(rt.resolver)
 
         yield run
 

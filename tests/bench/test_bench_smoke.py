@@ -1,4 +1,5 @@
-"""Smoke test of the benchmark harness (`python -m benchmarks`): tiny event counts, every variant.
+"""Smoke test of the benchmark harness (`python -m benchmarks`): tiny event counts, every variant
+(the LLM path, h, in a test of its own).
 
 Checks the JSON result schema, that every variant drained exactly (the group read all
 entries and nothing is pending; the consumers acknowledged exactly N), and that a run
@@ -72,7 +73,7 @@ def test_every_variant_drains_exactly_and_reports(
     out = run_bench(options)
 
     written = json.loads((tmp_path / "latest.json").read_text())
-    assert written["summary"].keys() == set(VARIANTS)
+    assert written["summary"].keys() == set(VARIANTS) - {"h"}
     for variant, row in written["summary"].items():
         assert row.keys() >= SUMMARY_KEYS, (variant, SUMMARY_KEYS - row.keys())
         assert row["drained_exactly"], variant
@@ -98,4 +99,55 @@ def test_every_variant_drains_exactly_and_reports(
     assert after == before, after ^ before
     assert client.get("someone-elses-key") == b"keep me"
     client.delete("someone-elses-key")
+    client.close()
+
+
+@pytest.mark.timeout(240)
+def test_llm_variant_counts_calls_and_splits_latency_by_whether_events_wait_for_the_llm(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_server: EmbeddedRedis,
+    mongo_server: EmbeddedMongo,
+) -> None:
+    monkeypatch.setenv("POMOCORE_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("POMOCORE_MONGO_URI", mongo_server.url)
+    client = redis.Redis.from_url(redis_server.url)
+    before = {k for k in client.scan_iter(count=1000)}
+    options = BenchOptions(
+        llm_events=600,
+        runs=1,
+        variants="h",
+        latency=True,
+        latency_seconds=0.3,
+        llm_latency_ms=100,
+        llm_unknown_share=0.3,
+        out=tmp_path,
+        plots=False,
+        quiet=True,
+    )
+    run_bench(options)
+
+    written = json.loads((tmp_path / "latest.json").read_text())
+    assert written["summary"]["h"]["drained_exactly"]
+    llm = written["llm"]
+    for phase in ("first", "repeat"):
+        assert llm[phase]["drained_exactly"], phase
+        assert llm[phase]["distinct_unknown_keys"] > 0, phase
+    assert llm["first"]["llm_calls"] > 0  # the scripted server answered the consumer
+    assert llm["first"]["calls_per_1k_events"] == pytest.approx(
+        llm["first"]["llm_calls"] / 600 * 1000
+    )
+    latency = llm["latency"]
+    for label in ("with_llm", "without_llm"):
+        groups = latency[label]
+        # every acknowledged event is in exactly one group
+        assert groups["llm"]["events"] > 0, label
+        assert groups["patterns"]["events"] > 0, label
+        assert groups["llm"]["events"] + groups["patterns"]["events"] == groups["all"]["events"]
+    # events waiting for a 100 ms model take longer than with no model at all
+    assert latency["with_llm"]["llm"]["p50_ms"] > latency["without_llm"]["llm"]["p50_ms"]
+    assert math.isfinite(latency["patterns_p99_added_ms"])
+
+    after = {k for k in client.scan_iter(count=1000)}
+    assert after == before, after ^ before  # the run's tagged keys are gone too
     client.close()

@@ -231,3 +231,19 @@ async def test_learning_needs_unanimous_verdicts(
     assert await learner.observe({first: "Development"}, {first: ["u"]}) == []
     assert await learner.observe({("Tool", "", "b"): "Design"}) == []
     assert await learner.observe({("Tool", "", "c"): "Development"}) == []
+
+
+async def test_patterns_learned_by_concurrent_requests_are_all_kept(
+    adb: AsyncDatabase[Any], aredis: aioredis.Redis
+) -> None:
+    # The resolver runs one learning step per LLM request, several at once: each must
+    # not overwrite the pattern set another one just saved (found by benchmark h).
+    await _seed_patterns(adb)
+    learner = Learner(aredis, adb, KeySpace(), learn_after=2, min_users=1)
+    apps = [f"Quarkle{i:02d} Studio" for i in range(12)]
+    batches = [{(app, "", f"t{i}"): "Development" for i in range(2)} for app in apps]
+    learned = await asyncio.gather(*(learner.observe(b, dict.fromkeys(b, ("u1",))) for b in batches))
+    assert sorted(p.pattern for ps in learned for p in ps) == sorted(apps)
+    stored = await load_or_seed_patterns(adb)
+    kept = {p.text for p in stored.get("Development").app_patterns if p.learned}
+    assert kept == set(apps)
