@@ -242,7 +242,10 @@ async def test_patterns_learned_by_concurrent_requests_are_all_kept(
     learner = Learner(aredis, adb, KeySpace(), learn_after=2, min_users=1)
     apps = [f"Quarkle{i:02d} Studio" for i in range(12)]
     batches = [{(app, "", f"t{i}"): "Development" for i in range(2)} for app in apps]
-    learned = await asyncio.gather(*(learner.observe(b, dict.fromkeys(b, ("u1",))) for b in batches))
+    one_user = ("u1",)
+    learned = await asyncio.gather(
+        *(learner.observe(b, dict.fromkeys(b, one_user)) for b in batches)
+    )
     assert sorted(p.pattern for ps in learned for p in ps) == sorted(apps)
     stored = await load_or_seed_patterns(adb)
     kept = {p.text for p in stored.get("Development").app_patterns if p.learned}
