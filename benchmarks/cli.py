@@ -23,9 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.options import RUNS_DIR, SWEEPS, VARIANTS, BenchOptions
-from benchmarks.protocol import ChildSpec
 from benchmarks.session import run_bench
-from benchmarks.variants import child_main
 
 SIZES = ("events", "slow_events", "mongo_events", "llm_events", "runs")
 
@@ -144,8 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--child"]:  # a consumer process of a run (benchmarks.protocol)
-        return child_main(ChildSpec.from_json(argv[1]))
     options = options_from_args(build_parser().parse_args(argv))
     run_bench(options, command=" ".join(["python -m benchmarks", *argv]))
     return 0

@@ -1,6 +1,6 @@
 """The parent ↔ consumer process protocol of a benchmark run.
 
-The parent starts `python -m benchmarks --child SPEC` (SPEC: a `ChildSpec` as JSON) with
+The parent starts `python -m benchmarks.child SPEC` (SPEC: a `ChildSpec` as JSON) with
 the repository root as its working directory. The child builds everything and prints
 READY; the parent snapshots Redis `INFO cpu` and writes `GO <unix time>`; the child
 consumes until the parent writes `STOP`, then writes its `ChildReport` (JSON) to
@@ -134,7 +134,7 @@ def read_latencies(result_file: Path, group: str = "") -> list[float]:
 
 def spawn_child(spec: ChildSpec) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "benchmarks", "--child", spec.to_json()]
+    cmd = [sys.executable, "-m", "benchmarks.child", spec.to_json()]
     if spec.profile == "py-spy":
         # py-spy is a program of the bench tools, next to this interpreter if not on PATH
         spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")

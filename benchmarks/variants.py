@@ -1,4 +1,4 @@
-"""The variants (a–h): one consumer process each, run by `python -m benchmarks --child`.
+"""The variants (a–h): one consumer process each, run by `python -m benchmarks.child`.
 
     a  ceiling      XREADGROUP COUNT n + XACK through redis-py asyncio + hiredis + uvloop
     b  pomocore     the real consumer (consumers.app.runtime + run_until_stopped), all sinks
