@@ -1,7 +1,6 @@
 """`pomocore classify` and `pomocore patterns load|export|check`.
 
-shell/cli.py (`pomocore`) registers the subcommands and calls these functions; `python -m
-pomocore.classify_cli` runs them standalone (see `main`).
+shell/cli.py (`pomocore`) registers the subcommands and calls these functions.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, TextIO
 
 import orjson
@@ -246,28 +245,6 @@ async def _store_and_announce(settings: Settings, pattern_set: PatternSet) -> in
         await redis.aclose()
 
 
-# --- standalone entry point --------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m pomocore.classify_cli classify|patterns ...` (`pomocore` is the real CLI)."""
-    parser = argparse.ArgumentParser(prog="pomocore")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_classify_parser(sub)
-    add_patterns_parser(sub)
-    args = parser.parse_args(argv)
-    return run_parsed(args)
-
-
-def add_classify_parser(sub: Any) -> None:
-    p = sub.add_parser("classify", help="classify JSONL events (app, title, url) to stdout")
-    p.add_argument("file", nargs="?", help="JSONL input (default stdin)")
-    p.add_argument("--no-llm", action="store_true", help="patterns only")
-    p.add_argument("--patterns", help="use this pattern file instead of MongoDB")
-    p.add_argument("--mongo", action="store_true", help="use the patterns stored in MongoDB")
-    add_pool_arguments(p)
-
-
 def add_pool_arguments(p: argparse.ArgumentParser) -> None:
     """`--workers` / `--pool-threshold` of `classify` (shared with shell/cli.py)."""
     p.add_argument(
@@ -295,28 +272,3 @@ def _bounded_int(lo: int, hi: int) -> Any:
         return value
 
     return parse
-
-
-def add_patterns_parser(sub: Any) -> None:
-    p = sub.add_parser("patterns", help="manage category patterns in MongoDB")
-    p.add_argument("action", choices=PATTERN_ACTIONS)
-    p.add_argument("file", nargs="?", help="pattern file (JSON or TOML)")
-
-
-def run_parsed(args: argparse.Namespace) -> int:
-    if args.command == "classify":
-        settings = Settings.from_env() if args.mongo else None
-        return classify_command(
-            args.file,
-            args.no_llm,
-            sys.stdout,
-            settings=settings,
-            patterns_file=args.patterns,
-            workers=args.workers,
-            pool_threshold=args.pool_threshold,
-        )
-    return patterns_command(args.action, Settings.from_env(), args.file, sys.stdout)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
