@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pymongo import MongoClient
 
 from benchmarks import protocol
-from benchmarks.measure import cdf, median, percentile
+from benchmarks.measure import median, percentile
 from benchmarks.options import BenchOptions, Feed, RunShape
 from benchmarks.report import LatencyResult, RunResult
 from benchmarks.variants import BENCH_LLM_CALLS_PER_MIN
@@ -340,13 +340,4 @@ def _latency_section(
 
 
 def _latency_result(rate: float, lat: list[float]) -> LatencyResult:
-    return LatencyResult(
-        variant="h",
-        rate=rate,
-        events=len(lat),
-        p50_ms=percentile(lat, 0.50),
-        p95_ms=percentile(lat, 0.95),
-        p99_ms=percentile(lat, 0.99),
-        max_ms=lat[-1] if lat else math.nan,
-        cdf=cdf(lat),
-    )
+    return LatencyResult.of("h", rate, lat)

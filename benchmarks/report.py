@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import median
+from benchmarks.measure import cdf, median, percentile
 from benchmarks.options import VARIANTS
 
 
@@ -48,6 +48,20 @@ class LatencyResult:
     p99_ms: float
     max_ms: float
     cdf: list[tuple[float, float]]  # (latency ms, fraction)
+
+    @classmethod
+    def of(cls, variant: str, rate: float, sorted_ms: list[float]) -> LatencyResult:
+        """The percentiles and CDF of latencies already sorted ascending."""
+        return cls(
+            variant=variant,
+            rate=rate,
+            events=len(sorted_ms),
+            p50_ms=percentile(sorted_ms, 0.50),
+            p95_ms=percentile(sorted_ms, 0.95),
+            p99_ms=percentile(sorted_ms, 0.99),
+            max_ms=sorted_ms[-1] if sorted_ms else math.nan,
+            cdf=cdf(sorted_ms),
+        )
 
 
 class Progress:

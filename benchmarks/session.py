@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import os
 import platform
 import shutil
@@ -36,7 +35,7 @@ from pymongo import MongoClient
 
 from benchmarks import protocol
 from benchmarks.llm_path import run_llm_path
-from benchmarks.measure import cdf, median, percentile, redis_cpu_s
+from benchmarks.measure import median, redis_cpu_s
 from benchmarks.options import (
     MONGO_VARIANTS,
     OWN_FLOW_VARIANTS,
@@ -571,16 +570,7 @@ def _latency_runs(
         shape = RunShape(o.events_for(v), o.batch_size, o.processes, latency_rate=rate)
         _res, lat = bench.run_variant(v, shape, f"{v} {VARIANTS[v][0]} latency")
         lat.sort()
-        latencies[v] = LatencyResult(
-            variant=v,
-            rate=rate,
-            events=len(lat),
-            p50_ms=percentile(lat, 0.50),
-            p95_ms=percentile(lat, 0.95),
-            p99_ms=percentile(lat, 0.99),
-            max_ms=lat[-1] if lat else math.nan,
-            cdf=cdf(lat),
-        )
+        latencies[v] = LatencyResult.of(v, rate, lat)
     return latencies
 
 
