@@ -76,8 +76,16 @@ class LLMUnavailable(LLMError):
         self.reason = reason
 
 
+# The longest wait a provider's Retry-After can impose on a model. Longer (up to `inf`,
+# which float() accepts) would close the model until the process restarts; capped, the
+# model is tried again after this long, and the circuit breaker and the reclassifier's
+# queue absorb a provider that is still refusing.
+MAX_RETRY_AFTER_S = 600.0
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), or None."""
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), at most
+    MAX_RETRY_AFTER_S, or None."""
     if not value:
         return None
     value = value.strip()
@@ -91,7 +99,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         seconds = when.timestamp() - (time.time() if now is None else now)
     if seconds != seconds or seconds < 0:  # NaN or in the past
         return 0.0
-    return seconds
+    return min(seconds, MAX_RETRY_AFTER_S)
 
 
 def translate(exc: BaseException) -> LLMError:
@@ -108,7 +116,7 @@ def translate(exc: BaseException) -> LLMError:
         retry_after = parse_retry_after(headers.get("retry-after"))
         if retry_after is None and headers.get("retry-after-ms"):
             try:
-                retry_after = float(headers["retry-after-ms"]) / 1000.0
+                retry_after = parse_retry_after(str(float(headers["retry-after-ms"]) / 1000.0))
             except ValueError:
                 retry_after = None
         if status == 429:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pomocore.classifiers.llm import prompt
 from pomocore.classifiers.llm.circuit import CircuitBreaker
 from pomocore.classifiers.llm.errors import (
+    MAX_RETRY_AFTER_S,
     LLMBadAnswer,
     LLMRateLimited,
     LLMRequestRejected,
@@ -62,6 +63,19 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("-3") == 0.0
     when = parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412500.0)
     assert when == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize(
+    "header", ["inf", "Infinity", "1e309", "99999999", "Fri, 31 Dec 9999 23:59:59 GMT"]
+)
+def test_retry_after_is_capped(header: str) -> None:
+    # An unbounded wait would close the model until the process restarts.
+    assert parse_retry_after(header, now=1445412500.0) == MAX_RETRY_AFTER_S
+
+
+def test_retry_after_ms_header_is_capped_too() -> None:
+    err = translate(_status_error(429, {"retry-after-ms": "inf"}))
+    assert isinstance(err, LLMRateLimited) and err.retry_after_s == MAX_RETRY_AFTER_S
 
 
 def _status_error(status: int, headers: dict[str, str] | None = None) -> openai.APIStatusError:
