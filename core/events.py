@@ -217,6 +217,8 @@ def _plain_event(
         and len(raw_timestamp) <= 64
         and b"_" not in raw_duration
         and b"_" not in raw_timestamp
+        and raw_duration.strip() is raw_duration  # (the same object when nothing to strip)
+        and raw_timestamp.strip() is raw_timestamp
         and (session is None or (0 < len(session) <= 18 and session.isdigit()))
         and (minutes is None or (0 < len(minutes) <= 18 and minutes.isdigit()))
     )
@@ -315,8 +317,9 @@ def _number(fields: dict[bytes, bytes], name: str) -> float:
     raw = _raw(fields, name)
     if raw is None:
         raise RejectedEvent(MISSING_FIELD, name)
-    # float() also takes "1_000"; Go's ParseFloat (the old service) does not.
-    if len(raw) > 64 or b"_" in raw:
+    # float() also takes "1_000" and " 5 "; Go's ParseFloat (the old service) takes
+    # neither, and the contract's numbers carry no spaces.
+    if len(raw) > 64 or b"_" in raw or raw.strip() != raw:
         raise RejectedEvent(INVALID_NUMBER, name)
     try:
         value = float(raw)
