@@ -8,6 +8,7 @@ file named by the same variable with a `_FILE` suffix; setting both is an error.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 import zoneinfo
@@ -145,6 +146,10 @@ class Settings:
     metrics_port: int = _setting(
         0, "Prometheus /metrics, /healthz, /readyz port (0 = off)", lo=0, hi=65535
     )
+    metrics_host: str = _setting(
+        "0.0.0.0",
+        "address /metrics and the probes bind to (an IP; 127.0.0.1 = this host only)",
+    )
     liveness_timeout_s: float = _setting(
         60.0,
         "/healthz fails when the event loop, or a lane past its step's own timeout, "
@@ -235,6 +240,12 @@ class Settings:
             ("mongodb://", "mongodb+srv://")
         ):
             raise ConfigError("POMOCORE_MONGO_URI", "must start with mongodb:// or mongodb+srv://")
+        try:
+            ipaddress.ip_address(self.metrics_host)
+        except ValueError:
+            raise ConfigError(
+                "POMOCORE_METRICS_HOST", f"must be an IP address, got {self.metrics_host!r}"
+            ) from None
         if self.log_format not in ("json", "text"):
             raise ConfigError(
                 "POMOCORE_LOG_FORMAT", f"must be json or text, got {self.log_format!r}"

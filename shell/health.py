@@ -46,7 +46,6 @@ log = logging.getLogger("pomocore.health")
 # timeouts (deploy/k8s/deployment.yaml: 5 s; the Dockerfile's HEALTHCHECK: 10 s); also
 # each client's socket timeout, so a check that hung is over by the next probe.
 PROBE_TIMEOUT_S = 3.0
-BIND_HOST = "0.0.0.0"
 
 Checks = dict[str, str]
 
@@ -166,7 +165,7 @@ class OpsServer:
         draining: Callable[[], bool] = lambda: False,
         overdue: Callable[[], dict[str, float]] = dict,
         unavailable: Callable[[], str | None] | None = None,
-        host: str = BIND_HOST,
+        host: str = "0.0.0.0",
     ) -> None:
         self.registry = registry
         self.probes = probes
@@ -323,6 +322,7 @@ def start_consumer_ops(
         draining=lambda: stop.is_set() or bool(rt.consumer.draining),
         overdue=rt.liveness.overdue if rt.liveness is not None else dict,
         unavailable=rt.unavailable,
+        host=settings.metrics_host,
     ).start()
     return ConsumerOps(server, sampler)
 
@@ -346,6 +346,7 @@ class SupervisorOps:
             Probes(self.settings),
             draining=draining,
             overdue=lambda: {} if alive() else {"consumer processes": 0.0},
+            host=self.settings.metrics_host,
         ).start()
         self.ops = ConsumerOps(server, sampler)
 

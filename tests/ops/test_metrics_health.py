@@ -20,7 +20,13 @@ from pomocore.consumers.app import run_until_stopped, runtime
 from pomocore.core.logs import JsonFormatter, TextFormatter, fingerprint
 from pomocore.core.settings import Settings
 from pomocore.embedded import free_port
-from pomocore.health import Probes, check_command, consumer_observer, start_consumer_ops
+from pomocore.health import (
+    Probes,
+    SupervisorOps,
+    check_command,
+    consumer_observer,
+    start_consumer_ops,
+)
 from tests.support.http_client import http_get
 from tests.support.processes import run_cli, server_env, spawn_consumer
 from tests.support.streams import is_drained, now_fields, publish
@@ -249,3 +255,30 @@ def test_sample_ids_and_entry_ms() -> None:
     ids = pm.sample_ids(entries, 32)
     assert len(ids) == 32 and ids[0] == "1000-0" and ids[-1] == "1099-0"
     assert pm.entry_ms("1700000000123-7") == 1700000000123
+
+
+@pytest.mark.parametrize(
+    ("host", "reachable_on_other_address"), [("127.0.0.1", False), ("0.0.0.0", True)]
+)
+def test_the_ops_server_binds_to_the_configured_address(
+    settings: Settings, host: str, reachable_on_other_address: bool
+) -> None:
+    """POMOCORE_METRICS_HOST: 127.0.0.1 keeps /metrics and the probes on this host only."""
+    ops = SupervisorOps(dataclasses.replace(settings, metrics_port=free_port(), metrics_host=host))
+    ops.start(draining=lambda: False, alive=lambda: True)
+    try:
+        server = ops.ops.server
+        assert server is not None
+        assert server.httpd.server_address[0] == host
+        # 127.0.0.2 is loopback too, but a socket bound to 127.0.0.1 does not answer on it.
+        status = _status_or_none(f"http://127.0.0.2:{server.port}/healthz")
+        assert (status == 200) is reachable_on_other_address
+    finally:
+        ops.close()
+
+
+def _status_or_none(url: str) -> int | None:
+    try:
+        return http_get(url)[0]
+    except OSError:
+        return None
