@@ -1,5 +1,5 @@
 """A clone with nothing beside it is the whole project: no test, module, script or make
-target may read a path above the repository root (`../shared` once made `make test` pass
+target may read a path above the repository root (a folder beside the clone once made `make test` pass
 only where CI happened to have that folder beside the clone)."""
 
 from __future__ import annotations
@@ -66,11 +66,11 @@ def test_nothing_reads_above_the_repository_root() -> None:
 @pytest.mark.parametrize(
     ("relative", "text", "escaping"),
     [
-        ("tests/x/test_a.py", 'Path(__file__).resolve().parents[3] / "shared"', True),
+        ("tests/x/test_a.py", 'Path(__file__).resolve().parents[3] / "beside"', True),
         ("tests/x/test_a.py", 'Path(__file__).resolve().parents[1] / "data"', False),
         ("tests/test_a.py", "Path(__file__).resolve().parent.parent.parent", True),
         ("tests/test_a.py", "Path(__file__).resolve().parent.parent", False),
-        ("Makefile", "cp ../shared/data/x.jsonl tests/", True),
+        ("Makefile", "cp ../beside/data/x.jsonl tests/", True),
         ("Makefile", "cp tests/data/x.jsonl .data/", False),
         ("a.py", "open(os.path.join(os.pardir, 'x'))", True),
     ],
