@@ -1,6 +1,6 @@
 """A clone with nothing beside it is the whole project: no test, module, script or make
-target may read a path above the repository root (a folder beside the clone once made `make test` pass
-only where CI happened to have that folder beside the clone)."""
+target may read a path above the repository root (a folder beside the clone once made
+`make test` pass only where CI happened to have that folder)."""
 
 from __future__ import annotations
 
