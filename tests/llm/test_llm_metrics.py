@@ -223,5 +223,7 @@ async def test_a_consumer_exports_the_llm_path_on_metrics(
     assert delta("pomocore_llm_learned_patterns_total") == learned >= 1
     assert value(after, "pomocore_llm_queue_depth") == 0
     remaining = value(after, "pomocore_llm_budget_remaining", resource="calls")
-    assert remaining in (200 - fallback_llm.calls, 200)  # or a new minute began
+    # The budget counts per clock minute: calls that straddle a minute boundary
+    # leave only the later minute's calls counted (seen in CI: 199 after 11 calls).
+    assert 200 - fallback_llm.calls <= remaining <= 200
     assert value(after, "pomocore_llm_circuit_state") in (0, 1, 2)
