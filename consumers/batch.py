@@ -5,7 +5,8 @@ The commit order (quix-streams' checkpoint rule):
     1. validate every entry; rejected ones become dead letters
     2. classify the distinct (app, url, title) keys: patterns, then the LLM
     3. flush the MongoDB sink: documents durable (idempotent writes); a usage log that
-       was already there keeps its category, and the event's increments follow it
+       was already there keeps its category, and the event's increments follow it; an
+       event whose producer-supplied id the ownership check refuses becomes a dead letter
     4. commit: one Redis script acknowledges the entries and applies leaderboard
        increments, dead letters and session scores for exactly the entries it acknowledged
 
@@ -30,7 +31,7 @@ from pomocore.core.events import Event, fields_dict, parse_checked, parse_plain,
 from pomocore.core.observer import BatchOutcome, Observer, observed
 from pomocore.core.settings import Settings
 from pomocore.sinks.commit import Committer
-from pomocore.sinks.mongo import MongoSink
+from pomocore.sinks.mongo import MongoOutcome, MongoSink
 from pomocore.sinks.plan import CommitPlan, DeadLetter, IncrementBuilder
 
 Fields = dict[bytes, bytes] | list[bytes]
@@ -157,11 +158,14 @@ class BatchProcessor:
         finally:
             lock.release()
         if self.mongo is not None and mongo_batch is not None:
-            stored = await observed(
+            written = await observed(
                 self.observer, "mongo", "bulk_write", self.mongo.write(mongo_batch)
             )
-            if stored:  # usage logs written before (a retry, another consumer) decide
-                decisions = _keep_stored(decisions, stored)
+            if written.stored or written.rejected:
+                # usage logs written before (a retry, another consumer) decide; events
+                # refused by the ownership check leave the batch as dead letters
+                decisions = _keep_stored(decisions, written.stored)
+                decisions = _drop_rejected(batch, decisions, written, entries)
                 pairs = list(zip(batch.accepted, decisions, strict=True))
                 plan = self._plan(batch, pairs)
         outcome = await self.commit(batch, pairs, plan)
@@ -242,6 +246,29 @@ def _keep_stored(decisions: list[Decision], stored: dict[int, str]) -> list[Deci
     for index, category in stored.items():
         out[index] = replace(out[index], category=category)
     return out
+
+
+def _drop_rejected(
+    batch: ValidatedBatch,
+    decisions: list[Decision],
+    written: MongoOutcome,
+    entries: Sequence[Entry],
+) -> list[Decision]:
+    """Move the events the ownership check refused from `batch.accepted` to its dead
+    letters (with their entries' original fields); returns the remaining decisions."""
+    if not written.rejected:
+        return decisions
+    rejected = {batch.accepted[i].entry_id: r for i, r in written.rejected.items()}
+    for entry_id, fields in entries:
+        why = rejected.get(entry_id)
+        if why is not None and fields is not None:
+            as_dict = fields_dict(fields) if isinstance(fields, list) else fields
+            batch.dead_letters.append(
+                DeadLetter(entry_id, as_dict, why.reason, why.field, why.detail)
+            )
+    keep = [i for i in range(len(batch.accepted)) if i not in written.rejected]
+    batch.accepted = [batch.accepted[i] for i in keep]
+    return [decisions[i] for i in keep]
 
 
 def _users_of(keys: Sequence[ClassKey], events: Sequence[Event]) -> dict[ClassKey, list[str]]:

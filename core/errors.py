@@ -5,6 +5,8 @@
     ├── RejectedEvent          one stream entry fails validation (goes to the dead-letter stream)
     ├── SinkError              a sink could not make a batch durable; nothing is acknowledged
     │   ├── MongoWriteError    MongoDB refused or failed a write (not a duplicate key)
+    │   ├── DocumentChanged    a document a producer named changed between its check and
+    │   │                      its guarded write; the retry's check decides
     │   └── Backpressure       a dependency asks us to slow down; carries retry_after_s
     ├── CommitError            the acknowledge-and-increment script failed
     │   └── CommitNotApplied   it applied nothing; the batch stays pending (also a SinkError:
@@ -52,6 +54,14 @@ class SinkError(PomocoreError):
 
 class MongoWriteError(SinkError):
     """MongoDB failed a write for a reason other than "already written" (duplicate key)."""
+
+
+class DocumentChanged(SinkError):
+    """A document named by a producer-supplied id (`pomodoroUsageLogId`,
+    `categorizedDataId`) changed between the batch's ownership check and its write: the
+    write, which carries the checked owner in its filter, matched nothing (or an insert
+    met a document created meanwhile). Nothing was written to that document; the batch
+    is retried, and the retry's check decides (a dead letter, or the document as now)."""
 
 
 class Backpressure(SinkError):

@@ -26,6 +26,9 @@ INVALID_BOOL: Final = "invalid_bool"  # isEnd not true/false/1/0
 INVALID_DATE: Final = "invalid_date"  # sessionDate not YYYY-MM-DD / RFC 3339
 INVALID_OBJECT_ID: Final = "invalid_object_id"  # not 24 hex digits
 MAX_DELIVERIES: Final = "max_deliveries"  # delivered too often (poison message)
+# Ownership of producer-supplied ids (docs/contract.md, "Ids supplied by the producer"):
+FOREIGN_DOCUMENT: Final = "foreign_document"  # pomodoroUsageLogId names another user's log
+UNKNOWN_DOCUMENT: Final = "unknown_document"  # pomodoroUsageLogId names no existing log
 
 REASONS: Final = (
     MISSING_FIELD,
@@ -39,6 +42,8 @@ REASONS: Final = (
     INVALID_DATE,
     INVALID_OBJECT_ID,
     MAX_DELIVERIES,
+    FOREIGN_DOCUMENT,
+    UNKNOWN_DOCUMENT,
 )
 
 # The fields of an entry that CONTRACT §1 defines; any other field is ignored.

@@ -5,23 +5,28 @@ entry_id, stream, consumer), see sinks/commit.py.
 
 Replay puts a dead letter back on the input stream after a fix, in one script per entry
 (XADD to the input stream + XDEL from the dead-letter stream: never both or neither
-half-done). The replayed entry carries `pomodoroUsageLogId` = the usage-log id of the
-original entry (unless it had one): a `max_deliveries` entry may already have written
-its usage log before its consumer crashed, and the replay then updates that document
-instead of adding a second one. Its leaderboard increments were never applied (they are
-applied only together with the acknowledgement), so the replay applies them once.
+half-done). A `max_deliveries` entry may already have written its usage log before its
+consumer crashed: when that document exists in MongoDB and names the entry's user, the
+replayed entry carries its id as `pomodoroUsageLogId` (unless it had one), and the replay
+updates that document instead of adding a second one. Only then: a producer-supplied id
+never creates a usage log (docs/guarantees.md, "Ownership of producer-supplied ids"), so
+an id pinned to a document that does not exist would be dead-lettered again as
+`unknown_document`. Its leaderboard increments were never applied (they are applied only
+together with the acknowledgement), so the replay applies them once.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 import orjson
+import pymongo
 import redis
+from bson import ObjectId
 
 from pomocore.core.connect import CLI_TIMEOUT_S, sync_redis
 from pomocore.core.ids import stream_tag, usage_log_id
@@ -29,6 +34,10 @@ from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
 
 PAGE = 500
+MONGO_TIMEOUT_MS = 10_000
+
+OwnedLogs = Callable[[Mapping[str, str]], set[str]]
+"""(usage-log id hex -> userId) -> the ids whose document exists and names that user."""
 
 # KEYS[1] dead-letter stream, KEYS[2] input stream; ARGV[1] dead-letter id,
 # ARGV[2] usage-log id to pin ('' = none). Returns the new entry id, or false if gone.
@@ -118,16 +127,68 @@ def pinned_usage_log_id(view: DeadLetterView) -> str:
         return ""
 
 
+def owned_usage_logs(settings: Settings) -> OwnedLogs:
+    """An `OwnedLogs` that asks the usage-log collection, one find by `_id` per page."""
+
+    def owned(wanted: Mapping[str, str]) -> set[str]:
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+            settings.mongo_uri, serverSelectionTimeoutMS=MONGO_TIMEOUT_MS
+        )
+        found: set[str] = set()
+        try:
+            coll = client[settings.mongo_db]["pomodoro_usage_log"]
+            ids = list(wanted)
+            for start in range(0, len(ids), PAGE):
+                page = [ObjectId(i) for i in ids[start : start + PAGE]]
+                for doc in coll.find({"_id": {"$in": page}}, {"userId": 1}):
+                    doc_id = str(doc["_id"])
+                    if doc.get("userId") == wanted.get(doc_id):
+                        found.add(doc_id)
+        finally:
+            client.close()
+        return found
+
+    return owned
+
+
+def _pins(views: list[DeadLetterView], owned: OwnedLogs | None) -> dict[str, str]:
+    """Dead-letter id -> the usage-log id its replay carries: the original entry's, where
+    that document exists and names the entry's user."""
+    if owned is None:
+        return {}
+    wanted: dict[str, str] = {}
+    by_view: dict[str, str] = {}
+    for view in views:
+        pin = pinned_usage_log_id(view)
+        user = view.fields.get(b"userId", b"").decode("utf-8", "replace")
+        if pin and user:
+            wanted[pin] = user
+            by_view[view.id] = pin
+    if not wanted:
+        return {}
+    exists = owned(wanted)
+    return {view_id: pin for view_id, pin in by_view.items() if pin in exists}
+
+
 def replay(
-    client: redis.Redis, keys: KeySpace, reason: str | None = None, limit: int | None = None
+    client: redis.Redis,
+    keys: KeySpace,
+    reason: str | None = None,
+    limit: int | None = None,
+    owned: OwnedLogs | None = None,
 ) -> list[tuple[str, str]]:
-    """Move dead letters back to the input stream; returns (dead-letter id, new entry id)."""
+    """Move dead letters back to the input stream; returns (dead-letter id, new entry id).
+
+    `owned` (None: no MongoDB sink, nothing to pin) says which original usage logs exist.
+    """
     script = client.register_script(REPLAY_SCRIPT)
     done: list[tuple[str, str]] = []
-    for view in list(iter_dead_letters(client, keys, reason, limit)):
+    views = list(iter_dead_letters(client, keys, reason, limit))
+    pins = _pins(views, owned)
+    for view in views:
         new_id = script(
             keys=[keys.dead_letter_key, keys.stream_key],
-            args=[view.id, pinned_usage_log_id(view)],
+            args=[view.id, pins.get(view.id, "")],
         )
         if new_id:
             done.append((view.id, new_id.decode() if isinstance(new_id, bytes) else new_id))
@@ -160,7 +221,8 @@ def dlq_command(
                 out.write(orjson.dumps(view.as_json()).decode() + "\n")
             return 0
         if action == "replay":
-            moved = replay(client, keys, reason, limit)
+            owned = owned_usage_logs(settings) if "mongo" in settings.sinks else None
+            moved = replay(client, keys, reason, limit, owned)
             for old, new in moved:
                 out.write(orjson.dumps({"dead_letter": old, "replayed_as": new}).decode() + "\n")
             out.write(f"replayed {len(moved)} dead letters to {keys.stream_key}\n")
