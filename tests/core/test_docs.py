@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pomocore.core.events import REASONS
 from pomocore.core.settings import markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,3 +61,14 @@ def test_paths_in_docs_and_docstrings_exist() -> None:
         if not names_something(match.group(1))
     ]
     assert not stale, "paths that name nothing in the repository:\n" + "\n".join(stale)
+
+
+def test_every_reason_code_is_in_the_contract_table() -> None:
+    """docs/contract.md's validation table names every dead-letter reason, and no other."""
+    contract = (ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
+    start = contract.index("### Validation and reason codes")
+    table = contract[start : contract.index("Choices where the contract is silent", start)]
+    rows = [line for line in table.splitlines() if line.startswith("| ")][2:]
+    cells = [re.sub(r"\(.*?\)", "", row.split("|")[3]) for row in rows]  # not "(field `app`)"
+    documented = {code for cell in cells for code in re.findall(r"`([a-z0-9_]+)`", cell)}
+    assert documented == set(REASONS)
