@@ -1,5 +1,6 @@
 """Hypothesis-generated entries mixed into valid traffic: no crash, every bad entry
-rejected with a reason, every valid one counted exactly."""
+rejected with a reason, every valid one counted exactly; hostile producers (ids of other
+users' documents) change nothing of anyone else's."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pymongo
 import redis
+from bson import ObjectId
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -19,6 +21,7 @@ from hypothesis import strategies as st
 from pomocore.consumers.batch import validate
 from pomocore.core.events import FIELDS as CONTRACT_FIELDS
 from pomocore.core.events import MAX_DURATION_S, REASONS
+from pomocore.core.ids import stream_tag, usage_log_id
 from pomocore.core.settings import Settings
 from tests.support.consumer import drain
 from tests.support.expected import (
@@ -150,4 +153,77 @@ def test_fuzz_mixed_into_valid_traffic_end_to_end(
     assert_scores_equal(actual_leaderboards(s.redis_url, s.leaderboard_prefix), expected)
     db: Any = pymongo.MongoClient(s.mongo_uri)[s.mongo_db]
     assert db.pomodoro_usage_log.count_documents({}) == len(accepted)
+    assert client.xpending(s.keys.stream_key, s.group)["pending"] == 0
+
+
+# Hostile producers (issue #14 §1): ids that name another user's usage log, no document,
+# the predictable derived id of a future entry, or another key's categorized_data record.
+HOSTILE_KINDS = ("own", "plain", "foreign", "unknown", "future", "foreign_record")
+REJECTED_AS = {
+    "foreign": "foreign_document",
+    "unknown": "unknown_document",
+    "future": "unknown_document",
+}
+
+
+@hsettings(
+    max_examples=4,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.lists(st.sampled_from(HOSTILE_KINDS), min_size=10, max_size=50))
+def test_hostile_producers_mixed_into_valid_traffic_end_to_end(
+    settings: Settings, kinds: list[str]
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    s = dataclasses.replace(
+        settings,
+        stream=f"hostile-{tag}",
+        dead_letter_stream=f"hostile-{tag}:dlq",
+        session_score_stream=f"hostile-{tag}:sessions",
+        leaderboard_prefix=f"lb{tag}",
+        mongo_db=f"hostile_{tag}",
+    )
+    db: Any = pymongo.MongoClient(s.mongo_uri)[s.mongo_db]
+    victims = [f"v{i}" for i in range(3)]
+    logs = {v: db.pomodoro_usage_log.insert_one({"userId": v}).inserted_id for v in victims}
+    record = {"app": "Code", "url": "", "title": "victim.py", "category": "Finance"}
+    record_id = db.categorized_data.insert_one(dict(record)).inserted_id
+    future_ms = int(time.time() * 1000) + 3_600_000
+    events: list[dict[str, Any]] = []
+    for n, kind in enumerate(kinds):
+        victim = victims[n % len(victims)]
+        user = victim if kind in ("own", "plain") else "mallory"
+        fields = now_fields(user, ["Code", "Slack", "Figma"][n % 3], 1.0 + n, title=f"t{n}")
+        if kind in ("own", "foreign"):
+            fields["pomodoroUsageLogId"] = str(logs[victim])
+        elif kind == "unknown":
+            fields["pomodoroUsageLogId"] = str(ObjectId())
+        elif kind == "future":
+            future = usage_log_id(stream_tag(s.keys.stream_key), f"{future_ms + n}-0")
+            fields["pomodoroUsageLogId"] = str(future)
+        elif kind == "foreign_record":
+            fields["categorizedDataId"] = str(record_id)
+        events.append(fields)
+    ids = publish(s.redis_url, s.keys.stream_key, events)
+
+    asyncio.run(drain(s))
+
+    client = redis.Redis.from_url(s.redis_url)
+    dead = {
+        f[b"dlq.entry_id"].decode(): f[b"dlq.reason"].decode()
+        for _, f in client.xrange(s.keys.dead_letter_key)
+    }
+    expected_dead = {i: REJECTED_AS[k] for i, k in zip(ids, kinds, strict=True) if k in REJECTED_AS}
+    assert dead == expected_dead
+    counted = [e for e, k in zip(events, kinds, strict=True) if k not in REJECTED_AS]
+    expected = reference_leaderboards(
+        zip(counted, categories_of(counted), strict=True), s.timezone, s.leaderboard_prefix
+    )
+    assert_scores_equal(actual_leaderboards(s.redis_url, s.leaderboard_prefix), expected)
+    for victim, log_id in logs.items():  # each victim's log is still theirs
+        assert db.pomodoro_usage_log.find_one({"_id": log_id})["userId"] == victim
+    assert db.categorized_data.find_one({"_id": record_id}) == {"_id": record_id, **record}
+    mallory = db.pomodoro_usage_log.count_documents({"userId": "mallory"})
+    assert mallory == kinds.count("foreign_record")  # counted under her own key's record
     assert client.xpending(s.keys.stream_key, s.group)["pending"] == 0
