@@ -310,14 +310,15 @@ class MongoSink:
         )
         owners: dict[str, tuple[object, ...]] = {}  # supplied categorized id -> its key
         for index, event, decision in batch.upstream:
-            stored_log = logs.get(event.usage_log_id) if event.usage_log_id else None
             if event.usage_log_id:
+                stored_log = logs.get(event.usage_log_id)
                 verdict = usage_verdict(stored_log, event)
                 if verdict in (FOREIGN_DOCUMENT, UNKNOWN_DOCUMENT):
                     out.rejected[index] = _rejection(verdict, event.usage_log_id)
                     continue
-                if verdict == WRITTEN:  # this entry wrote it: the stored category decides
-                    category = stored_log.get("category") if stored_log else None
+                if verdict == WRITTEN and stored_log is not None:
+                    # this very entry wrote it: nothing to write, its category decides
+                    category = stored_log.get("category")
                     if category in CATEGORY_SET and category != decision.category:
                         out.stored[index] = str(category)
                     continue

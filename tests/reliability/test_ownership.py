@@ -78,7 +78,7 @@ async def test_hostile_producers_are_dead_lettered_and_the_rest_of_the_batch_cou
     squat = str(usage_log_id(stream_tag(key), future_id))
     burst = [
         now_fields("alice", "Code", 30.0, title="mine.py", pomodoroUsageLogId=alices),
-        now_fields("mallory", "Code", 500.0, pomodoroUsageLogId=bobs),
+        now_fields("mallory", "Code", 500.0, pomodoroUsageLogId=bobs, isEnd="true", session=3),
         now_fields("mallory", "Steam", 700.0, pomodoroUsageLogId=str(ObjectId())),
         now_fields("mallory", "Figma", 900.0, pomodoroUsageLogId=squat),
         now_fields("bob", "Slack", 12.0),
@@ -110,6 +110,8 @@ async def test_hostile_producers_are_dead_lettered_and_the_rest_of_the_batch_cou
     doc = db.pomodoro_usage_log.find_one({"_id": ObjectId(squat)})
     assert (doc["userId"], doc["duration"]) == ("alice", 45.0)
     _assert_counted(settings, [burst[0], burst[4], later])  # no key holds mallory
+    sessions = redis.Redis.from_url(settings.redis_url).xrange(settings.keys.session_score_key)
+    assert sessions == []  # mallory's rejected session end scored nothing
     assert len(dead_letters(settings)) == 3
     assert is_drained(settings)
 
