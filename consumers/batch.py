@@ -18,6 +18,7 @@ written, and step 4 applies each entry's effects exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -135,28 +136,100 @@ class BatchProcessor:
                 by_key.update(await self.resolver.resolve(undecided, users))
 
     async def process(
-        self, entries: Sequence[Entry], extra_dead: Sequence[DeadLetter] = ()
+        self,
+        entries: Sequence[Entry],
+        extra_dead: Sequence[DeadLetter] = (),
+        *,
+        counted: bool = False,
     ) -> BatchOutcome:
-        lock = self.compute_lock
-        await lock.acquire()
+        """Validate, classify, write and commit `entries` (see the module docstring).
+
+        A batch whose keys the patterns all decide is one stage. A batch with undecided
+        keys is two: the events the patterns decided, with the dead letters, are written
+        and committed while the LLM is asked about the rest, which follow once it answers.
+        Each stage is exactly once on its own; a retry of the whole batch finds the first
+        stage's entries acknowledged and commits only what is still pending.
+
+        `counted`: the entries were counted as read already (the rest of a batch whose
+        first stage `process_decided` committed).
+        """
+        read = 0 if counted else len(entries) + len(extra_dead)
+        outcome, _ = await self._process(entries, extra_dead, read, defer=False)
+        return outcome
+
+    async def process_decided(
+        self, entries: Sequence[Entry], extra_dead: Sequence[DeadLetter] = ()
+    ) -> tuple[BatchOutcome, list[Entry]]:
+        """The first stage alone: commit the events the patterns decide (and the dead
+        letters), and return the entries whose key waits for the LLM, uncommitted (still
+        pending) for the caller to `process` later, so that reading goes on meanwhile
+        (issue #15 §6: events the patterns decide never wait behind the LLM)."""
+        read = len(entries) + len(extra_dead)
+        return await self._process(entries, extra_dead, read, defer=True)
+
+    async def _process(
+        self, entries: Sequence[Entry], extra_dead: Sequence[DeadLetter], read: int, *, defer: bool
+    ) -> tuple[BatchOutcome, list[Entry]]:
+        started = time.perf_counter()
+        await self.compute_lock.acquire()
         try:
             batch = await self._validate(entries)
             batch.dead_letters.extend(extra_dead)
             event_keys = list(map(class_key, batch.accepted))
             keys = list(dict.fromkeys(event_keys))
             by_key = dict(zip(keys, self.classifier.classify_many(keys), strict=True))
-            if self.resolver is not None and not all(d.decided for d in by_key.values()):
-                lock.release()  # the LLM is a network wait: let the other lanes compute
-                try:
-                    await self._ask_llm(by_key, batch.accepted)
-                finally:
-                    await lock.acquire()
+        except BaseException:
+            self.compute_lock.release()
+            raise
+        if self.resolver is None or all(d.decided for d in by_key.values()):
             decisions = list(map(by_key.__getitem__, event_keys))
+            outcome = await self._stage(batch, decisions, read, entries)
+            self.observer.batch_committed(outcome, time.perf_counter() - started, entries)
+            return outcome, []
+        decided, waiting = _split(batch, event_keys, by_key)
+        if defer:
+            first = await self._stage(decided, _decisions(decided, by_key), read, entries)
+            self._observe(first, started, entries, decided)
+            return first, _entries_of(entries, waiting)
+        # The LLM is a network wait: the first stage (and the other lanes) go on meanwhile.
+        self.compute_lock.release()
+        asking = asyncio.create_task(self._ask_llm(by_key, waiting.accepted))
+        try:
+            await self.compute_lock.acquire()
+            first = await self._stage(decided, _decisions(decided, by_key), read, entries)
+            self._observe(first, started, entries, decided)
+        except asyncio.CancelledError:
+            asking.cancel()
+            raise
+        except BaseException:
+            await _settle(asking)  # its answers stay in the resolver's memory for the retry
+            raise
+        await asyncio.shield(asking)
+        await self.compute_lock.acquire()
+        second = await self._stage(waiting, _decisions(waiting, by_key), 0, entries)
+        self._observe(second, started, entries, waiting)
+        first.add(second)
+        return first, []
+
+    async def _stage(
+        self,
+        batch: ValidatedBatch,
+        decisions: list[Decision],
+        read: int,
+        entries: Sequence[Entry],
+    ) -> BatchOutcome:
+        """Build under the compute lock (held on entry, released here), then write the
+        MongoDB documents and commit, without the lock. `entries`: the raw entries the
+        batch came from (their fields go with the events the sink refuses)."""
+        if not (batch.accepted or batch.dead_letters or batch.trimmed):
+            self.compute_lock.release()
+            return BatchOutcome(read=read)  # a batch whose every event waits for the LLM
+        try:
             pairs = list(zip(batch.accepted, decisions, strict=True))
             mongo_batch = self.mongo.build(pairs) if self.mongo is not None and pairs else None
             plan = self._plan(batch, pairs)
         finally:
-            lock.release()
+            self.compute_lock.release()
         if self.mongo is not None and mongo_batch is not None:
             written = await observed(
                 self.observer, "mongo", "bulk_write", self.mongo.write(mongo_batch)
@@ -169,11 +242,19 @@ class BatchProcessor:
                 pairs = list(zip(batch.accepted, decisions, strict=True))
                 plan = self._plan(batch, pairs)
         outcome = await self.commit(batch, pairs, plan)
-        outcome.read = len(entries) + len(extra_dead)
+        outcome.read = read
         outcome.rejected_by_reason = dict(Counter(d.reason for d in batch.dead_letters))
         outcome.sources = dict(Counter(map(_source, decisions)))
         outcome.categories = dict(Counter(map(_category, decisions)))
         return outcome
+
+    def _observe(
+        self, outcome: BatchOutcome, started: float, entries: Sequence[Entry], part: ValidatedBatch
+    ) -> None:
+        """Report one stage of a two-stage batch with the entries it committed."""
+        if part.accepted or part.dead_letters or part.trimmed:
+            mine = _entries_of(entries, part)
+            self.observer.batch_committed(outcome, time.perf_counter() - started, mine)
 
     async def _validate(self, entries: Sequence[Entry]) -> ValidatedBatch:
         """Validate in slices, yielding to the event loop between them.
@@ -231,6 +312,36 @@ class BatchProcessor:
                 outcome.skipped_already_acked = total
                 return outcome
         raise CommitContended(MAX_COMMIT_ATTEMPTS, len(plan.ids))
+
+
+def _split(
+    batch: ValidatedBatch, event_keys: list[ClassKey], by_key: Mapping[ClassKey, Decision]
+) -> tuple[ValidatedBatch, ValidatedBatch]:
+    """The batch's decided events with its dead letters and trimmed ids, and the events
+    whose key waits for the LLM."""
+    decided = ValidatedBatch(dead_letters=batch.dead_letters, trimmed=batch.trimmed)
+    waiting = ValidatedBatch()
+    for event, key in zip(batch.accepted, event_keys, strict=True):
+        (decided if by_key[key].decided else waiting).accepted.append(event)
+    return decided, waiting
+
+
+def _entries_of(entries: Sequence[Entry], part: ValidatedBatch) -> list[Entry]:
+    """The raw entries of `part` (its events, dead letters and trimmed ids), in order."""
+    ids = {e.entry_id for e in part.accepted}
+    ids.update(d.entry_id for d in part.dead_letters)
+    ids.update(part.trimmed)
+    return [entry for entry in entries if entry[0] in ids]
+
+
+def _decisions(batch: ValidatedBatch, by_key: Mapping[ClassKey, Decision]) -> list[Decision]:
+    return list(map(by_key.__getitem__, map(class_key, batch.accepted)))
+
+
+async def _settle(task: asyncio.Task[None]) -> None:
+    """Wait for `task` to end, whatever it raises (the caller has an error of its own)."""
+    with contextlib.suppress(BaseException):
+        await asyncio.shield(task)
 
 
 def _keep_stored(decisions: list[Decision], stored: dict[int, str]) -> list[Decision]:

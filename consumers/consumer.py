@@ -86,8 +86,15 @@ class StreamConsumer:
         self.reclaimer = Reclaimer(settings, redis)
         self.keeper = BatchKeeper(self.reclaimer)  # keeps the batch in hand fresh
         self.reclaims = reclaims  # scan the group for stale entries (one lane per process)
-        self.held: list[Entry] = []  # a batch abandoned while a dependency was down
-        self.held_dead: list[DeadLetter] = []  # ... and its extra dead letters
+        self.held: list[Entry] = []  # batches abandoned while a dependency was down
+        self.held_dead: list[DeadLetter] = []  # ... and their extra dead letters
+        self.held_tokens: list[int] = []  # ... and their keeper tokens (kept fresh)
+        # Batches whose events wait for the LLM, finished in the background while the
+        # lane reads on (issue #15 §6); at most `llm_waiting_batches` at once.
+        self.waiting: set[asyncio.Task[None]] = set()
+        self.waiting_slots = asyncio.Semaphore(max(1, settings.llm_waiting_batches))
+        self.defers = settings.llm_enabled and settings.llm_waiting_batches > 0
+        self.failed: BaseException | None = None  # a background batch's fatal error
         # What this lane is waiting out (a Redis or sink error it retries), for /readyz;
         # cleared by the next batch committed or entries read.
         self.unavailable: str | None = None
@@ -113,9 +120,20 @@ class StreamConsumer:
             while not stop.is_set():
                 self.heart.beat()
                 await self._step(stop)
+                if self.failed is not None:
+                    raise self.failed
         finally:
             self.draining = True
+            await self._finish_waiting()
             self.heart.stop()
+
+    async def _finish_waiting(self) -> None:
+        """Let the batches waiting for the LLM finish (each is bounded: its LLM deadline,
+        and its retries give up once stopping); a fatal error among them is raised."""
+        if self.waiting:
+            await asyncio.wait(set(self.waiting))
+        if self.failed is not None:
+            raise self.failed
 
     async def _step(self, stop: asyncio.Event) -> None:
         """One turn of the loop: the held batch, a reclaim, or a read and its batch."""
@@ -144,11 +162,14 @@ class StreamConsumer:
     async def _retry_held(self, stop: asyncio.Event) -> None:
         held, self.held = self.held, []
         dead, self.held_dead = self.held_dead, []
+        tokens, self.held_tokens = self.held_tokens, []
         ids = [i for i, _ in held] + [d.entry_id for d in dead]
         pending = await self._with_redis_retry(lambda: self.reclaimer.touch(ids), stop)
         if isinstance(pending, set):
             held = [e for e in held if e[0] in pending]
             dead = [d for d in dead if d.entry_id in pending]
+        for token in tokens:  # `process` holds what is still pending anew
+            self.keeper.release(token)
         if held or dead:
             await self.process(held, stop, dead)
 
@@ -195,19 +216,36 @@ class StreamConsumer:
             raise
 
     async def process(
-        self, entries: list[Entry], stop: asyncio.Event, extra_dead: Sequence[DeadLetter] = ()
+        self,
+        entries: list[Entry],
+        stop: asyncio.Event,
+        extra_dead: Sequence[DeadLetter] = (),
+        *,
+        continuing: bool = False,
     ) -> BatchOutcome | None:
-        """Process one batch, retrying sinks with backoff; while failing, nothing is read."""
+        """Process one batch, retrying sinks with backoff; while failing, nothing is read.
+
+        With the LLM on, events the patterns decide are committed now and the events
+        waiting for the LLM are finished in the background (`_wait_for_llm`), which
+        calls this again `continuing` them: no deferral, and not counted as read twice.
+        """
         batch_id = uuid.uuid4().hex[:12]
         data_error = False
-        self.keeper.hold(entries, extra_dead)
+        token = self.keeper.hold(entries, extra_dead)
+        outcome: BatchOutcome
+        later: list[Entry] = []
         for attempt in range(1, self.settings.mongo_retry_max + 2):
             started = time.perf_counter()
             try:
                 with self.heart.waiting(self.attempt_s):
-                    outcome: BatchOutcome = await _closed_is_transient(
-                        self.processor.process(entries, extra_dead)
-                    )
+                    if self.defers and not continuing:
+                        outcome, later = await _closed_is_transient(
+                            self.processor.process_decided(entries, extra_dead)
+                        )
+                    else:
+                        outcome = await _closed_is_transient(
+                            self.processor.process(entries, extra_dead, counted=continuing)
+                        )
             except Exception as exc:
                 if _fatal_for_batch(exc, batch_id):
                     raise
@@ -231,9 +269,10 @@ class StreamConsumer:
                 continue
             self.unavailable = None
             elapsed = time.perf_counter() - started
-            self.keeper.release()
-            self.stats.add_batch(outcome, elapsed)
-            self.observer.batch_committed(outcome, elapsed, entries)
+            if later:
+                await self._wait_for_llm(later, stop)
+            self.keeper.release(token)
+            self.stats.add_batch(outcome, elapsed)  # the processor reported it to observers
             log.debug(
                 "batch committed",
                 extra={
@@ -253,13 +292,32 @@ class StreamConsumer:
             # MongoDB refused the data: re-read from the pending list, which counts a
             # delivery, so a poison entry ends in the dead-letter stream (max_deliveries).
             self.read_id = OWN_PENDING
-            self.keeper.release()
+            self.keeper.release(token)
         else:
             # The dependency is down: keep the batch and retry it without re-reading, so
             # an outage neither counts deliveries nor lets anything new in. The keeper
             # goes on refreshing it meanwhile (no other consumer takes it over).
-            self.held, self.held_dead = list(entries), list(extra_dead)
+            self.held.extend(entries)
+            self.held_dead.extend(extra_dead)
+            self.held_tokens.append(token)
         return None
+
+    async def _wait_for_llm(self, entries: list[Entry], stop: asyncio.Event) -> None:
+        """Finish `entries` (their events wait for the LLM) in a task of their own, held
+        fresh by the keeper meanwhile. With every slot taken the lane waits for one
+        (backpressure: the LLM's pace bounds how much this lane has in hand)."""
+        await self.waiting_slots.acquire()
+        task = asyncio.create_task(self._finish(entries, stop))
+        self.waiting.add(task)
+        task.add_done_callback(self.waiting.discard)
+
+    async def _finish(self, entries: list[Entry], stop: asyncio.Event) -> None:
+        try:
+            await self.process(entries, stop, continuing=True)
+        except Exception as exc:  # fatal for the lane (see _fatal_for_batch): raised there
+            self.failed = exc
+        finally:
+            self.waiting_slots.release()
 
     async def _with_redis_retry(
         self, op: Any, stop: asyncio.Event, bound_s: float | None = None, *, progress: bool = False

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -223,6 +224,10 @@ def _text(value: Any) -> str:
 REFRESH_ERRORS = (RedisError, OSError, RuntimeError)
 
 
+def _ids(entries: Sequence[Entry], dead: Sequence[DeadLetter]) -> list[str]:
+    return [i for i, _ in entries] + [d.entry_id for d in dead]
+
+
 class BatchKeeper:
     """Keeps the batch one lane holds owned and fresh, on a timer of its own.
 
@@ -242,28 +247,36 @@ class BatchKeeper:
         self.reclaimer = reclaimer
         self.clock = clock
         self.refresh_every_s = reclaimer.settings.reclaim_idle_ms / 4000
-        self.entries: Sequence[Entry] = ()
-        self.dead: Sequence[DeadLetter] = ()
-        self.refreshed_at = 0.0
+        # What the lane holds: its batch in hand, and the batches it finishes in the
+        # background while events wait for the LLM (consumers/consumer.py), by token.
+        self.held: dict[int, tuple[Sequence[Entry], Sequence[DeadLetter]]] = {}
+        self.fresh_at: dict[int, float] = {}  # when each holding was last made fresh
+        self.tokens = itertools.count()
         self.refreshes = 0
         self.failures = 0  # refreshes failed in a row
 
-    def hold(self, entries: Sequence[Entry], dead: Sequence[DeadLetter] = ()) -> None:
-        """This lane now holds `entries` (just delivered, claimed or touched: fresh)."""
-        self.entries, self.dead = entries, dead
-        self.refreshed_at = self.clock()
+    def hold(self, entries: Sequence[Entry], dead: Sequence[DeadLetter] = ()) -> int:
+        """The lane now holds `entries` (just delivered, claimed or touched: fresh); the
+        token releases them."""
+        token = next(self.tokens)
+        self.held[token] = (entries, dead)
+        self.fresh_at[token] = self.clock()
+        return token
 
-    def release(self) -> None:
+    def release(self, token: int) -> None:
         """The batch is acknowledged, or left for its pending list to deliver again."""
-        self.entries, self.dead = (), ()
+        self.held.pop(token, None)
+        self.fresh_at.pop(token, None)
 
     def due(self) -> bool:
-        held = bool(self.entries or self.dead)
-        return held and self.clock() - self.refreshed_at >= self.refresh_every_s
+        oldest = min(self.fresh_at.values(), default=None)
+        return oldest is not None and self.clock() - oldest >= self.refresh_every_s
 
     async def refresh(self) -> None:
-        entries, dead = self.entries, self.dead
-        ids = [i for i, _ in entries] + [d.entry_id for d in dead]
+        """Touch every held entry (one XCLAIM JUSTID); holdings released meanwhile are
+        not made fresh again."""
+        held = dict(self.held)
+        ids = [i for entries, dead in held.values() for i in _ids(entries, dead)]
         started = self.clock()
         try:
             await self.reclaimer.touch(ids)
@@ -274,8 +287,9 @@ class BatchKeeper:
             level = logging.WARNING if self.failures == 1 else logging.DEBUG
             log.log(level, "could not refresh the batch in hand", extra={"error": str(exc)[:200]})
             return
-        if self.entries is entries and self.dead is dead:  # still the same batch
-            self.refreshed_at = started
+        for token in held:
+            if token in self.fresh_at:  # still held
+                self.fresh_at[token] = started
         self.refreshes += 1
         self.failures = 0
 

@@ -32,13 +32,14 @@ MAX_BEAT_PERIOD_S = 1.0
 class Heart:
     """The last sign of life of one loop (the event loop, or a lane)."""
 
-    __slots__ = ("_clock", "beat_at", "bound_until", "name", "stopped")
+    __slots__ = ("_bounds", "_clock", "beat_at", "bound_until", "name", "stopped")
 
     def __init__(self, name: str, clock: Clock = time.monotonic) -> None:
         self.name = name
         self._clock = clock
         self.beat_at = clock()
-        self.bound_until = 0.0  # while in a bounded wait: when that bound passes
+        self.bound_until = 0.0  # while in a bounded wait: when the last bound passes
+        self._bounds: list[float] = []  # the bounds of the waits in progress (tasks of a lane)
         self.stopped = False  # a loop that ended is not stuck
 
     def beat(self) -> None:
@@ -46,14 +47,20 @@ class Heart:
 
     @contextlib.contextmanager
     def waiting(self, bound_s: float) -> Iterator[None]:
-        """Within the block the heart also counts as alive until `bound_s` from now."""
+        """Within the block the heart also counts as alive until `bound_s` from now.
+
+        Blocks may nest and may overlap in time: a lane's loop and the batches it finishes
+        in the background (consumers/consumer.py) share its heart, and it is alive while
+        any of their bounds holds."""
         self.beat()
-        outer = self.bound_until
-        self.bound_until = max(outer, self.beat_at + bound_s)
+        until = self.beat_at + bound_s
+        self._bounds.append(until)
+        self.bound_until = max(self.bound_until, until)
         try:
             yield
         finally:
-            self.bound_until = outer
+            self._bounds.remove(until)
+            self.bound_until = max(self._bounds, default=0.0)
             self.beat()
 
     def stop(self) -> None:

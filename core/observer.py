@@ -53,7 +53,12 @@ class Observer:
     def batch_committed(
         self, outcome: BatchOutcome, elapsed_s: float, entries: Sequence[tuple[str, Any]]
     ) -> None:
-        """After each committed batch, with the stream entries it was read from."""
+        """After each committed batch, with the stream entries it was read from.
+
+        A batch with events waiting for the LLM commits in two stages (the events the
+        patterns decided first, consumers/batch.py): one call per stage, each with the
+        entries that stage committed and the time since the batch's processing began.
+        """
 
     def operation_done(self, backend: str, operation: str, elapsed_s: float) -> None:
         """A backend call finished: ("mongo", "bulk_write"), ("redis", "commit_script")."""
@@ -62,9 +67,7 @@ class Observer:
         """A backend call raised (cancellation is not a failure and is not reported)."""
 
 
-async def observed(
-    observer: Observer, backend: str, operation: str, call: Awaitable[T]
-) -> T:
+async def observed(observer: Observer, backend: str, operation: str, call: Awaitable[T]) -> T:
     """Await `call`, reporting its duration or its error to `observer`."""
     started = time.perf_counter()
     try:

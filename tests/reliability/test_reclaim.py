@@ -143,12 +143,12 @@ async def test_keeper_keeps_a_held_batch_fresh_without_counting_a_delivery(
     try:
         keeper = BatchKeeper(Reclaimer(s, r))
         async with keeper.running():
-            keeper.hold([(i, None) for i in ids])
+            token = keeper.hold([(i, None) for i in ids])
             for _ in range(6):  # three reclaim idles
                 await asyncio.sleep(idle / 2000)
                 assert client.xautoclaim(stream, s.group, "other", idle)[1] == []
             assert keeper.refreshes >= 6
-            keeper.release()
+            keeper.release(token)
             taken: list[bytes] = []
             await wait_until(
                 lambda: bool(taken.extend(client.xautoclaim(stream, s.group, "other", idle)[1]))
