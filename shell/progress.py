@@ -7,6 +7,7 @@ logs stay readable. Always on stderr: stdout keeps the command's report (`--json
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -119,7 +120,11 @@ class Progress:
 
 
 def isatty(stream: TextIO) -> bool:
+    """A terminal that can show a bar: a pseudo-terminal of zero columns (some CI
+    runners, `script` without a size) gets plain lines, as tqdm would draw nothing."""
     try:
-        return stream.isatty()
-    except (AttributeError, ValueError):  # a closed or file-like stream
+        if not stream.isatty():
+            return False
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, ValueError, OSError):  # closed, file-like or no size
         return False

@@ -61,3 +61,18 @@ def test_quiet_and_not_left_write_nothing() -> None:
     with Progress("y", 1, stream=out, leave=False) as p:
         p.advance()
     assert out.getvalue() == ""
+
+
+class SizelessTerminal(io.StringIO):
+    """A stream that says it is a terminal but has no size (a pseudo-terminal that
+    `script` or a CI runner opened without one): tqdm would draw an empty bar there."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_without_a_size_gets_plain_lines() -> None:
+    out = SizelessTerminal()
+    with Progress("dlq replay", 2, unit="entries", stream=out) as p:
+        p.advance(2)
+    assert out.getvalue().startswith("dlq replay: 2/2 entries in ")
