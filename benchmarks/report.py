@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -14,6 +15,7 @@ from typing import Any
 
 from benchmarks.measure import cdf, median, percentile
 from benchmarks.options import VARIANTS
+from pomocore.progress import Progress as TaskProgress
 
 
 @dataclass
@@ -65,36 +67,36 @@ class LatencyResult:
 
 
 class Progress:
-    """One console line per run: a progress bar while it runs, its figures when done."""
+    """One console line per run: its progress while it runs (a bar on a terminal, a plain
+    line every few seconds elsewhere: pomocore.progress), its figures when done."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self._last = 0.0
+        self._run: TaskProgress | None = None
+        self._label = ""
 
     def bar(self, label: str, done: int, total: int, started: float, force: bool = False) -> None:
         if self.quiet:
             return
-        now = time.perf_counter()
-        if not force and now - self._last < 0.2:
-            return
-        self._last = now
-        width = 28
-        filled = int(width * min(done, total) / max(total, 1))
-        rate = done / max(now - started, 1e-9)
-        print(
-            f"\r  {label:<34} {'█' * filled}{'·' * (width - filled)} {done:>9,}/{total:,}"
-            f" {rate:>9,.0f}/s",
-            end="",
-            flush=True,
-        )
+        if self._run is None or label != self._label:
+            self._close_run()
+            self._run = TaskProgress(label, total, unit="events", stream=sys.stdout, leave=False)
+            self._label = label
+        self._run.update(done)
 
     def done(self, text: str) -> None:
+        self._close_run()
         if not self.quiet:
-            print(f"\r  {text:<100}", flush=True)
+            print(f"  {text}", flush=True)
 
     def say(self, text: str) -> None:
         if not self.quiet:
             print(text, flush=True)
+
+    def _close_run(self) -> None:
+        if self._run is not None:
+            self._run.close()
+            self._run = None
 
 
 def write_results(out: dict[str, Any], directory: Path) -> Path:

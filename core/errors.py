@@ -13,7 +13,8 @@
     │       │                  the consumer holds the batch and retries it)
     │       ├── CommitContended    every attempt met an id acknowledged elsewhere
     │       └── WrongKeyType       a key the script writes holds another Redis type
-    └── ClassifierError        patterns or the classifier could not be loaded
+    ├── ClassifierError        patterns or the classifier could not be loaded
+    └── BackendUnavailable     Redis or MongoDB cannot be reached; names the server
 
 Lower-library errors (redis, pymongo, openai) are translated into these where they
 cross into our code, so callers never need to import a driver to catch a failure.
@@ -115,3 +116,18 @@ class WrongKeyType(CommitNotApplied):
 
 class ClassifierError(PomocoreError):
     """Patterns could not be loaded or compiled."""
+
+
+class BackendUnavailable(PomocoreError):
+    """Redis or MongoDB could not be reached (refused, timed out, no server selected).
+
+    `backend` is "Redis" or "MongoDB"; `server` the address it was given, its password
+    removed, so the message can be shown to an operator as it is. The CLI exits 3 on it.
+    """
+
+    def __init__(self, backend: str, server: str, detail: str = "") -> None:
+        tail = f": {detail}" if detail else ""
+        super().__init__(f"{backend} unavailable at {server}{tail}")
+        self.backend = backend
+        self.server = server
+        self.detail = detail

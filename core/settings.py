@@ -3,6 +3,9 @@
 Every setting is validated at start-up; a bad one raises ConfigError naming it. Secrets
 (`POMOCORE_REDIS_URL`, `POMOCORE_MONGO_URI`, `POMOCORE_LLM_API_KEY`) can also come from a
 file named by the same variable with a `_FILE` suffix; setting both is an error.
+The OpenAI SDK's own `OPENAI_API_KEY` and `OPENAI_BASE_URL` stand in for the LLM settings
+when pomocore's are unset (docs/migrating.md). `setting_sources()` says where each value
+came from (`pomocore config`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ KNOWN_SINKS = ("mongo", "leaderboard")
 LEADERBOARD_MODES = ("exact", "derived")
 LLM_LEARN_MODES = ("auto", "approve")
 LLM_SEND_MODES = ("full", "host", "app")
+# Variables of the OpenAI SDK read when pomocore's own (and its `_FILE`) are unset: the Go
+# service, and most OpenAI clients, are configured with them (docs/migrating.md).
+FALLBACK_ENV = {"llm_api_key": "OPENAI_API_KEY", "llm_base_url": "OPENAI_BASE_URL"}
 
 
 def default_consumer_name() -> str:
@@ -196,7 +202,7 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            raw = _read_env(env, f.name)
+            raw, _ = _lookup(env, f.name)
             if raw is not None:
                 values[f.name] = _parse(f, raw)
         for name, value in overrides.items():
@@ -279,7 +285,10 @@ class Settings:
                 "required with POMOCORE_REDIS_CLUSTER=1: the commit script's keys share a slot",
             )
         if self.llm_base_url and not self.llm_base_url.startswith(("http://", "https://")):
-            raise ConfigError("POMOCORE_LLM_BASE_URL", "must be an http:// or https:// URL")
+            raise ConfigError(
+                "POMOCORE_LLM_BASE_URL",
+                "must be an http:// or https:// URL (OPENAI_BASE_URL is read when it is unset)",
+            )
         self._validate_leaderboard_mode()
         self._validate_mongo_timeout()
         self._validate_llm_choices()
@@ -358,20 +367,50 @@ def _field(name: str) -> dataclasses.Field[Any]:
     raise ConfigError(name, "unknown setting")
 
 
-def _read_env(env: Mapping[str, str], name: str) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a setting's value came from: `kind` is default, env, file, fallback or flag;
+    `variable` the environment variable read (`..._FILE` for a file), if any."""
+
+    kind: str
+    variable: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.variable}".strip()
+
+
+def setting_sources(env: Mapping[str, str] | None = None, **overrides: Any) -> dict[str, Source]:
+    """Each setting's source, by the rules `Settings.from_env` reads them with."""
+    env = os.environ if env is None else env
+    out: dict[str, Source] = {}
+    for f in dataclasses.fields(Settings):
+        if overrides.get(f.name) is not None:
+            out[f.name] = Source("flag")
+        else:
+            _, out[f.name] = _lookup(env, f.name)
+    return out
+
+
+def _lookup(env: Mapping[str, str], name: str) -> tuple[str | None, Source]:
+    """The raw value of a setting (None: its default) and where it came from."""
     var = env_name(name)
     direct, path = env.get(var), env.get(var + "_FILE")
     if path is not None and name not in SECRET_SETTINGS:
         raise ConfigError(var + "_FILE", "only secrets can be read from a file")
     if direct is not None and path is not None:
         raise ConfigError(var, f"set either {var} or {var}_FILE, not both")
-    if path is None:
-        return direct
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read().strip()
-    except OSError as exc:
-        raise ConfigError(var + "_FILE", f"cannot read {path}: {exc.strerror}") from exc
+    if direct is not None:
+        return direct, Source("env", var)
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read().strip(), Source("file", var + "_FILE")
+        except OSError as exc:
+            raise ConfigError(var + "_FILE", f"cannot read {path}: {exc.strerror}") from exc
+    fallback = FALLBACK_ENV.get(name)
+    if fallback and env.get(fallback):
+        return env[fallback], Source("fallback", fallback)
+    return None, Source("default")
 
 
 _PARSERS: dict[Any, Callable[[str], Any]] = {
@@ -396,6 +435,8 @@ def markdown_table() -> str:
     for f in dataclasses.fields(Settings):
         default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
         secret = " (or `_FILE`)" if f.name in SECRET_SETTINGS else ""
+        if f.name in FALLBACK_ENV:
+            secret += f", else `{FALLBACK_ENV[f.name]}`"
         shown = f"`{default}`" if default != "" else "—"
         rows.append(f"| `{env_name(f.name)}`{secret} | {shown} | {f.metadata['help']} |")
     return "\n".join(rows)

@@ -7,6 +7,7 @@ subpackage: `pomocore.core` (settings, keys, the event, periods, errors),
 """
 
 from pomocore.core.errors import (
+    BackendUnavailable,
     Backpressure,
     ClassifierError,
     CommitError,
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncLeaderboardReader",
+    "BackendUnavailable",
     "Backpressure",
     "ClassifierError",
     "CommitError",

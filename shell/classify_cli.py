@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import orjson
 from pymongo import AsyncMongoClient
 
+from pomocore import exits
 from pomocore.classifiers.check import check_pattern_set
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.patterns import (
@@ -24,6 +25,7 @@ from pomocore.classifiers.patterns import (
 )
 from pomocore.classifiers.pool import CLI_POOL_THRESHOLD, ClassifierPool
 from pomocore.classifiers.store import publish_change, read_stored_patterns, save_patterns
+from pomocore.cli_format import bounded_int, write_json
 from pomocore.core.connect import CLI_TIMEOUT_S, async_redis
 from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.errors import PomocoreError
@@ -187,38 +189,93 @@ def _patterns_for_classify(
 # --- pomocore patterns -----------------------------------------------------------------
 
 
-def patterns_command(action: str, settings: Settings, path: str | None, out: TextIO) -> int:
-    """`load FILE` stores a pattern file and announces it; `export` prints the stored set;
-    `check [FILE]` reports overlaps and unreachable patterns (exit 1 on any error)."""
+def patterns_command(
+    action: str,
+    settings: Settings,
+    path: str | None,
+    out: TextIO,
+    *,
+    as_json: bool = False,
+    dry_run: bool = False,
+) -> int:
+    """`load FILE` stores a pattern file and announces it (`--dry-run`: checks it, stores
+    nothing); `export` prints the stored set; `check [FILE]` reports overlaps and
+    unreachable patterns (exit 1 on any error). A backend that cannot be reached raises
+    (the CLI's edge says so in one line, exit 3)."""
+    if dry_run and action != "load":
+        print("error: --dry-run goes with patterns load", file=sys.stderr)
+        return 2
     try:
         if action == "load":
             if not path:
                 print("error: patterns load needs a FILE", file=sys.stderr)
                 return 2
-            pattern_set = load_pattern_file(path)
-            version = asyncio.run(_store_and_announce(settings, pattern_set))
-            print(f"loaded {path}: patterns {pattern_set.version}, counter {version}", file=out)
-            return 0
+            return _load(settings, path, out, as_json, dry_run)
         if action == "export":
             stored = asyncio.run(_read_stored(settings)) or load_default_pattern_set()
             out.write(documents_to_json(stored) + "\n")
             return 0
         if action == "check":
             checked = load_pattern_file(path) if path else asyncio.run(_read_stored(settings))
-            return _report(checked or load_default_pattern_set(), out)
+            return _report(checked or load_default_pattern_set(), out, as_json)
     except PomocoreError as exc:
+        if exits.translate(exc, settings.redis_url, settings.mongo_uri) is not None:
+            raise  # MongoDB or Redis unavailable: exit 3 at the edge, not "bad patterns"
         print(f"error: {exc}", file=out)
         return 1
     print(f"error: unknown action {action!r}; choose {', '.join(PATTERN_ACTIONS)}", file=sys.stderr)
     return 2
 
 
-def _report(pattern_set: PatternSet, out: TextIO) -> int:
+def _load(settings: Settings, path: str, out: TextIO, as_json: bool, dry_run: bool) -> int:
+    pattern_set = load_pattern_file(path)
+    counter = None if dry_run else asyncio.run(_store_and_announce(settings, pattern_set))
     findings = check_pattern_set(pattern_set)
-    for f in findings:
-        print(f, file=out)
     errors = sum(f.level == "error" for f in findings)
-    print(f"{errors} error(s), {len(findings) - errors} warning(s)", file=out)
+    doc = {
+        "file": path,
+        "patterns_version": pattern_set.version,
+        "categories": len(pattern_set.entries),
+        "patterns": sum(
+            len(e.app_patterns) + len(e.domain_patterns) + len(e.title_rules)
+            for e in pattern_set.entries
+        ),
+        "errors": errors,
+        "warnings": len(findings) - errors,
+        "dry_run": dry_run,
+        "counter": counter,
+    }
+    if as_json:
+        write_json(doc, out)
+    elif dry_run:
+        print(
+            f"would load {path}: patterns {pattern_set.version}, {doc['categories']} categories, "
+            f"{doc['patterns']} patterns; check: {errors} error(s), {doc['warnings']} "
+            "warning(s); nothing stored (--dry-run)",
+            file=out,
+        )
+    else:
+        print(f"loaded {path}: patterns {pattern_set.version}, counter {counter}", file=out)
+    return 0
+
+
+def _report(pattern_set: PatternSet, out: TextIO, as_json: bool = False) -> int:
+    findings = check_pattern_set(pattern_set)
+    errors = sum(f.level == "error" for f in findings)
+    if as_json:
+        write_json(
+            {
+                "patterns_version": pattern_set.version,
+                "findings": [{"level": f.level, "message": f.message} for f in findings],
+                "errors": errors,
+                "warnings": len(findings) - errors,
+            },
+            out,
+        )
+    else:
+        for f in findings:
+            print(f, file=out)
+        print(f"{errors} error(s), {len(findings) - errors} warning(s)", file=out)
     return 1 if errors else 0
 
 
@@ -249,26 +306,13 @@ def add_pool_arguments(p: argparse.ArgumentParser) -> None:
     """`--workers` / `--pool-threshold` of `classify` (shared with shell/cli.py)."""
     p.add_argument(
         "--workers",
-        type=_bounded_int(0, 64),
+        type=bounded_int(0, 64),
         default=0,
         help="classify big files in N worker processes (0 = inline; pays only with spare cores)",
     )
     p.add_argument(
         "--pool-threshold",
-        type=_bounded_int(1, 100_000_000),
+        type=bounded_int(1, 100_000_000),
         default=CLI_POOL_THRESHOLD,
-        help=f"distinct keys from which --workers is used (default {CLI_POOL_THRESHOLD})",
+        help="distinct keys from which --workers is used",
     )
-
-
-def _bounded_int(lo: int, hi: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi}, got {value}")
-        return value
-
-    return parse

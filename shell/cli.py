@@ -8,13 +8,16 @@ a POMOCORE_* environment variable (see the README); a bad one exits 2 naming it.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from pomocore import __version__, dlq, ops_cli, rebuild
+import shtab
+
+from pomocore import __version__, config_cli, dlq, exits, ops_cli, rebuild, status
 from pomocore.classify_cli import add_pool_arguments, classify_command, patterns_command
-from pomocore.core.errors import ConfigError
+from pomocore.cli_format import HelpFormatter, add_json, bounded_int, logging_parent
 from pomocore.core.logs import setup_logging
 from pomocore.core.settings import Settings
 from pomocore.demo import DemoOptions, run_demo
@@ -47,7 +50,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     extra = {"llm_base_url": args.llm_url} if args.llm_url else {}
-    options = DemoOptions(events=args.events, users=args.users, processes=args.processes)
+    options = DemoOptions(
+        events=args.events, users=args.users, processes=args.processes, as_json=args.json
+    )
     return run_demo(options, extra)
 
 
@@ -68,8 +73,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_patterns(args: argparse.Namespace) -> int:
     if args.action == "learned":
-        return learned_command(_settings(args), args.reject, sys.stdout, approve=args.approve)
-    return patterns_command(args.action, _settings(args), args.file, sys.stdout)
+        return learned_command(
+            _settings(args), args.reject, sys.stdout, approve=args.approve, as_json=args.json
+        )
+    return patterns_command(
+        args.action, _settings(args), args.file, sys.stdout, as_json=args.json, dry_run=args.dry_run
+    )
 
 
 BENCH_MOVED = """\
@@ -92,60 +101,142 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 2
 
 
-def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log-format", choices=("json", "text"), help="POMOCORE_LOG_FORMAT")
-    p.add_argument("--log-level", help="POMOCORE_LOG_LEVEL")
+USAGE_DESCRIPTION = (
+    "Count activity events from a Redis Stream into category leaderboards, exactly once."
+)
+
+USAGE_EPILOG = """\
+start with:
+  pomocore demo                 the whole pipeline on embedded servers, in about a minute
+  pomocore run --processes 2    consume the stream of POMOCORE_REDIS_URL for real
+  pomocore status               is it healthy? lag, consumers, dead letters, LLM
+  pomocore config               the settings in effect, and where each came from
+
+Settings are POMOCORE_* environment variables (README, "Configuration"); the options of
+a command override some of them. `pomocore COMMAND --help` lists a command's options.
+
+exit codes: 0 ok, 1 check failed or not found, 2 usage or configuration error,
+3 Redis or MongoDB unavailable.
+shell completion: eval "$(pomocore completion bash)"   (or zsh)
+"""
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return 0
+
+
+def _use_formatter(parser: argparse.ArgumentParser) -> None:
+    """Every (sub)parser states defaults the same way (subparsers do not inherit it)."""
+    parser.formatter_class = HelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _use_formatter(child)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="pomocore",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="pomocore", description=USAGE_DESCRIPTION, epilog=USAGE_EPILOG
     )
     parser.add_argument("--version", action="version", version=f"pomocore {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="run the long-lived consumer (settings from POMOCORE_*)")
-    run.add_argument("--processes", type=int, help="consumer processes (POMOCORE_PROCESSES)")
-    run.add_argument("--batch-size", type=int, help="entries per read (POMOCORE_BATCH_SIZE)")
-    run.add_argument("--consumer", help="consumer name (POMOCORE_CONSUMER_NAME)")
-    run.add_argument("--metrics-port", type=int, help="POMOCORE_METRICS_PORT")
-    _add_common(run)
-    run.set_defaults(func=cmd_run)
-
-    demo = sub.add_parser("demo", help="publish a synthetic workload and consume it, with summary")
-    demo.add_argument("--events", type=int, default=30_000)
-    demo.add_argument("--users", type=int, default=3_000)
-    demo.add_argument("--processes", type=int, default=1)
-    demo.add_argument("--llm-url", help="an OpenAI-compatible base URL to use as the LLM")
-    demo.set_defaults(func=cmd_demo)
-
-    classify = sub.add_parser("classify", help="classify JSONL (app,title,url) from FILE or stdin")
-    classify.add_argument("file", nargs="?")
-    classify.add_argument("--no-llm", action="store_true", help="patterns only")
-    classify.add_argument("--patterns", help="pattern file instead of the defaults")
-    classify.add_argument("--mongo", action="store_true", help="use the patterns stored in MongoDB")
-    add_pool_arguments(classify)
-    classify.set_defaults(func=cmd_classify)
-
-    patterns = sub.add_parser("patterns", help="manage category patterns in MongoDB")
-    patterns.add_argument("action", choices=("load", "export", "check", "learned"))
-    patterns.add_argument("file", nargs="?", help="pattern file for load")
-    review = patterns.add_mutually_exclusive_group()
-    review.add_argument("--reject", help="with learned: reject this learned or pending pattern")
-    review.add_argument("--approve", help="with learned: make this pending pattern active")
-    patterns.set_defaults(func=cmd_patterns)
-
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
+    common = logging_parent()
+    # In the order a newcomer needs them: try, run, watch, then the tools.
+    _add_run(sub, common)
+    _add_demo(sub)
+    status.register(sub, common)
+    config_cli.register(sub)
+    ops_cli.register(sub, leaderboard_actions=[rebuild.register])  # check, leaderboard, acl
+    dlq.register(sub)  # dlq list|replay|purge
+    _add_patterns(sub)
+    _add_classify(sub)
+    completion = sub.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.set_defaults(func=cmd_completion)
     # Any arguments (the harness's options of old, --help) get the same explanation.
     bench = sub.add_parser(
         "bench", help="how to run the benchmarks (from a checkout)", add_help=False
     )
     bench.set_defaults(func=cmd_bench)
-
-    dlq.register(sub)  # dlq list|replay|purge
-    ops_cli.register(sub, leaderboard_actions=[rebuild.register])  # check, leaderboard, acl
+    _use_formatter(parser)
     return parser
+
+
+def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
+    run = sub.add_parser("run", parents=[common], help="run the consumer (the long-lived service)")
+    run.add_argument(
+        "--processes",
+        type=bounded_int(1, 64),
+        help="consumer processes (default: $POMOCORE_PROCESSES, else 1)",
+    )
+    run.add_argument(
+        "--batch-size",
+        type=bounded_int(1, 5_000),
+        help="entries per read (default: $POMOCORE_BATCH_SIZE, else 1000)",
+    )
+    run.add_argument(
+        "--consumer",
+        help="consumer name in the group (default: $POMOCORE_CONSUMER_NAME, else host-pid)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=bounded_int(0, 65535),
+        help="/metrics and probes port, 0 = off (default: $POMOCORE_METRICS_PORT, else 0)",
+    )
+    run.set_defaults(func=cmd_run)
+
+
+def _add_demo(sub: Any) -> None:
+    demo = sub.add_parser(
+        "demo", help="try it: embedded servers, a synthetic workload consumed, a summary"
+    )
+    demo.add_argument(
+        "--events", type=bounded_int(1, 100_000_000), default=30_000, help="events to publish"
+    )
+    demo.add_argument(
+        "--users", type=bounded_int(1, 10_000_000), default=3_000, help="distinct users"
+    )
+    demo.add_argument("--processes", type=bounded_int(1, 64), default=1, help="consumer processes")
+    demo.add_argument(
+        "--llm-url", help="an OpenAI-compatible base URL to use as the LLM (default: none)"
+    )
+    add_json(demo, "the summary")
+    demo.set_defaults(func=cmd_demo)
+
+
+def _add_classify(sub: Any) -> None:
+    classify = sub.add_parser("classify", help="classify JSONL (app,title,url) from FILE or stdin")
+    classify.add_argument("file", nargs="?", help="JSONL events (default: stdin)")
+    classify.add_argument("--no-llm", action="store_true", help="patterns only")
+    classify.add_argument(
+        "--patterns", help="pattern file (default: --mongo's set, else the shipped defaults)"
+    )
+    classify.add_argument("--mongo", action="store_true", help="use the patterns stored in MongoDB")
+    add_pool_arguments(classify)
+    classify.set_defaults(func=cmd_classify)
+
+
+def _add_patterns(sub: Any) -> None:
+    patterns = sub.add_parser("patterns", help="manage category patterns in MongoDB")
+    patterns.add_argument("action", choices=("load", "export", "check", "learned"))
+    patterns.add_argument(
+        "file",
+        nargs="?",
+        help="pattern file of load and check (default: check reads the stored set)",
+    )
+    review = patterns.add_mutually_exclusive_group()
+    review.add_argument(
+        "--reject", help="with learned: reject this learned or pending pattern (default: list)"
+    )
+    review.add_argument(
+        "--approve", help="with learned: make this pending pattern active (default: list)"
+    )
+    patterns.add_argument(
+        "--dry-run", action="store_true", help="with load: check FILE, store nothing"
+    )
+    add_json(patterns, "check, learned and load's report")
+    patterns.set_defaults(func=cmd_patterns)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -155,11 +246,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         result: int = args.func(args)
-    except ConfigError as exc:
-        print(f"pomocore: configuration error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `pomocore dlq list | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        return 141  # 128 + SIGPIPE, what a shell reports for a killed writer
+    except Exception as exc:  # driver and configuration errors: one line, exit 2 or 3
+        error = exits.translate(exc, *exits.addresses())
+        if error is None:
+            raise
+        return exits.report(error, sys.stderr)
     return result
 
 

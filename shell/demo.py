@@ -25,10 +25,13 @@ from typing import Any
 import pymongo
 import redis
 
+from pomocore.cli_format import write_json
 from pomocore.core.connect import CLI_TIMEOUT_S, sync_redis
 from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
+from pomocore.dlq import reason_counts
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
+from pomocore.progress import Progress
 from pomocore.workload import Workload
 
 DATA_DIR = Path(".data")
@@ -40,6 +43,7 @@ class DemoOptions:
     events: int = 30_000
     users: int = 3_000
     processes: int = 1
+    as_json: bool = False
 
 
 def _servers(stack: ExitStack) -> tuple[dict[str, str], bool]:
@@ -68,8 +72,10 @@ def _servers(stack: ExitStack) -> tuple[dict[str, str], bool]:
 
 
 def run_demo(options: DemoOptions, extra: dict[str, Any]) -> int:
+    """The demo; its summary on stdout (`as_json`: one JSON document), progress and
+    what it is doing on stderr."""
     with ExitStack() as stack:
-        print("pomocore demo: starting servers …", flush=True)
+        print("pomocore demo: starting servers …", file=sys.stderr, flush=True)
         env, _ = _servers(stack)
         if extra.get("llm_base_url"):
             env["POMOCORE_LLM_BASE_URL"] = str(extra["llm_base_url"])
@@ -96,8 +102,13 @@ def run_demo(options: DemoOptions, extra: dict[str, Any]) -> int:
         finally:
             consumer.send_signal(signal.SIGTERM)
             code = consumer.wait(settings.shutdown_timeout_s + 10)
-        _print_summary(client, settings, options, stats)
-        print(f"consumer exited with code {code}")
+        summary = demo_summary(client, settings, options, stats)
+        summary["consumer_exit_code"] = code
+        if options.as_json:
+            write_json(summary, sys.stdout)
+        else:
+            _print_summary(summary)
+            print(f"consumer exited with code {code}")
         return 0 if code == 0 else 1
     return 1  # unreachable; satisfies type checkers
 
@@ -117,51 +128,36 @@ def _group_progress(client: Any, settings: Settings) -> tuple[int, int]:
     return 0, 0
 
 
-def _bar(done: int, total: int, width: int = 30) -> str:
-    filled = int(width * done / max(total, 1))
-    return "█" * filled + "·" * (width - filled)
-
-
 def _publish_and_wait(client: Any, settings: Settings, options: DemoOptions) -> dict[str, float]:
     workload = Workload(users=options.users, distinct_variants=200)
     stream = settings.keys.stream_key
     started = time.perf_counter()
     published = 0
-    while published < options.events:
-        pipe = client.pipeline(transaction=False)
-        for fields in workload.events(min(PUBLISH_CHUNK, options.events - published)):
-            pipe.xadd(stream, fields)
-        published += len(pipe.execute())
-        done, _ = _group_progress(client, settings)
-        _progress(published, done, options.events, started)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        done, pending = _group_progress(client, settings)
-        _progress(published, done, options.events, started)
-        if done >= options.events and pending == 0:
-            break
-        time.sleep(0.2)
-    elapsed = time.perf_counter() - started
-    print()
-    return {"published": published, "elapsed_s": elapsed}
+    with Progress("demo: processed", options.events, unit="events") as progress:
+        while published < options.events:
+            pipe = client.pipeline(transaction=False)
+            for fields in workload.events(min(PUBLISH_CHUNK, options.events - published)):
+                pipe.xadd(stream, fields)
+            published += len(pipe.execute())
+            done, _ = _group_progress(client, settings)
+            progress.update(done, f"published {published:,}")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            done, pending = _group_progress(client, settings)
+            progress.update(done)
+            if done >= options.events and pending == 0:
+                break
+            time.sleep(0.2)
+    return {"published": published, "elapsed_s": time.perf_counter() - started}
 
 
-def _progress(published: int, done: int, total: int, started: float) -> None:
-    rate = done / max(time.perf_counter() - started, 1e-9)
-    print(
-        f"\r  published {published:>8,}/{total:,}  processed {_bar(done, total)} {done:>8,}"
-        f"  {rate:>8,.0f} events/s",
-        end="",
-        flush=True,
-    )
-
-
-def _print_summary(
+def demo_summary(
     client: Any, settings: Settings, options: DemoOptions, stats: dict[str, float]
-) -> None:
+) -> dict[str, Any]:
+    """What the demo shows (`--json`: this document; keys in docs/cli.md)."""
     keys = settings.keys
     today = PeriodCalculator(settings.timezone)(time.time())
-    print("\nTop of the leaderboards")
+    top = []
     for category, period in (
         ("work", today.daily),
         ("Development", today.weekly),
@@ -170,34 +166,68 @@ def _print_summary(
     ):
         key = keys.leaderboard(category, period)
         rows = client.zrevrange(key, 0, 4, withscores=True)
-        print(f"  {key}")
-        for rank, (user, score) in enumerate(rows, 1):
-            print(f"    {rank}. {user.decode():<14} {score / 3600:7.2f} h")
+        top.append(
+            {
+                "key": key,
+                "rows": [
+                    {"rank": rank, "user": user.decode(), "hours": round(score / 3600, 2)}
+                    for rank, (user, score) in enumerate(rows, 1)
+                ],
+            }
+        )
     mix: Counter[str] = Counter()
     for key in client.scan_iter(match=keys.leaderboard("*", today.monthly), count=1000):
         category = key.decode().split(":")[-2]
         if category != "work":
             mix[category] += sum(s for _, s in client.zrange(key, 0, -1, withscores=True))
-    reasons: Counter[str] = Counter()
-    for _id, fields in client.xrange(keys.dead_letter_key):
-        reasons[fields.get(b"dlq.reason", b"?").decode()] += 1
+    reasons = reason_counts(client, keys)
     total_time = sum(mix.values()) or 1.0
     events = int(stats["published"])
+    return {
+        "events_published": events,
+        "elapsed_s": round(stats["elapsed_s"], 3),
+        "events_per_s": round(events / stats["elapsed_s"]),
+        "processes": options.processes,
+        "dead_letters": {"total": sum(reasons.values()), "by_reason": dict(reasons.most_common())},
+        "session_scores": client.xlen(keys.session_score_key),
+        "classified": _classification_counts(settings),
+        "top": top,
+        "category_mix_percent": {
+            c: round(100 * seconds / total_time, 1) for c, seconds in mix.most_common(10)
+        },
+    }
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print("\nTop of the leaderboards")
+    for board in summary["top"]:
+        print(f"  {board['key']}")
+        for row in board["rows"]:
+            print(f"    {row['rank']}. {row['user']:<14} {row['hours']:7.2f} h")
+    dead = summary["dead_letters"]
+    classified = summary["classified"]
+    if "error" in classified:
+        classified_text = f"unavailable ({classified['error']})"
+    else:
+        classified_text = (
+            f"{classified['distinct']:,} distinct (app, url, title), "
+            f"{classified['decided_by_llm']:,} decided by the LLM"
+        )
     print("\nSummary")
-    print(f"  events published   {events:,}")
+    print(f"  events published   {summary['events_published']:,}")
     print(
-        f"  events/s           {events / stats['elapsed_s']:,.0f} (publish → all acknowledged, "
-        f"{options.processes} consumer process(es))"
+        f"  events/s           {summary['events_per_s']:,} (publish → all acknowledged, "
+        f"{summary['processes']} consumer process(es))"
     )
-    print(f"  dead letters       {sum(reasons.values()):,}  {dict(reasons.most_common())}")
-    print(f"  session scores     {client.xlen(keys.session_score_key):,}")
-    print(f"  classified keys    {_classification_counts(settings)}")
+    print(f"  dead letters       {dead['total']:,}  {dead['by_reason']}")
+    print(f"  session scores     {summary['session_scores']:,}")
+    print(f"  classified keys    {classified_text}")
     print("  category mix (time this month, top 10)")
-    for category, seconds in mix.most_common(10):
-        print(f"    {category:<22} {100 * seconds / total_time:5.1f}%")
+    for category, percent in summary["category_mix_percent"].items():
+        print(f"    {category:<22} {percent:5.1f}%")
 
 
-def _classification_counts(settings: Settings) -> str:
+def _classification_counts(settings: Settings) -> dict[str, Any]:
     """categorized_data records, and how many of them the LLM decided."""
 
     mongo: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
@@ -207,7 +237,7 @@ def _classification_counts(settings: Settings) -> str:
         docs = mongo[settings.mongo_db].categorized_data
         total, by_llm = docs.count_documents({}), docs.count_documents({"isLLMBased": True})
     except pymongo.errors.PyMongoError as exc:
-        return f"unavailable ({type(exc).__name__})"
+        return {"error": type(exc).__name__}
     finally:
         mongo.close()
-    return f"{total:,} distinct (app, url, title), {by_llm:,} decided by the LLM"
+    return {"distinct": total, "decided_by_llm": by_llm}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -28,10 +29,12 @@ import pymongo
 import redis
 from bson import ObjectId
 
+from pomocore.cli_format import add_json, bounded_int, logging_parent
 from pomocore.core.connect import CLI_TIMEOUT_S, sync_redis
 from pomocore.core.ids import stream_tag, usage_log_id
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
+from pomocore.progress import Progress
 
 PAGE = 500
 MONGO_TIMEOUT_MS = 10_000
@@ -116,6 +119,11 @@ def iter_dead_letters(
         start = "(" + page[-1][0].decode()
 
 
+def reason_counts(client: redis.Redis, keys: KeySpace, limit: int | None = None) -> Counter[str]:
+    """Dead letters by reason ("?" for none), of the oldest `limit` (all by default)."""
+    return Counter(view.reason or "?" for view in iter_dead_letters(client, keys, None, limit))
+
+
 def pinned_usage_log_id(view: DeadLetterView) -> str:
     entry_id = view.meta("entry_id")
     stream = view.meta("stream")
@@ -176,6 +184,7 @@ def replay(
     reason: str | None = None,
     limit: int | None = None,
     owned: OwnedLogs | None = None,
+    progress: Progress | None = None,
 ) -> list[tuple[str, str]]:
     """Move dead letters back to the input stream; returns (dead-letter id, new entry id).
 
@@ -185,6 +194,8 @@ def replay(
     done: list[tuple[str, str]] = []
     views = list(iter_dead_letters(client, keys, reason, limit))
     pins = _pins(views, owned)
+    if progress is not None:
+        progress.set_total(len(views))
     for view in views:
         new_id = script(
             keys=[keys.dead_letter_key, keys.stream_key],
@@ -192,6 +203,8 @@ def replay(
         )
         if new_id:
             done.append((view.id, new_id.decode() if isinstance(new_id, bytes) else new_id))
+        if progress is not None:
+            progress.advance()
     return done
 
 
@@ -212,6 +225,10 @@ def dlq_command(
     limit: int | None,
     yes: bool,
     out: TextIO = sys.stdout,
+    *,
+    as_json: bool = False,
+    dry_run: bool = False,
+    progress_stream: TextIO | None = None,
 ) -> int:
     client = sync_redis(settings, timeout_s=CLI_TIMEOUT_S)
     keys = settings.keys
@@ -222,35 +239,112 @@ def dlq_command(
             return 0
         if action == "replay":
             owned = owned_usage_logs(settings) if "mongo" in settings.sinks else None
-            moved = replay(client, keys, reason, limit, owned)
-            for old, new in moved:
-                out.write(orjson.dumps({"dead_letter": old, "replayed_as": new}).decode() + "\n")
-            out.write(f"replayed {len(moved)} dead letters to {keys.stream_key}\n")
-            return 0
+            return _replay(
+                client, keys, reason, limit, out, as_json, dry_run, progress_stream, owned
+            )
         if action == "purge":
-            if not yes:
-                n = sum(1 for _ in iter_dead_letters(client, keys, reason, limit))
-                out.write(f"would delete {n} dead letters; add --yes to delete them\n")
-                return 1
-            out.write(f"deleted {purge(client, keys, reason, limit)} dead letters\n")
-            return 0
+            return _purge(client, keys, reason, limit, yes, out, as_json)
         raise ValueError(f"unknown dlq action {action!r}")
     finally:
         client.close()
 
 
+def _replay(
+    client: redis.Redis,
+    keys: KeySpace,
+    reason: str | None,
+    limit: int | None,
+    out: TextIO,
+    as_json: bool,
+    dry_run: bool,
+    progress_stream: TextIO | None,
+    owned: OwnedLogs | None,
+) -> int:
+    """The summary (`--json`: {dry_run, stream, count, entries}) of a replay or, with
+    `dry_run`, of what a replay would move (nothing is written)."""
+    if dry_run:
+        views = list(iter_dead_letters(client, keys, reason, limit))
+        entries = [{"dead_letter": v.id, "reason": v.reason, "replayed_as": None} for v in views]
+    else:
+        with Progress("dlq replay", unit="entries", stream=progress_stream) as progress:
+            moved = replay(client, keys, reason, limit, owned, progress)
+        entries = [{"dead_letter": old, "replayed_as": new} for old, new in moved]
+    if as_json:
+        doc = {"dry_run": dry_run, "stream": keys.stream_key, "count": len(entries)}
+        out.write(orjson.dumps({**doc, "entries": entries}).decode() + "\n")
+        return 0
+    for entry in entries:
+        out.write(orjson.dumps(entry).decode() + "\n")
+    verb = "would replay" if dry_run else "replayed"
+    tail = " (--dry-run: nothing moved)" if dry_run else ""
+    out.write(f"{verb} {len(entries)} dead letters to {keys.stream_key}{tail}\n")
+    return 0
+
+
+def _purge(
+    client: redis.Redis,
+    keys: KeySpace,
+    reason: str | None,
+    limit: int | None,
+    yes: bool,
+    out: TextIO,
+    as_json: bool,
+) -> int:
+    if not yes:
+        n = sum(1 for _ in iter_dead_letters(client, keys, reason, limit))
+        if as_json:
+            out.write(orjson.dumps({"deleted": 0, "would_delete": n}).decode() + "\n")
+        else:
+            out.write(f"would delete {n} dead letters; add --yes to delete them\n")
+        return 1
+    deleted = purge(client, keys, reason, limit)
+    if as_json:
+        out.write(orjson.dumps({"deleted": deleted, "would_delete": None}).decode() + "\n")
+    else:
+        out.write(f"deleted {deleted} dead letters\n")
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     settings = Settings.from_env(log_format=args.log_format, log_level=args.log_level)
-    return dlq_command(args.action, settings, args.reason, args.limit, args.yes)
+    if args.dry_run and args.action != "replay":
+        print(
+            "pomocore: --dry-run goes with dlq replay (purge without --yes is its own)",
+            file=sys.stderr,
+        )
+        return 2
+    return dlq_command(
+        args.action,
+        settings,
+        args.reason,
+        args.limit,
+        args.yes,
+        as_json=args.json,
+        dry_run=args.dry_run,
+    )
 
 
 def register(sub: Any) -> None:
     """`pomocore dlq list|replay|purge` in pomocore's subparsers."""
-    p = sub.add_parser("dlq", help="list, replay or purge dead letters")
+    p = sub.add_parser(
+        "dlq",
+        parents=[logging_parent()],
+        help="list, replay or purge dead letters",
+        description="list: dead letters as JSON lines; replay: put them back on the input "
+        "stream (after a fix); purge: delete them (with --yes).",
+    )
     p.add_argument("action", choices=("list", "replay", "purge"))
-    p.add_argument("--reason", help="only dead letters with this reason (e.g. max_deliveries)")
-    p.add_argument("--limit", type=int, help="at most this many (list: default 100)")
+    p.add_argument(
+        "--reason", help="only dead letters with this reason, e.g. max_deliveries (default: all)"
+    )
+    p.add_argument(
+        "--limit",
+        type=bounded_int(1, 10**9),
+        help="at most this many (default: 100 for list, all for replay and purge)",
+    )
     p.add_argument("--yes", action="store_true", help="purge: really delete")
-    p.add_argument("--log-format", choices=("json", "text"), help="POMOCORE_LOG_FORMAT")
-    p.add_argument("--log-level", help="POMOCORE_LOG_LEVEL")
+    p.add_argument(
+        "--dry-run", action="store_true", help="replay: show what would move, move nothing"
+    )
+    add_json(p, "replay and purge's summary")
     p.set_defaults(func=cmd_dlq)

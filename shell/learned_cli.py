@@ -12,9 +12,11 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
+from pomocore import exits
 from pomocore.classifiers.llm.learning import REVIEW_COLLECTION
 from pomocore.classifiers.patterns import PatternSet
 from pomocore.classifiers.store import load_or_seed_patterns, publish_change, save_patterns
+from pomocore.cli_format import write_json
 from pomocore.core.connect import async_redis
 from pomocore.core.errors import ClassifierError
 from pomocore.core.settings import Settings
@@ -69,14 +71,22 @@ def without_learned(pattern_set: PatternSet, pattern: str) -> tuple[PatternSet, 
 
 
 def learned_command(
-    settings: Settings, reject: str | None, out: TextIO, *, approve: str | None = None
+    settings: Settings,
+    reject: str | None,
+    out: TextIO,
+    *,
+    approve: str | None = None,
+    as_json: bool = False,
 ) -> int:
     """List learned and pending patterns, approve a pending one or reject one (0 ok,
-    1 pattern not found, 2 store unreachable)."""
-    return asyncio.run(_learned(settings, reject, approve, out))
+    1 pattern not found, 2 store failed; MongoDB unreachable raises BackendUnavailable:
+    exit 3 at the CLI's edge)."""
+    return asyncio.run(_learned(settings, reject, approve, out, as_json))
 
 
-async def _learned(settings: Settings, reject: str | None, approve: str | None, out: TextIO) -> int:
+async def _learned(
+    settings: Settings, reject: str | None, approve: str | None, out: TextIO, as_json: bool
+) -> int:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         settings.mongo_uri, serverSelectionTimeoutMS=5000
     )
@@ -87,9 +97,11 @@ async def _learned(settings: Settings, reject: str | None, approve: str | None, 
         elif reject is not None:
             code, done = await _reject(db, reject, out)
         else:
-            return await _list(db, out)
+            return await _list(db, out, as_json)
     except (PyMongoError, ClassifierError) as exc:
-        print(f"pattern store unavailable: {type(exc).__name__}", file=out)
+        if exits.translate(exc, settings.redis_url, settings.mongo_uri) is not None:
+            raise
+        print(f"pattern store failed: {type(exc).__name__}", file=out)
         return 2
     finally:
         await client.close()
@@ -98,10 +110,13 @@ async def _learned(settings: Settings, reject: str | None, approve: str | None, 
     return await _announce(settings, done, out)
 
 
-async def _list(db: AsyncDatabase[Any], out: TextIO) -> int:
+async def _list(db: AsyncDatabase[Any], out: TextIO, as_json: bool = False) -> int:
     pattern_set = await load_or_seed_patterns(db)
     review = {d["_id"]: d async for d in db[REVIEW_COLLECTION].find({})}
     rows = learned_rows(pattern_set, review)
+    if as_json:
+        write_json({"patterns": rows}, out)  # learnedAt: ISO text (default=str)
+        return 0
     if not rows:
         print("no learned patterns", file=out)
     for r in rows:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pomocore import acl
+from pomocore.cli_format import add_json, bounded_float, bounded_int, logging_parent, write_json
 from pomocore.core.connect import async_redis
 from pomocore.core.expiry import expire_at_function
 from pomocore.core.logs import setup_logging
@@ -36,9 +37,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def _reader_args(p: argparse.ArgumentParser, *, user: bool) -> None:
     if user:
-        p.add_argument("--user", required=True, help="userId")
-    p.add_argument("--category", required=True, help="category name, or work")
-    p.add_argument("--period", required=True, choices=("daily", "weekly", "monthly"))
+        p.add_argument("--user", required=True, help="userId (required)")
+    p.add_argument("--category", required=True, help="category name, or work (required)")
+    p.add_argument(
+        "--period", required=True, choices=("daily", "weekly", "monthly"), help="(required)"
+    )
     p.add_argument("--date", help="local date YYYY-MM-DD (default: today in POMOCORE_TIMEZONE)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
 
@@ -88,7 +91,10 @@ def cmd_leaderboard_refresh(args: argparse.Namespace) -> int:
     if rebuilt is None:
         print("pomocore: another refresher holds the lease; try again", file=sys.stderr)
         return 1
-    print(f"rebuilt {rebuilt} weekly/monthly keys")
+    if args.json:
+        write_json({"rebuilt": rebuilt}, sys.stdout)
+    else:
+        print(f"rebuilt {rebuilt} weekly/monthly keys")
     return 0
 
 
@@ -135,33 +141,34 @@ def cmd_acl(args: argparse.Namespace) -> int:
 def register(sub: Any, leaderboard_actions: Sequence[Callable[[Any], None]] = ()) -> None:
     """Add the operations subcommands to `pomocore`'s subparsers; each of
     `leaderboard_actions` adds one more `pomocore leaderboard` action."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-format", choices=("json", "text"), help="POMOCORE_LOG_FORMAT")
-    common.add_argument("--log-level", help="POMOCORE_LOG_LEVEL")
+    common = logging_parent()
 
     check = sub.add_parser(
         "check", parents=[common], help="readiness checks without HTTP: exit 0 ready, 1 not"
     )
     check.set_defaults(func=cmd_check)
 
-    lb = sub.add_parser("leaderboard", help="read leaderboards (top, rank, serve)")
+    lb = sub.add_parser("leaderboard", help="read, serve, refresh or rebuild leaderboards")
     actions = lb.add_subparsers(dest="action", required=True)
     top = actions.add_parser("top", parents=[common], help="top N users, one row per user")
     _reader_args(top, user=False)
-    top.add_argument("--limit", type=int, default=10)
-    top.add_argument("--offset", type=int, default=0)
+    top.add_argument("--limit", type=int, default=10, help="rows")
+    top.add_argument("--offset", type=int, default=0, help="rows skipped")
     top.set_defaults(func=cmd_leaderboard)
     rank = actions.add_parser("rank", parents=[common], help="rank and score of one user")
     _reader_args(rank, user=True)
     rank.set_defaults(func=cmd_leaderboard)
     serve = actions.add_parser("serve", parents=[common], help="read-only HTTP JSON endpoint")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=bounded_int(0, 65535), default=8080, help="TCP port")
     serve.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in a container)")
     serve.set_defaults(func=cmd_leaderboard_serve)
     refresh = actions.add_parser(
         "refresh", parents=[common], help="derived mode: rebuild stale weekly/monthly keys now"
     )
-    refresh.add_argument("--wait-s", type=float, default=10.0, help="wait for the lease")
+    refresh.add_argument(
+        "--wait-s", type=bounded_float(0, 3600), default=10.0, help="wait for the lease"
+    )
+    add_json(refresh, "the keys rebuilt")
     refresh.set_defaults(func=cmd_leaderboard_refresh)
     for add in leaderboard_actions:
         add(actions)
@@ -171,7 +178,10 @@ def register(sub: Any, leaderboard_actions: Sequence[Callable[[Any], None]] = ()
     )
     acl_cmd.add_argument("--users", default="producer,worker,reader", help="comma list of roles")
     acl_cmd.add_argument(
-        "--password-file", action="append", metavar="ROLE=PATH", help="password of a role"
+        "--password-file",
+        action="append",
+        metavar="ROLE=PATH",
+        help="password of a role, one per role of --users (default: none; required)",
     )
     acl_cmd.add_argument("--setuser", action="store_true", help="ACL SETUSER lines, not a file")
     acl_cmd.set_defaults(func=cmd_acl)

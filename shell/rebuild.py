@@ -36,10 +36,12 @@ import orjson
 import pymongo
 import redis as redis_module
 
+from pomocore.cli_format import add_json, logging_parent
 from pomocore.core.categories import WORK, WORK_CATEGORIES
 from pomocore.core.connect import CLI_TIMEOUT_S, sync_redis
 from pomocore.core.periods import PeriodCalculator, periods_of_datetime
 from pomocore.core.settings import Settings
+from pomocore.progress import Progress
 
 if TYPE_CHECKING:
     import redis
@@ -218,19 +220,26 @@ def rebuild(
     end: date,
     check: bool,
     docs: Iterable[dict[str, Any]] | None = None,
+    progress_stream: TextIO | None = None,
 ) -> RebuildReport:
     scope = scope_of(start, end, settings.timezone)
-    expected = expected_scores(
-        docs if docs is not None else usage_logs(settings, scope), settings, scope
-    )
+    with Progress("rebuild: usage logs read", unit="logs", stream=progress_stream) as read:
+        source = docs if docs is not None else usage_logs(settings, scope)
+        expected = expected_scores(read.each(source), settings, scope)
     in_scope = existing_keys(client, settings, scope) | set(expected)
-    actual = actual_scores(client, in_scope)
+    with Progress(
+        "rebuild: keys compared", len(in_scope), unit="keys", stream=progress_stream
+    ) as compared:
+        actual = actual_scores(client, compared.each(sorted(in_scope)))
     diffs = differences({k: v for k, v in actual.items() if v}, expected)
     written = 0
     if not check:
-        for d in diffs:
-            replace_key(client, d.key, expected.get(d.key, {}))
-            written += 1
+        with Progress(
+            "rebuild: keys written", len(diffs), unit="keys", stream=progress_stream
+        ) as writing:
+            for d in writing.each(diffs):
+                replace_key(client, d.key, expected.get(d.key, {}))
+                written += 1
     return RebuildReport(len(in_scope), diffs, written, _pending(client, settings))
 
 
@@ -243,13 +252,31 @@ def _pending(client: redis.Redis, settings: Settings) -> int:
 
 
 def rebuild_command(
-    settings: Settings, start: date, end: date, check: bool, out: TextIO = sys.stdout
+    settings: Settings,
+    start: date,
+    end: date,
+    check: bool,
+    out: TextIO = sys.stdout,
+    *,
+    as_json: bool = False,
+    progress_stream: TextIO | None = None,
 ) -> int:
     client = sync_redis(settings, timeout_s=CLI_TIMEOUT_S)
     try:
-        report = rebuild(client, settings, start, end, check)
+        report = rebuild(client, settings, start, end, check, progress_stream=progress_stream)
     finally:
         client.close()
+    if as_json:
+        doc = {
+            "check": check,
+            "keys_in_scope": report.keys_in_scope,
+            "differ": len(report.diffs),
+            "written": report.written,
+            "pending": report.pending,
+            "diffs": [d.as_json() for d in report.diffs],
+        }
+        out.write(orjson.dumps(doc).decode() + "\n")
+        return 1 if check and report.diffs else 0
     for d in report.diffs:
         out.write(orjson.dumps(d.as_json()).decode() + "\n")
     verb = "differ" if check else "rewritten"
@@ -275,21 +302,24 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     if end < start:
         print("pomocore: --end is before --start", file=sys.stderr)
         return 2
-    return rebuild_command(settings, start, end, args.check)
+    return rebuild_command(settings, start, end, args.check, as_json=args.json)
 
 
 def register(actions: Any) -> None:
     """`pomocore leaderboard rebuild` in the `leaderboard` action subparsers."""
-    p = actions.add_parser("rebuild", help="recompute leaderboard keys from usage logs")
+    p = actions.add_parser(
+        "rebuild",
+        parents=[logging_parent()],
+        help="recompute leaderboard keys from usage logs (--check: compare only)",
+    )
     p.add_argument(
         "--from-mongo",
         action="store_true",
         required=True,
-        help="source: pomodoro_usage_log (the only source)",
+        help="source: pomodoro_usage_log (the only source; required)",
     )
-    p.add_argument("--start", required=True, help="first local date YYYY-MM-DD")
-    p.add_argument("--end", required=True, help="last local date YYYY-MM-DD (inclusive)")
-    p.add_argument("--check", action="store_true", help="only report differences")
-    p.add_argument("--log-format", choices=("json", "text"), help="POMOCORE_LOG_FORMAT")
-    p.add_argument("--log-level", help="POMOCORE_LOG_LEVEL")
+    p.add_argument("--start", required=True, help="first local date YYYY-MM-DD (required)")
+    p.add_argument("--end", required=True, help="last local date YYYY-MM-DD, inclusive (required)")
+    p.add_argument("--check", action="store_true", help="only report differences (exit 1 if any)")
+    add_json(p)
     p.set_defaults(func=cmd_rebuild)

@@ -7,15 +7,21 @@ database of its own. The building blocks are in tests/support/servers.py.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis
 import redis.asyncio as aioredis
 
-from pomocore.core.settings import Settings
+from pomocore.core.settings import FALLBACK_ENV, Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
 from tests.support.servers import fresh_db_name, running
+
+# The OpenAI SDK's variables are fallbacks of the LLM settings: one left in a developer's
+# shell would turn the LLM on in every consumer a test starts (and send requests out).
+for _variable in FALLBACK_ENV.values():
+    os.environ.pop(_variable, None)
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ PUBLIC = sorted([
     "Settings", "KeySpace", "__version__",
     "PomocoreError", "ConfigError", "RejectedEvent", "ClassifierError",  # the errors
     "SinkError", "MongoWriteError", "Backpressure", "CommitError",
+    "BackendUnavailable",  # Redis or MongoDB unreachable (the CLI's exit 3)
 ])  # fmt: skip
 
 

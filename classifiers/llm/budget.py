@@ -31,6 +31,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from pomocore.core.settings import Settings
+
 log = logging.getLogger(__name__)
 
 # Refusal reasons (LLMUnavailable.reason, counter labels).
@@ -87,6 +89,16 @@ class Budget:
         self.user_calls = max(1, int(user_share * calls_per_min))
         self._redis_wait_s = redis_wait_s
         self._script = redis.register_script(_ACQUIRE)
+
+    @classmethod
+    def from_settings(cls, redis: aioredis.Redis, settings: Settings) -> Budget:
+        """The budget every consumer shares (also read by `pomocore status`)."""
+        keys = settings.keys
+        return cls(
+            redis, keys.llm_rate_key_prefix, settings.llm_calls_per_min,
+            settings.llm_tokens_per_min, user_prefix=keys.llm_user_calls_key_prefix,
+            user_share=settings.llm_user_share,
+        )  # fmt: skip
 
     def _keys(self) -> tuple[str, str]:
         window = int(self._clock() // self._window_s)

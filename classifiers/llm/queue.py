@@ -26,6 +26,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from pomocore.core.decision import ClassKey
+from pomocore.core.settings import Settings
 
 _CLAIM = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
@@ -69,6 +70,17 @@ class PendingQueue:
         self.settle_s = settle_s
         self._clock = clock
         self._claim = redis.register_script(_CLAIM)
+
+    @classmethod
+    def from_settings(cls, redis: aioredis.Redis, settings: Settings) -> PendingQueue:
+        """The queue every consumer shares (also read by `pomocore status`)."""
+        keys = settings.keys
+        return cls(
+            redis,
+            keys.llm_queue_key,
+            users_key=keys.llm_queue_users_key,
+            since_key=keys.llm_queue_since_key,
+        )
 
     async def add(
         self, keys: Iterable[ClassKey], users: Mapping[ClassKey, str] | None = None
@@ -138,17 +150,24 @@ class PendingQueue:
     async def size(self) -> int:
         return int(await self._redis.zcard(self.key))
 
-    async def oldest_age(self, max_stale: int = 10) -> float | None:
+    async def oldest_age(self, max_stale: int = 10, *, prune: bool = True) -> float | None:
         """Seconds since the longest-waiting key was first queued: 0 for an empty queue,
-        None without `since_key`. Drops up to `max_stale` times whose key is gone."""
+        None without `since_key`. Drops up to `max_stale` times whose key is gone; with
+        `prune` False (a read-only caller: `pomocore status`) skips them instead."""
         if self.since_key is None:
             return None
+        skipped = 0
         for _ in range(max_stale + 1):
-            oldest: Any = await self._redis.zrange(self.since_key, 0, 0, withscores=True)
+            oldest: Any = await self._redis.zrange(
+                self.since_key, skipped, skipped, withscores=True
+            )
             if not oldest:
                 return 0.0
             member, since = oldest[0]  # (member, score) with withscores
             if await self._redis.zscore(self.key, member) is not None:
                 return max(0.0, self._clock() - float(since))
-            await self._redis.zrem(self.since_key, member)
+            if prune:
+                await self._redis.zrem(self.since_key, member)
+            else:
+                skipped += 1
         return 0.0

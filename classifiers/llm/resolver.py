@@ -142,17 +142,8 @@ class LLMResolver:
             client=LLMClient(
                 settings.llm_base_url, settings.llm_api_key, cast(Send, settings.llm_send)
             ),
-            budget=Budget(
-                redis, keys.llm_rate_key_prefix, settings.llm_calls_per_min,
-                settings.llm_tokens_per_min, user_prefix=keys.llm_user_calls_key_prefix,
-                user_share=settings.llm_user_share,
-            ),
-            queue=PendingQueue(
-                redis,
-                keys.llm_queue_key,
-                users_key=keys.llm_queue_users_key,
-                since_key=keys.llm_queue_since_key,
-            ),
+            budget=Budget.from_settings(redis, settings),
+            queue=PendingQueue.from_settings(redis, settings),
             db=db,
             model=settings.llm_model,
             fallback_model=settings.llm_fallback_model,

@@ -15,6 +15,7 @@ import pytest
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
+from pomocore import exits
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.classifiers.engine import Classifier
 from pomocore.classifiers.patterns import COLLECTION, documents_to_json, load_default_pattern_set
@@ -26,6 +27,7 @@ from pomocore.classifiers.store import (
     save_patterns,
 )
 from pomocore.classify_cli import patterns_command
+from pomocore.core.errors import BackendUnavailable, ClassifierError
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
 from tests.support.waiting import wait_until
@@ -63,9 +65,11 @@ def test_patterns_export_reports_an_unreachable_mongodb(settings: Settings) -> N
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     away = dataclasses.replace(settings, mongo_uri=f"mongodb://127.0.0.1:{port}")
-    out = io.StringIO()
-    assert patterns_command("export", away, None, out) == 1  # a message, not a traceback
-    assert out.getvalue().startswith(f"error: cannot read {COLLECTION}")
+    # raised to the command's edge, which prints one line and exits 3 (tests/ops/test_cli.py)
+    with pytest.raises(ClassifierError, match=f"cannot read {COLLECTION}") as info:
+        patterns_command("export", away, None, io.StringIO())
+    translated = exits.translate(info.value, away.redis_url, away.mongo_uri)
+    assert isinstance(translated, BackendUnavailable) and translated.backend == "MongoDB"
 
 
 async def test_save_is_idempotent_and_keeps_one_document_per_category(db: Any) -> None:
