@@ -1,11 +1,11 @@
 """One settings object, read from `POMOCORE_*` environment variables and CLI flags.
 
 Every setting is validated at start-up; a bad one raises ConfigError naming it. Secrets
-(`POMOCORE_REDIS_URL`, `POMOCORE_MONGO_URI`, `POMOCORE_LLM_API_KEY`) can also come from a
-file named by the same variable with a `_FILE` suffix; setting both is an error.
-The OpenAI SDK's own `OPENAI_API_KEY` and `OPENAI_BASE_URL` stand in for the LLM settings
-when pomocore's are unset (docs/migrating.md). `setting_sources()` says where each value
-came from (`pomocore config`).
+(`POMOCORE_REDIS_URL`, `POMOCORE_MONGO_URI`, `POMOCORE_LLM_API_KEY`, `POMOCORE_API_TOKEN`)
+can also come from a file named by the same variable with a `_FILE` suffix; setting both
+is an error. The OpenAI SDK's own `OPENAI_API_KEY` and `OPENAI_BASE_URL` stand in for the
+LLM settings when pomocore's are unset (docs/migrating.md). `setting_sources()` says where
+each value came from (`pomocore config`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pomocore.core.errors import ConfigError
 from pomocore.core.keys import KeySpace
 
 ENV_PREFIX = "POMOCORE_"
-SECRET_SETTINGS = frozenset({"redis_url", "mongo_uri", "llm_api_key"})
+SECRET_SETTINGS = frozenset({"redis_url", "mongo_uri", "llm_api_key", "api_token"})
 KNOWN_SINKS = ("mongo", "leaderboard")
 LEADERBOARD_MODES = ("exact", "derived")
 LLM_LEARN_MODES = ("auto", "approve")
@@ -31,6 +31,7 @@ LLM_SEND_MODES = ("full", "host", "app")
 # Variables of the OpenAI SDK read when pomocore's own (and its `_FILE`) are unset: the Go
 # service, and most OpenAI clients, are configured with them (docs/migrating.md).
 FALLBACK_ENV = {"llm_api_key": "OPENAI_API_KEY", "llm_base_url": "OPENAI_BASE_URL"}
+MIN_API_TOKEN_CHARS = 16  # a guessable bearer token is no token
 
 
 def default_consumer_name() -> str:
@@ -160,6 +161,26 @@ class Settings:
         "0.0.0.0",
         "address /metrics and the probes bind to (an IP; 127.0.0.1 = this host only)",
     )
+    # Both HTTP servers (the ops port, `pomocore leaderboard serve`): each connection is a
+    # file descriptor, so the bound stays well under a container's usual 1,024 (ulimit -n).
+    http_max_connections: int = _setting(
+        256,
+        "open connections per HTTP server (ops port, leaderboard API); past it the one "
+        "waiting longest (an idle one first) is closed",
+        lo=8,
+        hi=65_536,
+    )
+    http_request_timeout_s: float = _setting(
+        5.0,
+        "time an HTTP client has to send its request head, and again to read the answer; "
+        "idle and slow connections are closed then",
+        lo=0.5,
+        hi=300,
+    )
+    api_token: str = _setting(
+        "",
+        "bearer token the leaderboard HTTP API requires (empty = none; 16+ characters)",
+    )
     liveness_timeout_s: float = _setting(
         60.0,
         "/healthz fails when the event loop, or a lane past its step's own timeout, "
@@ -256,6 +277,11 @@ class Settings:
             raise ConfigError(
                 "POMOCORE_METRICS_HOST", f"must be an IP address, got {self.metrics_host!r}"
             ) from None
+        if self.api_token and len(self.api_token) < MIN_API_TOKEN_CHARS:
+            raise ConfigError(
+                "POMOCORE_API_TOKEN",
+                f"must be at least {MIN_API_TOKEN_CHARS} characters (e.g. openssl rand -hex 32)",
+            )
         if self.log_format not in ("json", "text"):
             raise ConfigError(
                 "POMOCORE_LOG_FORMAT", f"must be json or text, got {self.log_format!r}"

@@ -12,10 +12,13 @@
 - `pomocore check`: the same readiness checks (without the consumer's), exit 0/1, for
   probes that cannot speak HTTP.
 
-A stdlib `ThreadingHTTPServer` in a daemon thread: no web framework, no event-loop time.
-Every answer is bounded: the probes run in a worker thread and are waited for at most
-PROBE_TIMEOUT_S (shell/bounded.py), so a Redis or MongoDB that hangs makes /readyz say
-so on time instead of timing the probe out. The one process that serves also samples the
+A BoundedHTTPServer (shell/bounded.py) in a daemon thread of its own: no web framework,
+no time on the consumer's event loop, one loop thread plus OPS_WORKERS threads however
+many clients connect (`POMOCORE_HTTP_MAX_CONNECTIONS`, `POMOCORE_HTTP_REQUEST_TIMEOUT_S`),
+and /healthz answered on the server's loop thread so it never queues behind /readyz or
+/metrics. Every answer is bounded: the probes run in a worker thread and are waited for
+at most PROBE_TIMEOUT_S (shell/bounded.py), so a Redis or MongoDB that hangs makes
+/readyz say so on time instead of timing the probe out. The one process that serves also samples the
 group-level gauges (see pomocore.metrics), bounded the same way.
 """
 
@@ -27,14 +30,19 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, TextIO
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pymongo import MongoClient
 
 from pomocore import metrics as pm
-from pomocore.bounded import CallTimeout, SingleFlight
+from pomocore.bounded import (
+    BoundedHTTPServer,
+    BufferedRequestHandler,
+    CallTimeout,
+    HttpLimits,
+    SingleFlight,
+)
 from pomocore.consumers.app import Runtime
 from pomocore.core.connect import sync_redis
 from pomocore.core.liveness import Liveness
@@ -46,6 +54,10 @@ log = logging.getLogger("pomocore.health")
 # timeouts (deploy/k8s/deployment.yaml: 5 s; the Dockerfile's HEALTHCHECK: 10 s); also
 # each client's socket timeout, so a check that hung is over by the next probe.
 PROBE_TIMEOUT_S = 3.0
+# Threads answering /readyz and /metrics (each bounded by PROBE_TIMEOUT_S or the sampler's
+# timeout); /healthz needs none. A scraper and the kubelet's probes need two at most.
+OPS_WORKERS = 4
+OPS_LIMITS = HttpLimits(workers=OPS_WORKERS)  # the defaults, for servers built without settings
 
 Checks = dict[str, str]
 
@@ -166,36 +178,35 @@ class OpsServer:
         overdue: Callable[[], dict[str, float]] = dict,
         unavailable: Callable[[], str | None] | None = None,
         host: str = "0.0.0.0",
+        limits: HttpLimits = OPS_LIMITS,
     ) -> None:
         self.registry = registry
         self.probes = probes
         self.draining = draining
         self.overdue = overdue  # what is stuck, and for how long (empty: alive)
         self.unavailable = unavailable
-        self.httpd = ThreadingHTTPServer((host, port), self._handler())
-        self.httpd.daemon_threads = True
-        self.port = int(self.httpd.server_address[1])
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="pomocore-ops-http", daemon=True
+        self.httpd = BoundedHTTPServer(
+            (host, port),
+            self._handler(),
+            limits,
+            name="pomocore-ops-http",
+            inline_paths=("/healthz",),  # liveness: cheap, never blocks, never queues
         )
+        self.port = self.httpd.port
 
     def start(self) -> OpsServer:
-        self._thread.start()
+        self.httpd.start()
         log.info("ops endpoint listening", extra={"port": self.port})
         return self
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.close()
         self.probes.close()
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[BufferedRequestHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # probes every few seconds would flood the logs
-
+        class Handler(BufferedRequestHandler):  # no access log: probes every few seconds
             def _send(self, status: int, body: bytes, ctype: str) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
@@ -323,6 +334,7 @@ def start_consumer_ops(
         overdue=rt.liveness.overdue if rt.liveness is not None else dict,
         unavailable=rt.unavailable,
         host=settings.metrics_host,
+        limits=HttpLimits.from_settings(settings, OPS_WORKERS),
     ).start()
     return ConsumerOps(server, sampler)
 
@@ -347,6 +359,7 @@ class SupervisorOps:
             draining=draining,
             overdue=lambda: {} if alive() else {"consumer processes": 0.0},
             host=self.settings.metrics_host,
+            limits=HttpLimits.from_settings(self.settings, OPS_WORKERS),
         ).start()
         self.ops = ConsumerOps(server, sampler)
 

@@ -7,21 +7,35 @@
     GET /healthz → {"status": "ok"}
 
 Only GET and HEAD; every other method is 405. Bad parameters are 400 with a message.
+With `POMOCORE_API_TOKEN[_FILE]` set, every path but /healthz needs `Authorization: Bearer
+<token>` (else 401 with `WWW-Authenticate`). One access-log line per request (logger
+`pomocore.http_api.access`). Served by a BoundedHTTPServer (shell/bounded.py): bounded
+threads and connections, idle and slow clients closed after `POMOCORE_HTTP_REQUEST_TIMEOUT_S`.
 Run it with the `reader` ACL user: it can do nothing but read leaderboard keys.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
 import json
 import logging
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from pomocore.bounded import BoundedHTTPServer, BufferedRequestHandler, HttpLimits
 from pomocore.reader import LeaderboardReader, QueryError
 
 log = logging.getLogger("pomocore.http_api")
+access_log = logging.getLogger("pomocore.http_api.access")
+
+# Threads answering queries (each one Redis round trip, bounded by the reader's socket
+# timeout); the connections waiting for one hold no thread.
+API_WORKERS = 8
+API_LIMITS = HttpLimits(workers=API_WORKERS)  # the defaults, for servers built without settings
+HEALTH_PATH = "/healthz"  # answered without a token: probes carry none
+REALM = "pomocore"
 
 
 def _one(query: dict[str, list[str]], name: str, default: str | None = None) -> str:
@@ -43,7 +57,7 @@ def _int(query: dict[str, list[str]], name: str, default: int) -> int:
 
 def handle(reader: LeaderboardReader, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
     """(status, JSON document) for one GET; no I/O but the reader's."""
-    if path == "/healthz":
+    if path == HEALTH_PATH:
         return 200, {"status": "ok"}
     if path not in ("/v1/leaderboard/top", "/v1/leaderboard/rank"):
         return 404, {"error": "not found"}
@@ -64,19 +78,56 @@ def handle(reader: LeaderboardReader, path: str, query: dict[str, list[str]]) ->
         return 400, {"error": str(exc)}
 
 
+class BearerToken:
+    """The token a request must present, compared in constant time."""
+
+    def __init__(self, token: str) -> None:
+        # Digests of equal length: compare_digest's time then says nothing about the
+        # token's length either.
+        self._digest = hashlib.sha256(token.encode()).digest()
+
+    def check(self, authorization: str | None) -> str | None:
+        """None when `authorization` carries the token, else the RFC 6750 error
+        ("" when no credentials were given at all, "invalid_token" when they were wrong)."""
+        if not authorization:
+            return ""
+        scheme, _, credentials = authorization.strip().partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            return "invalid_request"
+        presented = hashlib.sha256(credentials.strip().encode()).digest()
+        return None if hmac.compare_digest(presented, self._digest) else "invalid_token"
+
+
 class LeaderboardHTTPServer:
-    def __init__(self, reader: LeaderboardReader, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        reader: LeaderboardReader,
+        port: int,
+        host: str = "127.0.0.1",
+        *,
+        token: str = "",
+        limits: HttpLimits = API_LIMITS,
+    ) -> None:
         self.reader = reader
-        self.httpd = ThreadingHTTPServer((host, port), self._handler())
-        self.httpd.daemon_threads = True
-        self.port = int(self.httpd.server_address[1])
-        self._thread: threading.Thread | None = None
+        self.token = BearerToken(token) if token else None
+        if self.token is None and not _loopback(host):
+            log.warning(
+                "leaderboard endpoint serves without a bearer token on a non-loopback "
+                "address; set POMOCORE_API_TOKEN_FILE",
+                extra={"host": host},
+            )
+        self.httpd = BoundedHTTPServer(
+            (host, port),
+            self._handler(),
+            limits,
+            name="pomocore-leaderboard-http",
+            inline_paths=(HEALTH_PATH,),
+            access_log=access_log,
+        )
+        self.port = self.httpd.port
 
     def start(self) -> LeaderboardHTTPServer:
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="pomocore-leaderboard-http", daemon=True
-        )
-        self._thread.start()
+        self.httpd.start()
         return self
 
     def serve_forever(self) -> None:
@@ -84,27 +135,39 @@ class LeaderboardHTTPServer:
         self.httpd.serve_forever()
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.httpd.close()
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        reader = self.reader
+    def _handler(self) -> type[BufferedRequestHandler]:
+        reader, token = self.reader, self.token
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def _reply(self, status: int, doc: Any) -> None:
+        class Handler(BufferedRequestHandler):
+            def _reply(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
                 body = json.dumps(doc).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("Cache-Control", "no-store")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
+            def _unauthorized(self) -> bool:
+                """Replies 401 unless the request carries the token (when one is set)."""
+                if token is None:
+                    return False
+                error = token.check(self.headers.get("Authorization"))
+                if error is None:
+                    return False
+                challenge = f'Bearer realm="{REALM}"' + (f', error="{error}"' if error else "")
+                self._reply(401, {"error": "unauthorized"}, {"WWW-Authenticate": challenge})
+                return True
+
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
+                if url.path != HEALTH_PATH and self._unauthorized():
+                    return
                 try:
                     status, doc = handle(reader, url.path, parse_qs(url.query))
                 except Exception as exc:  # Redis down: 503, and say why without secrets
@@ -116,8 +179,15 @@ class LeaderboardHTTPServer:
                 self.do_GET()
 
             def _not_allowed(self) -> None:
-                self._reply(405, {"error": "read-only endpoint"})
+                self._reply(405, {"error": "read-only endpoint"}, {"Allow": "GET, HEAD"})
 
             do_POST = do_PUT = do_DELETE = do_PATCH = _not_allowed
 
         return Handler
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -14,13 +14,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pomocore import acl
+from pomocore.bounded import HttpLimits
 from pomocore.cli_format import add_json, bounded_float, bounded_int, logging_parent, write_json
 from pomocore.core.connect import async_redis
 from pomocore.core.expiry import expire_at_function
 from pomocore.core.logs import setup_logging
 from pomocore.core.settings import Settings
 from pomocore.health import check_command
-from pomocore.http_api import LeaderboardHTTPServer
+from pomocore.http_api import API_WORKERS, LeaderboardHTTPServer
 from pomocore.reader import LeaderboardReader, QueryError
 from pomocore.sinks.derived import DerivedRefresher
 
@@ -101,13 +102,20 @@ def cmd_leaderboard_refresh(args: argparse.Namespace) -> int:
 def cmd_leaderboard_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     setup_logging(settings.log_format, settings.log_level)
-    server = LeaderboardHTTPServer(LeaderboardReader.from_settings(settings), args.port, args.host)
+    server = LeaderboardHTTPServer(
+        LeaderboardReader.from_settings(settings),
+        args.port,
+        args.host,
+        token=settings.api_token,
+        limits=HttpLimits.from_settings(settings, API_WORKERS),
+    )
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.httpd.server_close()
+        server.close()
+        server.reader.close()
     return 0
 
 

@@ -4,11 +4,16 @@ shell/metrics.py defines (this fails if they drift)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -220,3 +225,240 @@ def test_dockerfile_copies_every_package_folder() -> None:
     copied = set(re.findall(r"^COPY (\S+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
     assert folders <= copied, f"Dockerfile does not copy {sorted(folders - copied)}"
     assert all((ROOT / name).exists() for name in copied), "Dockerfile copies a missing folder"
+
+
+# --- NetworkPolicy and secrets (issue #14 §4, §5) ----------------------------------------
+
+
+def k8s_docs() -> list[Any]:
+    return [d for p in sorted((ROOT / "deploy/k8s").glob("*.yaml")) for d in load_all(p)]
+
+
+def by_kind(kind: str) -> list[dict[str, Any]]:
+    return [d for d in k8s_docs() if d["kind"] == kind]
+
+
+def consumer_container() -> dict[str, Any]:
+    (deployment,) = by_kind("Deployment")
+    return dict(deployment["spec"]["template"]["spec"]["containers"][0])
+
+
+def secret_template() -> dict[str, Any]:
+    (secret,) = by_kind("Secret")
+    return secret
+
+
+def port_of(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None, url
+    return port
+
+
+def test_network_policy_admits_only_monitoring_and_lets_out_only_the_dependencies() -> None:
+    """The consumers accept only their metrics/probe port, from the monitoring namespace;
+    they reach DNS, Redis, MongoDB and (a policy of its own) the LLM over HTTPS, no more."""
+    kustomization = yaml.safe_load((ROOT / "deploy/k8s/kustomization.yaml").read_text())
+    assert "networkpolicy.yaml" in kustomization["resources"]
+    policies = {p["metadata"]["name"]: p["spec"] for p in by_kind("NetworkPolicy")}
+    assert set(policies) == {"pomocore", "pomocore-llm-egress"}
+    (deployment,) = by_kind("Deployment")
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for spec in policies.values():
+        assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    main = policies["pomocore"]
+    assert set(main["policyTypes"]) == {"Ingress", "Egress"}
+    # Ingress: one rule, the container's metrics port, from the monitoring namespace.
+    (rule,) = main["ingress"]
+    ports = {p["name"]: p["containerPort"] for p in consumer_container()["ports"]}
+    assert rule["ports"] == [{"protocol": "TCP", "port": "metrics"}] and set(ports) == {"metrics"}
+    assert rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    # Egress: DNS, and the ports of the Redis and MongoDB URLs of the secret template.
+    allowed = {(p["protocol"], p["port"]) for r in main["egress"] for p in r["ports"]}
+    data = secret_template()["stringData"]
+    assert allowed == {
+        ("UDP", 53), ("TCP", 53),
+        ("TCP", port_of(data["redis_url"])), ("TCP", port_of(data["mongo_uri"])),
+    }  # fmt: skip
+    for spec in policies.values():
+        for r in [*spec.get("ingress", []), *spec.get("egress", [])]:
+            for peer in [*r.get("from", []), *r.get("to", [])]:
+                # kustomization's commonLabels would add part-of: pomocore to a peer's
+                # podSelector (tried: kubectl kustomize), matching no DNS or Redis pod.
+                assert "podSelector" not in peer, peer
+    # The LLM: HTTPS to public addresses; private ranges and cloud metadata stay closed.
+    (llm,) = policies["pomocore-llm-egress"]["egress"]
+    assert policies["pomocore-llm-egress"]["policyTypes"] == ["Egress"]
+    assert llm["ports"] == [{"protocol": "TCP", "port": 443}]
+    (block,) = llm["to"]
+    closed = [ipaddress.ip_network(c) for c in block["ipBlock"]["except"]]
+    for address in ("10.1.2.3", "172.20.0.1", "192.168.1.1", "169.254.169.254"):
+        assert any(ipaddress.ip_address(address) in net for net in closed), address
+
+
+def test_every_secret_the_pod_needs_is_mounted_from_a_template_key() -> None:
+    """Each *_FILE setting, and every file a setting or URI names (tlsCAFile=...), is a
+    mounted item of a key that secret.template.yaml has; no secret reaches the pod's
+    environment."""
+    container = consumer_container()
+    (deployment,) = by_kind("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    keys = set(secret_template()["stringData"])
+    mounted: dict[str, str] = {}  # path in the container -> secret key
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for mount in container["volumeMounts"]:
+        secret = volumes[mount["name"]].get("secret")
+        if secret is None:
+            continue
+        assert mount["readOnly"] is True and secret["secretName"] == "pomocore"
+        for item in secret["items"]:
+            assert item["key"] in keys, f"{item['key']} is not in secret.template.yaml"
+            mounted[f"{mount['mountPath']}/{item['path']}"] = item["key"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    (configmap,) = by_kind("ConfigMap")
+    settings_files = {**configmap["data"], **{k: v for k, v in env.items() if v}}
+    files = {k: v for k, v in settings_files.items() if k.endswith("_FILE")}
+    assert {"POMOCORE_REDIS_URL_FILE", "POMOCORE_MONGO_URI_FILE", "POMOCORE_LLM_API_KEY_FILE",
+            "POMOCORE_REDIS_TLS_CA_FILE"} <= set(files)  # fmt: skip
+    for name, path in files.items():
+        assert path in mounted, f"{name}={path} is not mounted"
+    uri_files = re.findall(r"tls\w*File=([^&]+)", secret_template()["stringData"]["mongo_uri"])
+    assert uri_files and all(path in mounted for path in uri_files), uri_files
+    assert mounted["/etc/pomocore/secrets/llm_api_key"] == "llm_api_key"
+    assert mounted["/etc/pomocore/tls/ca.crt"] == "ca.crt"
+    # Secrets: read by uid 10001 only (fsGroup turns 0400 into root:10001 0440).
+    assert volumes["secrets"]["secret"]["defaultMode"] == 0o400
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 10001
+    for secret_name in ("POMOCORE_REDIS_URL", "POMOCORE_MONGO_URI", "POMOCORE_LLM_API_KEY"):
+        assert secret_name not in env and secret_name not in configmap["data"]
+    # Every key of the template is used: mounted, or a parameter of KEDA's authentication.
+    (auth,) = by_kind("TriggerAuthentication")
+    refs = {r["key"]: r["parameter"] for r in auth["spec"]["secretTargetRef"]}
+    assert keys == set(mounted.values()) | set(refs)
+    assert refs["ca.crt"] == "ca"  # KEDA verifies Redis with the consumers' CA
+    (scaled,) = by_kind("ScaledObject")
+    assert "enableTLS" not in scaled["spec"]["triggers"][0]["metadata"]  # KEDA: not both
+
+
+COMPOSE_READERS = {
+    # the uid that reads each service's secret files inside its container
+    "pomocore": 10001,  # docker-compose.yml `user: 10001:10001`
+    "grafana": 472,  # `user: 472:0`
+    "redis": 999,  # valkey/valkey: the entrypoint drops to the valkey user, uid 999
+    "mongo": 999,  # mongo: the entrypoint drops to the mongodb user, uid 999
+}
+
+
+def compose_block() -> str:
+    text = (ROOT / "docs/operations.md").read_text(encoding="utf-8")
+    section = text[text.index("### Docker Compose") : text.index("### Kubernetes")]
+    return "\n".join(re.findall(r"```sh\n(.*?)```", section, re.S))
+
+
+def test_compose_secrets_are_readable_by_their_reader_alone() -> None:
+    """docs/operations.md creates every compose secret file 0600 (umask 077) and gives it
+    0400 to the one uid that reads it: never a mode for group or others (the old
+    `chmod 644 *` let anyone read the admin and root passwords)."""
+    commands = compose_block()
+    umask_at = commands.index("umask 077")
+    assert umask_at < commands.index(">"), "files are created before the umask"
+    modes = re.findall(r"\bchmod\s+([0-7]{3,4})\b", commands)
+    assert modes and all(int(m, 8) & 0o077 == 0 for m in modes), modes
+    assert not re.search(r"chmod\s+[ugoa]*[+=][rwx]", commands)
+    owner: dict[str, int] = {}
+    for uid, names in re.findall(r"chown\s+(\d+)(?::\d+)?\s+([^#&)\n]+)", commands):
+        for name in names.split():
+            owner[name] = int(uid)
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    llm = yaml.safe_load((ROOT / "docker-compose.llm.yml").read_text())
+    files = {k: Path(v["file"]).name for k, v in {**compose["secrets"], **llm["secrets"]}.items()}
+    for name, svc in [*compose["services"].items(), *llm["services"].items()]:
+        if not svc.get("secrets"):
+            continue
+        if "user" in compose["services"][name]:
+            uid = int(str(compose["services"][name]["user"]).split(":")[0])
+            assert uid == COMPOSE_READERS[name], name
+        for secret in svc["secrets"]:
+            assert owner.get(files[secret]) == COMPOSE_READERS[name], (name, files[secret])
+
+
+def run_mongo_init(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str],
+                                                                   Path]:  # fmt: skip
+    """The init script as the mongo image's entrypoint runs it (sourced by bash, under
+    `set -Eeuo pipefail`), with a `mongosh` that records its argv and stdin, and runs the
+    script in node with a recording `db` when node is there."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "mongosh").write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, shutil, subprocess, sys\n"
+        "out = os.environ['FAKE_OUT']\n"
+        "script = sys.stdin.read()\n"
+        "json.dump({'argv': sys.argv[1:], 'stdin': script}, open(out + '/call.json', 'w'))\n"
+        "node = shutil.which('node')\n"
+        "if node:\n"
+        "    subprocess.run([node, out + '/harness.js', sys.argv[-1]], input=script,\n"
+        "                   text=True, check=True)\n"
+    )
+    (fake / "mongosh").chmod(0o755)
+    (tmp_path / "harness.js").write_text(MONGOSH_HARNESS)
+    script = ROOT / "deploy/mongo/init/10-pomocore-user.sh"
+    done = subprocess.run(
+        ["bash", "-c", 'set -Eeuo pipefail; . "$0"', str(script)],
+        env={"PATH": f"{fake}:/usr/bin:/bin", "FAKE_OUT": str(tmp_path), **env},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    return done, tmp_path
+
+
+# mongosh's globals the init script uses (fs, process, db), recording db's calls.
+MONGOSH_HARNESS = """
+const fs = require('fs');
+const calls = [];
+const database = (name) => ({
+  auth: (user, pwd) => { calls.push({op: 'auth', db: name, user, pwd}); return {ok: 1}; },
+  createUser: (doc) => { calls.push({op: 'createUser', db: name, doc}); return {ok: 1}; },
+  getSiblingDB: (other) => database(other),
+});
+globalThis.fs = fs;
+globalThis.db = database(process.argv[2]);
+require('vm').runInThisContext(fs.readFileSync(0, 'utf8'));
+fs.writeFileSync(process.env.FAKE_OUT + '/db.json', JSON.stringify(calls));
+"""
+
+
+def test_mongo_init_script_passes_no_password_on_a_command_line(tmp_path: Path) -> None:
+    """The app user is created with the passwords read inside mongosh (from the variable
+    the entrypoint sets, and from MONGO_APP_PASSWORD_FILE): neither is in any argv, nor in
+    the script text, where `ps` or the shell's expansion would show it."""
+    root_password, app_password = "r00t-" + "x" * 20, "app-" + "y" * 20
+    app_file = tmp_path / "mongo_app_password"
+    app_file.write_text(app_password + "\n")
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    mongo_env = compose["services"]["mongo"]["environment"]
+    assert mongo_env["MONGO_APP_PASSWORD_FILE"] == "/run/secrets/mongo_app_password"
+    assert "mongo_app_password" in compose["services"]["mongo"]["secrets"]
+    # What the entrypoint leaves for the scripts it sources: the root password read from
+    # MONGO_INITDB_ROOT_PASSWORD_FILE into MONGO_INITDB_ROOT_PASSWORD, the _FILE unset.
+    env = {
+        "MONGO_INITDB_ROOT_USERNAME": "root",
+        "MONGO_INITDB_ROOT_PASSWORD": root_password,
+        "MONGO_APP_PASSWORD_FILE": str(app_file),
+    }
+    done, out = run_mongo_init(tmp_path, env)
+    assert done.returncode == 0, done.stderr
+    call = json.loads((out / "call.json").read_text())
+    for secret in (root_password, app_password):
+        assert not any(secret in arg for arg in call["argv"]), call["argv"]
+        assert secret not in call["stdin"]
+    assert call["argv"][-1] == "admin"
+    if shutil.which("node") is None:
+        pytest.skip("node is not installed: the mongosh script itself was not run")
+    calls = json.loads((out / "db.json").read_text())
+    assert calls == [
+        {"op": "auth", "db": "admin", "user": "root", "pwd": root_password},
+        {"op": "createUser", "db": "pomocore", "doc": {
+            "user": "pomocore", "pwd": app_password,
+            "roles": [{"role": "readWrite", "db": "pomocore"}]}},
+    ]  # fmt: skip
