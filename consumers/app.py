@@ -170,6 +170,10 @@ async def runtime(
         lanes: list[StreamConsumer] = []
         liveness = Liveness(settings.liveness_timeout_s)
         compute_lock = asyncio.Lock()
+        # Batches finishing in the background while their events wait for the LLM, all
+        # lanes together: as many LLM waits at once as lanes that waited (before issue
+        # #15 §6), so the LLM's load stays that of the lanes, not lanes × the bound.
+        waiting_slots = asyncio.Semaphore(max(1, settings.llm_waiting_batches))
         # At most two commit script calls in flight per process; the lanes' plans that
         # queue up behind them go out merged (group commit, sinks/commit.py).
         commit_group = CommitGroup(redis, keys, settings.group, expire_at, mark_derived=derived)
@@ -200,6 +204,7 @@ async def runtime(
                     reclaims=not lanes,
                     observer=observer,
                     heart=liveness.heart(f"lane {lane_settings.consumer_name}"),
+                    waiting_slots=waiting_slots,
                 )
             )
         for lane in lanes[1:]:  # one set of counters for the whole process

@@ -74,6 +74,7 @@ class StreamConsumer:
         reclaims: bool = True,
         observer: Observer | None = None,
         heart: Heart | None = None,
+        waiting_slots: asyncio.Semaphore | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -90,9 +91,12 @@ class StreamConsumer:
         self.held_dead: list[DeadLetter] = []  # ... and their extra dead letters
         self.held_tokens: list[int] = []  # ... and their keeper tokens (kept fresh)
         # Batches whose events wait for the LLM, finished in the background while the
-        # lane reads on (issue #15 §6); at most `llm_waiting_batches` at once.
+        # lane reads on (issue #15 §6); `waiting_slots` (shared by a process's lanes)
+        # bounds them to `llm_waiting_batches` at once.
         self.waiting: set[asyncio.Task[None]] = set()
-        self.waiting_slots = asyncio.Semaphore(max(1, settings.llm_waiting_batches))
+        self.waiting_slots = waiting_slots or asyncio.Semaphore(
+            max(1, settings.llm_waiting_batches)
+        )
         self.defers = settings.llm_enabled and settings.llm_waiting_batches > 0
         self.failed: BaseException | None = None  # a background batch's fatal error
         # What this lane is waiting out (a Redis or sink error it retries), for /readyz;
