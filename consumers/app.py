@@ -29,7 +29,7 @@ from pomocore.classifiers.patterns import PatternSet, load_default_pattern_set
 from pomocore.classifiers.reload import watch_patterns
 from pomocore.classifiers.store import load_or_seed_patterns
 from pomocore.consumers.batch import BatchProcessor
-from pomocore.consumers.consumer import StreamConsumer, raw_stream_reply
+from pomocore.consumers.consumer import StreamConsumer, WaitingSlots, raw_stream_reply
 from pomocore.consumers.trimming import StreamTrimmer
 from pomocore.core.connect import async_redis, command_timeout_s
 from pomocore.core.expiry import expire_at_function
@@ -170,10 +170,7 @@ async def runtime(
         lanes: list[StreamConsumer] = []
         liveness = Liveness(settings.liveness_timeout_s)
         compute_lock = asyncio.Lock()
-        # Batches finishing in the background while their events wait for the LLM, all
-        # lanes together: as many LLM waits at once as lanes that waited (before issue
-        # #15 §6), so the LLM's load stays that of the lanes, not lanes × the bound.
-        waiting_slots = asyncio.Semaphore(max(1, settings.llm_waiting_batches))
+        waiting_slots = WaitingSlots.from_settings(settings)  # all lanes together
         # At most two commit script calls in flight per process; the lanes' plans that
         # queue up behind them go out merged (group commit, sinks/commit.py).
         commit_group = CommitGroup(redis, keys, settings.group, expire_at, mark_derived=derived)

@@ -64,6 +64,29 @@ async def ensure_group(redis: aioredis.Redis, settings: Settings) -> None:
             raise
 
 
+@dataclass(frozen=True, slots=True)
+class WaitingSlots:
+    """Bounds on the batches a process finishes in the background while their events wait
+    for the LLM (issue #15 §6), shared by its lanes.
+
+    `held`: how many it holds at once (`POMOCORE_LLM_WAITING_BATCHES`); a lane that finds
+    them all taken waits. `asking`: how many ask the LLM at once, one per lane, as when
+    each lane waited for its own batch: the provider's load stays what it was, and a key
+    is asked within its deadline instead of timing out in a pile of calls behind the
+    provider (with 16 asking at once, the benchmark's first pass saw 467 of 888 unknown
+    keys time out into the reclassifier's queue; with 4, 2). The others queue here, where
+    only the events waiting for the LLM wait.
+    """
+
+    held: asyncio.Semaphore
+    asking: asyncio.Semaphore
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WaitingSlots:
+        held = max(1, settings.llm_waiting_batches)
+        return cls(asyncio.Semaphore(held), asyncio.Semaphore(settings.lanes))
+
+
 class StreamConsumer:
     def __init__(
         self,
@@ -74,7 +97,7 @@ class StreamConsumer:
         reclaims: bool = True,
         observer: Observer | None = None,
         heart: Heart | None = None,
-        waiting_slots: asyncio.Semaphore | None = None,
+        waiting_slots: WaitingSlots | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
@@ -91,12 +114,9 @@ class StreamConsumer:
         self.held_dead: list[DeadLetter] = []  # ... and their extra dead letters
         self.held_tokens: list[int] = []  # ... and their keeper tokens (kept fresh)
         # Batches whose events wait for the LLM, finished in the background while the
-        # lane reads on (issue #15 §6); `waiting_slots` (shared by a process's lanes)
-        # bounds them to `llm_waiting_batches` at once.
+        # lane reads on (issue #15 §6), within bounds shared by a process's lanes.
         self.waiting: set[asyncio.Task[None]] = set()
-        self.waiting_slots = waiting_slots or asyncio.Semaphore(
-            max(1, settings.llm_waiting_batches)
-        )
+        self.waiting_slots = waiting_slots or WaitingSlots.from_settings(settings)
         self.defers = settings.llm_enabled and settings.llm_waiting_batches > 0
         self.failed: BaseException | None = None  # a background batch's fatal error
         # What this lane is waiting out (a Redis or sink error it retries), for /readyz;
@@ -308,20 +328,24 @@ class StreamConsumer:
 
     async def _wait_for_llm(self, entries: list[Entry], stop: asyncio.Event) -> None:
         """Finish `entries` (their events wait for the LLM) in a task of their own, held
-        fresh by the keeper meanwhile. With every slot taken the lane waits for one
-        (backpressure: the LLM's pace bounds how much this lane has in hand)."""
-        await self.waiting_slots.acquire()
-        task = asyncio.create_task(self._finish(entries, stop))
+        fresh by the keeper meanwhile. With every held slot taken the lane waits for one
+        (backpressure: the LLM's pace bounds how much a process has in hand)."""
+        await self.waiting_slots.held.acquire()
+        token = self.keeper.hold(entries)  # fresh while queued for an asking slot too
+        task = asyncio.create_task(self._finish(entries, stop, token))
         self.waiting.add(task)
         task.add_done_callback(self.waiting.discard)
 
-    async def _finish(self, entries: list[Entry], stop: asyncio.Event) -> None:
+    async def _finish(self, entries: list[Entry], stop: asyncio.Event, token: int) -> None:
         try:
-            await self.process(entries, stop, continuing=True)
+            async with self.waiting_slots.asking:
+                if not stop.is_set():  # else left pending: read again after a restart
+                    await self.process(entries, stop, continuing=True)
         except Exception as exc:  # fatal for the lane (see _fatal_for_batch): raised there
             self.failed = exc
         finally:
-            self.waiting_slots.release()
+            self.keeper.release(token)
+            self.waiting_slots.held.release()
 
     async def _with_redis_retry(
         self, op: Any, stop: asyncio.Event, bound_s: float | None = None, *, progress: bool = False

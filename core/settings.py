@@ -130,8 +130,8 @@ class Settings:
     )
     llm_batch_size: int = _setting(25, "items per LLM request", lo=1, hi=500)
     llm_waiting_batches: int = _setting(
-        4, "batches per process finishing in the background while their events wait for "
-        "the LLM; the lanes read on meanwhile (0 = a lane waits)", lo=0, hi=64,
+        16, "batches a process holds while their events wait for the LLM (asked one per "
+        "lane at once); the lanes read on meanwhile (0 = a lane waits)", lo=0, hi=256,
     )  # fmt: skip
     llm_user_share: float = _setting(
         0.25, "share of the LLM calls per minute one user may take", lo=0.01, hi=1.0

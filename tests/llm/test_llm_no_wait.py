@@ -8,6 +8,7 @@ thinking; both stages together stay exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import Iterator
@@ -166,3 +167,29 @@ async def test_a_failed_second_stage_is_retried_without_counting_the_first_twice
     )
     assert rebuild_check(s, valid) == []
     assert redis.Redis.from_url(s.redis_url).xlen(s.keys.dead_letter_key) == 1
+
+
+async def test_the_batches_held_for_the_llm_are_bounded(
+    settings: Settings, gated: tuple[FakeLLM, threading.Event, threading.Event]
+) -> None:
+    """With POMOCORE_LLM_WAITING_BATCHES=1, a second batch with undecided keys commits its
+    decided events and then holds the lane until the first batch's LLM answer frees the
+    slot: nothing after it is read meanwhile (backpressure, not an unbounded pile)."""
+    llm, asked, gate = gated
+    s = dataclasses.replace(
+        settings, llm_base_url=llm.url, llm_api_key="t", llm_timeout_s=GATE_S + 10,
+        llm_calls_per_min=100, batch_size=500, lanes=1, llm_waiting_batches=1, linger_ms=0,
+    )  # fmt: skip
+    first = mixed_batch()
+    second = [now_fields("nb1", "Code", 2.0, title="b.py"), now_fields("nb1", "NoWaitOther", 4.0)]
+    third = [now_fields("nb3", "Code", 6.0, title=f"c{i}.py") for i in range(5)]
+    publish(s.redis_url, s.keys.stream_key, first)
+    async with running_consumer(s):
+        await wait_until(lambda: asked.is_set() and pending(s) == 5, 30)
+        publish(s.redis_url, s.keys.stream_key, second)
+        await wait_until(lambda: _counted(s, "nb1") == 2.0, 30)  # its decided event
+        publish(s.redis_url, s.keys.stream_key, third)
+        await asyncio.sleep(1.5)  # the lane waits for the one held slot: `third` is unread
+        assert _counted(s, "nb3") == 0.0 and pending(s) == 6
+        gate.set()
+        await wait_until(lambda: _counted(s, "nb3") == 30.0 and pending(s) == 0, 30)
