@@ -11,7 +11,11 @@
     │       │                  the consumer holds the batch and retries it)
     │       ├── CommitContended    every attempt met an id acknowledged elsewhere
     │       └── WrongKeyType       a key the script writes holds another Redis type
-    └── ClassifierError        patterns or the classifier could not be loaded
+    ├── ClassifierError        patterns or the classifier could not be loaded
+    └── BackendError           a Redis call of a reader or producer failed (translated from
+        │                      redis-py; the message names the server, without a password)
+        └── BackendUnavailable the server is unreachable, timed out or answered an error
+                               that clears by itself (LOADING, failover...): retry later
 
 Lower-library errors (redis, pymongo, openai) are translated into these where they
 cross into our code, so callers never need to import a driver to catch a failure.
@@ -105,3 +109,18 @@ class WrongKeyType(CommitNotApplied):
 
 class ClassifierError(PomocoreError):
     """Patterns could not be loaded or compiled."""
+
+
+class BackendError(PomocoreError):
+    """A Redis call of the public API (readers, producers) failed; the server refused it
+    (wrong key type, no permission, a bad argument). Retrying the same call will not help.
+    `server` is host:port, never a password."""
+
+    def __init__(self, message: str, server: str = "") -> None:
+        super().__init__(f"{server}: {message}" if server else message)
+        self.server = server
+
+
+class BackendUnavailable(BackendError):
+    """The server could not be reached, timed out, or answered with an error that clears by
+    itself (LOADING, BUSY, a failover in progress...): the same call may succeed later."""

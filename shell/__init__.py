@@ -7,6 +7,8 @@ subpackage: `pomocore.core` (settings, keys, the event, periods, errors),
 """
 
 from pomocore.core.errors import (
+    BackendError,
+    BackendUnavailable,
     Backpressure,
     ClassifierError,
     CommitError,
@@ -18,12 +20,15 @@ from pomocore.core.errors import (
 )
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
+from pomocore.producer import apublish, apublish_many, publish, publish_many
 from pomocore.reader import AsyncLeaderboardReader, LeaderboardReader, QueryError, Row
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncLeaderboardReader",
+    "BackendError",
+    "BackendUnavailable",
     "Backpressure",
     "ClassifierError",
     "CommitError",
@@ -38,4 +43,8 @@ __all__ = [
     "Settings",
     "SinkError",
     "__version__",
+    "apublish",
+    "apublish_many",
+    "publish",
+    "publish_many",
 ]

@@ -11,9 +11,11 @@ import pomocore
 
 PUBLIC = sorted([
     "LeaderboardReader", "AsyncLeaderboardReader", "Row", "QueryError",  # reading
+    "publish", "publish_many", "apublish", "apublish_many",  # producing
     "Settings", "KeySpace", "__version__",
     "PomocoreError", "ConfigError", "RejectedEvent", "ClassifierError",  # the errors
     "SinkError", "MongoWriteError", "Backpressure", "CommitError",
+    "BackendError", "BackendUnavailable",
 ])  # fmt: skip
 
 
@@ -24,8 +26,10 @@ def test_exported_names_are_pinned() -> None:
 
 
 def test_errors_form_one_tree() -> None:
-    errors = [getattr(pomocore, n) for n in PUBLIC if n.endswith("Error") and n != "QueryError"]
+    errors = [getattr(pomocore, n) for n in PUBLIC if n.endswith(("Error", "Unavailable"))
+              and n != "QueryError"]
     assert all(issubclass(e, pomocore.PomocoreError) for e in errors)
+
 
 
 def test_version_is_the_distribution_version() -> None:
