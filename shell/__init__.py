@@ -21,7 +21,7 @@ from pomocore.core.errors import (
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
 from pomocore.producer import apublish, apublish_many, publish, publish_many
-from pomocore.reader import AsyncLeaderboardReader, LeaderboardReader, QueryError, Row
+from pomocore.reader import AsyncLeaderboardReader, LeaderboardReader, Period, QueryError, Row
 
 __version__ = "0.1.0"
 
@@ -36,6 +36,7 @@ __all__ = [
     "KeySpace",
     "LeaderboardReader",
     "MongoWriteError",
+    "Period",
     "PomocoreError",
     "QueryError",
     "RejectedEvent",
