@@ -25,11 +25,16 @@ def load_all(path: Path) -> list[Any]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
 
 
+def component(doc: dict[str, Any]) -> str:
+    return str(doc.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component", ""))
+
+
 def test_k8s_manifests() -> None:
     docs: dict[str, Any] = {}
     for path in sorted((ROOT / "deploy/k8s").glob("*.yaml")):
         for doc in load_all(path):
-            docs[doc["kind"]] = doc
+            if component(doc) != "leaderboard-api":  # its own test, below
+                docs[doc["kind"]] = doc
     assert {"Deployment", "ConfigMap", "Secret", "PodDisruptionBudget", "ScaledObject",
             "TriggerAuthentication", "Service", "Kustomization"} <= set(docs)  # fmt: skip
     pod = docs["Deployment"]["spec"]["template"]["spec"]
@@ -52,6 +57,41 @@ def test_k8s_manifests() -> None:
     # every ConfigMap key is a real setting (or a documented extra)
     names = {f"POMOCORE_{f.upper()}" for f in Settings.__dataclass_fields__}
     assert set(docs["ConfigMap"]["data"]) <= names
+
+
+def test_k8s_leaderboard_api() -> None:
+    """`pomocore leaderboard serve` as a Deployment, Service and PDB, hardened like the
+    consumer, reachable on the port it listens on, connecting as the `reader` ACL user."""
+    path = ROOT / "deploy/k8s/leaderboard-api.yaml"
+    docs = {d["kind"]: d for d in load_all(path)}
+    assert set(docs) == {"Deployment", "Service", "PodDisruptionBudget"}
+    assert all(component(d) == "leaderboard-api" for d in docs.values())
+    kustomization = yaml.safe_load((ROOT / "deploy/k8s/kustomization.yaml").read_text())
+    assert path.name in kustomization["resources"]
+    deployment, service = docs["Deployment"], docs["Service"]
+    pod = deployment["spec"]["template"]["spec"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"] == labels == service["spec"]["selector"]
+    assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == labels
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert args[:2] == ["leaderboard", "serve"]
+    assert args[args.index("--host") + 1] == "0.0.0.0"
+    (port,) = container["ports"]
+    assert int(args[args.index("--port") + 1]) == port["containerPort"]
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"] and pod["securityContext"]["runAsNonRoot"]
+    assert pod["automountServiceAccountToken"] is False
+    env = {e["name"]: e for e in container["env"]}
+    assert "POMOCORE_REDIS_URL_FILE" in env and "POMOCORE_REDIS_URL" not in env
+    (secret_volume,) = [v for v in pod["volumes"] if "secret" in v]
+    (item,) = secret_volume["secret"]["items"]
+    secret = yaml.safe_load((ROOT / "deploy/k8s/secret.template.yaml").read_text())
+    assert item["key"] in secret["stringData"] and "//reader:" in secret["stringData"][item["key"]]
 
 
 def test_compose_services_are_hardened() -> None:
