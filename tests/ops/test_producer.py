@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 
 import pomocore
 from pomocore import acl
+from pomocore.core.connect import no_async_retry, no_retry
 from pomocore.core.errors import BackendError, BackendUnavailable, RejectedEvent
 from pomocore.core.settings import Settings
 from pomocore.embedded import free_port
@@ -100,12 +101,14 @@ async def test_async_publish(settings: Settings, aredis: aioredis.Redis) -> None
 
 async def test_redis_failures_are_our_errors(settings: Settings, client: redis.Redis) -> None:
     port = free_port()  # nothing listens there
-    away = redis.Redis(port=port, socket_connect_timeout=1)
+    away = redis.Redis("127.0.0.1", port, socket_connect_timeout=1, retry=no_retry())
     with pytest.raises(BackendUnavailable, match=f"127.0.0.1:{port}|localhost:{port}"):
         pomocore.publish(away, event("u1", 1.0))
     with pytest.raises(BackendUnavailable):
         pomocore.publish_many(away, [event("u1", 1.0)])
-    away_async = aioredis.Redis(port=port, socket_connect_timeout=1)
+    away_async = aioredis.Redis(
+        host="127.0.0.1", port=port, socket_connect_timeout=1, retry=no_async_retry()
+    )
     with pytest.raises(BackendUnavailable):
         await pomocore.apublish_many(away_async, [event("u1", 1.0)])
     await away_async.aclose()

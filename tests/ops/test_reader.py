@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 
 import pomocore
 from pomocore import acl
+from pomocore.core.connect import no_async_retry, no_retry
 from pomocore.core.errors import BackendError, BackendUnavailable
 from pomocore.core.keys import KeySpace
 from pomocore.embedded import EmbeddedRedis, free_port
@@ -188,7 +189,9 @@ def test_bad_queries_are_query_errors(redis_url: str) -> None:
 
 async def test_redis_failures_are_our_errors(redis_url: str) -> None:
     port = free_port()  # nothing listens there
-    with LeaderboardReader(redis.Redis(port=port, socket_connect_timeout=1)) as reader:
+    with LeaderboardReader(
+        redis.Redis("127.0.0.1", port, socket_connect_timeout=1, retry=no_retry())
+    ) as reader:
         for query in (
             lambda: reader.top("work", "daily"),
             lambda: reader.rank("u1", "work", "daily"),
@@ -198,7 +201,11 @@ async def test_redis_failures_are_our_errors(redis_url: str) -> None:
         ):
             with pytest.raises(BackendUnavailable, match=str(port)):
                 query()
-    async with AsyncLeaderboardReader(aioredis.Redis(port=port, socket_connect_timeout=1)) as ar:
+    async with AsyncLeaderboardReader(
+        aioredis.Redis(
+            host="127.0.0.1", port=port, socket_connect_timeout=1, retry=no_async_retry()
+        )
+    ) as ar:
         with pytest.raises(BackendUnavailable):
             await ar.rank("u1", "work", "daily")
     client = redis.Redis.from_url(redis_url)
