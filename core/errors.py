@@ -14,7 +14,11 @@
     │       ├── CommitContended    every attempt met an id acknowledged elsewhere
     │       └── WrongKeyType       a key the script writes holds another Redis type
     ├── ClassifierError        patterns or the classifier could not be loaded
-    └── BackendUnavailable     Redis or MongoDB cannot be reached; names the server
+    └── BackendError           a call to Redis or MongoDB failed (translated from the driver;
+        │                      the message names the server, without a password)
+        └── BackendUnavailable the server is unreachable, timed out or answered an error
+                               that clears by itself (LOADING, failover...): retry later;
+                               the CLI exits 3 on it
 
 Lower-library errors (redis, pymongo, openai) are translated into these where they
 cross into our code, so callers never need to import a driver to catch a failure.
@@ -118,16 +122,28 @@ class ClassifierError(PomocoreError):
     """Patterns could not be loaded or compiled."""
 
 
-class BackendUnavailable(PomocoreError):
-    """Redis or MongoDB could not be reached (refused, timed out, no server selected).
+class BackendError(PomocoreError):
+    """A call to Redis or MongoDB failed; the server refused it (wrong key type, no
+    permission, a bad argument). Retrying the same call will not help. `server` is
+    host:port or a URL, never a password."""
 
-    `backend` is "Redis" or "MongoDB"; `server` the address it was given, its password
-    removed, so the message can be shown to an operator as it is. The CLI exits 3 on it.
-    """
-
-    def __init__(self, backend: str, server: str, detail: str = "") -> None:
-        tail = f": {detail}" if detail else ""
-        super().__init__(f"{backend} unavailable at {server}{tail}")
-        self.backend = backend
+    def __init__(self, message: str, server: str = "") -> None:
+        super().__init__(f"{server}: {message}" if server else message)
         self.server = server
-        self.detail = detail
+
+
+class BackendUnavailable(BackendError):
+    """The server could not be reached, timed out, or answered with an error that clears by
+    itself (LOADING, BUSY, a failover in progress...): the same call may succeed later.
+    The CLI exits 3 on it. `backend`: "Redis" or "MongoDB" when the CLI named it."""
+
+    backend: str = "Redis"  # readers and producers only talk to Redis
+
+    @classmethod
+    def at(cls, backend: str, server: str, detail: str = "") -> BackendUnavailable:
+        """`backend` ("Redis", "MongoDB") at `server` (password removed) is unreachable:
+        the one line an operator is shown."""
+        tail = f": {detail}" if detail else ""
+        error = cls(f"{backend} unavailable at {server}{tail}")
+        error.server, error.backend = server, backend
+        return error

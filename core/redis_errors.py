@@ -32,7 +32,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from pomocore.core.errors import CommitError
+from pomocore.core.errors import BackendError, BackendUnavailable, CommitError
 
 
 class Fault(enum.Enum):
@@ -122,3 +122,26 @@ def error_code(exc: ResponseError) -> str:
         return inner.group(1)
     match = _CODE.match(message)
     return match.group(1) if match else ""
+
+
+def backend_error(exc: BaseException, server: str = "") -> BackendError:
+    """`exc`, raised by a Redis call of a reader or producer, as our error: a
+    BackendUnavailable when waiting may clear it (see `redis_fault`), else a BackendError.
+    The message keeps redis-py's (which names no password) and `server` (host:port)."""
+    cls = BackendUnavailable if redis_fault(exc).retry else BackendError
+    return cls(f"{type(exc).__name__}: {exc}", server)
+
+
+def server_name(client: object) -> str:
+    """host:port (or the socket path) a client talks to, for error messages; "" if unknown.
+    A Cluster client names the node it started from."""
+    pool = getattr(client, "connection_pool", None)
+    kwargs = getattr(pool, "connection_kwargs", None)
+    if isinstance(kwargs, dict):
+        if kwargs.get("path"):
+            return str(kwargs["path"])
+        return f"{kwargs.get('host', '')}:{kwargs.get('port', '')}"
+    nodes = getattr(getattr(client, "nodes_manager", None), "startup_nodes", None)
+    if isinstance(nodes, dict) and nodes:
+        return str(next(iter(nodes)))
+    return ""

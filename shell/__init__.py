@@ -7,6 +7,7 @@ subpackage: `pomocore.core` (settings, keys, the event, periods, errors),
 """
 
 from pomocore.core.errors import (
+    BackendError,
     BackendUnavailable,
     Backpressure,
     ClassifierError,
@@ -19,12 +20,14 @@ from pomocore.core.errors import (
 )
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
-from pomocore.reader import AsyncLeaderboardReader, LeaderboardReader, QueryError, Row
+from pomocore.producer import apublish, apublish_many, publish, publish_many
+from pomocore.reader import AsyncLeaderboardReader, LeaderboardReader, Period, QueryError, Row
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AsyncLeaderboardReader",
+    "BackendError",
     "BackendUnavailable",
     "Backpressure",
     "ClassifierError",
@@ -33,6 +36,7 @@ __all__ = [
     "KeySpace",
     "LeaderboardReader",
     "MongoWriteError",
+    "Period",
     "PomocoreError",
     "QueryError",
     "RejectedEvent",
@@ -40,4 +44,8 @@ __all__ = [
     "Settings",
     "SinkError",
     "__version__",
+    "apublish",
+    "apublish_many",
+    "publish",
+    "publish_many",
 ]

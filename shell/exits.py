@@ -56,19 +56,27 @@ def addresses() -> tuple[str, str]:
 def translate(exc: BaseException, redis_url: str, mongo_uri: str) -> PomocoreError | None:
     """BackendUnavailable or ConfigError for a failure to use a backend; None for anything
     else (a bug keeps its traceback)."""
-    seen = 0
-    cause: BaseException | None = exc
-    while cause is not None and seen < 8:
+    chain = _chain(exc)
+    # The driver's error first: it names the server by the URL the operator set (a
+    # reader's or producer's BackendUnavailable names only host:port).
+    for cause in chain:
         found = _translate_one(cause, redact(redis_url), redact(mongo_uri))
         if found is not None:
             return found
-        cause, seen = cause.__cause__ or cause.__context__, seen + 1
-    return None
+    return next((c for c in chain if isinstance(c, BackendUnavailable | ConfigError)), None)
+
+
+def _chain(exc: BaseException, limit: int = 8) -> list[BaseException]:
+    """`exc` and its causes (explicit or implicit), at most `limit`."""
+    out: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and len(out) < limit:
+        out.append(cause)
+        cause = cause.__cause__ or cause.__context__
+    return out
 
 
 def _translate_one(exc: BaseException, redis_at: str, mongo_at: str) -> PomocoreError | None:
-    if isinstance(exc, BackendUnavailable | ConfigError):
-        return exc
     detail = _detail(exc)
     # AuthenticationError is a ConnectionError in redis-py: it must be tested first.
     if isinstance(exc, redis.exceptions.AuthenticationError):
@@ -76,13 +84,13 @@ def _translate_one(exc: BaseException, redis_at: str, mongo_at: str) -> Pomocore
     if isinstance(exc, redis.exceptions.NoPermissionError):
         return ConfigError(REDIS_SETTING, f"the user of Redis at {redis_at} may not: {detail}")
     if isinstance(exc, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError):
-        return BackendUnavailable("Redis", redis_at, detail)
+        return BackendUnavailable.at("Redis", redis_at, detail)
     if isinstance(exc, redis.exceptions.RedisClusterException) and "connected" in str(exc):
-        return BackendUnavailable("Redis", redis_at, detail)  # no cluster node answered
+        return BackendUnavailable.at("Redis", redis_at, detail)  # no cluster node answered
     if isinstance(exc, pymongo.errors.OperationFailure) and exc.code == MONGO_AUTH_FAILED:
         return ConfigError(MONGO_SETTING, f"MongoDB at {mongo_at} refused the credentials")
     if isinstance(exc, pymongo.errors.ConnectionFailure):
-        return BackendUnavailable("MongoDB", mongo_at, detail)
+        return BackendUnavailable.at("MongoDB", mongo_at, detail)
     if isinstance(exc, pymongo.errors.ConfigurationError):
         return ConfigError(MONGO_SETTING, detail)
     return None

@@ -4,7 +4,13 @@
         → {"key": "...", "category": ..., "period": ..., "label": ..., "rows": [{rank,user,score}]}
     GET /v1/leaderboard/rank?user=u42&category=work&period=daily[&date=...]
         → {"key": ..., "row": {rank,user,score} | null}
-    GET /healthz → {"status": "ok"}
+    GET /v1/leaderboard/around?user=u42&...&n=5 → {..., "rows": [...]}
+    GET /v1/leaderboard/ranks?user=u1&user=u2&... → {..., "ranks": {"u1": {...}, "u2": null}}
+    GET /v1/leaderboard/count?category=work&period=daily → {..., "count": 123}
+    GET /openapi.json (docs/openapi.json) · GET /healthz → {"status": "ok"}
+
+The routes, their parameters and bounds, and the OpenAPI document are in
+pomocore.http_routes; this module is the server.
 
 Only GET and HEAD; every other method is 405. Bad parameters are 400 with a message.
 With `POMOCORE_API_TOKEN[_FILE]` set, every path but /healthz needs `Authorization: Bearer
@@ -25,7 +31,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pomocore.bounded import BoundedHTTPServer, BufferedRequestHandler, HttpLimits
-from pomocore.reader import LeaderboardReader, QueryError
+from pomocore.http_routes import handle
+from pomocore.reader import LeaderboardReader
 
 log = logging.getLogger("pomocore.http_api")
 access_log = logging.getLogger("pomocore.http_api.access")
@@ -36,46 +43,6 @@ API_WORKERS = 8
 API_LIMITS = HttpLimits(workers=API_WORKERS)  # the defaults, for servers built without settings
 HEALTH_PATH = "/healthz"  # answered without a token: probes carry none
 REALM = "pomocore"
-
-
-def _one(query: dict[str, list[str]], name: str, default: str | None = None) -> str:
-    values = query.get(name)
-    if not values:
-        if default is None:
-            raise QueryError(f"missing parameter {name!r}")
-        return default
-    return values[0]
-
-
-def _int(query: dict[str, list[str]], name: str, default: int) -> int:
-    raw = _one(query, name, str(default))
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise QueryError(f"{name} must be an integer") from exc
-
-
-def handle(reader: LeaderboardReader, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
-    """(status, JSON document) for one GET; no I/O but the reader's."""
-    if path == HEALTH_PATH:
-        return 200, {"status": "ok"}
-    if path not in ("/v1/leaderboard/top", "/v1/leaderboard/rank"):
-        return 404, {"error": "not found"}
-    try:
-        category = _one(query, "category")
-        period = _one(query, "period")
-        day = query.get("date", [None])[0] or None
-        key = reader.key(category, period, day)
-        base = {"key": key, "category": category, "period": period, "label": key.rsplit(":", 1)[-1]}
-        if path.endswith("/top"):
-            rows = reader.top(
-                category, period, day, _int(query, "limit", 10), _int(query, "offset", 0)
-            )
-            return 200, {**base, "rows": [r.as_dict() for r in rows]}
-        row = reader.rank(_one(query, "user"), category, period, day)
-        return 200, {**base, "row": row.as_dict() if row else None}
-    except QueryError as exc:
-        return 400, {"error": str(exc)}
 
 
 class BearerToken:

@@ -10,11 +10,12 @@ from importlib import resources
 import pomocore
 
 PUBLIC = sorted([
-    "LeaderboardReader", "AsyncLeaderboardReader", "Row", "QueryError",  # reading
+    "LeaderboardReader", "AsyncLeaderboardReader", "Row", "QueryError", "Period",  # reading
+    "publish", "publish_many", "apublish", "apublish_many",  # producing
     "Settings", "KeySpace", "__version__",
     "PomocoreError", "ConfigError", "RejectedEvent", "ClassifierError",  # the errors
     "SinkError", "MongoWriteError", "Backpressure", "CommitError",
-    "BackendUnavailable",  # Redis or MongoDB unreachable (the CLI's exit 3)
+    "BackendError", "BackendUnavailable",
 ])  # fmt: skip
 
 
@@ -25,8 +26,9 @@ def test_exported_names_are_pinned() -> None:
 
 
 def test_errors_form_one_tree() -> None:
-    errors = [getattr(pomocore, n) for n in PUBLIC if n.endswith("Error") and n != "QueryError"]
+    errors = [getattr(pomocore, n) for n in PUBLIC if n.endswith(("Error", "Unavailable"))]
     assert all(issubclass(e, pomocore.PomocoreError) for e in errors)
+    assert issubclass(pomocore.QueryError, ValueError)  # as before it joined the tree
 
 
 def test_version_is_the_distribution_version() -> None:

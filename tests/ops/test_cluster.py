@@ -11,13 +11,16 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+import pomocore
 from pomocore.core.errors import ConfigError
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedRedis, free_port
-from pomocore.reader import LeaderboardReader
+from pomocore.producer import PIPELINE_CHUNK
+from pomocore.reader import AsyncLeaderboardReader, LeaderboardReader
 from tests.support.consumer import drain
 from tests.support.streams import connected_group_state, now_fields
 
@@ -127,3 +130,34 @@ def test_sharding_by_stream_spreads_over_shards(
 def test_cluster_without_a_hash_tag_is_refused() -> None:
     with pytest.raises(ConfigError, match="POMOCORE_KEY_HASH_TAG"):
         Settings.from_env({"POMOCORE_REDIS_CLUSTER": "1"})
+
+
+async def test_producer_and_readers_on_a_cluster(
+    cluster: list[EmbeddedRedis], settings: Settings
+) -> None:
+    """publish_many pipelines (more than one) through both Cluster clients to the tagged
+    stream; the readers' pipelines (ranks, the rank probe) go to the board's one slot."""
+    s = cluster_settings(settings, cluster, "pk")
+    client = RedisCluster(host="127.0.0.1", port=cluster[0].port)
+    aclient = AsyncRedisCluster(host="127.0.0.1", port=cluster[0].port)
+    ts = time.time() - 60
+    events = [{"userId": f"u{i % 5}", "app": "Code", "duration": 1.0 + i % 5, "timestamp": ts}
+              for i in range(PIPELINE_CHUNK + 100)]  # fmt: skip
+    ids = pomocore.publish_many(client, events, settings=s)
+    ids += await pomocore.apublish_many(aclient, events[:10], settings=s)
+    ids.append(await pomocore.apublish(aclient, events[0], settings=s))
+    await aclient.aclose()
+    assert client.xlen(s.keys.stream_key) == len(ids) == len(set(ids)) == PIPELINE_CHUNK + 111
+    stats = await drain(s, timeout_s=60, state=connected_group_state)
+    assert stats.committed == len(ids)
+    with LeaderboardReader.from_settings(s) as reader:
+        top = reader.top("work", "daily", None, limit=5)
+        assert [r.user for r in top] == ["u4", "u3", "u2", "u1", "u0"]
+        assert reader.rank("u2", "work", "daily") == top[2]
+        assert reader.ranks(["u0", "nobody"], "work", "daily") == {"u0": top[4], "nobody": None}
+        assert reader.around("u2", "work", "daily", n=1) == top[1:4]
+        assert reader.count("work", "daily") == 5
+    async with AsyncLeaderboardReader.from_settings(s) as areader:
+        assert await areader.ranks(["u4", "u3"], "work", "daily") == {"u4": top[0], "u3": top[1]}
+        assert await areader.around("u0", "work", "daily", n=2) == top[2:]
+    client.close()

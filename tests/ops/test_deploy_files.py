@@ -30,11 +30,16 @@ def load_all(path: Path) -> list[Any]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
 
 
+def component(doc: dict[str, Any]) -> str:
+    return str(doc.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component", ""))
+
+
 def test_k8s_manifests() -> None:
     docs: dict[str, Any] = {}
     for path in sorted((ROOT / "deploy/k8s").glob("*.yaml")):
         for doc in load_all(path):
-            docs[doc["kind"]] = doc
+            if component(doc) != "leaderboard-api":  # its own test, below
+                docs[doc["kind"]] = doc
     assert {"Deployment", "ConfigMap", "Secret", "PodDisruptionBudget", "ScaledObject",
             "TriggerAuthentication", "Service", "Kustomization"} <= set(docs)  # fmt: skip
     pod = docs["Deployment"]["spec"]["template"]["spec"]
@@ -57,6 +62,41 @@ def test_k8s_manifests() -> None:
     # every ConfigMap key is a real setting (or a documented extra)
     names = {f"POMOCORE_{f.upper()}" for f in Settings.__dataclass_fields__}
     assert set(docs["ConfigMap"]["data"]) <= names
+
+
+def test_k8s_leaderboard_api() -> None:
+    """`pomocore leaderboard serve` as a Deployment, Service and PDB, hardened like the
+    consumer, reachable on the port it listens on, connecting as the `reader` ACL user."""
+    path = ROOT / "deploy/k8s/leaderboard-api.yaml"
+    docs = {d["kind"]: d for d in load_all(path)}
+    assert set(docs) == {"Deployment", "Service", "PodDisruptionBudget"}
+    assert all(component(d) == "leaderboard-api" for d in docs.values())
+    kustomization = yaml.safe_load((ROOT / "deploy/k8s/kustomization.yaml").read_text())
+    assert path.name in kustomization["resources"]
+    deployment, service = docs["Deployment"], docs["Service"]
+    pod = deployment["spec"]["template"]["spec"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"] == labels == service["spec"]["selector"]
+    assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"] == labels
+    (container,) = pod["containers"]
+    args = container["args"]
+    assert args[:2] == ["leaderboard", "serve"]
+    assert args[args.index("--host") + 1] == "0.0.0.0"
+    (port,) = container["ports"]
+    assert int(args[args.index("--port") + 1]) == port["containerPort"]
+    assert service["spec"]["ports"][0]["targetPort"] == port["name"]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": port["name"]}
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"] and pod["securityContext"]["runAsNonRoot"]
+    assert pod["automountServiceAccountToken"] is False
+    env = {e["name"]: e for e in container["env"]}
+    assert "POMOCORE_REDIS_URL_FILE" in env and "POMOCORE_REDIS_URL" not in env
+    secret_volume = next(v for v in pod["volumes"] if v["name"] == "secrets")
+    (item,) = secret_volume["secret"]["items"]
+    secret = yaml.safe_load((ROOT / "deploy/k8s/secret.template.yaml").read_text())
+    assert item["key"] in secret["stringData"] and "//reader:" in secret["stringData"][item["key"]]
 
 
 def test_compose_services_are_hardened() -> None:
@@ -238,9 +278,14 @@ def by_kind(kind: str) -> list[dict[str, Any]]:
     return [d for d in k8s_docs() if d["kind"] == kind]
 
 
+def consumer_deployment() -> dict[str, Any]:
+    """The consumers' Deployment (deployment.yaml; the leaderboard API has one of its own)."""
+    (deployment,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "pomocore"]
+    return deployment
+
+
 def consumer_container() -> dict[str, Any]:
-    (deployment,) = by_kind("Deployment")
-    return dict(deployment["spec"]["template"]["spec"]["containers"][0])
+    return dict(consumer_deployment()["spec"]["template"]["spec"]["containers"][0])
 
 
 def secret_template() -> dict[str, Any]:
@@ -261,7 +306,7 @@ def test_network_policy_admits_only_monitoring_and_lets_out_only_the_dependencie
     assert "networkpolicy.yaml" in kustomization["resources"]
     policies = {p["metadata"]["name"]: p["spec"] for p in by_kind("NetworkPolicy")}
     assert set(policies) == {"pomocore", "pomocore-llm-egress"}
-    (deployment,) = by_kind("Deployment")
+    deployment = consumer_deployment()
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     for spec in policies.values():
         assert spec["podSelector"]["matchLabels"].items() <= pod_labels.items()
@@ -302,7 +347,7 @@ def test_every_secret_the_pod_needs_is_mounted_from_a_template_key() -> None:
     mounted item of a key that secret.template.yaml has; no secret reaches the pod's
     environment."""
     container = consumer_container()
-    (deployment,) = by_kind("Deployment")
+    deployment = consumer_deployment()
     pod = deployment["spec"]["template"]["spec"]
     keys = set(secret_template()["stringData"])
     mounted: dict[str, str] = {}  # path in the container -> secret key
@@ -332,10 +377,17 @@ def test_every_secret_the_pod_needs_is_mounted_from_a_template_key() -> None:
     assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"] == 10001
     for secret_name in ("POMOCORE_REDIS_URL", "POMOCORE_MONGO_URI", "POMOCORE_LLM_API_KEY"):
         assert secret_name not in env and secret_name not in configmap["data"]
-    # Every key of the template is used: mounted, or a parameter of KEDA's authentication.
+    # Every key of the template is used: mounted by the consumers or the leaderboard API,
+    # or a parameter of KEDA's authentication.
     (auth,) = by_kind("TriggerAuthentication")
     refs = {r["key"]: r["parameter"] for r in auth["spec"]["secretTargetRef"]}
-    assert keys == set(mounted.values()) | set(refs)
+    api_keys = {
+        item["key"]
+        for d in by_kind("Deployment") if d["metadata"]["name"] != "pomocore"
+        for v in d["spec"]["template"]["spec"]["volumes"] if "secret" in v
+        for item in v["secret"]["items"]
+    }  # fmt: skip
+    assert keys == set(mounted.values()) | set(refs) | api_keys
     assert refs["ca.crt"] == "ca"  # KEDA verifies Redis with the consumers' CA
     (scaled,) = by_kind("ScaledObject")
     assert "enableTLS" not in scaled["spec"]["triggers"][0]["metadata"]  # KEDA: not both

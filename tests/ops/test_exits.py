@@ -91,7 +91,7 @@ def test_translation(exc: Exception, kind: type[Exception] | None, message: str)
 
 def test_report_is_one_line_with_the_exit_code() -> None:
     err = io.StringIO()
-    assert exits.report(BackendUnavailable("Redis", "redis://cache:6379/0", "refused"), err) == 3
+    assert exits.report(BackendUnavailable.at("Redis", "redis://cache:6379/0", "refused"), err) == 3
     assert err.getvalue() == "pomocore: Redis unavailable at redis://cache:6379/0: refused\n"
     err = io.StringIO()
     assert exits.report(ConfigError("POMOCORE_BATCH_SIZE", "too big"), err) == 2

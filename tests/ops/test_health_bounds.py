@@ -246,7 +246,7 @@ def test_the_supervisor_restarts_a_consumer_process_that_is_stuck(
     restarted child finishes what the stuck one held (same consumer name)."""
     env = {
         **server_env(settings),
-        "POMOCORE_LIVENESS_TIMEOUT_S": "2",
+        "POMOCORE_LIVENESS_TIMEOUT_S": "4",  # 2 s: a busy 2-core machine starved a healthy child
         "POMOCORE_BATCH_SIZE": "50",
         "POMOCORE_BLOCK_MS": "100",
     }
