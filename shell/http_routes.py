@@ -221,10 +221,13 @@ def openapi_document() -> Doc:
             "responses": {
                 "200": {"description": "OK", "content": {"application/json": {"schema": body}}},
                 "400": {**error, "description": "a parameter is missing or out of bounds"},
+                "401": {"description": "the bearer token is missing or wrong (only when "
+                        "POMOCORE_API_TOKEN or POMOCORE_API_TOKEN_FILE is set)"},
                 "503": {**error, "description": "Redis is unavailable"},
             },
         }}  # fmt: skip
-    paths["/healthz"] = {"get": {"summary": "Liveness", "operationId": "healthz", "responses": {
+    paths["/healthz"] = {"get": {"summary": "Liveness", "operationId": "healthz", "security": [],
+                                 "responses": {
         "200": {"description": "OK", "content": {"application/json": {"schema": {
             "type": "object", "properties": {"status": {"const": "ok"}}}}}}}}}  # fmt: skip
     return {
@@ -237,7 +240,11 @@ def openapi_document() -> Doc:
             "pomocore.http_routes by `python -m pomocore.http_routes`.",
         },
         "paths": paths,
-        "components": {"schemas": {
+        # A token is asked for only when the server has one (POMOCORE_API_TOKEN[_FILE]):
+        # the bearer scheme, or none.
+        "security": [{"bearerAuth": []}, {}],
+        "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+                       "schemas": {
             "Row": {"type": "object", "required": ["rank", "user", "score"], "properties": {
                 "rank": {"type": "integer", "minimum": 1}, "user": {"type": "string"},
                 "score": {"type": "number"}}},

@@ -159,3 +159,14 @@ def test_the_document_states_the_bounds_the_routes_enforce() -> None:
 def test_unknown_paths_are_404(reader: LeaderboardReader) -> None:
     assert handle(reader, "/v1/leaderboard/nope", {})[0] == 404
     assert handle(reader, "/healthz", {}) == (200, {"status": "ok"})
+
+
+def test_openapi_declares_the_optional_bearer_token() -> None:
+    """Clients generated from the document send the token (POMOCORE_API_TOKEN[_FILE]);
+    probes of /healthz need none."""
+    doc = openapi_document()
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"}
+    assert doc["security"] == [{"bearerAuth": []}, {}]
+    assert doc["paths"]["/healthz"]["get"]["security"] == []
+    for route in ROUTES:
+        assert "401" in doc["paths"][route.path]["get"]["responses"]
