@@ -165,7 +165,8 @@ def test_openapi_declares_the_optional_bearer_token() -> None:
     """Clients generated from the document send the token (POMOCORE_API_TOKEN[_FILE]);
     probes of /healthz need none."""
     doc = openapi_document()
-    assert doc["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"}
+    scheme = doc["components"]["securitySchemes"]["bearerAuth"]
+    assert scheme == {"type": "http", "scheme": "bearer"}
     assert doc["security"] == [{"bearerAuth": []}, {}]
     assert doc["paths"]["/healthz"]["get"]["security"] == []
     for route in ROUTES:
