@@ -123,8 +123,7 @@ def cmd_acl(args: argparse.Namespace) -> int:
     cluster = bool(settings.redis_cluster)
     if args.setuser:
         for role in roles:
-            words = acl.setuser_args(settings.keys, role, passwords[role], cluster=cluster)
-            print("ACL SETUSER " + " ".join(words))
+            print(acl.setuser_line(settings.keys, role, passwords[role], cluster=cluster))
     else:
         sys.stdout.write(
             acl.acl_file(settings.keys, {r: passwords[r] for r in roles}, cluster=cluster)
@@ -169,7 +168,7 @@ def register(sub: Any, leaderboard_actions: Sequence[Callable[[Any], None]] = ()
     acl_cmd = sub.add_parser(
         "acl", parents=[common], help="print Redis ACL users (least privilege)"
     )
-    acl_cmd.add_argument("--users", default="producer,worker,reader", help="comma list of roles")
+    acl_cmd.add_argument("--users", default=",".join(acl.ROLES), help="comma list of roles")
     acl_cmd.add_argument(
         "--password-file", action="append", metavar="ROLE=PATH", help="password of a role"
     )
