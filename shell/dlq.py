@@ -179,7 +179,8 @@ def dlq_command(
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     settings = Settings.from_env(log_format=args.log_format, log_level=args.log_level)
-    return dlq_command(args.action, settings, args.reason, args.limit, args.yes)
+    # (sys.stdout now, not at import: a caller may have redirected it since)
+    return dlq_command(args.action, settings, args.reason, args.limit, args.yes, sys.stdout)
 
 
 def register(sub: Any) -> None:

@@ -220,3 +220,19 @@ def test_dockerfile_copies_every_package_folder() -> None:
     copied = set(re.findall(r"^COPY (\S+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
     assert folders <= copied, f"Dockerfile does not copy {sorted(folders - copied)}"
     assert all((ROOT / name).exists() for name in copied), "Dockerfile copies a missing folder"
+
+
+def test_keda_authenticates_as_the_read_only_monitor_user() -> None:
+    """KEDA only reads the group (XINFO GROUPS, XPENDING, XLEN): it gets `monitor`, not the
+    consumers' `worker` (which may write the leaderboards)."""
+    docs = {d["kind"]: d for d in load_all(ROOT / "deploy/k8s/keda.yaml")}
+    refs = {r["parameter"]: r for r in docs["TriggerAuthentication"]["spec"]["secretTargetRef"]}
+    secret = load_all(ROOT / "deploy/k8s/secret.template.yaml")[0]["stringData"]
+    assert secret[refs["username"]["key"]] == "monitor"
+    assert secret["redis_url"].startswith("rediss://worker:")
+    trigger = docs["ScaledObject"]["spec"]["triggers"][0]
+    assert (
+        trigger["type"] == "redis-streams"
+        and trigger["authenticationRef"]["name"]
+        == (docs["TriggerAuthentication"]["metadata"]["name"])
+    )
