@@ -112,7 +112,13 @@ def cmd_acl(args: argparse.Namespace) -> int:
         role, _, path = spec.partition("=")
         with open(path, encoding="utf-8") as fh:
             passwords[role] = fh.read().strip()
-    roles = [r.strip() for r in args.users.split(",") if r.strip()]
+    # Default: every role given a password (`monitor` is new: a file generated for the
+    # other three the way it used to be still works).
+    users = args.users or ",".join(r for r in acl.ROLES if r in passwords)
+    roles = [r.strip() for r in users.split(",") if r.strip()]
+    if not roles:
+        print("pomocore: give --password-file ROLE=PATH for each role", file=sys.stderr)
+        return 2
     for role in roles:
         if role not in acl.ROLES:
             print(f"pomocore: unknown role {role!r}", file=sys.stderr)
@@ -168,7 +174,10 @@ def register(sub: Any, leaderboard_actions: Sequence[Callable[[Any], None]] = ()
     acl_cmd = sub.add_parser(
         "acl", parents=[common], help="print Redis ACL users (least privilege)"
     )
-    acl_cmd.add_argument("--users", default=",".join(acl.ROLES), help="comma list of roles")
+    acl_cmd.add_argument(
+        "--users",
+        help=f"comma list of roles from {','.join(acl.ROLES)} (default: those given a password)",
+    )
     acl_cmd.add_argument(
         "--password-file", action="append", metavar="ROLE=PATH", help="password of a role"
     )

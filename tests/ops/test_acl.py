@@ -310,6 +310,15 @@ def test_probes_and_sampler_run_as_monitor(
     assert acl_denials(admin) == []
 
 
+def test_acl_command_prints_the_roles_given_a_password(tmp_path: Path) -> None:
+    (tmp_path / "w.pw").write_text("work-pw\n")
+    done = run_cli("acl", "--password-file", f"worker={tmp_path / 'w.pw'}", env={})
+    assert done.returncode == 0, done.stderr.decode()
+    assert re.findall(r"^user (\w+) ", done.stdout.decode(), re.M) == ["worker"]
+    done = run_cli("acl", "--users", "monitor", "--setuser", env={})
+    assert done.returncode == 2 and b"--password-file monitor=PATH" in done.stderr
+
+
 def test_rules_follow_the_key_space() -> None:
     keys = Settings.from_env({}, key_hash_tag="pc", stream="in*put").keys
     worker = acl.rules(keys, "worker")
