@@ -45,7 +45,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from pomocore.core.observer import BatchOutcome, Observer
+from pomocore.core.observer import BatchOutcome, Fanout, Observer
 from pomocore.core.settings import Settings
 
 log = logging.getLogger("pomocore.trimming")
@@ -248,7 +248,8 @@ class StreamTrimmer:
 
     def observing(self, inner: Observer | None) -> Observer:
         """`inner` (or nothing) plus the commits that wake this trimmer."""
-        return _WakeOnCommits(self, inner or Observer())
+        counter = _CommitCounter(self)
+        return counter if inner is None else Fanout(inner, counter)
 
     async def trim_once(self) -> int:
         """One trim of the input stream; the number of entries trimmed."""
@@ -347,21 +348,13 @@ class StreamTrimmer:
                 return
 
 
-class _WakeOnCommits(Observer):
-    """Forwards every hook to `inner`; counts committed entries for the trimmer."""
+class _CommitCounter(Observer):
+    """Tells the trimmer how many entries each committed batch acknowledged."""
 
-    def __init__(self, trimmer: StreamTrimmer, inner: Observer) -> None:
+    def __init__(self, trimmer: StreamTrimmer) -> None:
         self.trimmer = trimmer
-        self.inner = inner
 
     def batch_committed(
         self, outcome: BatchOutcome, elapsed_s: float, entries: Sequence[tuple[str, Any]]
     ) -> None:
-        self.inner.batch_committed(outcome, elapsed_s, entries)
         self.trimmer.acknowledged(len(entries))
-
-    def operation_done(self, backend: str, operation: str, elapsed_s: float) -> None:
-        self.inner.operation_done(backend, operation, elapsed_s)
-
-    def operation_failed(self, backend: str, operation: str, error: BaseException) -> None:
-        self.inner.operation_failed(backend, operation, error)
