@@ -30,7 +30,7 @@ from pomocore.classifiers.reload import watch_patterns
 from pomocore.classifiers.store import load_or_seed_patterns
 from pomocore.consumers.batch import BatchProcessor
 from pomocore.consumers.consumer import StreamConsumer, WaitingSlots, raw_stream_reply
-from pomocore.consumers.trimming import StreamTrimmer
+from pomocore.consumers.trimming import StreamTrimmer, trimming_enabled
 from pomocore.core.connect import async_redis, command_timeout_s
 from pomocore.core.expiry import expire_at_function
 from pomocore.core.liveness import Liveness
@@ -62,6 +62,7 @@ class Runtime:
     lanes: list[StreamConsumer] = field(default_factory=list)  # `consumer` is lanes[0]
     background: list[Task] = field(default_factory=list)
     liveness: Liveness | None = None  # the event loop's and the lanes' hearts (/healthz)
+    trimmer: StreamTrimmer | None = None  # input trimming and output stream caps
 
     def unavailable(self) -> str | None:
         """What a lane is waiting out (a Redis or sink error), for /readyz; None if none."""
@@ -165,6 +166,10 @@ async def runtime(
         )
         resolver, llm_tasks = _llm(settings, redis, db, classifier)
         derived = settings.leaderboard_mode == "derived"
+        # never past an entry a group still needs; woken by this process's commits
+        trimmer = StreamTrimmer(settings, redis) if trimming_enabled(settings) else None
+        if trimmer is not None:
+            observer = trimmer.observing(observer)
         builder = IncrementBuilder(keys, PeriodCalculator(settings.timezone), derived=derived)
         expire_at = expire_at_function(settings)
         lanes: list[StreamConsumer] = []
@@ -216,8 +221,9 @@ async def runtime(
         if derived:  # weekly/monthly keys rebuilt from daily ones (sinks/derived.py)
             refresher = DerivedRefresher(redis, keys, settings.derived_refresh_s, expire_at)
             rt.background.append(refresher.run)
-        if settings.stream_maxlen > 0:  # safe trimming: never past a pending entry
-            rt.background.append(StreamTrimmer(settings, redis).run)
+        if trimmer is not None:
+            rt.trimmer = trimmer
+            rt.background.append(trimmer.run)
         yield rt
     finally:
         if classifier is not None:

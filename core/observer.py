@@ -67,6 +67,29 @@ class Observer:
         """A backend call raised (cancellation is not a failure and is not reported)."""
 
 
+class Fanout(Observer):
+    """Every hook of several observers, in order (the metrics and the trimmer's commit
+    counter, consumers/trimming.py). A hook added to Observer must be forwarded here too:
+    tests/core/test_observer.py fails while one is not."""
+
+    def __init__(self, *observers: Observer) -> None:
+        self.observers = observers
+
+    def batch_committed(
+        self, outcome: BatchOutcome, elapsed_s: float, entries: Sequence[tuple[str, Any]]
+    ) -> None:
+        for o in self.observers:
+            o.batch_committed(outcome, elapsed_s, entries)
+
+    def operation_done(self, backend: str, operation: str, elapsed_s: float) -> None:
+        for o in self.observers:
+            o.operation_done(backend, operation, elapsed_s)
+
+    def operation_failed(self, backend: str, operation: str, error: BaseException) -> None:
+        for o in self.observers:
+            o.operation_failed(backend, operation, error)
+
+
 async def observed(observer: Observer, backend: str, operation: str, call: Awaitable[T]) -> T:
     """Await `call`, reporting its duration or its error to `observer`."""
     started = time.perf_counter()

@@ -113,7 +113,25 @@ class Settings:
         hi=600_000,
     )
     stream_maxlen: int = _setting(
-        0, "approximate retention of the input stream (0 = no trimming)", lo=0, hi=10**12
+        0,
+        "input stream kept near this many entries; never trims one a group still needs "
+        "(0 = no trimming)",
+        lo=0,
+        hi=10**12,
+    )
+    dead_letter_maxlen: int = _setting(
+        10_000, "dead-letter stream cap: oldest dropped past this many (0 = none)", lo=0,
+        hi=10**9,
+    )
+    dead_letter_max_age_s: float = _setting(
+        1_209_600.0, "dead letters older than this are dropped (0 = kept)", lo=0, hi=3.2e8
+    )
+    session_score_maxlen: int = _setting(
+        1_000_000, "session-score stream cap: oldest dropped past this many (0 = none)", lo=0,
+        hi=10**9,
+    )
+    session_score_max_age_s: float = _setting(
+        604_800.0, "session scores older than this are dropped (0 = kept)", lo=0, hi=3.2e8
     )
     # --- LLM ---
     llm_base_url: str = _setting("", "OpenAI-compatible base URL (empty = no LLM)")

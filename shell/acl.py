@@ -1,11 +1,24 @@
-"""Redis ACL users for least privilege: `producer`, `worker`, `reader`.
+"""Redis ACL users for least privilege: `producer`, `worker`, `reader`, `monitor`.
 
     producer  XADD to the input stream, nothing else
-    worker    what `pomocore run` needs: the consumer group on the input stream, the
-              dead-letter and session-score streams, leaderboard increments and expiry,
-              pomocore's own `pomocore:*` keys, the patterns channel; no FLUSHALL,
-              no CONFIG, no KEYS, no key outside its patterns
+    worker    what `pomocore run` needs, key by key (below); no FLUSHALL, CONFIG, KEYS,
+              INFO, no key outside its patterns, and on leaderboard keys only the
+              increments, expiry and (derived mode) ZUNIONSTORE: no DEL, XDEL, XTRIM...
     reader    read-only on the leaderboard keys (ZREVRANGE/ZREVRANK/ZSCORE...)
+    monitor   read-only on the streams and pomocore's own keys: what KEDA's
+              redis-streams scaler (XINFO GROUPS, XPENDING, XLEN), metrics exporters and
+              `pomocore check` read; no leaderboard, no write
+
+The worker's permissions are four sets (ACL selectors: Redis >= 7.0, Valkey): a command is
+allowed when one set allows the command and all of its keys.
+
+    root         the input, dead-letter and session-score streams: the consumer group,
+                 XADD, XTRIM, XLEN (no DEL, no XDEL); the patterns channel
+    (selector)   `pomocore:*` keys: the bookkeeping commands (DEL included)
+    (selector)   leaderboard keys: ZINCRBY, EXPIREAT, TYPE, ZUNIONSTORE only
+    (selector)   EVAL/EVALSHA over all of them: the commit script names the streams, the
+                 stale set and leaderboard keys at once. Each command a script runs is
+                 checked again, so a script cannot DEL a leaderboard either.
 
 `pomocore acl [--users worker,reader] [--password-file ROLE=PATH ...]` prints an ACL
 file (`aclfile` directive) or, with `--setuser`, `ACL SETUSER` commands. Rules are built
@@ -18,7 +31,7 @@ import hashlib
 
 from pomocore.core.keys import KeySpace
 
-ROLES = ("producer", "worker", "reader")
+ROLES = ("producer", "worker", "reader", "monitor")
 
 # Every client: connection set-up that redis-py sends (errors on CLIENT SETINFO are ignored,
 # but allowing it keeps server logs clean).
@@ -27,51 +40,89 @@ _CONNECTION = ["+ping", "+hello", "+client|setinfo", "+client|setname", "+echo"]
 _CLUSTER = ["+cluster|slots", "+cluster|shards", "+cluster|nodes", "+cluster|info",
             "+command", "+readonly"]  # fmt: skip
 
+# The worker's root set: the input, dead-letter and session-score streams, commands
+# without keys, the patterns channel.
 _WORKER_COMMANDS = [
-    # consumer group on the input stream; dead letters; session scores; trimming
+    # the consumer group on the input stream (reads, acknowledgements, reclaim, clean-up)
     "+xreadgroup", "+xack", "+xclaim", "+xautoclaim", "+xpending",
     "+xgroup|create", "+xgroup|createconsumer", "+xgroup|delconsumer",
     "+xinfo|groups", "+xinfo|consumers", "+xinfo|stream",
-    "+xadd", "+xtrim", "+xlen", "+xrange", "+xdel",
-    # the commit script and the other scripts (LLM budget, queue, reclaim, trim)
-    "+eval", "+evalsha", "+script|load", "+script|exists",
-    # leaderboards: increments and retention
-    "+zincrby", "+expireat", "+expire", "+ttl",
+    # dead letters and session scores (XADD); trimming and caps (consumers/trimming.py)
+    "+xadd", "+xtrim", "+xlen",
     "+type",  # the commit script checks every key's type before its first write
-    "+zunionstore", "+sunionstore",  # derived mode: weekly/monthly rebuilt from days
-    # pomocore:* bookkeeping (pattern version, LLM budget/queue, learning, lost-to-trim)
-    "+get", "+set", "+mget", "+incr", "+incrby", "+exists", "+del",
-    "+sadd", "+srem", "+smembers", "+sismember", "+scard",
-    "+zadd", "+zrem", "+zcard", "+zrangebyscore", "+zscore",
-    "+hincrby", "+hget", "+hgetall", "+hset", "+hdel",
+    "+exists",  # probes and the group sampler
+    # script loading (the scripts themselves run under the EVAL selector below)
+    "+script|load", "+script|exists",
     "+multi", "+exec", "+discard",
     # pattern-change notifications
     "+subscribe", "+unsubscribe", "+publish",
 ]  # fmt: skip
+# pomocore's own `pomocore:*` keys: pattern version, LLM budget and queue, learning
+# counters and lock, derived-mode stale sets and lease, lost-to-trim.
+_WORKER_BOOKKEEPING_COMMANDS = [
+    "+get", "+set", "+mget", "+incr", "+incrby", "+exists", "+del", "+expire", "+pexpire",
+    "+type", "+sadd", "+srem", "+smembers", "+sismember", "+scard", "+sunionstore",
+    "+zadd", "+zrem", "+zcard", "+zrange", "+zrangebyscore", "+zscore",
+    "+hincrby", "+hget", "+hmget", "+hgetall", "+hset", "+hsetnx", "+hdel",
+]  # fmt: skip
+# What the worker may do to a leaderboard key: the commit script's increments, expiry and
+# type checks, derived mode's rebuild of weekly/monthly keys from days (sinks/derived.py).
+_WORKER_LEADERBOARD_COMMANDS = ["+zincrby", "+expireat", "+type", "+zunionstore"]
+_WORKER_SCRIPT_COMMANDS = ["+eval", "+evalsha"]
 
 _READER_COMMANDS = [
     "+zrevrange", "+zrange", "+zrevrank", "+zrank", "+zscore", "+zmscore", "+zcard",
     "+exists", "+ttl",
 ]  # fmt: skip
 
+_MONITOR_COMMANDS = [
+    # KEDA redis-streams (pendingEntriesCount, streamLength, lagCount), GroupSampler
+    "+xinfo|groups", "+xinfo|stream", "+xinfo|consumers", "+xpending", "+xlen", "+exists",
+    # pomocore:* gauges: lost-to-trim, derived staleness, LLM queue and budget
+    "+get", "+mget", "+scard", "+zcard", "+zrange", "+type", "+ttl",
+]  # fmt: skip
+
+
+def _tag(keys: KeySpace) -> str:
+    return f"{{{keys.hash_tag}}}" if keys.hash_tag else ""
+
+
+def _leaderboards(keys: KeySpace) -> str:
+    return f"{_glob(_tag(keys) + keys.leaderboard_prefix)}:*"
+
+
+def _streams(keys: KeySpace) -> list[str]:
+    return [_glob(keys.stream_key), _glob(keys.dead_letter_key), _glob(keys.session_score_key)]
+
+
+def _own_keys(keys: KeySpace) -> str:
+    return f"{_glob(_tag(keys))}pomocore:*"
+
 
 def key_patterns(keys: KeySpace, role: str) -> list[str]:
-    """`~pattern` / `%R~pattern` key permissions of a role (glob-escaped names)."""
-    tag = f"{{{keys.hash_tag}}}" if keys.hash_tag else ""
-    lb = f"~{_glob(tag + keys.leaderboard_prefix)}:*"
+    """`~pattern` / `%R~pattern` key permissions of a role's root set (glob-escaped)."""
     if role == "producer":
         return [f"~{_glob(keys.stream_key)}"]
     if role == "reader":
-        return ["%R" + lb]
+        return [f"%R~{_leaderboards(keys)}"]
     if role == "worker":
-        return [
-            f"~{_glob(keys.stream_key)}",
-            f"~{_glob(keys.dead_letter_key)}",
-            f"~{_glob(keys.session_score_key)}",
-            lb,
-            f"~{_glob(tag)}pomocore:*",
-        ]
+        return [f"~{p}" for p in _streams(keys)]
+    if role == "monitor":
+        return [f"%R~{p}" for p in [*_streams(keys), _own_keys(keys)]]
     raise ValueError(f"unknown role {role!r}; choose from {', '.join(ROLES)}")
+
+
+def selectors(keys: KeySpace, role: str) -> list[str]:
+    """The role's ACL selectors, `(...)` each (the worker's; none for the others)."""
+    if role != "worker":
+        return []
+    own, lb = f"~{_own_keys(keys)}", f"~{_leaderboards(keys)}"
+    everything = " ".join([*(f"~{p}" for p in _streams(keys)), own, lb])
+    return [
+        f"({own} {' '.join(_WORKER_BOOKKEEPING_COMMANDS)})",
+        f"({lb} {' '.join(_WORKER_LEADERBOARD_COMMANDS)})",
+        f"({everything} {' '.join(_WORKER_SCRIPT_COMMANDS)})",
+    ]
 
 
 def rules(keys: KeySpace, role: str, *, cluster: bool = False) -> list[str]:
@@ -86,7 +137,10 @@ def rules(keys: KeySpace, role: str, *, cluster: bool = False) -> list[str]:
         out += [f"&{_glob(keys.patterns_channel)}"]
     elif role == "reader":
         out += _READER_COMMANDS
+    elif role == "monitor":
+        out += _MONITOR_COMMANDS
     out += key_patterns(keys, role)
+    out += selectors(keys, role)
     return out
 
 
@@ -98,7 +152,8 @@ def password_rule(password: str) -> str:
 def setuser_args(
     keys: KeySpace, role: str, password: str, *, name: str | None = None, cluster: bool = False
 ) -> list[str]:
-    """Arguments of `ACL SETUSER` (after the command name)."""
+    """Arguments of `ACL SETUSER` (after the command name). A selector is one argument:
+    quote it in a shell (`setuser_line` does)."""
     return [
         name or role,
         "reset",
@@ -106,6 +161,14 @@ def setuser_args(
         password_rule(password),
         *rules(keys, role, cluster=cluster),
     ]
+
+
+def setuser_line(
+    keys: KeySpace, role: str, password: str, *, name: str | None = None, cluster: bool = False
+) -> str:
+    """`ACL SETUSER ...` as redis-cli reads it: each selector in double quotes."""
+    words = setuser_args(keys, role, password, name=name, cluster=cluster)
+    return "ACL SETUSER " + " ".join(f'"{w}"' if " " in w else w for w in words)
 
 
 def acl_file(

@@ -319,6 +319,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         args.reason,
         args.limit,
         args.yes,
+        sys.stdout,  # now, not at import: a caller may have redirected it since
         as_json=args.json,
         dry_run=args.dry_run,
     )

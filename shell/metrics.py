@@ -193,6 +193,12 @@ class PipelineMetrics:
         self.events_reclaimed = counter(
             "pomocore_events_reclaimed", "entries claimed from idle consumers"
         )
+        self.stream_trimmed = counter(
+            "pomocore_stream_trimmed",
+            "entries trimmed: the input stream past POMOCORE_STREAM_MAXLEN (cap maxlen), "
+            "dead letters and session scores dropped by their count or age cap",
+            ["stream", "cap"],
+        )
         self.batches = counter("pomocore_batches", "batches committed")
         self.commit_calls = counter(
             "pomocore_commit_calls", "commit script calls (group commit: one per merged set)"
@@ -380,6 +386,10 @@ def sync_process_counters(rt: Runtime, metrics: PipelineMetrics, sync: CounterSy
             target.inc(d)
     if d := sync.delta(("redis_failures",), rt.consumer.stats.redis_failures):
         metrics.op_errors.labels("redis", "read", "ConnectionError").inc(d)
+    if rt.trimmer is not None:
+        for (stream, cap), n in list(rt.trimmer.dropped.items()):
+            if d := sync.delta(("trimmed", stream, cap), n):
+                metrics.stream_trimmed.labels(stream, cap).inc(d)
     metrics.draining.set(1 if rt.consumer.draining else 0)
     if rt.resolver is not None:
         sync_llm_stats(rt.resolver.refresh_stats(), metrics.llm, sync)

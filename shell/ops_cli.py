@@ -126,7 +126,13 @@ def cmd_acl(args: argparse.Namespace) -> int:
         role, _, path = spec.partition("=")
         with open(path, encoding="utf-8") as fh:
             passwords[role] = fh.read().strip()
-    roles = [r.strip() for r in args.users.split(",") if r.strip()]
+    # Default: every role given a password (`monitor` is new: a file generated for the
+    # other three the way it used to be still works).
+    users = args.users or ",".join(r for r in acl.ROLES if r in passwords)
+    roles = [r.strip() for r in users.split(",") if r.strip()]
+    if not roles:
+        print("pomocore: give --password-file ROLE=PATH for each role", file=sys.stderr)
+        return 2
     for role in roles:
         if role not in acl.ROLES:
             print(f"pomocore: unknown role {role!r}", file=sys.stderr)
@@ -137,8 +143,7 @@ def cmd_acl(args: argparse.Namespace) -> int:
     cluster = bool(settings.redis_cluster)
     if args.setuser:
         for role in roles:
-            words = acl.setuser_args(settings.keys, role, passwords[role], cluster=cluster)
-            print("ACL SETUSER " + " ".join(words))
+            print(acl.setuser_line(settings.keys, role, passwords[role], cluster=cluster))
     else:
         sys.stdout.write(
             acl.acl_file(settings.keys, {r: passwords[r] for r in roles}, cluster=cluster)
@@ -184,7 +189,10 @@ def register(sub: Any, leaderboard_actions: Sequence[Callable[[Any], None]] = ()
     acl_cmd = sub.add_parser(
         "acl", parents=[common], help="print Redis ACL users (least privilege)"
     )
-    acl_cmd.add_argument("--users", default="producer,worker,reader", help="comma list of roles")
+    acl_cmd.add_argument(
+        "--users",
+        help=f"comma list of roles from {','.join(acl.ROLES)} (default: those given a password)",
+    )
     acl_cmd.add_argument(
         "--password-file",
         action="append",

@@ -302,7 +302,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     if end < start:
         print("pomocore: --end is before --start", file=sys.stderr)
         return 2
-    return rebuild_command(settings, start, end, args.check, as_json=args.json)
+    # (sys.stdout now, not at import: a caller may have redirected it since)
+    return rebuild_command(settings, start, end, args.check, sys.stdout, as_json=args.json)
 
 
 def register(actions: Any) -> None:

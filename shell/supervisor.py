@@ -94,6 +94,9 @@ class Supervisor:
                 if proc.is_alive() or self.stopping:
                     continue
                 self.ops.child_exited(proc.pid)
+                # Accounted for: a stop during the restart delay below must not read its
+                # exit (a crash, or the SIGKILL of a stuck child) as a failed drain.
+                del self.children[index]
                 self.restarts[index] = self.restarts.get(index, 0) + 1
                 if self.restarts[index] > MAX_RESTARTS_PER_CHILD:
                     log.error("consumer process keeps dying; giving up", extra={"index": index})

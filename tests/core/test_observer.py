@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pomocore.consumers.app import run_until_stopped, runtime
-from pomocore.core.observer import BatchOutcome, Observer, observed
+from pomocore.core.observer import BatchOutcome, Fanout, Observer, observed
 from pomocore.core.settings import Settings
 from tests.support.streams import group_state, now_fields, publish
 
@@ -93,3 +93,17 @@ def test_batch_outcome_add_sums_counters_and_maps() -> None:
     a.add(b)
     assert (a.read, a.accepted, a.committed, a.trimmed) == (5, 4, 5, 1)
     assert a.rejected_by_reason == {"r": 1} and a.sources == {"s": 3, "t": 1}
+
+
+def test_fanout_forwards_every_hook_to_each_observer() -> None:
+    hooks = [n for n in vars(Observer) if not n.startswith("_") and callable(vars(Observer)[n])]
+    assert hooks and all(n in vars(Fanout) for n in hooks), "a hook Fanout does not forward"
+    a, b = Recorder(), Recorder()
+    fan = Fanout(a, b)
+    fan.batch_committed(BatchOutcome(read=2), 0.1, [("1-1", None), ("1-2", None)])
+    fan.operation_done("redis", "commit_script", 0.01)
+    fan.operation_failed("mongo", "bulk_write", ValueError("x"))
+    for r in (a, b):
+        assert r.entry_ids == ["1-1", "1-2"] and r.outcomes[0].read == 2
+        assert r.done == [("redis", "commit_script")]
+        assert r.failed == [("mongo", "bulk_write", "ValueError")]

@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
@@ -18,67 +16,20 @@ from redis.crc import key_slot
 import pomocore
 from pomocore.core.errors import ConfigError
 from pomocore.core.settings import Settings
-from pomocore.embedded import EmbeddedRedis, free_port
+from pomocore.embedded import EmbeddedRedis
 from pomocore.producer import PIPELINE_CHUNK
 from pomocore.reader import AsyncLeaderboardReader, LeaderboardReader
 from tests.support.consumer import drain
+from tests.support.servers import CLUSTER_SLOTS, cluster_settings, redis_cluster
 from tests.support.streams import connected_group_state, now_fields
 
 pytestmark = pytest.mark.timeout(120)
 
-SLOTS = ((0, 5460), (5461, 10922), (10923, 16383))
-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EmbeddedRedis]]:
-    nodes: list[EmbeddedRedis] = []
-    bus_ports: list[int] = []
-    try:
-        for i in range(3):
-            bus_ports.append(free_port())
-            d: Path = tmp_path_factory.mktemp(f"node{i}")
-            node = EmbeddedRedis(
-                d,
-                extra_args=[
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", str(d / "nodes.conf"),
-                    "--cluster-node-timeout", "2000",
-                    # explicit bus port: the default (port + 10000) may be taken or > 65535
-                    "--cluster-port", str(bus_ports[-1]),
-                ],
-            )  # fmt: skip
-            node.start()
-            nodes.append(node)
-        clients = [redis.Redis(host="127.0.0.1", port=n.port) for n in nodes]
-        for c, (lo, hi) in zip(clients, SLOTS, strict=True):
-            c.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)  # type: ignore[no-untyped-call]
-        for n, bus in zip(nodes[1:], bus_ports[1:], strict=True):
-            clients[0].execute_command(  # type: ignore[no-untyped-call]
-                "CLUSTER", "MEET", "127.0.0.1", n.port, bus
-            )
-        deadline = time.monotonic() + 30
-        while True:
-            infos = [c.execute_command("CLUSTER", "INFO") for c in clients]  # type: ignore[no-untyped-call]
-            texts = [i.decode() if isinstance(i, bytes) else str(i) for i in infos]
-            if all("cluster_state:ok" in t and "cluster_known_nodes:3" in t for t in texts):
-                break
-            assert time.monotonic() < deadline, texts
-            time.sleep(0.1)
-        for c in clients:
-            c.close()
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as nodes:
         yield nodes
-    finally:
-        for n in nodes:
-            n.close()
-
-
-def cluster_settings(settings: Settings, nodes: list[EmbeddedRedis], tag: str) -> Settings:
-    return dataclasses.replace(
-        settings,
-        redis_url=f"redis://127.0.0.1:{nodes[0].port}",
-        redis_cluster=1,
-        key_hash_tag=tag,
-    )
 
 
 def test_pipeline_on_a_three_node_cluster(cluster: list[EmbeddedRedis], settings: Settings) -> None:
@@ -118,7 +69,7 @@ def test_sharding_by_stream_spreads_over_shards(
     stream's keys share a slot, different streams may live on different shards."""
     tags = ["s0", "s1", "s2", "s3", "s4", "s5"]
     slots = {key_slot(Settings.from_env({}, key_hash_tag=t).keys.stream_key.encode()) for t in tags}
-    shard = {next(i for i, (lo, hi) in enumerate(SLOTS) if lo <= s <= hi) for s in slots}
+    shard = {next(i for i, (lo, hi) in enumerate(CLUSTER_SLOTS) if lo <= s <= hi) for s in slots}
     assert len(shard) >= 2
     s = cluster_settings(settings, cluster, "s1")
     client = RedisCluster(host="127.0.0.1", port=cluster[0].port)

