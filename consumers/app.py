@@ -31,7 +31,7 @@ from pomocore.classifiers.store import load_or_seed_patterns
 from pomocore.consumers.batch import BatchProcessor
 from pomocore.consumers.consumer import StreamConsumer, raw_stream_reply
 from pomocore.consumers.trimming import StreamTrimmer
-from pomocore.core.connect import async_redis, command_timeout_s
+from pomocore.core.connect import async_redis, bound_replies, command_timeout_s
 from pomocore.core.expiry import expire_at_function
 from pomocore.core.liveness import Liveness
 from pomocore.core.observer import Observer
@@ -102,6 +102,9 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     )
     if not settings.redis_cluster:  # our read path takes the raw reply (RESP2 or RESP3)
         client.set_response_callback("XREADGROUP", raw_stream_reply)
+    # No reply larger than a batch's bytes: an XREADGROUP of huge entries is cut off
+    # (consumers/reads.py), and no other command of the consumer replies with as much.
+    bound_replies(client, settings.batch_max_bytes)
     return client
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from pomocore.core.events import REASONS
 from pomocore.core.settings import markdown_table
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -18,6 +19,13 @@ def test_readme_settings_table_is_current() -> None:
         "README settings table is stale: regenerate it with "
         "`python -c 'from pomocore.core.settings import markdown_table; print(markdown_table())'`"
     )
+
+
+def test_every_reason_is_in_the_contract_table() -> None:
+    contract = (ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
+    table = contract[contract.index("### Validation and reason codes") :]
+    table = table[: table.index("\n\n", table.index("| field |"))]
+    assert [r for r in REASONS if f"`{r}`" not in table] == []
 
 
 def test_readme_leads_with_the_two_commands() -> None:

@@ -127,3 +127,27 @@ def test_sharding_by_stream_spreads_over_shards(
 def test_cluster_without_a_hash_tag_is_refused() -> None:
     with pytest.raises(ConfigError, match="POMOCORE_KEY_HASH_TAG"):
         Settings.from_env({"POMOCORE_REDIS_CLUSTER": "1"})
+
+
+def test_reads_are_bounded_in_bytes_on_a_cluster(
+    cluster: list[EmbeddedRedis], settings: Settings
+) -> None:
+    """The Cluster client's node connections parse with the bounded parser too: a read over
+    POMOCORE_BATCH_MAX_BYTES is cut off, its entries read guarded and the oversized ones
+    dead-lettered as too_large, unread (issue #14 §3, consumers/reads.py)."""
+    s = dataclasses.replace(
+        cluster_settings(settings, cluster, "bounded"),
+        max_entry_bytes=128 * 1024,
+        batch_max_bytes=1 << 20,
+    )
+    client = RedisCluster(host="127.0.0.1", port=cluster[0].port)
+    for i in range(6):
+        client.xadd(s.keys.stream_key, now_fields(f"u{i}", "Code", 5.0))  # type: ignore[arg-type]
+    for i in range(12):  # 3.6 MB: more than a batch's bytes in one reply
+        huge = now_fields(f"big{i}", "Code", 5.0, title="t" * 300_000)
+        client.xadd(s.keys.stream_key, huge)  # type: ignore[arg-type]
+    stats = asyncio.run(drain(s, timeout_s=40, state=connected_group_state))
+    assert stats.reads_cut_off >= 1
+    assert stats.rejected_by_reason == {"too_large": 12}
+    assert stats.accepted == 6
+    client.close()
