@@ -151,6 +151,7 @@ async def runtime(
         classifier = CachingClassifier(
             Classifier.from_patterns(patterns),
             settings.decision_cache_size,
+            max_bytes=settings.decision_cache_bytes,
             pool_workers=settings.classifier_pool_workers,
             pool_threshold=settings.classifier_pool_threshold,
         )

@@ -14,7 +14,12 @@ from redis.exceptions import RedisError
 
 from pomocore.classifiers.llm.learning import REVIEW_COLLECTION
 from pomocore.classifiers.patterns import PatternSet
-from pomocore.classifiers.store import load_or_seed_patterns, publish_change, save_patterns
+from pomocore.classifiers.store import (
+    add_learned_pattern,
+    load_or_seed_patterns,
+    publish_change,
+    save_patterns,
+)
 from pomocore.core.connect import async_redis
 from pomocore.core.errors import ClassifierError
 from pomocore.core.settings import Settings
@@ -87,7 +92,7 @@ async def _learned(settings: Settings, reject: str | None, approve: str | None, 
         elif reject is not None:
             code, done = await _reject(db, reject, out)
         else:
-            return await _list(db, out)
+            return await _list(db, out, settings.llm_learned_max)
     except (PyMongoError, ClassifierError) as exc:
         print(f"pattern store unavailable: {type(exc).__name__}", file=out)
         return 2
@@ -98,12 +103,13 @@ async def _learned(settings: Settings, reject: str | None, approve: str | None, 
     return await _announce(settings, done, out)
 
 
-async def _list(db: AsyncDatabase[Any], out: TextIO) -> int:
+async def _list(db: AsyncDatabase[Any], out: TextIO, max_learned: int) -> int:
     pattern_set = await load_or_seed_patterns(db)
     review = {d["_id"]: d async for d in db[REVIEW_COLLECTION].find({})}
     rows = learned_rows(pattern_set, review)
     if not rows:
         print("no learned patterns", file=out)
+        return 0
     for r in rows:
         when = r["learnedAt"].isoformat(timespec="seconds") if r["learnedAt"] else "-"
         verdicts = "-" if r["verdicts"] is None else r["verdicts"]
@@ -113,6 +119,9 @@ async def _list(db: AsyncDatabase[Any], out: TextIO) -> int:
             f"\t{when}",
             file=out,
         )
+    # The cap counts active and pending patterns alike (classifiers/llm/learning.py).
+    full = " (full: new subjects wait until one is rejected)" if len(rows) >= max_learned else ""
+    print(f"# {len(rows)} of at most {max_learned} (POMOCORE_LLM_LEARNED_MAX){full}", file=out)
     return 0
 
 
@@ -127,9 +136,10 @@ async def _approve(db: AsyncDatabase[Any], pattern: str, out: TextIO) -> tuple[i
         print(f"no pending pattern {pattern!r}", file=out)
         return 1, ""
     pattern_set = await load_or_seed_patterns(db)
-    for doc in pending:
-        pattern_set = pattern_set.with_pattern(doc["category"], doc["kind"], doc["pattern"])
-    await save_patterns(db, pattern_set)
+    for doc in pending:  # one atomic add each: a consumer learning meanwhile keeps its own
+        pattern_set = await add_learned_pattern(
+            db, pattern_set, doc["category"], doc["kind"], doc["pattern"]
+        )
     for doc in pending:
         await db[REVIEW_COLLECTION].update_one(
             {"_id": doc["_id"], "status": "pending"}, {"$set": {"status": "learned"}}
