@@ -19,6 +19,7 @@ from pomocore.dlq import replay
 from pomocore.embedded import EmbeddedRedis
 from tests.support.consumer import drain
 from tests.support.expected import assert_exact
+from tests.support.memory import documented_bound_bytes, peak_rss_bytes
 from tests.support.processes import server_env, spawn_consumer
 from tests.support.servers import running, with_servers
 from tests.support.streams import dead_letters, group_state, now_fields, publish
@@ -212,22 +213,6 @@ HUGE_ENTRIES = 500
 HUGE_ENTRY_BYTES = 2 * MIB
 
 
-def _peak_rss_bytes(pid: int) -> int:
-    """VmHWM: the most memory the process ever had resident (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
-def read_bound_bytes(settings: Settings) -> int:
-    """docs/operations.md, "Memory": a consumer without the LLM at rest (~80 MB) plus, per
-    lane, three times a batch's bytes (the reply, its objects, what validation makes of
-    them), plus the decision cache."""
-    lanes = settings.lanes * 3 * settings.batch_max_bytes
-    return 80 * MIB + lanes + settings.decision_cache_bytes
-
-
 @pytest.mark.timeout(300)
 def test_500_entries_of_2_mb_are_dead_lettered_and_the_consumer_stays_up(
     settings: Settings, tmp_path: Path
@@ -251,12 +236,12 @@ def test_500_entries_of_2_mb_are_dead_lettered_and_the_consumer_stays_up(
         with spawn_consumer(env, log=tmp_path / "run.log") as consumer:
             wait_for(lambda: group_state(s) == (0, 0) or consumer.poll() is not None, 240, "drain")
             assert consumer.poll() is None, consumer.output()[-3000:]  # still up
-            peak = _peak_rss_bytes(consumer.proc.pid)
+            peak = peak_rss_bytes(consumer.proc.pid)
             assert consumer.stop() == 0, consumer.output()[-3000:]
         letters = _too_large_letters(s)
         assert len(letters) == HUGE_ENTRIES
         assert_exact(s, good)
-        bound = read_bound_bytes(Settings.from_env({}))
+        bound = documented_bound_bytes(Settings.from_env({}))
         print(f"peak RSS {peak / MIB:.0f} MiB, documented bound {bound / MIB:.0f} MiB")
         assert peak < bound, f"peak RSS {peak / MIB:.0f} MiB over {bound / MIB:.0f} MiB"
         client.close()
