@@ -19,10 +19,11 @@ reads within POMOCORE_BATCH_MAX_BYTES however large the entries a producer write
    entry), and new entries too until a guarded read finds none too large. The entries it
    stands in for are dead-lettered as `too_large` (core/events.py) and acknowledged.
 
-The guarded read costs Redis about 3 µs per entry more than XREADGROUP (converting each
-entry to Lua values and back: 4.4 against 1.2 µs per event for 1,000-entry reads of the
-demo workload, measured on this machine), so it is used only where an oversized entry is
-known or likely, never on the hot path.
+The guarded read costs Redis about 15 µs per entry against 1.6 for XREADGROUP (one
+XREADGROUP per entry, each converted to Lua values and back; 100,000 entries of the demo
+workload, /tmp script run on the shared 2-core machine), so it is used only where an
+oversized entry is known or likely, never on the hot path. One entry per call keeps what
+the server holds in Lua to one entry at a time.
 """
 
 from __future__ import annotations
