@@ -21,9 +21,9 @@ reads within POMOCORE_BATCH_MAX_BYTES however large the entries a producer write
 
 The guarded read costs Redis about 15 µs per entry against 1.6 for XREADGROUP (one
 XREADGROUP per entry, each converted to Lua values and back; 100,000 entries of the demo
-workload, /tmp script run on the shared 2-core machine), so it is used only where an
-oversized entry is known or likely, never on the hot path. One entry per call keeps what
-the server holds in Lua to one entry at a time.
+workload: GuardedReader.read against XREADGROUP COUNT 1000, shared 2-core machine), so
+it is used only where an oversized entry is known or likely, never on the hot path. One
+entry per XREADGROUP keeps what the server holds in Lua to one entry at a time.
 """
 
 from __future__ import annotations
