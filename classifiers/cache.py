@@ -1,9 +1,14 @@
-"""A count-bounded LRU of decisions in front of the Classifier.
+"""An LRU of decisions in front of the Classifier, bounded in entries and in bytes.
 
 What a hit returns: the stored decision with `source="cache"`, except that an undecided
 decision (`source="default"`) is returned as stored, so the LLM layer still sees it as
 undecided. The original source stays reachable through `peek(key)`; `remember` lets the
 LLM layer store its verdict (`source="llm"`) over a default.
+
+Bytes: each entry counts its key's strings, its decision's pattern and the bookkeeping
+(classifiers/lru.py); the least recently used entries go until both `max_size` and
+`max_bytes` hold, so 20,000 keys of three 8,192-character Hangul fields (~1 GB) cannot
+be kept under the default 64 MiB.
 
 Concurrency: the consumer is single-threaded asyncio. `swap` replaces the classifier and
 the cache by rebinding attributes, so a reader sees the old pair or the new pair.
@@ -12,20 +17,28 @@ the cache by rebinding attributes, so a reader sees the old pair or the new pair
 from __future__ import annotations
 
 import logging
+import sys
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from pomocore.classifiers.engine import Classifier
+from pomocore.classifiers.lru import ENTRY_OVERHEAD_BYTES, key_bytes
 from pomocore.classifiers.pool import DEFAULT_POOL_THRESHOLD, ClassifierPool
 from pomocore.core.decision import UNDECIDED_SOURCE, ClassKey, Decision
 
 log = logging.getLogger(__name__)
 
-# (original decision, what a hit returns): the hit view is built once, at insert time.
-_Entry = tuple[Decision, Decision]
+# (original decision, what a hit returns, bytes counted): the hit view is built once, at
+# insert time.
+_Entry = tuple[Decision, Decision, int]
 _MAX_VIEWS = 4096  # title decisions carry the matched text: bound their variety
+# Views are shared only for decisions whose pattern is this short (app and domain patterns,
+# short title matches): a regex title rule may match a whole title, and a shared view would
+# keep it alive after its entries left. 4,096 views x (64 + 2 x 56) bytes then at most.
+_MAX_SHARED_PATTERN_CHARS = 64
+_DECISION_BYTES = 56  # a Decision (three slots), and as much for its view
 
 
 class CachingClassifier:
@@ -34,6 +47,7 @@ class CachingClassifier:
         classifier: Classifier,
         max_size: int,
         *,
+        max_bytes: int = 64 << 20,
         pool_workers: int = 0,
         pool_threshold: int = DEFAULT_POOL_THRESHOLD,
     ) -> None:
@@ -41,6 +55,8 @@ class CachingClassifier:
         `pool_threshold` misses go to the pool (see classifiers/pool.py for why)."""
         self.classifier = classifier
         self.max_size = max_size
+        self.max_bytes = max_bytes
+        self.bytes = 0  # what the entries count (classifiers/lru.py)
         self.pool_threshold = pool_threshold
         self.hits = 0
         self.misses = 0
@@ -125,6 +141,7 @@ class CachingClassifier:
         """Replace the classifier (pattern reload) and drop every cached decision."""
         self.classifier = classifier
         self._cache = OrderedDict()
+        self.bytes = 0
         if self._pool is not None:
             self._pool.rebuild(classifier.pattern_set)
 
@@ -136,16 +153,32 @@ class CachingClassifier:
     def _store(self, key: ClassKey, decision: Decision) -> None:
         if self.max_size <= 0:
             return
+        cost = key_bytes(key) + sys.getsizeof(decision.pattern) + ENTRY_OVERHEAD_BYTES
+        cost += 2 * _DECISION_BYTES
+        if cost > self.max_bytes:
+            return  # (it would evict everything else and still not fit)
+        view = self._view(decision)
+        cache = self._cache
+        old = cache.pop(key, None)
+        if old is not None:
+            self.bytes -= old[2]
+        cache[key] = (decision, view, cost)
+        self.bytes += cost
+        while len(cache) > self.max_size or self.bytes > self.max_bytes:
+            self.bytes -= cache.popitem(last=False)[1][2]
+
+    def _view(self, decision: Decision) -> Decision:
+        """What a hit returns for `decision`: shared per distinct decision when small."""
         view = self._views.get(decision)
-        if view is None:  # few distinct decisions: share one hit view per decision
-            view = decision if decision.source in (UNDECIDED_SOURCE, "cache") else replace(
-                decision, source="cache"
-            )
+        if view is not None:
+            return view
+        view = (
+            decision
+            if decision.source in (UNDECIDED_SOURCE, "cache")
+            else replace(decision, source="cache")
+        )
+        if len(decision.pattern) <= _MAX_SHARED_PATTERN_CHARS:
             if len(self._views) >= _MAX_VIEWS:
                 self._views.clear()
             self._views[decision] = view
-        cache = self._cache
-        cache[key] = (decision, view)
-        cache.move_to_end(key)
-        if len(cache) > self.max_size:
-            cache.popitem(last=False)
+        return view

@@ -10,7 +10,13 @@ from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from pomocore.classifiers.patterns import COLLECTION, PatternSet, load_default_pattern_set
+from pomocore.classifiers.patterns import (
+    COLLECTION,
+    PatternKind,
+    PatternSet,
+    load_default_pattern_set,
+)
+from pomocore.core.categories import canonical
 from pomocore.core.errors import ClassifierError
 from pomocore.core.keys import KeySpace
 
@@ -74,6 +80,33 @@ async def save_patterns(db: Any, pattern_set: PatternSet) -> None:
         await coll.bulk_write(ops, ordered=True)
     except PyMongoError as exc:
         raise ClassifierError(f"cannot write {COLLECTION}: {exc}") from exc
+
+
+async def add_learned_pattern(
+    db: Any, pattern_set: PatternSet, category: str, kind: PatternKind, pattern: str
+) -> PatternSet:
+    """Add one learned pattern to its category's document in one atomic update
+    (`$addToSet`), and return `pattern_set` with it.
+
+    No read-modify-write of the document: another process learning another pattern at the
+    same moment, or an operator approving one, keeps theirs (saving a whole set read
+    earlier would overwrite them). When the category has no document yet, the whole set is
+    saved (the first learned pattern of a fresh store).
+    """
+    new_set = pattern_set.with_pattern(category, kind, pattern)  # (validates, cleans)
+    entry = new_set.get(canonical(category) or category)  # (with_pattern checked the name)
+    added = (entry.app_patterns if kind == "app" else entry.domain_patterns)[-1]
+    field = "appPatterns" if kind == "app" else "domainPatterns"
+    try:
+        result = await db[COLLECTION].update_one(
+            {"_id": entry.id, "category": entry.category},
+            {"$addToSet": {field: added.to_document()}},
+        )
+    except PyMongoError as exc:
+        raise ClassifierError(f"cannot write {COLLECTION}: {exc}") from exc
+    if not result.matched_count:
+        await save_patterns(db, new_set)
+    return new_set
 
 
 async def publish_change(redis: Redis, keys: KeySpace) -> int:

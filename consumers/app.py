@@ -31,7 +31,7 @@ from pomocore.classifiers.store import load_or_seed_patterns
 from pomocore.consumers.batch import BatchProcessor
 from pomocore.consumers.consumer import StreamConsumer, WaitingSlots, raw_stream_reply
 from pomocore.consumers.trimming import StreamTrimmer, trimming_enabled
-from pomocore.core.connect import async_redis, command_timeout_s
+from pomocore.core.connect import async_redis, bound_replies, command_timeout_s
 from pomocore.core.expiry import expire_at_function
 from pomocore.core.liveness import Liveness
 from pomocore.core.observer import Observer
@@ -103,6 +103,9 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     )
     if not settings.redis_cluster:  # our read path takes the raw reply (RESP2 or RESP3)
         client.set_response_callback("XREADGROUP", raw_stream_reply)
+    # No reply larger than a batch's bytes: an XREADGROUP of huge entries is cut off
+    # (consumers/reads.py), and no other command of the consumer replies with as much.
+    bound_replies(client, settings.batch_max_bytes)
     return client
 
 
@@ -149,6 +152,7 @@ async def runtime(
         classifier = CachingClassifier(
             Classifier.from_patterns(patterns),
             settings.decision_cache_size,
+            max_bytes=settings.decision_cache_bytes,
             pool_workers=settings.classifier_pool_workers,
             pool_threshold=settings.classifier_pool_threshold,
         )

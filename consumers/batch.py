@@ -28,16 +28,26 @@ from typing import Protocol, cast
 
 from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.errors import CommitContended, RejectedEvent
-from pomocore.core.events import Event, fields_dict, parse_checked, parse_plain, parse_plain_flat
+from pomocore.core.events import (
+    TOO_LARGE,
+    Event,
+    Oversized,
+    fields_dict,
+    parse_checked,
+    parse_plain,
+    parse_plain_flat,
+    too_large,
+)
 from pomocore.core.observer import BatchOutcome, Observer, observed
 from pomocore.core.settings import Settings
 from pomocore.sinks.commit import Committer
 from pomocore.sinks.mongo import MongoOutcome, MongoSink
 from pomocore.sinks.plan import CommitPlan, DeadLetter, IncrementBuilder
 
-Fields = dict[bytes, bytes] | list[bytes]
+Fields = dict[bytes, bytes] | list[bytes] | Oversized
 """An entry's fields: a dict, or the flat `[name, value, ...]` list of a raw XREADGROUP reply
-(the consumer's own reads: no dict per entry on the hot path)."""
+(the consumer's own reads: no dict per entry on the hot path), or Oversized for an entry
+the guarded read left on the server (consumers/reads.py)."""
 Entry = tuple[str, Fields | None]
 MAX_COMMIT_ATTEMPTS = 10
 YIELD_EVERY = 200  # entries validated between two yields to the event loop
@@ -76,9 +86,17 @@ def validate(entries: Sequence[Entry], settings: Settings, now_s: float) -> Vali
             continue
         if isinstance(fields, list):
             event = parse_plain_flat(entry_id, fields, now_s, max_future_s, max_chars)
-        else:
+        elif isinstance(fields, dict):
             event = parse_plain(entry_id, fields, now_s, max_future_s, max_chars)
+        else:
+            event = None
         if event is None:  # not plainly valid: every rule in order, naming the reason
+            # (The fast path takes no entry over max_text_chars + ~700 bytes, far below
+            # POMOCORE_MAX_ENTRY_BYTES: only entries that fall through are measured.)
+            size = too_large(fields, settings.max_entry_bytes)
+            if size or isinstance(fields, Oversized):  # dead-lettered without its fields
+                out.dead_letters.append(DeadLetter(entry_id, {}, TOO_LARGE, "", size))
+                continue
             as_dict = fields_dict(fields) if isinstance(fields, list) else fields
             try:
                 event = parse_checked(
@@ -372,7 +390,7 @@ def _drop_rejected(
     rejected = {batch.accepted[i].entry_id: r for i, r in written.rejected.items()}
     for entry_id, fields in entries:
         why = rejected.get(entry_id)
-        if why is not None and fields is not None:
+        if why is not None and fields is not None and not isinstance(fields, Oversized):
             as_dict = fields_dict(fields) if isinstance(fields, list) else fields
             batch.dead_letters.append(
                 DeadLetter(entry_id, as_dict, why.reason, why.field, why.detail)

@@ -20,9 +20,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from pomocore.consumers.batch import BatchProcessor, Entry
+from pomocore.consumers.reads import GuardedReader, ReadSizer
 from pomocore.consumers.reclaim import BatchKeeper, Reclaimer
-from pomocore.core.connect import command_timeout_s, drop_idle_connections
+from pomocore.core.connect import (
+    REPLY_BYTES,
+    ReplyTooLarge,
+    command_timeout_s,
+    drop_idle_connections,
+)
 from pomocore.core.errors import Backpressure, CommitError, MongoWriteError, SinkError
+from pomocore.core.events import Oversized
 from pomocore.core.liveness import Heart
 from pomocore.core.observer import BatchOutcome, Observer
 from pomocore.core.redis_errors import Fault, redis_fault
@@ -46,6 +53,7 @@ class ConsumerStats(BatchOutcome):
     batches: int = 0
     sink_failures: int = 0
     redis_failures: int = 0
+    reads_cut_off: int = 0  # replies over POMOCORE_BATCH_MAX_BYTES (consumers/reads.py)
     last_batch_s: float = 0.0
 
     def add_batch(self, outcome: BatchOutcome, elapsed_s: float) -> None:
@@ -109,6 +117,8 @@ class StreamConsumer:
         self.observer = observer or Observer()
         self.reclaimer = Reclaimer(settings, redis)
         self.keeper = BatchKeeper(self.reclaimer)  # keeps the batch in hand fresh
+        self.sizer = ReadSizer(settings)  # reads bounded in bytes (consumers/reads.py)
+        self.guarded = GuardedReader(settings, redis)
         self.reclaims = reclaims  # scan the group for stale entries (one lane per process)
         self.held: list[Entry] = []  # batches abandoned while a dependency was down
         self.held_dead: list[DeadLetter] = []  # ... and their extra dead letters
@@ -166,8 +176,8 @@ class StreamConsumer:
             return
         if self.reclaims and self.reclaimer.due():
             claimed = await self._with_redis_retry(self.reclaimer.claim, stop)
-            if claimed and (claimed.entries or claimed.dead):
-                await self.process(claimed.entries, stop, claimed.dead)
+            if claimed and claimed.ids:  # now in our pending list: read them guarded
+                self.read_id = OWN_PENDING
                 return
         # A read lasts up to BLOCK, plus the linger, plus a reply within the socket timeout.
         read_s = (self.settings.block_ms + self.settings.linger_ms) / 1000 + self.command_s
@@ -198,30 +208,75 @@ class StreamConsumer:
             await self.process(held, stop, dead)
 
     async def read_batch(self, stop: asyncio.Event) -> list[Entry]:
-        """Up to batch_size entries; waits at most linger_ms to fill a partial batch."""
+        """Up to batch_size entries, and batch_max_bytes of them; waits at most linger_ms
+        to fill a partial batch. This consumer's own pending entries, and new ones after
+        a reply was cut off, are read guarded (consumers/reads.py)."""
+        while self.read_id == OWN_PENDING or self.sizer.guarded:
+            entries = await self._read_guarded()
+            if entries or stop.is_set():
+                return entries
+        return await self._read_plain(stop)
+
+    async def _read_guarded(self) -> list[Entry]:
+        try:
+            entries = await self.guarded.read(self.read_id, self.settings.batch_size)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            log.warning("consumer group missing; recreating it")
+            await ensure_group(self.redis, self.settings)
+            return []
+        if self.read_id == OWN_PENDING:
+            if not entries:
+                self.read_id = NEW_ENTRIES  # own backlog done: switch to new entries
+        elif not any(isinstance(fields, Oversized) for _, fields in entries):
+            self.sizer.guarded = False  # no more oversized entries: plain reads again
+        return entries
+
+    async def _read_plain(self, stop: asyncio.Event) -> list[Entry]:
         want = self.settings.batch_size
         entries: list[Entry] = []
+        used_bytes = 0
         deadline: float | None = None
         while len(entries) < want and not stop.is_set():
+            count = self.sizer.count(want - len(entries), used_bytes)
+            if count == 0:  # the batch is full by bytes
+                break
             block_ms = self.settings.block_ms
             if deadline is not None:
                 block_ms = max(1, int((deadline - time.monotonic()) * 1000))
-            reply = await self._xreadgroup(want - len(entries), block_ms)
+            REPLY_BYTES.set(-1)
+            try:
+                reply = await self._xreadgroup(count, block_ms)
+            except ReplyTooLarge:
+                self._cut_off(count)
+                break
+            reply_bytes = REPLY_BYTES.get()
             if reply is NO_GROUP:  # the stream or group vanished (restart, flush)
                 await ensure_group(self.redis, self.settings)
                 continue
             got = stream_entries(reply)
-            if self.read_id == OWN_PENDING and not got:
-                self.read_id = NEW_ENTRIES  # own backlog done: switch to new entries
-                continue
+            used_bytes += self.sizer.observe(reply_bytes, got)
             entries.extend(got)
-            if not got or self.settings.linger_ms == 0 or self.read_id == OWN_PENDING:
+            if not got or self.settings.linger_ms == 0:
                 break
             if deadline is None:
                 deadline = time.monotonic() + self.settings.linger_ms / 1000
             elif time.monotonic() >= deadline:
                 break
         return entries
+
+    def _cut_off(self, count: int) -> None:
+        """A reply went past batch_max_bytes and was cut off: its entries are delivered
+        to this consumer, unread; read them (and new ones) guarded from now on."""
+        self.sizer.cut_off()
+        self.stats.reads_cut_off += 1
+        self.read_id = OWN_PENDING
+        log.warning(
+            "a read went past POMOCORE_BATCH_MAX_BYTES and was cut off; its entries are "
+            "read again one by one, oversized ones dead-lettered unread",
+            extra={"count": count, "batch_max_bytes": self.settings.batch_max_bytes},
+        )
 
     async def _xreadgroup(self, count: int, block_ms: int) -> Any:
         block = None if self.read_id == OWN_PENDING else block_ms

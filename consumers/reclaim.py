@@ -2,7 +2,10 @@
 
 The consumer loop calls `Reclaimer.claim()` between reads when `due()`: XAUTOCLAIM moves
 up to batch_size entries idle longer than `reclaim_idle_ms` (a dead or stuck consumer's)
-to this consumer, and they are processed through the consumer's own path, like new ones.
+to this consumer, by id only (JUSTID: the reply is ids, however large the entries), and
+the consumer then reads them from its own pending list with the guarded read
+(consumers/reads.py), which counts their delivery, leaves an oversized entry on the server
+and runs poison control, like any re-read of the pending list.
 The commit script makes the race with a slow-but-alive owner harmless: whoever commits
 first acknowledges, the other finds the ids no longer pending and applies nothing.
 
@@ -35,13 +38,20 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from pomocore.consumers.batch import Entry
-from pomocore.core.events import MAX_DELIVERIES, fields_dict
+from pomocore.core.events import MAX_DELIVERIES, fields_dict, too_large
 from pomocore.core.settings import Settings
 from pomocore.sinks.plan import DeadLetter
 
 log = logging.getLogger("pomocore.reclaim")
 
 START = "0-0"
+
+# KEYS[1] stream; ARGV group, consumer, min_idle_ms, start, count. XAUTOCLAIM JUSTID as
+# Redis replies it, [cursor, ids, deleted ids] (redis-py's parser keeps only the ids).
+CLAIM_IDS = """
+return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+  'COUNT', ARGV[5], 'JUSTID')
+"""
 
 # KEYS[1] stream; ARGV group, consumer, min_idle_ms. Deletes the consumer only if its
 # pending list is empty and it has been idle at least min_idle_ms. Returns 1 if deleted.
@@ -65,8 +75,7 @@ return 0
 
 @dataclass(slots=True)
 class Claimed:
-    entries: list[Entry] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)  # now pending for this consumer, unread
     lost_to_trim: list[str] = field(default_factory=list)
 
 
@@ -97,29 +106,28 @@ class Reclaimer:
         self._next_at = clock() + self.interval_s
         self._next_cleanup_at = clock() + self.cleanup_every_s
         self._delete_script = redis.register_script(DELETE_IDLE_CONSUMER)
+        self._claim_script = redis.register_script(CLAIM_IDS)
         self.stats = ReclaimStats()
 
     def due(self) -> bool:
         return self.clock() >= self._next_at
 
     async def claim(self) -> Claimed:
-        """One XAUTOCLAIM step (COUNT batch_size) from the kept cursor, poison split."""
+        """One XAUTOCLAIM JUSTID step (COUNT batch_size) from the kept cursor: the ids
+        claimed are pending for this consumer, to be read with its pending list."""
         self._next_at = self.clock() + self.interval_s
         self.stats.runs += 1
-        reply = await self.redis.xautoclaim(
-            self.stream_key,
-            self.settings.group,
-            self.settings.consumer_name,
-            self.settings.reclaim_idle_ms,
-            start_id=self.cursor,
-            count=self.settings.batch_size,
+        s = self.settings
+        reply = await self._claim_script(
+            keys=[self.stream_key],
+            args=[s.group, s.consumer_name, s.reclaim_idle_ms, self.cursor, s.batch_size],
         )
-        cursor, messages = reply[0], reply[1]
+        cursor, ids = reply[0], reply[1]
         deleted = reply[2] if len(reply) > 2 else []
         self.cursor = _text(cursor)
         if self.cursor != START:
             self._next_at = self.clock()  # more to scan: continue on the next loop turn
-        out = Claimed(lost_to_trim=[_text(i) for i in deleted])
+        out = Claimed([_text(i) for i in ids], [_text(i) for i in deleted])
         if out.lost_to_trim:
             # XAUTOCLAIM already removed them from the pending list: the entries were
             # trimmed from the stream before anyone processed them. Nothing can recover them.
@@ -129,14 +137,12 @@ class Reclaimer:
                 "pending entries lost to stream trimming",
                 extra={"count": len(out.lost_to_trim), "first_id": out.lost_to_trim[0]},
             )
-        entries = [(_text(i), fields or None) for i, fields in messages]
-        if entries:
-            self.stats.reclaimed += len(entries)
+        if out.ids:
+            self.stats.reclaimed += len(out.ids)
             log.warning(
                 "reclaimed idle entries",
-                extra={"count": len(entries), "idle_ms": self.settings.reclaim_idle_ms},
+                extra={"count": len(out.ids), "idle_ms": self.settings.reclaim_idle_ms},
             )
-            out.entries, out.dead = await self.split_poison(entries)
         if self.clock() >= self._next_cleanup_at:
             self._next_cleanup_at = self.clock() + self.cleanup_every_s
             await self.delete_idle_consumers()
@@ -158,11 +164,13 @@ class Reclaimer:
         counts = await self.delivery_counts([i for i, f in entries if f is not None])
         keep: list[Entry] = []
         dead: list[DeadLetter] = []
+        max_entry_bytes = self.settings.max_entry_bytes
         for entry_id, fields in entries:
             n = counts.get(entry_id, 0)
-            if fields is not None and n > limit:
+            # (An oversized entry is left to validation: too_large, without its fields.)
+            if fields is not None and n > limit and not too_large(fields, max_entry_bytes):
                 detail = f"delivered {n} times"
-                as_dict = fields if isinstance(fields, dict) else fields_dict(fields)
+                as_dict = fields if isinstance(fields, dict) else _as_dict(fields)
                 dead.append(DeadLetter(entry_id, as_dict, MAX_DELIVERIES, "", detail))
             else:
                 keep.append((entry_id, fields))
@@ -213,6 +221,10 @@ class Reclaimer:
             self.stats.consumers_deleted += len(deleted)
             log.info("deleted idle consumers", extra={"consumers": deleted})
         return deleted
+
+
+def _as_dict(fields: Any) -> dict[bytes, bytes]:
+    return fields_dict(fields) if isinstance(fields, list) else {}
 
 
 def _text(value: Any) -> str:

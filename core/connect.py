@@ -19,14 +19,17 @@ passes its own `retry=`.
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 import redis.cluster
+from redis._parsers import _AsyncHiredisParser
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.retry import Retry
 
 from pomocore.core.settings import Settings
@@ -100,3 +103,77 @@ async def drop_idle_connections(client: aioredis.Redis) -> None:
     pool = getattr(client, "connection_pool", None)
     if pool is not None:
         await pool.disconnect(inuse_connections=False)
+
+
+# --- replies bounded in bytes -------------------------------------------------------------
+
+REPLY_BYTES: ContextVar[int] = ContextVar("pomocore_reply_bytes", default=-1)
+"""Bytes read from the socket for the last reply this task received through a client with
+a bounded parser (`bounded_parser`); -1 when none did."""
+
+
+class ReplyTooLarge(RedisConnectionError):
+    """A reply grew past the client's byte bound: it was cut off and the connection closed
+    (what was read of it is freed with the connection). The command may have had effects:
+    an XREADGROUP cut off this way has delivered its entries, unread."""
+
+
+class _BoundedParser(_AsyncHiredisParser):
+    """hiredis, with a bound on the bytes of one reply (`max_reply_bytes`).
+
+    Redis sends an XREADGROUP's entries whole, however large: 500 entries of 2 MB would
+    be read, and turned into objects, before any check of ours ran. This parser stops
+    reading a reply once more than `max_reply_bytes` arrived for it and raises
+    ReplyTooLarge; redis-py then closes the connection (a reply cannot be resumed). So a
+    reply never costs more than the bound plus one socket read (64 KiB).
+    """
+
+    max_reply_bytes = 0  # set by bounded_parser
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        self._reply_bytes = 0
+        try:
+            return await super().read_response(*args, **kwargs)
+        finally:
+            REPLY_BYTES.set(self._reply_bytes)
+
+    async def read_from_socket(self) -> bool:
+        # As hiredis' own (redis-py 5.3 to 8), counting what is fed to the reader.
+        stream: Any = self._stream
+        buffer = await stream.read(self._read_size)
+        if not buffer or not isinstance(buffer, bytes):
+            raise RedisConnectionError("Connection closed by server.")
+        self._reply_bytes = getattr(self, "_reply_bytes", 0) + len(buffer)
+        if self._reply_bytes > self.max_reply_bytes:
+            raise ReplyTooLarge(
+                f"reply over {self.max_reply_bytes} bytes (POMOCORE_BATCH_MAX_BYTES): cut off"
+            )
+        reader: Any = self._reader
+        reader.feed(buffer)
+        return True
+
+
+def bounded_parser(max_reply_bytes: int) -> type[_AsyncHiredisParser]:
+    """A parser class (redis-py's `parser_class`) whose replies are cut off past
+    `max_reply_bytes`."""
+    return type("BoundedParser", (_BoundedParser,), {"max_reply_bytes": max_reply_bytes})
+
+
+def bound_replies(client: aioredis.Redis, max_reply_bytes: int) -> None:
+    """Every connection `client` opens from now on parses with `bounded_parser`.
+
+    A standalone client takes `parser_class` in its pool's connection arguments; the
+    Cluster client builds its node connections from its nodes manager's arguments (it does
+    not accept `parser_class` itself) and connects lazily, so setting them before the
+    first command reaches every node connection.
+    """
+    parser = bounded_parser(max_reply_bytes)
+    pool = getattr(client, "connection_pool", None)
+    if pool is not None:
+        pool.connection_kwargs["parser_class"] = parser
+    nodes = getattr(client, "nodes_manager", None)
+    if nodes is not None:
+        nodes.connection_kwargs["parser_class"] = parser
+        known = [*nodes.startup_nodes.values(), *nodes.nodes_cache.values()]
+        for node in known:  # (built before: each copied the arguments)
+            node.connection_kwargs["parser_class"] = parser

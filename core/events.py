@@ -29,6 +29,7 @@ MAX_DELIVERIES: Final = "max_deliveries"  # delivered too often (poison message)
 # Ownership of producer-supplied ids (docs/contract.md, "Ids supplied by the producer"):
 FOREIGN_DOCUMENT: Final = "foreign_document"  # pomodoroUsageLogId names another user's log
 UNKNOWN_DOCUMENT: Final = "unknown_document"  # pomodoroUsageLogId names no existing log
+TOO_LARGE: Final = "too_large"  # over POMOCORE_MAX_ENTRY_BYTES or MAX_ENTRY_FIELDS: unread
 
 REASONS: Final = (
     MISSING_FIELD,
@@ -44,6 +45,7 @@ REASONS: Final = (
     MAX_DELIVERIES,
     FOREIGN_DOCUMENT,
     UNKNOWN_DOCUMENT,
+    TOO_LARGE,
 )
 
 # The fields of an entry that CONTRACT §1 defines; any other field is ignored.
@@ -63,6 +65,9 @@ FIELDS: Final = (
 )
 
 MAX_USER_ID_CHARS: Final = 128
+# An entry with more fields than this is too_large whatever its bytes: each field costs
+# the consumer two Python objects (~80 bytes) however short, and the contract has 12.
+MAX_ENTRY_FIELDS: Final = 256
 MAX_DURATION_S: Final = 86_400.0
 
 _DATE_RE: Final = re.compile(rb"(\d{4})-(\d{2})-(\d{2})")
@@ -71,6 +76,27 @@ _HEX24_RE: Final = re.compile(rb"[0-9a-fA-F]{24}")
 _INT_RE: Final = re.compile(rb"[+-]?\d{1,18}")
 _TRUE: Final = frozenset({b"true", b"1"})
 _FALSE: Final = frozenset({b"false", b"0"})
+
+
+class Oversized(NamedTuple):
+    """In place of the fields of an entry over POMOCORE_MAX_ENTRY_BYTES or MAX_ENTRY_FIELDS
+    that the guarded read (consumers/reads.py) left on the server: it is dead-lettered as
+    too_large without ever being read whole. `size_bytes` as `entry_bytes` counts."""
+
+    size_bytes: int
+    fields: int = -1  # (unknown)
+
+
+def too_large(fields: dict[bytes, bytes] | list[bytes] | Oversized, max_entry_bytes: int) -> str:
+    """Why an entry is too_large ("" when it is not): its size against the limits."""
+    if isinstance(fields, Oversized):
+        size, count = fields.size_bytes, fields.fields
+    else:
+        size, count = entry_bytes(fields), entry_fields(fields)
+    if size > max_entry_bytes or count > MAX_ENTRY_FIELDS:
+        shown = f"{size} bytes" + (f", {count} fields" if count >= 0 else "")
+        return f"{shown} (at most {max_entry_bytes} bytes and {MAX_ENTRY_FIELDS} fields)"
+    return ""
 
 
 class Event(NamedTuple):
@@ -158,6 +184,19 @@ def parse_plain_flat(
     )  # fmt: skip
 
 
+def entry_bytes(fields: dict[bytes, bytes] | list[bytes]) -> int:
+    """What POMOCORE_MAX_ENTRY_BYTES counts: the bytes of an entry's names and values (the
+    guarded read script, consumers/reads.py, counts the same on the server)."""
+    if isinstance(fields, dict):
+        return sum(map(len, fields)) + sum(map(len, fields.values()))
+    return sum(map(len, fields))
+
+
+def entry_fields(fields: dict[bytes, bytes] | list[bytes]) -> int:
+    """Fields of an entry (a flat list holds two items per field)."""
+    return len(fields) if isinstance(fields, dict) else (len(fields) + 1) // 2
+
+
 def fields_dict(flat: list[bytes]) -> dict[bytes, bytes]:
     """A flat `[name, value, ...]` entry as a dict (a repeated name: the last value wins)."""
     it = iter(flat)
@@ -170,6 +209,11 @@ _PLAIN_ORDER: Final = (
 )  # fmt: skip
 _LAYOUTS: dict[tuple[bytes, ...], tuple[int, ...]] = {}
 _MAX_LAYOUTS: Final = 256
+# Orders of names kept only when their names are this short in all: the cache then holds
+# at most _MAX_LAYOUTS x (this + per-name overhead) bytes (~0.4 MB; a producer's 1 MB field
+# name is looked at, never kept). The contract's names add up to 85 bytes.
+_MAX_LAYOUT_NAME_BYTES: Final = 512
+_MAX_LAYOUT_NAMES: Final = 32
 
 
 def _learn_layout(names: tuple[bytes, ...]) -> tuple[int, ...]:
@@ -184,6 +228,8 @@ def _learn_layout(names: tuple[bytes, ...]) -> tuple[int, ...]:
     layout = (
         tuple(2 * names.index(n) + 1 if n in names else -1 for n in _PLAIN_ORDER) if plain else ()
     )
+    if len(names) > _MAX_LAYOUT_NAMES or sum(map(len, names)) > _MAX_LAYOUT_NAME_BYTES:
+        return layout  # (never plain: such names are not the contract's) not worth keeping
     if len(_LAYOUTS) >= _MAX_LAYOUTS:  # a producer sending ever new orders: stay bounded
         _LAYOUTS.clear()
     _LAYOUTS[names] = layout

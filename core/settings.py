@@ -32,6 +32,13 @@ LLM_SEND_MODES = ("full", "host", "app")
 # service, and most OpenAI clients, are configured with them (docs/migrating.md).
 FALLBACK_ENV = {"llm_api_key": "OPENAI_API_KEY", "llm_base_url": "OPENAI_BASE_URL"}
 MIN_API_TOKEN_CHARS = 16  # a guessable bearer token is no token
+# An entry valid by its fields: app, title and url of max_text_chars characters of up to
+# 4 UTF-8 bytes each, plus userId (128 characters), the numbers, ids and unknown fields.
+ENTRY_BYTES_PER_TEXT_CHAR = 12
+ENTRY_BYTES_OTHER_FIELDS = 4096
+# A batch holds at least this many entries of POMOCORE_MAX_ENTRY_BYTES: the guarded read
+# (consumers/reads.py) stops at half the batch bytes, plus one entry.
+BATCH_ENTRIES_AT_MAX = 4
 
 
 def default_consumer_name() -> str:
@@ -65,6 +72,13 @@ class Settings:
     consumer_name: str = _setting("", "consumer name in the group (default host-pid)")
     # --- batching ---
     batch_size: int = _setting(1000, "max entries per XREADGROUP (COUNT)", lo=1, hi=5_000)
+    batch_max_bytes: int = _setting(
+        8 << 20,
+        "max bytes of stream entries one batch reads (COUNT adapts to the entries' size; "
+        "a bigger reply is cut off and read again entry by entry)",
+        lo=64 << 10,
+        hi=1 << 30,
+    )
     block_ms: int = _setting(1000, "XREADGROUP BLOCK when the stream is idle", lo=1, hi=60_000)
     linger_ms: int = _setting(
         20, "max wait to fill a partial batch before processing it", lo=0, hi=10_000
@@ -82,9 +96,22 @@ class Settings:
         300.0, "how far in the future a timestamp may be", lo=0, hi=86_400
     )
     max_text_chars: int = _setting(8192, "max length of app, title and url", lo=64, hi=1_000_000)
+    max_entry_bytes: int = _setting(
+        128 << 10,
+        "an entry whose field names and values add up to more (or with more than 256 "
+        "fields) is dead-lettered as too_large, unread",
+        lo=4096,
+        hi=256 << 20,
+    )
     # --- classification ---
     decision_cache_size: int = _setting(
         20_000, "LRU size of (app,url,title) decisions", lo=0, hi=50_000_000
+    )
+    decision_cache_bytes: int = _setting(
+        64 << 20,
+        "max bytes the decision cache holds (keys, decisions and their bookkeeping)",
+        lo=0,
+        hi=1 << 36,
     )
     classifier_pool_workers: int = _setting(
         0, "processes classifying cache misses (0 = inline; never paid on 2 CPUs)", lo=0, hi=64
@@ -167,6 +194,25 @@ class Settings:
     llm_learned_max: int = _setting(
         500, "max learned patterns, active and pending together (0 = learn nothing)", lo=0,
         hi=100_000,
+    )
+    llm_memory_bytes: int = _setting(
+        16 << 20,
+        "max bytes of the LLM verdicts remembered in process (and as much for keys it "
+        "answered invalidly)",
+        lo=0,
+        hi=1 << 34,
+    )
+    llm_queue_max: int = _setting(
+        10_000,
+        "max keys waiting for the reclassifier (shared); more are dropped and counted",
+        lo=0,
+        hi=10_000_000,
+    )
+    llm_queue_ttl_s: float = _setting(
+        86_400.0,
+        "a key waiting longer than this for the reclassifier is dropped and counted",
+        lo=60,
+        hi=30 * 86_400,
     )
     llm_send: str = _setting(
         "full", "what an LLM request carries: full (app, title, URL host+path), host, app"
@@ -335,6 +381,7 @@ class Settings:
             )
         self._validate_leaderboard_mode()
         self._validate_mongo_timeout()
+        self._validate_entry_bytes()
         self._validate_llm_choices()
 
     def _validate_llm_choices(self) -> None:
@@ -346,6 +393,26 @@ class Settings:
                 raise ConfigError(
                     env_name(name), f"must be one of {', '.join(choices)}, got {value!r}"
                 )
+
+    def _validate_entry_bytes(self) -> None:
+        """Every entry valid by its fields must fit (each of app, title and url up to
+        max_text_chars characters of up to 4 bytes, plus room for the other fields), and a
+        batch must hold several of the largest entries."""
+        need = ENTRY_BYTES_PER_TEXT_CHAR * self.max_text_chars + ENTRY_BYTES_OTHER_FIELDS
+        if self.max_entry_bytes < need:
+            raise ConfigError(
+                "POMOCORE_MAX_ENTRY_BYTES",
+                f"{self.max_entry_bytes} is below what an entry valid by the contract may "
+                f"take with POMOCORE_MAX_TEXT_CHARS={self.max_text_chars} ({need} bytes: "
+                f"app, title and url of {self.max_text_chars} characters of up to 4 bytes, "
+                "plus the other fields); raise it or lower POMOCORE_MAX_TEXT_CHARS",
+            )
+        if self.batch_max_bytes < BATCH_ENTRIES_AT_MAX * self.max_entry_bytes:
+            raise ConfigError(
+                "POMOCORE_BATCH_MAX_BYTES",
+                f"must be at least {BATCH_ENTRIES_AT_MAX} x POMOCORE_MAX_ENTRY_BYTES "
+                f"({BATCH_ENTRIES_AT_MAX * self.max_entry_bytes}), got {self.batch_max_bytes}",
+            )
 
     def _validate_mongo_timeout(self) -> None:
         """A MongoDB wait must end well within the idle time after which the group hands a

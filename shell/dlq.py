@@ -43,7 +43,8 @@ OwnedLogs = Callable[[Mapping[str, str]], set[str]]
 """(usage-log id hex -> userId) -> the ids whose document exists and names that user."""
 
 # KEYS[1] dead-letter stream, KEYS[2] input stream; ARGV[1] dead-letter id,
-# ARGV[2] usage-log id to pin ('' = none). Returns the new entry id, or false if gone.
+# ARGV[2] usage-log id to pin ('' = none). Returns the new entry id, or false if gone or
+# without original fields (too_large: the entry was never copied, docs/contract.md).
 REPLAY_SCRIPT = """
 local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 0 then return false end
@@ -57,11 +58,12 @@ for i = 1, #fields, 2 do
     if fields[i] == 'pomodoroUsageLogId' and fields[i + 1] ~= '' then pinned = true end
   end
 end
+-- No original field (a too_large dead letter): nothing to replay; it stays.
+if #out == 0 then return false end
 if not pinned and ARGV[2] ~= '' then
   out[#out + 1] = 'pomodoroUsageLogId'
   out[#out + 1] = ARGV[2]
 end
-if #out == 0 then return redis.error_reply('ERR pomocore: dead letter has no fields') end
 local new_id = redis.call('XADD', KEYS[2], '*', unpack(out))
 redis.call('XDEL', KEYS[1], ARGV[1])
 return new_id

@@ -15,7 +15,12 @@ from redis.exceptions import RedisError
 from pomocore import exits
 from pomocore.classifiers.llm.learning import REVIEW_COLLECTION
 from pomocore.classifiers.patterns import PatternSet
-from pomocore.classifiers.store import load_or_seed_patterns, publish_change, save_patterns
+from pomocore.classifiers.store import (
+    add_learned_pattern,
+    load_or_seed_patterns,
+    publish_change,
+    save_patterns,
+)
 from pomocore.cli_format import write_json
 from pomocore.core.connect import async_redis
 from pomocore.core.errors import ClassifierError
@@ -97,7 +102,7 @@ async def _learned(
         elif reject is not None:
             code, done = await _reject(db, reject, out)
         else:
-            return await _list(db, out, as_json)
+            return await _list(db, out, settings.llm_learned_max, as_json)
     except (PyMongoError, ClassifierError) as exc:
         if exits.translate(exc, settings.redis_url, settings.mongo_uri) is not None:
             raise
@@ -110,15 +115,19 @@ async def _learned(
     return await _announce(settings, done, out)
 
 
-async def _list(db: AsyncDatabase[Any], out: TextIO, as_json: bool = False) -> int:
+async def _list(
+    db: AsyncDatabase[Any], out: TextIO, max_learned: int, as_json: bool = False
+) -> int:
     pattern_set = await load_or_seed_patterns(db)
     review = {d["_id"]: d async for d in db[REVIEW_COLLECTION].find({})}
     rows = learned_rows(pattern_set, review)
     if as_json:
-        write_json({"patterns": rows}, out)  # learnedAt: ISO text (default=str)
+        # learnedAt: ISO text (default=str)
+        write_json({"patterns": rows, "max_learned": max_learned}, out)
         return 0
     if not rows:
         print("no learned patterns", file=out)
+        return 0
     for r in rows:
         when = r["learnedAt"].isoformat(timespec="seconds") if r["learnedAt"] else "-"
         verdicts = "-" if r["verdicts"] is None else r["verdicts"]
@@ -128,6 +137,9 @@ async def _list(db: AsyncDatabase[Any], out: TextIO, as_json: bool = False) -> i
             f"\t{when}",
             file=out,
         )
+    # The cap counts active and pending patterns alike (classifiers/llm/learning.py).
+    full = " (full: new subjects wait until one is rejected)" if len(rows) >= max_learned else ""
+    print(f"# {len(rows)} of at most {max_learned} (POMOCORE_LLM_LEARNED_MAX){full}", file=out)
     return 0
 
 
@@ -142,9 +154,10 @@ async def _approve(db: AsyncDatabase[Any], pattern: str, out: TextIO) -> tuple[i
         print(f"no pending pattern {pattern!r}", file=out)
         return 1, ""
     pattern_set = await load_or_seed_patterns(db)
-    for doc in pending:
-        pattern_set = pattern_set.with_pattern(doc["category"], doc["kind"], doc["pattern"])
-    await save_patterns(db, pattern_set)
+    for doc in pending:  # one atomic add each: a consumer learning meanwhile keeps its own
+        pattern_set = await add_learned_pattern(
+            db, pattern_set, doc["category"], doc["kind"], doc["pattern"]
+        )
     for doc in pending:
         await db[REVIEW_COLLECTION].update_one(
             {"_id": doc["_id"], "status": "pending"}, {"$set": {"status": "learned"}}

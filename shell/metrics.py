@@ -141,6 +141,15 @@ class LLMMetrics:
         self.throttled_items = counter(
             "pomocore_llm_throttled_items", "keys refused because their user spent its share"
         )
+        self.queue_dropped = counter(
+            "pomocore_llm_queue_dropped",
+            "keys the reclassifier's queue dropped: full, expired, too_large",
+            ["reason"],
+        )
+        self.learning_capped = counter(
+            "pomocore_llm_learning_capped",
+            "subjects that qualified as a pattern while POMOCORE_LLM_LEARNED_MAX was reached",
+        )
         self.circuit_opened = counter(
             "pomocore_llm_circuit_opened", "times an LLM circuit breaker opened"
         )
@@ -222,6 +231,16 @@ class PipelineMetrics:
         self.categories = counter("pomocore_events_by_category", "events by category", ["category"])
         self.cache_hits = counter("pomocore_classifier_cache_hits", "decision cache hits")
         self.cache_misses = counter("pomocore_classifier_cache_misses", "decision cache misses")
+        self.cache_bytes = Gauge(
+            "pomocore_classifier_cache_bytes",
+            "bytes the decision cache holds (at most POMOCORE_DECISION_CACHE_BYTES)",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.reads_cut_off = counter(
+            "pomocore_reads_cut_off",
+            "stream reads cut off at POMOCORE_BATCH_MAX_BYTES (their entries read again guarded)",
+        )
         self.llm = LLMMetrics(registry)
         self.draining = Gauge(
             "pomocore_consumer_draining",
@@ -381,6 +400,7 @@ def sync_process_counters(rt: Runtime, metrics: PipelineMetrics, sync: CounterSy
         (("sink_failures",), rt.consumer.stats.sink_failures, metrics.batch_failures),
         (("commit_calls",), group.calls, metrics.commit_calls),
         (("commit_plans",), group.plans, metrics.commit_plans),
+        (("reads_cut_off",), rt.consumer.stats.reads_cut_off, metrics.reads_cut_off),
     ):
         if d := sync.delta(key, value):
             target.inc(d)
@@ -391,6 +411,7 @@ def sync_process_counters(rt: Runtime, metrics: PipelineMetrics, sync: CounterSy
             if d := sync.delta(("trimmed", stream, cap), n):
                 metrics.stream_trimmed.labels(stream, cap).inc(d)
     metrics.draining.set(1 if rt.consumer.draining else 0)
+    metrics.cache_bytes.set(cache.bytes)
     if rt.resolver is not None:
         sync_llm_stats(rt.resolver.refresh_stats(), metrics.llm, sync)
 
@@ -423,9 +444,13 @@ def sync_llm_stats(stats: LLMStats, llm: LLMMetrics, sync: CounterSync) -> None:
         ("llm_learned", stats.learned_patterns, llm.learned_patterns),
         ("llm_throttled", stats.throttled_items, llm.throttled_items),
         ("llm_opened", stats.circuit_opened, llm.circuit_opened),
+        ("llm_learning_capped", stats.learning_capped, llm.learning_capped),
     ):
         if d := sync.delta((key,), value):
             target.inc(d)
+    for reason, n in stats.queue_dropped.items():
+        if d := sync.delta(("llm_queue_dropped", reason), n):
+            llm.queue_dropped.labels(reason).inc(d)
     for call in stats.drain_calls():
         llm.request_seconds.labels(call.model).observe(call.seconds)
         llm.request_items.labels(call.model).observe(call.items)

@@ -16,9 +16,15 @@ unanimity, but adds no user.
 In `approve` mode a subject that qualifies is only recorded as `pending` in the review
 collection; `pomocore patterns learned --approve` makes it a pattern. Active plus pending
 learned patterns are capped at `max_learned`; a subject over the cap is not promoted (and
-is reconsidered at its next verdict once an operator has made room).
+is reconsidered at its next verdict once an operator has made room). Subjects refused by
+the cap are counted (`Learner.capped`, metric `pomocore_llm_learning_capped`).
 
-The pattern is written through `pomocore.classifiers.store` (read set, `with_pattern`, save). Its
+The pattern is written through `pomocore.classifiers.store.add_learned_pattern`: one atomic
+`$addToSet` on its category's document, never a save of a whole set read earlier, so two
+processes learning at the same instant (or an operator approving meanwhile) both keep
+their pattern even when the lock below has expired under a slow save. A subject enters
+the done set only after its pattern (or pending record) is saved: a crash or a failed
+save in between leaves it to its next verdict instead of marking it learned forever. Its
 review record — verdict count, time, status — goes to our own `learned_pattern_review`
 collection. An operator reviews learned patterns with `pomocore patterns learned` and can
 reject one; a rejected pattern is removed from the set, marked `rejected` in the review
@@ -39,7 +45,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from redis.exceptions import LockError
 
 from pomocore.classifiers.patterns import PatternSet
-from pomocore.classifiers.store import load_or_seed_patterns, publish_change, save_patterns
+from pomocore.classifiers.store import add_learned_pattern, load_or_seed_patterns, publish_change
 from pomocore.classifiers.urls import NETWORK_SCHEMES, is_ip, split_url
 from pomocore.core.categories import BROWSING
 from pomocore.core.decision import ClassKey
@@ -116,6 +122,7 @@ class Learner:
         min_users: int = 3,
         mode: Mode = "auto",
         max_learned: int = 500,
+        lock_ttl_s: float = LOCK_TTL_S,
     ) -> None:
         self._redis = redis
         self._db = db
@@ -125,6 +132,9 @@ class Learner:
         self.min_users = min_users
         self.mode = mode
         self.max_learned = max_learned
+        self.learned = 0  # patterns this learner made active (each counted at its save)
+        self.capped = 0  # subjects that qualified while the learned patterns were at the cap
+        self.lock_ttl_s = lock_ttl_s
 
     async def observe(
         self,
@@ -198,20 +208,22 @@ class Learner:
         return out
 
     async def _promote(self, p: LearnedPattern) -> str:
-        """learned, pending, capped or skipped. The done set keeps every process (and later
-        batches) from promoting a subject twice; a capped subject leaves it again."""
+        """learned, pending, capped, busy or skipped. The done set lets every process (and
+        later batches) skip a subject already handled; a subject enters it only once its
+        pattern or pending record is saved (a failure in between: its next verdict)."""
         member = f"{p.kind}:{p.pattern.lower()}"
-        if not await self._redis.sadd(self._keys.learning_done_key, member):
+        done_key = self._keys.learning_done_key
+        if await self._redis.sismember(done_key, member):
             return "skipped"  # another process (or an earlier batch) already handled it
         try:
             async with self._redis.lock(
-                self._keys.learning_lock_key, timeout=LOCK_TTL_S, blocking_timeout=LOCK_WAIT_S
+                self._keys.learning_lock_key, timeout=self.lock_ttl_s, blocking_timeout=LOCK_WAIT_S
             ):
                 status = await self._save(p)
         except LockError:
-            status = "capped"  # busy: retried at the subject's next verdict
-        if status == "capped":
-            await self._redis.srem(self._keys.learning_done_key, member)
+            return "busy"  # not taken in time, or expired during the save: next verdict
+        if status != "capped":
+            await self._redis.sadd(done_key, member)
         return status
 
     async def _save(self, p: LearnedPattern) -> str:
@@ -228,6 +240,7 @@ class Learner:
         if any(e.text.lower() == p.pattern.lower() for e in existing):
             return "skipped"
         if await self._learned_count(current) >= self.max_learned:
+            self.capped += 1
             log.warning(
                 "not learning %s pattern: %d learned patterns (POMOCORE_LLM_LEARNED_MAX)",
                 p.kind, self.max_learned,
@@ -235,7 +248,8 @@ class Learner:
             return "capped"
         status = "pending" if self.mode == "approve" else "learned"
         if status == "learned":
-            await save_patterns(self._db, current.with_pattern(p.category, p.kind, p.pattern))
+            await add_learned_pattern(self._db, current, p.category, p.kind, p.pattern)
+            self.learned += 1
         await review.update_one({"_id": review_id}, {"$set": review_doc(p, status)}, upsert=True)
         log.info(
             "%s %s pattern for %s after %d verdicts from %d users",

@@ -67,6 +67,9 @@ class Reclassifier:
     async def run_once(self) -> int:
         """One round: claim due keys, resolve, correct. Returns the number of keys claimed."""
         r = self.resolver
+        # Keys too old are dropped whether or not the LLM is back (an outage of days
+        # must not keep the queue at its cap with keys nobody will correct in time).
+        r.stats.queue_dropped["expired"] += await r.queue.expire()
         if not r.available():
             return 0
         lease_s = 2 * r.timeout_s + 10

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -46,6 +45,7 @@ from pomocore.classifiers.llm.prompt import Send
 from pomocore.classifiers.llm.queue import PendingQueue
 from pomocore.classifiers.llm.retry import RetryPolicy, backoff_delay, should_retry
 from pomocore.classifiers.llm.stats import LLMStats
+from pomocore.classifiers.lru import KeyLRU
 from pomocore.core.categories import canonical
 from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.ids import categorized_data_id
@@ -99,6 +99,7 @@ class LLMResolver:
         window_s: float = 0.05,
         retry: RetryPolicy | None = None,
         memory_size: int = 100_000,
+        memory_bytes: int = 16 << 20,
         learner: Learner | None = None,
         rand: Callable[[], float] = random.random,
         max_in_flight: int = MAX_IN_FLIGHT,
@@ -117,10 +118,11 @@ class LLMResolver:
         self.breakers = {m: CircuitBreaker(failure_threshold, open_circuit_s) for m in self.models}
         self._not_before: dict[str, float] = dict.fromkeys(self.models, 0.0)
         self.stats = LLMStats()
-        self._memory: OrderedDict[ClassKey, Verdict] = OrderedDict()
-        self._memory_size = memory_size
-        # Keys the LLM answered invalidly even item by item: not asked again by this process.
-        self._rejected: OrderedDict[ClassKey, None] = OrderedDict()
+        # Verdicts remembered, and keys the LLM answered invalidly even item by item (not
+        # asked again by this process): each bounded in entries and in bytes (a key's
+        # texts may be 8,192 Hangul characters each: classifiers/lru.py).
+        self._memory: KeyLRU[Verdict] = KeyLRU(memory_size, memory_bytes, _verdict_bytes)
+        self._rejected: KeyLRU[bool] = KeyLRU(memory_size, memory_bytes)
         self._pending: dict[ClassKey, asyncio.Future[Outcome]] = {}
         self._buffers: dict[str, list[ClassKey]] = {}  # per owner user ("" = not known)
         self._in_flight = asyncio.Semaphore(max_in_flight)
@@ -150,6 +152,7 @@ class LLMResolver:
             timeout_s=settings.llm_timeout_s,
             open_circuit_s=settings.llm_open_circuit_s,
             batch_size=settings.llm_batch_size,
+            memory_bytes=settings.llm_memory_bytes,
             learner=Learner(
                 redis,
                 db,
@@ -237,14 +240,14 @@ class LLMResolver:
         )
 
     def remember(self, key: ClassKey, verdict: Verdict) -> None:
-        self._memory[key] = verdict
-        self._memory.move_to_end(key)
-        while len(self._memory) > self._memory_size:
-            self._memory.popitem(last=False)
+        self._memory.put(key, verdict)
 
     def refresh_stats(self) -> LLMStats:
         """Stats with the circuit state of the primary model brought up to date."""
         primary = self.breakers[self.models[0]]
+        if self.learner is not None:
+            self.stats.learned_patterns = self.learner.learned
+            self.stats.learning_capped = self.learner.capped
         self.stats.circuit_state = primary.state
         self.stats.circuit_opened = sum(b.opened_count for b in self.breakers.values())
         return self.stats
@@ -373,9 +376,11 @@ class LLMResolver:
         verdicts = {k: v.category for k, v in results.items() if isinstance(v, Verdict)}
         if verdicts and self.learner is not None:
             try:
-                self.stats.learned_patterns += len(await self.learner.observe(verdicts, users))
+                await self.learner.observe(verdicts, users)
             except Exception as exc:  # learning is an optimisation too
                 log.warning("llm learning failed: %s", type(exc).__name__)
+            finally:  # (counted by the learner at each save: a shutdown meanwhile loses none)
+                self.stats.learned_patterns = self.learner.learned
 
     # ------------------------------------------------------------------ calling
 
@@ -423,9 +428,7 @@ class LLMResolver:
     def _give_up(self, key: ClassKey) -> LLMBadAnswer:
         self.stats.invalid_items += 1
         log.warning("llm gave no valid label; no-LLM rule for %s", key_fingerprint(key))
-        self._rejected[key] = None
-        while len(self._rejected) > self._memory_size:
-            self._rejected.popitem(last=False)
+        self._rejected.put(key, True)
         return LLMBadAnswer("no valid label")
 
     async def _call_models(self, keys: list[ClassKey], deadline: float, user: str = "") -> Answer:
@@ -569,10 +572,17 @@ class LLMResolver:
         owners = {k: owner(who.get(k, ())) for k in keys}
         try:
             async with asyncio.timeout(MARGIN_S):
-                await self.queue.add(keys, {k: u for k, u in owners.items() if u})
-            self.stats.queued += len(keys)
+                dropped = await self.queue.add(keys, {k: u for k, u in owners.items() if u})
+            self.stats.queued += len(keys) - sum(dropped.values())
+            self.stats.queue_dropped.update(dropped)
         except Exception as exc:
             log.warning("could not queue %d keys for the LLM: %s", len(keys), type(exc).__name__)
+
+
+def _verdict_bytes(verdict: Verdict) -> int:
+    """A Verdict (56 bytes); its category is a shared canonical name, its model a short one
+    of the settings (counted: a provider may name models as it likes)."""
+    return 56 + len(verdict.model)
 
 
 def ordered_users(users: Collection[str]) -> tuple[str, ...]:

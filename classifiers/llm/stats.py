@@ -43,9 +43,12 @@ class LLMStats:
     verdicts: int = 0  # keys the LLM classified
     invalid_items: int = 0  # keys that got no valid label even item by item
     queued: int = 0  # keys handed to the background reclassifier
+    # keys the queue dropped, by reason: full, expired, too_large (classifiers/llm/queue.py)
+    queue_dropped: Counter[str] = field(default_factory=Counter)
     throttled_items: int = 0  # items refused a call because their user's share was spent
     reclassified: int = 0  # categorized_data docs corrected by the reclassifier
     learned_patterns: int = 0
+    learning_capped: int = 0  # subjects that qualified but found POMOCORE_LLM_LEARNED_MAX
     fallback_used: int = 0  # requests answered by the fallback model
     # Calls not yet copied into the metrics histograms (drained by the metrics sync).
     recent_calls: deque[CallSample] = field(default_factory=lambda: deque(maxlen=RECENT_CALLS))

@@ -21,6 +21,13 @@ def test_readme_settings_table_is_current() -> None:
     )
 
 
+def test_every_reason_is_in_the_contract_table() -> None:
+    contract = (ROOT / "docs" / "contract.md").read_text(encoding="utf-8")
+    table = contract[contract.index("### Validation and reason codes") :]
+    table = table[: table.index("\n\n", table.index("| field |"))]
+    assert [r for r in REASONS if f"`{r}`" not in table] == []
+
+
 def test_readme_leads_with_the_two_commands() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     head = readme[: readme.index("## ")]

@@ -172,7 +172,7 @@ JSON_KEYS = {
         "file", "patterns_version", "categories", "patterns", "errors", "warnings", "dry_run",
         "counter",
     },
-    "patterns learned": {"patterns"},
+    "patterns learned": {"patterns", "max_learned"},
     "leaderboard rebuild": {"check", "keys_in_scope", "differ", "written", "pending", "diffs"},
     "leaderboard refresh": {"rebuilt"},
     "config": {"valid", "settings"},

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator
 
@@ -111,4 +112,27 @@ async def test_producer_and_readers_on_a_cluster(
     async with AsyncLeaderboardReader.from_settings(s) as areader:
         assert await areader.ranks(["u4", "u3"], "work", "daily") == {"u4": top[0], "u3": top[1]}
         assert await areader.around("u0", "work", "daily", n=2) == top[2:]
+
+
+def test_reads_are_bounded_in_bytes_on_a_cluster(
+    cluster: list[EmbeddedRedis], settings: Settings
+) -> None:
+    """The Cluster client's node connections parse with the bounded parser too: a read over
+    POMOCORE_BATCH_MAX_BYTES is cut off, its entries read guarded and the oversized ones
+    dead-lettered as too_large, unread (issue #14 §3, consumers/reads.py)."""
+    s = dataclasses.replace(
+        cluster_settings(settings, cluster, "bounded"),
+        max_entry_bytes=128 * 1024,
+        batch_max_bytes=1 << 20,
+    )
+    client = RedisCluster(host="127.0.0.1", port=cluster[0].port)
+    for i in range(6):
+        client.xadd(s.keys.stream_key, now_fields(f"u{i}", "Code", 5.0))  # type: ignore[arg-type]
+    for i in range(12):  # 3.6 MB: more than a batch's bytes in one reply
+        huge = now_fields(f"big{i}", "Code", 5.0, title="t" * 300_000)
+        client.xadd(s.keys.stream_key, huge)  # type: ignore[arg-type]
+    stats = asyncio.run(drain(s, timeout_s=40, state=connected_group_state))
+    assert stats.reads_cut_off >= 1
+    assert stats.rejected_by_reason == {"too_large": 12}
+    assert stats.accepted == 6
     client.close()

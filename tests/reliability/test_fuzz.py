@@ -19,8 +19,9 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from pomocore.consumers.batch import validate
+from pomocore.core import events
 from pomocore.core.events import FIELDS as CONTRACT_FIELDS
-from pomocore.core.events import MAX_DURATION_S, REASONS
+from pomocore.core.events import MAX_DURATION_S, MAX_ENTRY_FIELDS, REASONS, TOO_LARGE, entry_bytes
 from pomocore.core.ids import stream_tag, usage_log_id
 from pomocore.core.settings import Settings
 from tests.support.consumer import drain
@@ -88,6 +89,56 @@ def fuzz_entry(draw: Any) -> dict[bytes, bytes]:
     return base
 
 
+@st.composite
+def hostile_entry(draw: Any) -> dict[bytes, bytes]:
+    """What a hostile producer sends (issue #14 §3): a huge value, a huge field name, or
+    hundreds of fields, on an otherwise valid event or alone."""
+    base = {
+        k.encode(): v if isinstance(v, bytes) else v.encode()
+        for k, v in now_fields("hostile", "Code", 12.0, title="x.py").items()
+    }
+    if draw(st.booleans()):
+        base = {}
+    kind = draw(st.sampled_from(["value", "name", "fields"]))
+    size = draw(st.sampled_from([100_000, 140_000, 1 << 20]))
+    if kind == "value":
+        field = draw(st.sampled_from([b"title", b"app", b"url", b"userId", b"extra"]))
+        base[field] = draw(st.sampled_from([b"t", "\ud55c".encode()])) * (size // 3)
+    elif kind == "name":
+        base[b"n" * size] = b"v"
+    else:
+        count = draw(st.integers(MAX_ENTRY_FIELDS - 10, MAX_ENTRY_FIELDS + 50))
+        base.update({f"f{i}".encode(): b"1" for i in range(count)})
+    return base
+
+
+def _flat(entry: dict[bytes, bytes]) -> list[bytes]:
+    return [item for pair in entry.items() for item in pair]
+
+
+@hsettings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(hostile_entry(), fuzz_entry()), min_size=1, max_size=8))
+def test_hostile_producers_are_rejected_by_size_and_leave_no_trace(
+    entries: list[dict[bytes, bytes]],
+) -> None:
+    s = Settings.from_env({})
+    events._LAYOUTS.clear()
+    for as_flat in (False, True):
+        items = [(f"{i + 1}-0", _flat(e) if as_flat else e) for i, e in enumerate(entries)]
+        batch = validate(items, s, time.time())  # type: ignore[arg-type]
+        assert len(batch.accepted) + len(batch.dead_letters) == len(entries)
+        by_id = {d.entry_id: d for d in batch.dead_letters}
+        for i, entry in enumerate(entries):
+            big = entry_bytes(entry) > s.max_entry_bytes or len(entry) > MAX_ENTRY_FIELDS
+            dead = by_id.get(f"{i + 1}-0")
+            assert (dead is not None and dead.reason == TOO_LARGE) == big
+            if big:  # dead-lettered without a copy of its fields
+                assert dead is not None and dead.fields == {}
+    # The field-layout cache keeps no producer's long names (a 1 MB name, 300 fields).
+    kept = sum(len(name) for names in events._LAYOUTS for name in names)
+    assert kept <= 512 * len(events._LAYOUTS)
+
+
 @hsettings(max_examples=400, deadline=None)
 @given(st.lists(fuzz_entry(), min_size=1, max_size=20))
 def test_validate_never_crashes_and_every_rejection_has_a_reason(
@@ -114,7 +165,10 @@ def test_validate_never_crashes_and_every_rejection_has_a_reason(
         HealthCheck.data_too_large,
     ],
 )
-@given(st.lists(fuzz_entry(), min_size=20, max_size=60), st.randoms(use_true_random=False))
+@given(
+    st.lists(st.one_of(fuzz_entry(), fuzz_entry(), hostile_entry()), min_size=20, max_size=60),
+    st.randoms(use_true_random=False),
+)
 def test_fuzz_mixed_into_valid_traffic_end_to_end(
     settings: Settings, fuzz: list[dict[bytes, bytes]], rnd: Any
 ) -> None:

@@ -1,0 +1,34 @@
+"""A consumer process's memory against its documented bound (docs/operations.md,
+"Memory")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pomocore.core.settings import Settings
+
+MIB = 1 << 20
+# A consumer at rest: interpreter, libraries, connections (measured peak of a consumer
+# that only dead-letters: 58 MiB); the LLM client adds ~25 MiB when an LLM is configured.
+BASE_BYTES = 80 * MIB
+LLM_CLIENT_BYTES = 25 * MIB
+# What one lane's batch may take, in batches' bytes: the reply, its objects, the decoded
+# texts, MongoDB's documents and their BSON.
+BATCH_COPIES = 4
+
+
+def documented_bound_bytes(settings: Settings) -> int:
+    """docs/operations.md, "Memory": the most a consumer process holds with `settings`."""
+    bound = BASE_BYTES + settings.lanes * BATCH_COPIES * settings.batch_max_bytes
+    bound += settings.decision_cache_bytes
+    if settings.llm_enabled:
+        bound += LLM_CLIENT_BYTES + 2 * settings.llm_memory_bytes
+    return bound
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """VmHWM: the most memory the process ever had resident (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmHWM for {pid}")
