@@ -34,6 +34,7 @@ import redis.cluster
 
 from pomocore.core.errors import RejectedEvent
 from pomocore.core.event_schema import EventFields, check_event
+from pomocore.core.events import TOO_LARGE, too_large
 from pomocore.core.redis_errors import backend_error, server_name
 from pomocore.core.settings import Settings
 
@@ -63,6 +64,9 @@ def prepare(
             raise RejectedEvent(exc.reason, exc.field, f"(event {i}) {exc.detail}") from None
         except TypeError as exc:
             raise TypeError(f"event {i}: {exc}") from None
+        why = too_large(fields, s.max_entry_bytes)  # the consumer's read-side limit
+        if why:
+            raise RejectedEvent(TOO_LARGE, "", f"(event {i}) {why}")
         out.append(fields)
     return out
 

@@ -76,6 +76,11 @@ def test_an_invalid_event_sends_nothing(settings: Settings, client: redis.Redis)
     short = dataclasses.replace(settings, max_text_chars=64)  # the settings' limits apply
     with pytest.raises(RejectedEvent, match="too_long"):
         pomocore.publish(client, {**good, "title": "x" * 65}, settings=short)
+    # An entry the consumer would dead-letter unread (POMOCORE_MAX_ENTRY_BYTES): extra
+    # fields count too.
+    with pytest.raises(RejectedEvent) as info:
+        pomocore.publish(client, {**good, "note": "n" * settings.max_entry_bytes})
+    assert info.value.reason == "too_large"
     assert client.exists(settings.keys.stream_key) == 0
 
 
