@@ -1,7 +1,7 @@
 """Publishing events to the input stream (CONTRACT §1), checked as the consumer checks them.
 
-    import redis, pomocore
-    r = redis.Redis()
+    import pomocore
+    # r: a redis.Redis (or RedisCluster) client of the pipeline's Redis
     pomocore.publish(r, {"userId": "u42", "app": "Code", "duration": 12.5,
                          "timestamp": time.time()})                  # -> "1760000000000-0"
     pomocore.publish_many(r, events)                                  # one pipeline per 1000

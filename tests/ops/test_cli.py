@@ -242,7 +242,7 @@ def test_patterns_check_load_dry_run_and_learned_json(settings: Settings) -> Non
     assert mongo[settings.mongo_db].list_collection_names() == []  # nothing stored
     mongo.close()
     learned = one_document(run_cli("patterns", "learned", "--json", env=env))
-    assert learned == {"patterns": []}
+    assert learned == {"patterns": [], "max_learned": 500}
 
 
 def test_rebuild_check_and_refresh_json(settings: Settings) -> None:
