@@ -157,6 +157,7 @@ class LLMMetrics:
             "livemax",
             ["state"],
         )
+        set_circuit_state(self.circuit_state, "closed")  # every state's series from the start
         self.queue_depth = gauge(
             "pomocore_llm_queue_depth", "keys waiting for the reclassifier (shared)", "livemax"
         )
@@ -433,10 +434,14 @@ def sync_llm_stats(stats: LLMStats, llm: LLMMetrics, sync: CounterSync) -> None:
 
 
 def set_circuit_state(gauge: Gauge, state: str) -> None:
-    """Enum style: the current state's series is 1, the others 0 (an unknown state: closed)."""
+    """Enum style: the current state's series is 1, the others 0 (an unknown state: closed).
+    The new state is raised before the others are lowered: a scrape in between sees two
+    states (`pomocore status` takes the worst), never none."""
     current = state.replace("-", "_") if state.replace("-", "_") in CIRCUIT_STATES else "closed"
+    gauge.labels(current).set(1)
     for name in CIRCUIT_STATES:
-        gauge.labels(name).set(1 if name == current else 0)
+        if name != current:
+            gauge.labels(name).set(0)
 
 
 async def sample_llm_shared(resolver: Any, llm: LLMMetrics) -> None:
