@@ -103,6 +103,18 @@ def growth(name: str, ts: Sequence[float], ys: Sequence[float], allowed: float) 
     return Growth(name, slope * 60, rise, allowed, rise <= allowed)
 
 
+# A backlog that stopped growing but stays large passes the growth check: the consumer
+# kept up with nothing. The backlog at the end must be at most this many seconds of traffic.
+BACKLOG_LIMIT_S = 10.0
+
+
+def backlog(lag: Sequence[float], target: float) -> Growth:
+    """The backlog at the end of the soak, against BACKLOG_LIMIT_S of traffic."""
+    last = lag[-1] if lag else 0.0
+    allowed = max(BACKLOG_LIMIT_S * target, 200.0)
+    return Growth("final_backlog_entries", 0.0, last, allowed, last <= allowed)
+
+
 def histogram_quantile(q: float, buckets: dict[float, float]) -> float:
     """Prometheus's histogram_quantile over cumulative `buckets` (linear within a bucket)."""
     bounds = sorted(buckets)
@@ -360,10 +372,11 @@ def _soak(
     return _report(samples, pool, duration_s, readers, max_rate, target, published, out_dir)
 
 
-# What "growing" means, over the second half of the soak (a least-squares line):
-# RSS may rise by 5% of its mean or 8 MB; the backlog (lag + pending) by two seconds of
-# traffic or 200 entries; the windowed e2e p50 and reader p99 by half of their median or
-# 20 ms. Steady state moves by less; a leak or a falling-behind consumer by more.
+# What "growing" means, over the second half of the soak (a least-squares line), besides
+# the bounded backlog at the end (`backlog`): RSS may rise by 5% of its mean or 8 MB; the
+# backlog (lag + pending) by two seconds of traffic or 200 entries; the windowed e2e p50
+# and reader p99 by half of their median or 20 ms. Steady state moves by less; a leak or
+# a falling-behind consumer by more.
 def growth_checks(
     samples: list[Sample], reader_windows: list[tuple[float, float]], target: float
 ) -> list[Growth]:
@@ -380,6 +393,7 @@ def growth_checks(
     med = sorted(e2e_p50)[len(e2e_p50) // 2] if e2e_p50 else 0.0
     rmed = sorted(v for _, v in reader_windows)[len(reader_windows) // 2] if reader_windows else 0.0
     return [
+        backlog(lag, target),
         growth("rss_mb", ts, rss, max(0.05 * mean_rss, 8.0)),
         growth("lag_entries", ts, lag, max(2 * target, 200.0)),
         growth("e2e_p50_s", e2e_t, e2e_p50, max(0.5 * med, 0.02)),

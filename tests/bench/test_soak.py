@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.soak import fit_slope, growth, histogram_quantile, main
+from benchmarks.soak import backlog, fit_slope, growth, histogram_quantile, main
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -27,6 +27,15 @@ pytestmark = pytest.mark.timeout(180)
 def test_growth_fits_the_second_half(ys: list[float], allowed: float, ok: bool) -> None:
     ts = [float(i) for i in range(len(ys))]
     assert growth("x", ts, ys, allowed).ok is ok
+
+
+@pytest.mark.parametrize(
+    ("lag", "ok"), [([0.0, 50.0, 10.0], True), ([0.0, 90_000.0, 60_000.0], False), ([], True)]
+)
+def test_a_standing_backlog_fails(lag: list[float], ok: bool) -> None:
+    """Lag that stopped rising but stays at minutes of traffic is not a pass (seen in the
+    first 10-minute soak: 130,000 entries behind, flat, at 3,083 events/s)."""
+    assert backlog(lag, target=3000.0).ok is ok
 
 
 def test_fit_slope() -> None:
@@ -60,6 +69,7 @@ def test_a_short_soak_reports_every_figure(tmp_path: Path) -> None:
     assert doc["reader_requests"] > 0 and doc["reader_errors"] == 0
     assert doc["e2e_s"]["p50"] > 0 and doc["rss_mb"]["max"] > 10
     assert {g["name"] for g in doc["growth"]} == {
+        "final_backlog_entries",
         "rss_mb",
         "lag_entries",
         "e2e_p50_s",
