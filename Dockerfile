@@ -25,11 +25,11 @@ ENV PATH=/opt/pomocore/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/pomocore-metrics \
-    POMOCORE_METRICS_PORT=9100
+    POMOCORE_METRICS_PORT=9464
 USER 10001:10001
 # /tmp must be a writable volume (emptyDir / tmpfs) when the root filesystem is read-only.
 VOLUME ["/tmp"]
-EXPOSE 9100
+EXPOSE 9464
 STOPSIGNAL SIGTERM
 # Readiness without HTTP tools in the image (Redis, MongoDB, consumer group).
 HEALTHCHECK --interval=15s --timeout=10s --start-period=20s --retries=3 CMD ["pomocore", "check"]

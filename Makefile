@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-floor install lock lint typecheck imports chaos bench clean FORCE
+.PHONY: run test test-floor install lock lint typecheck imports chaos bench soak clean FORCE
 
 # The package is installed in strict editable mode: a tree of links to the source files,
 # which mypy and import-linter can follow. Edits show at once; a module added, removed or
@@ -97,6 +97,11 @@ chaos: $(STAMP)
 ## The benchmark harness (benchmarks/README.md); options: make bench ARGS="--quick".
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
+
+## Half the measured maximum rate for 10 minutes under 50 HTTP readers; fails on growth
+## (RSS, lag, latency). SOAK_ARGS="--duration-s 60" for a shorter one.
+soak: $(STAMP)
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV_FLOOR) .venv-lock .data .pytest_cache .mypy_cache .ruff_cache build

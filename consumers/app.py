@@ -30,6 +30,7 @@ from pomocore.classifiers.reload import watch_patterns
 from pomocore.classifiers.store import load_or_seed_patterns
 from pomocore.consumers.batch import BatchProcessor
 from pomocore.consumers.consumer import StreamConsumer, WaitingSlots, raw_stream_reply
+from pomocore.consumers.indexes import ensure_indexes
 from pomocore.consumers.trimming import StreamTrimmer, trimming_enabled
 from pomocore.core.connect import async_redis, bound_replies, command_timeout_s
 from pomocore.core.expiry import expire_at_function
@@ -149,6 +150,8 @@ async def runtime(
     try:
         with pymongo.timeout(MONGO_START_TIMEOUT_S):
             patterns = await initial_patterns(db)
+            if db is not None:  # what the code's queries need (consumers/indexes.py)
+                await ensure_indexes(db)
         classifier = CachingClassifier(
             Classifier.from_patterns(patterns),
             settings.decision_cache_size,

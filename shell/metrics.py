@@ -19,16 +19,18 @@ With `--processes N` the children record into prometheus-client's multiprocess f
 (`PROMETHEUS_MULTIPROC_DIR`, set by the parent before it spawns them) and the parent
 serves `/metrics` by aggregating those files; a dead child's live gauges are removed with
 `multiprocess.mark_process_dead`. A single process without that variable keeps its
-metrics in memory. `METRIC_NAMES` lists every family (the Grafana dashboard test checks
-the dashboard against it).
+metrics in memory. `metric_types()` lists every series with its type (the alert and
+dashboard tests check their queries against it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import os
+import platform
 import shutil
 import tempfile
 import threading
@@ -43,6 +45,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -76,6 +79,11 @@ LLM_ITEMS_BUCKETS = (1, 2, 5, 10, 25, 50, 100)
 LLM_SHARED_SAMPLE_S = 2.0  # bound on the Redis reads of the shared LLM gauges
 GaugeMode = Literal["livemax", "livemin"]
 CIRCUIT_VALUE = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
+# `pomocore_llm_circuit_state{state=...}`: enum style, 1 for the current state, 0 for the others.
+CIRCUIT_STATES = ("closed", "half_open", "open")
+# The shared lost-to-trim count (a Redis key) as `GroupSampler.sample()` returns it for
+# `pomocore status`; not exposed (pomocore_events_lost_to_trim_total is the metric).
+LOST_TO_TRIM_SAMPLE = "lost_to_trim"
 
 # Families whose values come from GroupSampler (scrape time) rather than recorders.
 GROUP_GAUGES = {
@@ -86,7 +94,6 @@ GROUP_GAUGES = {
     "pomocore_oldest_pending_idle_seconds": "time since the oldest pending entry was delivered",
     "pomocore_stream_length": "entries in the input stream",
     "pomocore_dead_letter_length": "entries in the dead-letter stream",
-    "pomocore_lost_to_trim": "entries trimmed before they were processed (shared counter)",
     "pomocore_group_sample_up": "1 when the last group sample from Redis succeeded",
     "pomocore_derived_stale_days": "derived mode: daily keys whose weekly/monthly keys wait",
     "pomocore_derived_refresh_age_seconds": "derived mode: time since the last finished refresh",
@@ -155,9 +162,11 @@ class LLMMetrics:
         )
         self.circuit_state = gauge(
             "pomocore_llm_circuit_state",
-            "primary-model circuit: 0 closed, 1 half-open, 2 open (worst live process)",
+            "primary-model circuit: 1 for its state (closed, half_open, open), 0 for the others",
             "livemax",
+            ["state"],
         )
+        set_circuit_state(self.circuit_state, "closed")  # every state's series from the start
         self.queue_depth = gauge(
             "pomocore_llm_queue_depth", "keys waiting for the reclassifier (shared)", "livemax"
         )
@@ -228,7 +237,9 @@ class PipelineMetrics:
         self.classified = counter(
             "pomocore_classifications", "classified events by decision source", ["source"]
         )
-        self.categories = counter("pomocore_events_by_category", "events by category", ["category"])
+        self.categories = counter(
+            "pomocore_events_categorized", "events committed, by category", ["category"]
+        )
         self.cache_hits = counter("pomocore_classifier_cache_hits", "decision cache hits")
         self.cache_misses = counter("pomocore_classifier_cache_misses", "decision cache misses")
         self.cache_bytes = Gauge(
@@ -454,7 +465,18 @@ def sync_llm_stats(stats: LLMStats, llm: LLMMetrics, sync: CounterSync) -> None:
     for call in stats.drain_calls():
         llm.request_seconds.labels(call.model).observe(call.seconds)
         llm.request_items.labels(call.model).observe(call.items)
-    llm.circuit_state.set(CIRCUIT_VALUE.get(stats.circuit_state, 0))
+    set_circuit_state(llm.circuit_state, stats.circuit_state)
+
+
+def set_circuit_state(gauge: Gauge, state: str) -> None:
+    """Enum style: the current state's series is 1, the others 0 (an unknown state: closed).
+    The new state is raised before the others are lowered: a scrape in between sees two
+    states (`pomocore status` takes the worst), never none."""
+    current = state.replace("-", "_") if state.replace("-", "_") in CIRCUIT_STATES else "closed"
+    gauge.labels(current).set(1)
+    for name in CIRCUIT_STATES:
+        if name != current:
+            gauge.labels(name).set(0)
 
 
 async def sample_llm_shared(resolver: Any, llm: LLMMetrics) -> None:
@@ -566,7 +588,7 @@ class GroupSampler(Collector):
         out["pomocore_stream_length"] = float(r.xlen(keys.stream_key))
         out["pomocore_dead_letter_length"] = float(r.xlen(keys.dead_letter_key))
         lost = r.get(keys.lost_to_trim_key)
-        out["pomocore_lost_to_trim"] = float(lost or 0)
+        out[LOST_TO_TRIM_SAMPLE] = float(lost or 0)
         if self.settings.leaderboard_mode == "derived":
             stale = r.scard(keys.derived_stale_key) + r.scard(keys.derived_refreshing_key)
             out["pomocore_derived_stale_days"] = float(stale)
@@ -617,29 +639,72 @@ class _Forward(Collector):
         return self.source.collect()
 
 
+class BuildInfo(Collector):
+    """`pomocore_build_info{version, python}` 1: which release each instance runs."""
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "pomocore_build_info", "the running pomocore release", labels=["version", "python"]
+        )
+        family.add_metric([package_version(), platform.python_version()], 1.0)
+        yield family
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("pomocore")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown"
+
+
 def serving_registry(sampler: GroupSampler | None) -> CollectorRegistry:
     """What /metrics exposes: the recorded metrics (aggregated over every process's files
-    in multiprocess mode) plus the group gauges."""
+    in multiprocess mode) plus the group gauges, the build info and the serving process's
+    `process_*` metrics. The default registry carries a ProcessCollector of its own, but
+    in multiprocess mode (`PROMETHEUS_MULTIPROC_DIR` set: always in the image and in
+    Kubernetes) only the files are read, so the collector is registered here."""
     registry = CollectorRegistry()
     if multiprocess_dir() is not None:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=registry)
     else:
         registry.register(_Forward(REGISTRY))
+    registry.register(BuildInfo())
     if sampler is not None:
         registry.register(sampler)
     return registry
 
 
-def metric_names() -> set[str]:
-    """Every family name pomocore exposes (as written in PromQL: `_total`, `_bucket`...)."""
-    names = set(GROUP_GAUGES)
+# What `ProcessCollector` exposes on Linux (its families exist only where /proc does).
+PROCESS_METRICS = {
+    "process_virtual_memory_bytes": "gauge",
+    "process_resident_memory_bytes": "gauge",
+    "process_start_time_seconds": "gauge",
+    "process_cpu_seconds_total": "counter",
+    "process_open_fds": "gauge",
+    "process_max_fds": "gauge",
+}
+
+
+def metric_types() -> dict[str, str]:
+    """Every series name pomocore exposes, as written in PromQL (`_total`, `_bucket`...),
+    with its type: `counter` (counters and the parts of histograms, where rate() belongs)
+    or `gauge`. The alert and dashboard tests check their queries against it."""
+    types = dict.fromkeys(GROUP_GAUGES, "gauge")
+    types["pomocore_build_info"] = "gauge"
+    types.update(PROCESS_METRICS)
     registry = CollectorRegistry()
     PipelineMetrics(registry)
     for family in registry.collect():
         if family.type == "counter":
-            names.add(family.name + "_total")
+            types[family.name + "_total"] = "counter"
         elif family.type == "histogram":
-            names.update(family.name + s for s in ("_bucket", "_sum", "_count"))
+            types.update({family.name + s: "counter" for s in ("_bucket", "_sum", "_count")})
         else:
-            names.add(family.name)
-    return names
+            types[family.name] = family.type
+    return types
+
+
+def metric_names() -> set[str]:
+    """Every series name pomocore exposes (see `metric_types`)."""
+    return set(metric_types())

@@ -37,7 +37,7 @@ from pomocore.cli_format import add_json, bounded_float, bounded_int
 from pomocore.core.connect import async_redis, sync_redis
 from pomocore.core.errors import PomocoreError
 from pomocore.core.settings import Settings, redact
-from pomocore.metrics import CIRCUIT_VALUE, GroupSampler
+from pomocore.metrics import CIRCUIT_VALUE, LOST_TO_TRIM_SAMPLE, GroupSampler
 from pomocore.progress import isatty
 
 STATUS_TIMEOUT_S = 5.0  # socket timeout of its Redis client: a hung server fails the run
@@ -84,7 +84,7 @@ def collect(
         "oldest_pending_idle_s": _round(sampled.get("pomocore_oldest_pending_idle_seconds")),
         "consumers": _consumers(client, settings, thresholds) if group_exists else [],
         "dead_letters": _dead_letters(client, settings, sampled),
-        "lost_to_trim": int(sampled["pomocore_lost_to_trim"]),
+        "lost_to_trim": int(sampled[LOST_TO_TRIM_SAMPLE]),
         "llm": _llm(settings, metrics_urls),
         "leaderboards": {
             "mode": settings.leaderboard_mode,

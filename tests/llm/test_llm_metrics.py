@@ -80,12 +80,13 @@ def test_sync_copies_every_llm_counter_once_and_the_calls_into_histograms() -> N
             ("pomocore_llm_fallback_used_total", 2),
             ("pomocore_llm_throttled_items_total", 6),
             ("pomocore_llm_circuit_opened_total", 1),
-            ("pomocore_llm_circuit_state", 2),
             ("pomocore_llm_learning_capped_total", 3),
         ):
             assert sample(registry, name) == n, name
         assert sample(registry, "pomocore_llm_queue_dropped_total", reason="full") == 9
         assert sample(registry, "pomocore_llm_queue_dropped_total", reason="expired") == 2
+        for state, n in (("closed", 0), ("half_open", 0), ("open", 1)):  # enum style
+            assert sample(registry, "pomocore_llm_circuit_state", state=state) == n, state
         assert sample(registry, "pomocore_llm_tokens_total", model="a", kind="prompt") == 100
         assert sample(registry, "pomocore_llm_tokens_total", model="b", kind="completion") == 8
         seconds = "pomocore_llm_request_duration_seconds"
@@ -230,4 +231,5 @@ async def test_a_consumer_exports_the_llm_path_on_metrics(
     # The budget counts per clock minute: calls that straddle a minute boundary
     # leave only the later minute's calls counted (seen in CI: 199 after 11 calls).
     assert 200 - fallback_llm.calls <= remaining <= 200
-    assert value(after, "pomocore_llm_circuit_state") in (0, 1, 2)
+    states = [value(after, "pomocore_llm_circuit_state", state=s) for s in pm.CIRCUIT_STATES]
+    assert max(states) == 1 and set(states) <= {0, 1}  # enum style: a state is current

@@ -179,6 +179,16 @@ def test_processes_n_metrics_are_aggregated_by_the_parent(
         # the group gauges come once, from the parent, not once per child
         lag = [k for k in samples if k[0] == "pomocore_group_lag"]
         assert len(lag) == 1
+        # PROMETHEUS_MULTIPROC_DIR is set, yet the process metrics and the build info are there
+        assert value(samples, "process_resident_memory_bytes") > 0
+        assert value(samples, "process_cpu_seconds_total") > 0
+        assert value(samples, "pomocore_build_info", version=pm.package_version()) == 1
+        # every category counted under the conventional name, none under the old one
+        assert value(samples, "pomocore_events_categorized_total") == 400
+        assert not any(k[0].startswith("pomocore_events_by_category") for k in samples)
+        # the live scrape exposes only names the exporter declares (alerts check against them)
+        exposed = {k[0] for k in samples if k[0].startswith(("pomocore_", "process_"))}
+        assert exposed <= pm.metric_names(), exposed - pm.metric_names()
         status, _ = http_get(f"http://127.0.0.1:{port}/readyz")
         assert status == 200
         assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200
