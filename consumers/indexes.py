@@ -108,6 +108,7 @@ QUERIES: tuple[Query, ...] = (
     Query(PATTERNS, (), "classifiers/store.py::_stored_documents", scan="every pattern is loaded"),
     Query(PATTERNS, ("category",), "classifiers/store.py::save_patterns"),
     Query(PATTERNS, ("_id",), "classifiers/store.py::save_patterns"),
+    Query(PATTERNS, ("_id", "category"), "classifiers/store.py::add_learned_pattern"),
 )
 
 

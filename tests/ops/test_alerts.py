@@ -107,10 +107,14 @@ def test_no_gauge_alert_on_the_dead_letter_length() -> None:
 
 
 def k8s_docs() -> dict[str, dict[str, Any]]:
+    """The consumers' manifest of each kind (of a kind the leaderboard API also has, such
+    as Deployment or Service, the consumers' one, not leaderboard-api.yaml's)."""
     out: dict[str, dict[str, Any]] = {}
     for path in sorted((ROOT / "deploy/k8s").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
-            if doc is not None:
+            if doc is None:
+                continue
+            if doc["kind"] not in out or "leaderboard-api" not in path.name:
                 out[doc["kind"]] = doc
     return out
 
