@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -52,6 +53,14 @@ def gated() -> Iterator[tuple[FakeLLM, threading.Event, threading.Event]]:
         gate.set()
 
 
+def one_lane(settings: Settings, llm: FakeLLM, **extra: Any) -> Settings:
+    """One lane, one batch per read, the scripted LLM with a timeout beyond the gate's."""
+    return dataclasses.replace(
+        settings, llm_base_url=llm.url, llm_api_key="t", llm_timeout_s=GATE_S + 10,
+        llm_calls_per_min=100, batch_size=500, lanes=1, **extra,
+    )  # fmt: skip
+
+
 def mixed_batch() -> list[dict[str, str | bytes]]:
     """20 events the shipped patterns decide (Code → Development), 5 they do not, and one
     the contract rejects, interleaved."""
@@ -83,10 +92,7 @@ async def test_decided_events_commit_while_the_llm_is_still_asked(
     settings: Settings, gated: tuple[FakeLLM, threading.Event, threading.Event]
 ) -> None:
     llm, asked, gate = gated
-    s = dataclasses.replace(
-        settings, llm_base_url=llm.url, llm_api_key="t", llm_timeout_s=GATE_S + 10,
-        llm_calls_per_min=100, batch_size=500, lanes=1,
-    )  # fmt: skip
+    s = one_lane(settings, llm)
     events = mixed_batch()
     publish(s.redis_url, s.keys.stream_key, events)
     decided = [e for e in events if e["app"] == "Code" and e["duration"] != "-3"]
@@ -142,10 +148,7 @@ async def test_a_failed_second_stage_is_retried_without_counting_the_first_twice
     whole batch finds the first stage acknowledged and commits only the rest. Every event
     counted once, in its usage log's category."""
     llm, asked, gate = gated
-    s = dataclasses.replace(
-        settings, llm_base_url=llm.url, llm_api_key="t", llm_timeout_s=GATE_S + 10,
-        llm_calls_per_min=100, batch_size=500, lanes=1,
-    )  # fmt: skip
+    s = one_lane(settings, llm)
     events = mixed_batch()
     publish(s.redis_url, s.keys.stream_key, events)
     async with running_consumer(s) as rt:
@@ -176,10 +179,7 @@ async def test_the_batches_held_for_the_llm_are_bounded(
     decided events and then holds the lane until the first batch's LLM answer frees the
     slot: nothing after it is read meanwhile (backpressure, not an unbounded pile)."""
     llm, asked, gate = gated
-    s = dataclasses.replace(
-        settings, llm_base_url=llm.url, llm_api_key="t", llm_timeout_s=GATE_S + 10,
-        llm_calls_per_min=100, batch_size=500, lanes=1, llm_waiting_batches=1, linger_ms=0,
-    )  # fmt: skip
+    s = one_lane(settings, llm, llm_waiting_batches=1, linger_ms=0)
     first = mixed_batch()
     second = [now_fields("nb1", "Code", 2.0, title="b.py"), now_fields("nb1", "NoWaitOther", 4.0)]
     third = [now_fields("nb3", "Code", 6.0, title=f"c{i}.py") for i in range(5)]
