@@ -113,7 +113,10 @@ async def publish_change(redis: Redis, keys: KeySpace) -> int:
     """Bump the version counter and announce it; returns the new version."""
     try:
         version = int(await redis.incr(keys.patterns_version_key))
-        await redis.publish(keys.patterns_channel, str(version))
+        # PUBLISH as a command: redis-py's async RedisCluster has no publish() before 6.x
+        # (the floor, 5.3); as a command it goes to one node, which forwards it to all.
+        client: Any = redis  # (execute_command is untyped in redis-py)
+        await client.execute_command("PUBLISH", keys.patterns_channel, str(version))
     except RedisError as exc:
         raise ClassifierError(f"cannot announce the pattern change: {exc}") from exc
     return version
