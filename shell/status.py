@@ -24,7 +24,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -58,13 +58,16 @@ class Thresholds:
     active_within_s: float = 30.0
 
 
+DEFAULT_THRESHOLDS = Thresholds()  # (frozen: one shared default)
+
+
 # --- collecting -----------------------------------------------------------------------
 
 
 def collect(
     client: Any,
     settings: Settings,
-    thresholds: Thresholds = Thresholds(),
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
     metrics_urls: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The status report (the `--json` document), verdict included."""
@@ -422,7 +425,7 @@ class StatusOptions:
     interval_s: float = 2.0
     count: int = 0  # with watch: stop after this many reports (0 = until interrupted)
     metrics_urls: tuple[str, ...] = ()
-    thresholds: Thresholds = Thresholds()
+    thresholds: Thresholds = field(default_factory=Thresholds)
 
 
 def status_command(
@@ -499,7 +502,7 @@ def _emit_unavailable(error: PomocoreError, options: StatusOptions, out: TextIO)
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """`pomocore status` in pomocore's subparsers."""
-    d = Thresholds()
+    d = DEFAULT_THRESHOLDS
     p = sub.add_parser(
         "status",
         parents=[common],
