@@ -32,6 +32,7 @@ from pomocore.reader import (
     Row,
 )
 from tests.support.servers import running
+from tests.support.waiting import wait_for
 
 DAY = "2026-02-12"
 KEYS = KeySpace()
@@ -233,7 +234,9 @@ def test_leaving_the_block_closes_the_connections(redis_url: str) -> None:
     ) as reader:
         reader.top("work", "daily")
         assert named() == 1
-    assert named() == 0
+    # The server drops a closed connection from CLIENT LIST on its own time (a CI run on
+    # the floor versions saw it still listed right after the block).
+    wait_for(lambda: named() == 0, 5, "the reader's connection is still open")
     admin.close()
 
 
