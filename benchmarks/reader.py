@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import re
-import shutil
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -39,6 +36,7 @@ import redis
 
 from pomocore.embedded import EmbeddedRedis
 from pomocore.reader import LeaderboardReader
+from tests.support.servers import redis_70_binary
 
 QUERIES = ("top-10", "rank", "around-me")
 AROUND_N = 5
@@ -53,15 +51,6 @@ class PathRedis(EmbeddedRedis):
 
     def command(self) -> Sequence[str]:
         return [self.binary, *list(super().command())[1:]]
-
-
-def old_redis_binary() -> str | None:
-    path = shutil.which("redis-server")
-    if path is None:
-        return None
-    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
-    found = re.search(r"v=(\d+)\.(\d+)", out)
-    return path if found and (int(found[1]), int(found[2])) < (7, 2) else None
 
 
 def fill(client: redis.Redis, key: str, members: int) -> list[str]:
@@ -176,7 +165,7 @@ def servers(names: Sequence[str]) -> Iterator[tuple[str, EmbeddedRedis]]:
         if name == "valkey":
             yield name, EmbeddedRedis()
         elif name == "redis-7.0":
-            binary = old_redis_binary()
+            binary = redis_70_binary()
             if binary is None:
                 print("redis-7.0: no redis-server older than 7.2 on PATH, skipped")
                 continue

@@ -5,9 +5,6 @@ ACL user is enough; the readers are context managers."""
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -31,7 +28,7 @@ from pomocore.reader import (
     QueryError,
     Row,
 )
-from tests.support.servers import running
+from tests.support.servers import redis_70_binary, running
 from tests.support.waiting import wait_for
 
 DAY = "2026-02-12"
@@ -39,16 +36,6 @@ KEYS = KeySpace()
 KEY = KEYS.leaderboard("work", DAY)
 # 30 users: u00 has the highest score (300), u29 the lowest (10)
 SCORES = {f"u{i:02d}": float(300 - 10 * i) for i in range(30)}
-
-
-def redis_70_binary() -> str | None:
-    """A `redis-server` older than 7.2 (no WITHSCORE) on PATH, or None."""
-    path = shutil.which("redis-server")
-    if path is None:
-        return None
-    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
-    found = re.search(r"v=(\d+)\.(\d+)", out)
-    return path if found and (int(found[1]), int(found[2])) < (7, 2) else None
 
 
 class PathRedis(EmbeddedRedis):

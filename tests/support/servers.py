@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -234,3 +235,13 @@ def cluster_settings(settings: Settings, nodes: list[EmbeddedRedis], tag: str) -
         redis_cluster=1,
         key_hash_tag=tag,
     )
+
+
+def redis_70_binary() -> str | None:
+    """A `redis-server` older than 7.2 (no ZREVRANK WITHSCORE) on PATH, or None."""
+    path = shutil.which("redis-server")
+    if path is None:
+        return None
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10).stdout
+    found = re.search(r"v=(\d+)\.(\d+)", out)
+    return path if found and (int(found[1]), int(found[2])) < (7, 2) else None
