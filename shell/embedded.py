@@ -96,7 +96,12 @@ class _Server:
             start_new_session=True,
         )
         log.close()
+        deadline = time.monotonic() + timeout_s
         _wait_port(self.port, self.proc, timeout_s, self.what)
+        self._wait_ready(deadline)
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Past listening: whatever the server needs before it serves commands."""
 
     def kill(self) -> None:
         """SIGKILL: a crash, as in the chaos suite."""
@@ -167,6 +172,30 @@ class EmbeddedRedis(_Server):
         else:
             args += ["--appendonly", "no"]
         return args + self.extra_args
+
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Until the data set is loaded: a restarted server listens while it replays its
+        AOF and answers every command with -LOADING meanwhile (CI saw a test's XADD get
+        BusyLoadingError right after start())."""
+        while time.monotonic() < deadline:
+            if not _redis_loading(self.port):
+                return
+            time.sleep(0.05)
+        raise EmbeddedServerError(f"{self.what} on port {self.port} still loading its data")
+
+
+def _redis_loading(port: int) -> bool:
+    """True while the server answers -LOADING. DBSIZE is refused while loading; a server
+    with a password answers -NOAUTH before it looks at loading, so such a server counts as
+    ready here (clients then meet BusyLoadingError, which pomocore retries). A loading
+    server serves its clients only between chunks of the file: no answer yet is loading."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as conn:
+            conn.sendall(b"*1\r\n$6\r\nDBSIZE\r\n")
+            return conn.recv(64).startswith(b"-LOADING")
+    except OSError:
+        return True
 
 
 class EmbeddedMongo(_Server):
