@@ -3,11 +3,16 @@
 Names default to CONTRACT §1–4. With `hash_tag` set (Redis Cluster), every key gets the
 prefix `{tag}` so the stream, its dead-letter stream, the session-score stream and the
 leaderboard keys touched by one commit script share a hash slot.
+
+With shards (POMOCORE_SHARDS > 1, core/shards.py), the keys one shard owns (its input
+stream, dead letters, session scores, leaderboard and derived-mode keys, lost-to-trim
+counter) take the shard's tag instead: `for_shard()`. Keys all shards share (patterns, the
+LLM budget, queue and learning) keep `hash_tag`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,25 +23,36 @@ class KeySpace:
     session_score_stream: str = "session_score_stream"
     leaderboard_prefix: str = "leaderboard"
     hash_tag: str = ""
+    shard_tag: str = ""  # set by for_shard(): the tag of one shard's own keys
+
+    def for_shard(self, tag: str) -> KeySpace:
+        """The key space of one shard: its own keys under `{tag}`, the shared ones as here."""
+        return replace(self, shard_tag=tag)
 
     def _k(self, name: str) -> str:
+        """A key all shards share."""
         return f"{{{self.hash_tag}}}{name}" if self.hash_tag else name
+
+    def _own(self, name: str) -> str:
+        """A key of one shard (without shards: as `_k`)."""
+        tag = self.shard_tag or self.hash_tag
+        return f"{{{tag}}}{name}" if tag else name
 
     @property
     def stream_key(self) -> str:
-        return self._k(self.stream)
+        return self._own(self.stream)
 
     @property
     def dead_letter_key(self) -> str:
-        return self._k(self.dead_letter_stream)
+        return self._own(self.dead_letter_stream)
 
     @property
     def session_score_key(self) -> str:
-        return self._k(self.session_score_stream)
+        return self._own(self.session_score_stream)
 
     def leaderboard(self, category: str, period: str) -> str:
         """`leaderboard:{category}:{period}`; period is `2026-11-22`, `2026-W7` or `2026-M3`."""
-        return self._k(f"{self.leaderboard_prefix}:{category}:{period}")
+        return self._own(f"{self.leaderboard_prefix}:{category}:{period}")
 
     # --- pomocore's own bookkeeping keys (not part of the contract) ---
 
@@ -46,26 +62,26 @@ class KeySpace:
     def derived_stale_key(self) -> str:
         """Set of daily leaderboard keys changed since their weekly/monthly keys were rebuilt
         (added to by the commit script)."""
-        return self._k(f"pomocore:derived:{self.leaderboard_prefix}:stale")
+        return self._own(f"pomocore:derived:{self.leaderboard_prefix}:stale")
 
     @property
     def derived_refreshing_key(self) -> str:
         """The stale set taken over by the refresher that holds the lease, until it is done."""
-        return self._k(f"pomocore:derived:{self.leaderboard_prefix}:refreshing")
+        return self._own(f"pomocore:derived:{self.leaderboard_prefix}:refreshing")
 
     @property
     def derived_last_refresh_key(self) -> str:
         """Unix time at which the last refresh finished (the staleness gauge)."""
-        return self._k(f"pomocore:derived:{self.leaderboard_prefix}:last")
+        return self._own(f"pomocore:derived:{self.leaderboard_prefix}:last")
 
     @property
     def derived_lock_key(self) -> str:
         """Lease of the one refresher at work (value: its token)."""
-        return self._k(f"pomocore:derived:{self.leaderboard_prefix}:lock")
+        return self._own(f"pomocore:derived:{self.leaderboard_prefix}:lock")
 
     def leaderboard_prefix_key(self) -> str:
         """What every leaderboard key starts with, before `{category}:{period}`."""
-        return self._k(f"{self.leaderboard_prefix}:")
+        return self._own(f"{self.leaderboard_prefix}:")
 
     @property
     def patterns_version_key(self) -> str:
@@ -131,4 +147,4 @@ class KeySpace:
 
     @property
     def lost_to_trim_key(self) -> str:
-        return self._k("pomocore:lost_to_trim")
+        return self._own("pomocore:lost_to_trim")

@@ -21,6 +21,7 @@ from typing import Any
 
 from pomocore.core.errors import ConfigError
 from pomocore.core.keys import KeySpace
+from pomocore.core.shards import MAX_SHARDS, parse_shard_list, shard_tag
 
 ENV_PREFIX = "POMOCORE_"
 SECRET_SETTINGS = frozenset({"redis_url", "mongo_uri", "llm_api_key", "api_token"})
@@ -68,6 +69,16 @@ class Settings:
     session_score_stream: str = _setting("session_score_stream", "session-score output stream")
     leaderboard_prefix: str = _setting("leaderboard", "leaderboard key prefix")
     key_hash_tag: str = _setting("", "Redis Cluster hash tag prefixed as {tag} to every key")
+    shards: int = _setting(
+        1,
+        "user-partitioned shards, each with its own stream, group and leaderboard keys "
+        "under one hash tag (1 = the contract's keys, unchanged)",
+        lo=1,
+        hi=MAX_SHARDS,
+    )
+    consumer_shards: str = _setting(
+        "", "shards this consumer process serves, e.g. 0-2,5 (empty = all)"
+    )
     timezone: str = _setting("Asia/Seoul", "IANA time zone of leaderboard periods")
     consumer_name: str = _setting("", "consumer name in the group (default host-pid)")
     # --- batching ---
@@ -277,6 +288,22 @@ class Settings:
             hash_tag=self.key_hash_tag,
         )
 
+    def shard_keys(self, shard: int) -> KeySpace:
+        """The keys of one shard; without shards (POMOCORE_SHARDS=1), `keys` itself."""
+        if self.shards == 1:
+            return self.keys
+        return self.keys.for_shard(shard_tag(shard, self.shards))
+
+    @property
+    def all_shard_keys(self) -> tuple[KeySpace, ...]:
+        """Every shard's keys, in shard order (one entry without shards)."""
+        return tuple(self.shard_keys(i) for i in range(self.shards))
+
+    @property
+    def served_shards(self) -> tuple[int, ...]:
+        """The shards this consumer process serves (POMOCORE_CONSUMER_SHARDS)."""
+        return parse_shard_list(self.consumer_shards, self.shards, "POMOCORE_CONSUMER_SHARDS")
+
     @property
     def llm_enabled(self) -> bool:
         return bool(self.llm_base_url or self.llm_api_key)
@@ -379,6 +406,7 @@ class Settings:
                 "POMOCORE_LLM_BASE_URL",
                 "must be an http:// or https:// URL (OPENAI_BASE_URL is read when it is unset)",
             )
+        self.served_shards  # noqa: B018 - raises ConfigError naming POMOCORE_CONSUMER_SHARDS
         self._validate_leaderboard_mode()
         self._validate_mongo_timeout()
         self._validate_entry_bytes()
