@@ -9,6 +9,10 @@ half of the variant's median throughput: the parent publishes at that rate while
 consumers run, and each consumer records, per event, acknowledgement time − the
 millisecond part of the stream entry id (for Celery: − the time the task was sent).
 
+`--shards 1,3,6` runs instead the leaderboard-only pomocore (c) on a local 3-node Redis
+Cluster with POMOCORE_SHARDS = each N, and reports Redis CPU per event per node
+(benchmarks/shards.py).
+
 Run from the repository root of a checkout, with the benchmark tools installed
 (`make bench`, or `.venv/bin/python -m benchmarks --quick`). Results go to
 benchmarks/runs/ (git-ignored) unless --out says otherwise.
