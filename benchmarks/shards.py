@@ -180,6 +180,7 @@ class ShardBench:
         finally:
             self._cleanup(keys, names)
         result = self._result(shards, counts, reports, t_go, cpu0, cpu1, state)
+        result.extra["loadavg_1m_after"] = os.getloadavg()[0]  # how shared the machine was
         per_node = " / ".join(f"{x:.1f}" for x in result.node_cpu_us_per_event)
         self.progress.done(
             f"{label}: {result.events_per_s:,.0f} events/s, consumer"
