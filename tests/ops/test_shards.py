@@ -9,7 +9,9 @@ import collections
 import dataclasses
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis
@@ -20,6 +22,7 @@ from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
 from pomocore.core.shards import shard_of
 from pomocore.embedded import EmbeddedRedis
+from pomocore.rebuild import rebuild
 from tests.support.consumer import drain, running_consumer
 from tests.support.servers import cluster_settings, redis_cluster
 from tests.support.streams import connected_group_state, group_state, now_fields
@@ -69,13 +72,17 @@ def _boards(client: Any, settings: Settings) -> list[dict[str, float]]:
     return out
 
 
-def _assert_exact(client: Any, settings: Settings, events: list[dict[str, Any]]) -> None:
+def _assert_exact(
+    client: Any, settings: Settings, events: list[dict[str, Any]], *, session_scores: bool = True
+) -> None:
     boards = _boards(client, settings)
     for shard, board in enumerate(boards):
         assert all(shard_of(user, settings.shards) == shard for user in board)
     merged = {user: score for board in boards for user, score in board.items()}
     assert merged == pytest.approx(_expected(events))
     assert sum(len(b) for b in boards) == len(merged)  # no user in two shards
+    if not session_scores:  # (written by the shards that consumed them)
+        return
     per_shard = collections.Counter(shard_of(str(e["userId"]), settings.shards) for e in events)
     for shard, keys in enumerate(settings.all_shard_keys):
         assert client.xlen(keys.session_score_key) == per_shard[shard]
@@ -130,4 +137,28 @@ def test_six_shards_on_a_three_node_cluster(
     # every node holds two shards' keys: the work spreads over the cluster
     per_node = [redis.Redis(host="127.0.0.1", port=n.port).dbsize() for n in cluster]
     assert min(per_node) > 0
+    client.close()
+
+
+async def test_changing_the_shard_count_drain_switch_rebuild(settings: Settings) -> None:
+    """The documented procedure (docs/operations.md, "Changing the number of shards"):
+    drain at N = 3, switch to N = 6, rebuild the leaderboards from MongoDB; the old
+    layout's keys are gone, the new one is exact, and consuming goes on at N = 6."""
+    three = dataclasses.replace(settings, shards=3)
+    six = dataclasses.replace(settings, shards=6)
+    client = redis.Redis.from_url(settings.redis_url)
+    before = _events(400, users=12)
+    _publish_by_shard(client, three, before)
+    assert (await drain(three, timeout_s=60)).committed == 400
+    today = datetime.fromtimestamp(time.time() - 120, ZoneInfo(settings.timezone)).date()
+    report = rebuild(client, six, today, today, check=False)
+    assert report.written > 0 and report.pending == 0
+    _assert_exact(client, six, before, session_scores=False)
+    three_boards = [b for b in _boards(client, three) if b]
+    assert three_boards == []  # the N = 3 leaderboard keys were deleted by the rebuild
+    assert rebuild(client, six, today, today, check=True).diffs == []
+    after = _events(300, users=12)
+    _publish_by_shard(client, six, after)
+    assert (await drain(six, timeout_s=60)).committed == 300
+    _assert_exact(client, six, before + after, session_scores=False)
     client.close()
