@@ -14,9 +14,10 @@ memcmp does, and str by code point, which is the order of their UTF-8 bytes).
     rank     the user's rank and score in its own shard (ZREVRANK, ZSCORE), then in every
              other shard the members above it: ZCOUNT of the higher scores plus the
              members tied at exactly its score whose bytes are greater. Ties come from
-             ZREVRANGEBYSCORE s s LIMIT: one page of TIE_PAGE members, and only beyond
-             it a search by probes (TIE_PROBES per round), so a tie of 100k members
-             costs a few small round trips, never the 100k members
+             ZREVRANGEBYSCORE s s LIMIT: one page of TIE_PAGE members (two commands per
+             shard in all), and only beyond it the tie's size (ZCOUNT s s) and a search
+             by probes (TIE_PROBES per round), so a tie of 100k members costs a few
+             small round trips, never the 100k members
     around   the user's place in every shard (as rank), then each shard's rows just
              above and below that place, merged
     count    the sum of the shards' ZCARD
@@ -177,14 +178,13 @@ def _above(key: str, score: float, user: str) -> Plan[int]:
     descending bytes, so those above the user are a prefix of them: its length is found
     from one page, or by probes narrowing it down, then one page."""
     s = _bound(score)
-    higher, tied, page = yield [
-        (ZCOUNT, key, f"({s}", "+inf"), (ZCOUNT, key, s, s), (TIES, key, s, 0, TIE_PAGE)
-    ]  # fmt: skip
+    higher, page = yield [(ZCOUNT, key, f"({s}", "+inf"), (TIES, key, s, 0, TIE_PAGE)]
     before = sum(1 for m in page if _greater(m, user))
-    # Tied members 0 .. lo - 1 are above the user, lo .. tied - 1 unknown.
+    if before < len(page) or len(page) < TIE_PAGE:  # the page ends the prefix, or the tie
+        return int(higher) + before
+    # Tied members 0 .. lo - 1 are above the user, lo .. hi - 1 unknown.
+    (tied,) = yield [(ZCOUNT, key, s, s)]
     lo, hi = before, int(tied)
-    if before < len(page):  # the page holds the first member below the user
-        hi = lo
     while lo < hi:
         if hi - lo <= TIE_PAGE:
             (page,) = yield [(TIES, key, s, lo, hi - lo)]

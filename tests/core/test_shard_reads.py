@@ -176,7 +176,7 @@ def test_a_large_tie_costs_a_few_small_round_trips() -> None:
         own = shard_of(user, 4)
         assert model.run(shard_reads.rank(keys, own, user)) == expected_rank(board, user)
         assert model.round_trips <= 5
-        assert model.commands <= 2 + 3 * (3 + 2 * shard_reads.TIE_PROBES + 1)
+        assert model.commands <= 2 + 3 * (2 + 1 + shard_reads.TIE_PROBES + 1)
         assert around_rows(model.run(shard_reads.around(keys, own, user, 3))) == (
             expected_around(board, user, 3)
         )
