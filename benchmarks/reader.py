@@ -2,7 +2,7 @@
 around-me on one 100k-member leaderboard, ours / plain as a ratio (target: <= 1.1).
 
     .venv/bin/python -m benchmarks.reader [--members 100000] [--calls 2000] [--rounds 7]
-        [--servers valkey,redis-7.0] [--json]
+        [--servers valkey,redis-7.0] [--shards 1] [--json]
 
 Each server (the embedded Valkey, which has ZREVRANK ... WITHSCORE; `redis-server` from
 PATH when it is older than 7.2, which has not) gets one board of `--members` users.
@@ -18,6 +18,10 @@ alternating), so a busy phase hits both. Per round: requests/s of each side, and
 ratios ours/plain: of total time (the cost in requests/s), of the median call (robust to
 calls preempted by other processes) and of the client's CPU time (what the library adds,
 whatever the server and the scheduler do). The report gives the medians over rounds.
+
+With `--shards N` (N > 1) ours reads the same members split over N shard keys by
+shard_of (POMOCORE_SHARDS=N, all on the one server) while plain still reads the one
+key: the ratios are then what reading over shards costs against one sorted set.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from typing import Any
 
 import redis
 
+from pomocore.core.shards import shard_of
 from pomocore.embedded import EmbeddedRedis
 from pomocore.reader import LeaderboardReader
 from tests.support.servers import redis_70_binary
@@ -53,12 +58,19 @@ class PathRedis(EmbeddedRedis):
         return [self.binary, *list(super().command())[1:]]
 
 
-def fill(client: redis.Redis, key: str, members: int) -> list[str]:
+def fill(client: redis.Redis, key: str, members: int, shard_keys: Sequence[str] = ()) -> list[str]:
+    """`members` users with random scores in `key`, and split over `shard_keys` (by
+    shard_of) when there are more than one."""
     users = [f"user-{i:06d}" for i in range(members)]
     rng = random.Random(7)
     for start in range(0, members, 10_000):
-        chunk = users[start : start + 10_000]
-        client.zadd(key, {u: float(rng.randrange(1, 10**6)) for u in chunk})
+        scores = {u: float(rng.randrange(1, 10**6)) for u in users[start : start + 10_000]}
+        client.zadd(key, scores)
+        if len(shard_keys) > 1:
+            pipe = client.pipeline(transaction=False)
+            for user, score in scores.items():
+                pipe.zadd(shard_keys[shard_of(user, len(shard_keys))], {user: score})
+            pipe.execute()
     return users
 
 
@@ -113,14 +125,19 @@ def interleaved(
     return out
 
 
-def bench_server(url: str, members: int, calls: int, rounds: int) -> dict[str, Any]:
-    reader = LeaderboardReader(redis.Redis.from_url(url))
+def bench_server(
+    url: str, members: int, calls: int, rounds: int, shards: int = 1
+) -> dict[str, Any]:
+    reader = LeaderboardReader(redis.Redis.from_url(url), shards=shards)
     key = reader.key("work", "daily", None)
+    shard_keys = reader.naming.shard_keys("work", "daily", None) if shards > 1 else ()
     plain_client = redis.Redis.from_url(url)
-    plain_client.delete(key)
-    users = fill(plain_client, key, members)
-    reader.rank(users[0], "work", "daily")  # finds out about WITHSCORE, as any first call
-    withscore = bool(reader._withscore)
+    plain_client.delete(key, *shard_keys)
+    users = fill(plain_client, key, members, shard_keys)
+    with LeaderboardReader(redis.Redis.from_url(url)) as probe:
+        probe.rank(users[0], "work", "daily")  # finds out about WITHSCORE, as any first call
+        withscore = bool(probe._withscore)
+        reader._withscore = probe._withscore
     ours, plain = our_queries(reader), plain_queries(plain_client, key, withscore)
     rng = random.Random(11)
     results: dict[str, dict[str, list[float]]] = {
@@ -140,11 +157,12 @@ def bench_server(url: str, members: int, calls: int, rounds: int) -> dict[str, A
             r["ratio"].append(sum(o["wall"]) / sum(p["wall"]))  # cost: time ratio
             r["median_ratio"].append(statistics.median(o["wall"]) / statistics.median(p["wall"]))
             r["cpu_ratio"].append(sum(o["cpu"]) / sum(p["cpu"]))
-    plain_client.delete(key)
+    plain_client.delete(key, *shard_keys)
     plain_client.close()
     reader.close()
     return {
         "withscore": withscore,
+        "shards": shards,
         "queries": {
             q: {
                 "ours_rps": statistics.median(r["ours"]),
@@ -180,17 +198,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     p.add_argument("--calls", type=int, default=2000, help="requests per query, side and round")
     p.add_argument("--rounds", type=int, default=7, help="rounds (median of the ratios)")
     p.add_argument("--servers", default="valkey,redis-7.0", help="comma list")
+    p.add_argument("--shards", type=int, default=1, help="ours reads N shard keys (plain: one)")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args(argv)
     report: dict[str, Any] = {"members": args.members, "calls": args.calls,
-                              "rounds": args.rounds, "servers": {}}  # fmt: skip
+                              "rounds": args.rounds, "shards": args.shards,
+                              "servers": {}}  # fmt: skip
     with ExitStack() as stack:
         for name, server in servers(args.servers.split(",")):
             stack.enter_context(server)
-            found = bench_server(server.url, args.members, args.calls, args.rounds)
+            found = bench_server(server.url, args.members, args.calls, args.rounds, args.shards)
             report["servers"][name] = found
             path = "ZREVRANK WITHSCORE" if found["withscore"] else "ZREVRANK+ZSCORE pipeline"
-            print(f"{name} ({path}), {args.members:,} members, {args.rounds} rounds "
+            shards = f", ours over {args.shards} shards" if args.shards > 1 else ""
+            print(f"{name} ({path}), {args.members:,} members{shards}, {args.rounds} rounds "
                   f"x {args.calls} calls")  # fmt: skip
             header = ("query", "ours req/s", "plain req/s", "time ratio (range)", "median call",
                       "client CPU")  # fmt: skip

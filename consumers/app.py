@@ -34,6 +34,7 @@ from pomocore.consumers.indexes import ensure_indexes
 from pomocore.consumers.trimming import StreamTrimmer, trimming_enabled
 from pomocore.core.connect import async_redis, bound_replies, command_timeout_s
 from pomocore.core.expiry import expire_at_function
+from pomocore.core.keys import KeySpace
 from pomocore.core.liveness import Liveness
 from pomocore.core.observer import Observer
 from pomocore.core.periods import PeriodCalculator
@@ -63,7 +64,7 @@ class Runtime:
     lanes: list[StreamConsumer] = field(default_factory=list)  # `consumer` is lanes[0]
     background: list[Task] = field(default_factory=list)
     liveness: Liveness | None = None  # the event loop's and the lanes' hearts (/healthz)
-    trimmer: StreamTrimmer | None = None  # input trimming and output stream caps
+    trimmers: list[StreamTrimmer] = field(default_factory=list)  # one per served shard
 
     def unavailable(self) -> str | None:
         """What a lane is waiting out (a Redis or sink error), for /readyz; None if none."""
@@ -159,63 +160,30 @@ async def runtime(
             pool_workers=settings.classifier_pool_workers,
             pool_threshold=settings.classifier_pool_threshold,
         )
-        keys = settings.keys
-        mongo = (
-            MongoSink(
-                db,
-                keys.stream_key,
-                classifier.category_ids,
-                settings.decision_cache_size,
-                timeout_s=settings.mongo_timeout_ms / 1000,
-            )
-            if db is not None
-            else None
-        )
         resolver, llm_tasks = _llm(settings, redis, db, classifier)
-        derived = settings.leaderboard_mode == "derived"
-        # never past an entry a group still needs; woken by this process's commits
-        trimmer = StreamTrimmer(settings, redis) if trimming_enabled(settings) else None
-        if trimmer is not None:
-            observer = trimmer.observing(observer)
-        builder = IncrementBuilder(keys, PeriodCalculator(settings.timezone), derived=derived)
-        expire_at = expire_at_function(settings)
-        lanes: list[StreamConsumer] = []
         liveness = Liveness(settings.liveness_timeout_s)
-        compute_lock = asyncio.Lock()
-        waiting_slots = WaitingSlots.from_settings(settings)  # all lanes together
-        # At most two commit script calls in flight per process; the lanes' plans that
-        # queue up behind them go out merged (group commit, sinks/commit.py).
-        commit_group = CommitGroup(redis, keys, settings.group, expire_at, mark_derived=derived)
-        for lane_settings in _lane_settings(settings):
-            committer = Committer(
-                redis,
-                keys,
-                settings.group,
-                lane_settings.consumer_name,
-                commit_group=commit_group,
-                observer=observer,
-            )
-            processor = BatchProcessor(
-                lane_settings,
-                classifier,
-                builder,
-                committer,
-                mongo=mongo,
-                resolver=resolver,
-                compute_lock=compute_lock,
-                observer=observer,
-            )
-            lanes.append(
-                StreamConsumer(
-                    lane_settings,
-                    redis,
-                    processor,
-                    reclaims=not lanes,
-                    observer=observer,
-                    heart=liveness.heart(f"lane {lane_settings.consumer_name}"),
-                    waiting_slots=waiting_slots,
-                )
-            )
+        shared = _Shared(
+            settings,
+            redis,
+            db,
+            classifier,
+            resolver,
+            PeriodCalculator(settings.timezone),
+            expire_at_function(settings),
+            asyncio.Lock(),
+            WaitingSlots.from_settings(settings, lanes=len(lane_plan(settings))),
+            liveness,
+            observer,
+        )
+        shards = {shard: _shard_parts(shared, shard) for shard in settings.served_shards}
+        lanes: list[StreamConsumer] = []
+        reclaiming: set[int] = set()  # one lane per shard scans the group for stale entries
+        for lane_settings, shard in zip(
+            _lane_settings(settings), lane_plan(settings), strict=True
+        ):
+            first = shard not in reclaiming
+            reclaiming.add(shard)
+            lanes.append(_lane(shared, shards[shard], lane_settings, reclaims=first))
         for lane in lanes[1:]:  # one set of counters for the whole process
             lane.stats = lanes[0].stats
         rt = Runtime(settings, redis, client, db, patterns, classifier, lanes[0], resolver)
@@ -225,12 +193,9 @@ async def runtime(
         if db is not None:
             rt.background.append(_pattern_watcher(rt))
         rt.background.extend(llm_tasks)
-        if derived:  # weekly/monthly keys rebuilt from daily ones (sinks/derived.py)
-            refresher = DerivedRefresher(redis, keys, settings.derived_refresh_s, expire_at)
-            rt.background.append(refresher.run)
-        if trimmer is not None:
-            rt.trimmer = trimmer
-            rt.background.append(trimmer.run)
+        for part in shards.values():
+            rt.background.extend(part.background)
+        rt.trimmers = [p.trimmer for p in shards.values() if p.trimmer is not None]
         yield rt
     finally:
         if classifier is not None:
@@ -253,8 +218,122 @@ def _lane_settings(settings: Settings) -> list[Settings]:
         settings
         if i == 0
         else dataclasses.replace(settings, consumer_name=f"{settings.consumer_name}.{i}")
-        for i in range(settings.lanes)
+        for i in range(len(lane_plan(settings)))
     ]
+
+
+def lane_plan(settings: Settings) -> list[int]:
+    """The shard each lane reads: the served shards in turn, POMOCORE_LANES lanes, and
+    at least one per served shard (a lane reads one stream: on a cluster the shards'
+    streams are on different nodes, and one XREADGROUP reaches one node)."""
+    served = settings.served_shards
+    return [served[i % len(served)] for i in range(max(settings.lanes, len(served)))]
+
+
+@dataclass(frozen=True, slots=True)
+class _Shared:
+    """What one process's shards and lanes share."""
+
+    settings: Settings
+    redis: aioredis.Redis
+    db: AsyncDatabase[dict[str, Any]] | None
+    classifier: CachingClassifier
+    resolver: Any
+    periods: PeriodCalculator
+    expire_at: Callable[[str], int | None] | None
+    compute_lock: asyncio.Lock
+    waiting_slots: WaitingSlots
+    liveness: Liveness
+    observer: Observer | None
+
+
+@dataclass
+class _ShardParts:
+    """One served shard's keys, sinks and background tasks."""
+
+    keys: KeySpace
+    mongo: MongoSink | None
+    builder: IncrementBuilder
+    commit_group: CommitGroup
+    observer: Observer | None
+    trimmer: StreamTrimmer | None
+    background: list[Task]
+
+
+def _shard_parts(shared: _Shared, shard: int) -> _ShardParts:
+    settings = shared.settings
+    keys = settings.shard_keys(shard)
+    # usage-log ids carry the shard's stream (core/ids.py): two shards never collide
+    mongo = (
+        MongoSink(
+            shared.db,
+            keys.stream_key,
+            shared.classifier.category_ids,
+            settings.decision_cache_size,
+            timeout_s=settings.mongo_timeout_ms / 1000,
+        )
+        if shared.db is not None
+        else None
+    )
+    derived = settings.leaderboard_mode == "derived"
+    background: list[Task] = []
+    observer = shared.observer
+    # never past an entry a group still needs; woken by this shard's commits
+    trimmer = (
+        StreamTrimmer(settings, shared.redis, keys=keys) if trimming_enabled(settings) else None
+    )
+    if trimmer is not None:
+        observer = trimmer.observing(observer)
+        background.append(trimmer.run)
+    if derived:  # weekly/monthly keys rebuilt from daily ones (sinks/derived.py)
+        refresher = DerivedRefresher(
+            shared.redis, keys, settings.derived_refresh_s, shared.expire_at
+        )
+        background.append(refresher.run)
+    return _ShardParts(
+        keys,
+        mongo,
+        IncrementBuilder(keys, shared.periods, derived=derived),
+        # At most two commit script calls in flight per shard; the lanes' plans that
+        # queue up behind them go out merged (group commit, sinks/commit.py).
+        CommitGroup(shared.redis, keys, settings.group, shared.expire_at, mark_derived=derived),
+        observer,
+        trimmer,
+        background,
+    )
+
+
+def _lane(
+    shared: _Shared, part: _ShardParts, lane_settings: Settings, *, reclaims: bool
+) -> StreamConsumer:
+    committer = Committer(
+        shared.redis,
+        part.keys,
+        lane_settings.group,
+        lane_settings.consumer_name,
+        commit_group=part.commit_group,
+        observer=part.observer,
+    )
+    processor = BatchProcessor(
+        lane_settings,
+        shared.classifier,
+        part.builder,
+        committer,
+        mongo=part.mongo,
+        resolver=shared.resolver,
+        compute_lock=shared.compute_lock,
+        observer=part.observer,
+    )
+    return StreamConsumer(
+        lane_settings,
+        shared.redis,
+        processor,
+        reclaims=reclaims,
+        observer=part.observer,
+        heart=shared.liveness.heart(f"lane {lane_settings.consumer_name}"),
+        waiting_slots=shared.waiting_slots,
+        keys=part.keys,
+    )
 
 
 def _llm(
@@ -292,12 +371,17 @@ def _pattern_watcher(rt: Runtime) -> Task:
 async def _run_lanes(rt: Runtime, stop: asyncio.Event) -> None:
     """All lanes; a lane that fails cancels the others (the process then exits non-zero).
 
-    The first lane creates the group (and, for Redis Cluster, makes the client discover
-    its nodes) before the others start: redis-py's cluster client replaces its node
-    connections on discovery, and lanes connecting at that moment found them torn down.
+    The lanes create their shards' groups one after the other (and the first, for Redis
+    Cluster, makes the client discover its nodes) before any starts: redis-py's cluster
+    client replaces its node connections on discovery, and lanes connecting at that
+    moment found them torn down.
     """
     lanes = rt.lanes or [rt.consumer]
-    await lanes[0].prepare(stop)
+    prepared: set[str] = set()
+    for lane in lanes:
+        if lane.stream_key not in prepared:
+            await lane.prepare(stop)
+            prepared.add(lane.stream_key)
     async with asyncio.TaskGroup() as group:
         for lane in lanes:
             group.create_task(lane.run(stop))

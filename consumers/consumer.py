@@ -30,6 +30,7 @@ from pomocore.core.connect import (
 )
 from pomocore.core.errors import Backpressure, CommitError, MongoWriteError, SinkError
 from pomocore.core.events import Oversized
+from pomocore.core.keys import KeySpace
 from pomocore.core.liveness import Heart
 from pomocore.core.observer import BatchOutcome, Observer
 from pomocore.core.redis_errors import Fault, redis_fault
@@ -62,10 +63,14 @@ class ConsumerStats(BatchOutcome):
         self.last_batch_s = elapsed_s
 
 
-async def ensure_group(redis: aioredis.Redis, settings: Settings) -> None:
-    """Create the consumer group (and the stream) if missing; id 0 reads the whole stream."""
+async def ensure_group(
+    redis: aioredis.Redis, settings: Settings, keys: KeySpace | None = None
+) -> None:
+    """Create the consumer group (and the stream) if missing; id 0 reads the whole stream.
+    `keys`: the shard's (default: `settings.keys`)."""
+    stream_key = (keys or settings.keys).stream_key
     try:
-        await redis.xgroup_create(settings.keys.stream_key, settings.group, id="0", mkstream=True)
+        await redis.xgroup_create(stream_key, settings.group, id="0", mkstream=True)
         log.info("created consumer group", extra={"group": settings.group})
     except ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
@@ -90,9 +95,10 @@ class WaitingSlots:
     asking: asyncio.Semaphore
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> WaitingSlots:
+    def from_settings(cls, settings: Settings, lanes: int | None = None) -> WaitingSlots:
+        """`lanes`: the process's lanes (default POMOCORE_LANES; more with shards)."""
         held = max(1, settings.llm_waiting_batches)
-        return cls(asyncio.Semaphore(held), asyncio.Semaphore(settings.lanes))
+        return cls(asyncio.Semaphore(held), asyncio.Semaphore(lanes or settings.lanes))
 
 
 class StreamConsumer:
@@ -106,19 +112,21 @@ class StreamConsumer:
         observer: Observer | None = None,
         heart: Heart | None = None,
         waiting_slots: WaitingSlots | None = None,
+        keys: KeySpace | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
         self.processor = processor
-        self.stream_key = settings.keys.stream_key
+        self.keys = keys or settings.keys  # the shard's keys (core/shards.py)
+        self.stream_key = self.keys.stream_key
         self.read_id = OWN_PENDING  # first finish what an earlier run of this name left
         self.stats = ConsumerStats()
         self.draining = False
         self.observer = observer or Observer()
-        self.reclaimer = Reclaimer(settings, redis)
+        self.reclaimer = Reclaimer(settings, redis, keys=self.keys)
         self.keeper = BatchKeeper(self.reclaimer)  # keeps the batch in hand fresh
         self.sizer = ReadSizer(settings)  # reads bounded in bytes (consumers/reads.py)
-        self.guarded = GuardedReader(settings, redis)
+        self.guarded = GuardedReader(settings, redis, self.keys)
         self.reclaims = reclaims  # scan the group for stale entries (one lane per process)
         self.held: list[Entry] = []  # batches abandoned while a dependency was down
         self.held_dead: list[DeadLetter] = []  # ... and their extra dead letters
@@ -141,7 +149,9 @@ class StreamConsumer:
 
     async def prepare(self, stop: asyncio.Event) -> None:
         """Create the group if missing, retrying while Redis is unreachable."""
-        await self._with_redis_retry(lambda: ensure_group(self.redis, self.settings), stop)
+        await self._with_redis_retry(
+            lambda: ensure_group(self.redis, self.settings, self.keys), stop
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read and process until `stop` is set; the batch in hand is always finished."""
@@ -224,7 +234,7 @@ class StreamConsumer:
             if "NOGROUP" not in str(exc):
                 raise
             log.warning("consumer group missing; recreating it")
-            await ensure_group(self.redis, self.settings)
+            await ensure_group(self.redis, self.settings, self.keys)
             return []
         if self.read_id == OWN_PENDING:
             if not entries:
@@ -253,7 +263,7 @@ class StreamConsumer:
                 break
             reply_bytes = REPLY_BYTES.get()
             if reply is NO_GROUP:  # the stream or group vanished (restart, flush)
-                await ensure_group(self.redis, self.settings)
+                await ensure_group(self.redis, self.settings, self.keys)
                 continue
             got = stream_entries(reply)
             used_bytes += self.sizer.observe(reply_bytes, got)

@@ -34,6 +34,7 @@ import redis.asyncio as aioredis
 
 from pomocore.consumers.batch import Entry
 from pomocore.core.events import MAX_ENTRY_FIELDS, Oversized, entry_bytes
+from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
 
 # KEYS[1] stream; ARGV group, consumer, from ('>' for new entries, else an id: this
@@ -117,9 +118,11 @@ class ReadSizer:
 class GuardedReader:
     """Runs GUARDED_READ for one consumer name."""
 
-    def __init__(self, settings: Settings, redis: aioredis.Redis) -> None:
+    def __init__(
+        self, settings: Settings, redis: aioredis.Redis, keys: KeySpace | None = None
+    ) -> None:
         self.settings = settings
-        self.stream_key = settings.keys.stream_key
+        self.stream_key = (keys or settings.keys).stream_key
         self._script = redis.register_script(GUARDED_READ)
 
     async def read(self, from_id: str, max_entries: int) -> list[Entry]:

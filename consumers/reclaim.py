@@ -39,6 +39,7 @@ from redis.exceptions import RedisError
 
 from pomocore.consumers.batch import Entry
 from pomocore.core.events import MAX_DELIVERIES, fields_dict, too_large
+from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
 from pomocore.sinks.plan import DeadLetter
 
@@ -94,10 +95,13 @@ class Reclaimer:
         settings: Settings,
         redis: aioredis.Redis,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        keys: KeySpace | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
-        self.stream_key = settings.keys.stream_key
+        self.keys = keys or settings.keys  # the shard's keys (core/shards.py)
+        self.stream_key = self.keys.stream_key
         self.clock = clock
         self.cursor = START
         self.interval_s = min(30.0, max(0.05, settings.reclaim_idle_ms / 2000))
@@ -132,7 +136,7 @@ class Reclaimer:
             # XAUTOCLAIM already removed them from the pending list: the entries were
             # trimmed from the stream before anyone processed them. Nothing can recover them.
             self.stats.lost_to_trim += len(out.lost_to_trim)
-            await self.redis.incrby(self.settings.keys.lost_to_trim_key, len(out.lost_to_trim))
+            await self.redis.incrby(self.keys.lost_to_trim_key, len(out.lost_to_trim))
             log.error(
                 "pending entries lost to stream trimming",
                 extra={"count": len(out.lost_to_trim), "first_id": out.lost_to_trim[0]},

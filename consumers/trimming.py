@@ -45,6 +45,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from pomocore.core.keys import KeySpace
 from pomocore.core.observer import BatchOutcome, Fanout, Observer
 from pomocore.core.settings import Settings
 
@@ -190,9 +191,10 @@ class Cap:
     max_age_s: float
 
 
-def caps(settings: Settings) -> list[Cap]:
-    """The dead-letter and session-score streams' caps (those with any cap set)."""
-    keys = settings.keys
+def caps(settings: Settings, keys: KeySpace | None = None) -> list[Cap]:
+    """The dead-letter and session-score streams' caps (those with any cap set), of the
+    shard with `keys` (default: `settings.keys`)."""
+    keys = keys or settings.keys
     out = [
         Cap("dead_letter", keys.dead_letter_key, settings.dead_letter_maxlen,
             settings.dead_letter_max_age_s),
@@ -214,10 +216,13 @@ class StreamTrimmer:
         settings: Settings,
         redis: aioredis.Redis,
         clock: Callable[[], float] = time.time,
+        *,
+        keys: KeySpace | None = None,
     ) -> None:
         self.settings = settings
         self.redis = redis
         self.clock = clock
+        self.keys = keys or settings.keys  # the shard's keys (core/shards.py)
         self._safe = redis.register_script(SAFE_TRIM)
         self._cap = redis.register_script(CAP_TRIM)
         self.trimmed_total = 0  # input entries trimmed by this process
@@ -229,7 +234,11 @@ class StreamTrimmer:
         bounds = (
             [settings.stream_maxlen]
             if settings.stream_maxlen
-            else [c.maxlen for c in caps(settings) if c.stream == "session_score" and c.maxlen]
+            else [
+                c.maxlen
+                for c in caps(settings, self.keys)
+                if c.stream == "session_score" and c.maxlen
+            ]
         )
         self.wake_after: int | None = (
             int(max(HEADROOM_MIN, HEADROOM_SHARE * min(bounds))) if bounds else None
@@ -262,7 +271,7 @@ class StreamTrimmer:
         if maxlen <= 0:
             return None
         reply = await self._safe(
-            keys=[self.settings.keys.stream_key], args=[maxlen, MAX_TRIM_PER_CALL]
+            keys=[self.keys.stream_key], args=[maxlen, MAX_TRIM_PER_CALL]
         )
         result = Pass("input", int(reply[1]), int(reply[2]), maxlen, by_count=int(reply[0]))
         if result.by_count:
@@ -274,7 +283,7 @@ class StreamTrimmer:
     async def cap_once(self) -> list[Pass]:
         """One trim of each capped output stream."""
         out = []
-        for cap in caps(self.settings):
+        for cap in caps(self.settings, self.keys):
             oldest = ""
             if cap.max_age_s > 0:
                 oldest = f"{max(0, int((self.clock() - cap.max_age_s) * 1000))}-0"

@@ -79,6 +79,13 @@ class KeySpace:
         """Lease of the one refresher at work (value: its token)."""
         return self._own(f"pomocore:derived:{self.leaderboard_prefix}:lock")
 
+    @staticmethod
+    def staging_key(key: str, token: str) -> str:
+        """A temporary key a whole new `key` is written to before it is renamed over `key`
+        (`pomocore leaderboard materialize`): `key` leads its name, hash tag first, so it
+        sits in `key`'s hash slot."""
+        return f"{key}:staging:{token}"
+
     def leaderboard_prefix_key(self) -> str:
         """What every leaderboard key starts with, before `{category}:{period}`."""
         return self._own(f"{self.leaderboard_prefix}:")

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pomocore.core.errors import ConfigError
+from pomocore.core.ids import stream_tag
 from pomocore.core.keys import KeySpace
 from pomocore.core.shards import MAX_SHARDS, parse_shard_list, shard_tag
 
@@ -407,10 +408,25 @@ class Settings:
                 "must be an http:// or https:// URL (OPENAI_BASE_URL is read when it is unset)",
             )
         self.served_shards  # noqa: B018 - raises ConfigError naming POMOCORE_CONSUMER_SHARDS
+        self._validate_shard_streams()
         self._validate_leaderboard_mode()
         self._validate_mongo_timeout()
         self._validate_entry_bytes()
         self._validate_llm_choices()
+
+    def _validate_shard_streams(self) -> None:
+        """Derived usage-log ids carry 3 bytes naming the stream (core/ids.py); shards'
+        streams repeat each other's entry ids, so their 3 bytes must differ (they do for
+        the default names and every POMOCORE_SHARDS; a chosen name might not)."""
+        if self.shards == 1:
+            return
+        streams = [k.stream_key for k in self.all_shard_keys] + [self.keys.stream_key]
+        if len({stream_tag(k) for k in streams}) < len(streams):
+            raise ConfigError(
+                "POMOCORE_STREAM",
+                f"{self.stream!r} gives two of the {self.shards} shards' streams the same "
+                "usage-log id tag (core/ids.py); choose another stream name",
+            )
 
     def _validate_llm_choices(self) -> None:
         for name, value, choices in (

@@ -73,6 +73,7 @@ _WORKER_SCRIPT_COMMANDS = ["+eval", "+evalsha"]
 _READER_COMMANDS = [
     "+zrevrange", "+zrange", "+zrevrank", "+zrank", "+zscore", "+zmscore", "+zcard",
     "+exists", "+ttl",
+    "+zcount", "+zrevrangebyscore",  # reads over shards: the members above a user
 ]  # fmt: skip
 
 _MONITOR_COMMANDS = [

@@ -15,7 +15,7 @@ from typing import Any
 
 import shtab
 
-from pomocore import __version__, config_cli, dlq, exits, ops_cli, rebuild, status
+from pomocore import __version__, config_cli, dlq, exits, materialize, ops_cli, rebuild, status
 from pomocore.classify_cli import add_pool_arguments, classify_command, patterns_command
 from pomocore.cli_format import HelpFormatter, add_json, bounded_int, logging_parent
 from pomocore.core.logs import setup_logging
@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     status.register(sub, common)
     config_cli.register(sub)
-    ops_cli.register(sub, leaderboard_actions=[rebuild.register])  # check, leaderboard, acl
+    # check, leaderboard (top, rank, serve, refresh, rebuild, materialize), acl
+    ops_cli.register(sub, leaderboard_actions=[rebuild.register, materialize.register])
     dlq.register(sub)  # dlq list|replay|purge
     _add_patterns(sub)
     _add_classify(sub)

@@ -34,6 +34,7 @@ from pomocore.core.connect import CLI_TIMEOUT_S, sync_redis
 from pomocore.core.ids import stream_tag, usage_log_id
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
+from pomocore.core.shards import MAX_SHARDS
 from pomocore.progress import Progress
 
 PAGE = 500
@@ -231,21 +232,32 @@ def dlq_command(
     as_json: bool = False,
     dry_run: bool = False,
     progress_stream: TextIO | None = None,
+    shard: int | None = None,
 ) -> int:
+    """`shard`: one shard's dead letters (POMOCORE_SHARDS > 1); default every shard's, in
+    turn, each replayed to its own shard's stream."""
     client = sync_redis(settings, timeout_s=CLI_TIMEOUT_S)
-    keys = settings.keys
+    shards = settings.all_shard_keys if shard is None else (settings.shard_keys(shard),)
     try:
         if action == "list":
-            for view in iter_dead_letters(client, keys, reason, limit or 100):
-                out.write(orjson.dumps(view.as_json()).decode() + "\n")
+            left = limit or 100
+            for keys in shards:
+                if left <= 0:
+                    break
+                for view in iter_dead_letters(client, keys, reason, left):
+                    out.write(orjson.dumps(view.as_json()).decode() + "\n")
+                    left -= 1
             return 0
         if action == "replay":
             owned = owned_usage_logs(settings) if "mongo" in settings.sinks else None
-            return _replay(
-                client, keys, reason, limit, out, as_json, dry_run, progress_stream, owned
-            )
+            for keys in shards:
+                _replay(
+                    client, keys, reason, limit, out, as_json, dry_run, progress_stream, owned
+                )
+            return 0
         if action == "purge":
-            return _purge(client, keys, reason, limit, yes, out, as_json)
+            codes = [_purge(client, keys, reason, limit, yes, out, as_json) for keys in shards]
+            return max(codes)
         raise ValueError(f"unknown dlq action {action!r}")
     finally:
         client.close()
@@ -261,7 +273,7 @@ def _replay(
     dry_run: bool,
     progress_stream: TextIO | None,
     owned: OwnedLogs | None,
-) -> int:
+) -> None:
     """The summary (`--json`: {dry_run, stream, count, entries}) of a replay or, with
     `dry_run`, of what a replay would move (nothing is written)."""
     if dry_run:
@@ -274,13 +286,12 @@ def _replay(
     if as_json:
         doc = {"dry_run": dry_run, "stream": keys.stream_key, "count": len(entries)}
         out.write(orjson.dumps({**doc, "entries": entries}).decode() + "\n")
-        return 0
+        return
     for entry in entries:
         out.write(orjson.dumps(entry).decode() + "\n")
     verb = "would replay" if dry_run else "replayed"
     tail = " (--dry-run: nothing moved)" if dry_run else ""
     out.write(f"{verb} {len(entries)} dead letters to {keys.stream_key}{tail}\n")
-    return 0
 
 
 def _purge(
@@ -324,6 +335,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         sys.stdout,  # now, not at import: a caller may have redirected it since
         as_json=args.json,
         dry_run=args.dry_run,
+        shard=args.shard,
     )
 
 
@@ -348,6 +360,12 @@ def register(sub: Any) -> None:
     p.add_argument("--yes", action="store_true", help="purge: really delete")
     p.add_argument(
         "--dry-run", action="store_true", help="replay: show what would move, move nothing"
+    )
+    p.add_argument(
+        "--shard",
+        type=bounded_int(0, MAX_SHARDS - 1),
+        help="only this shard's dead letters (POMOCORE_SHARDS > 1; default: every shard's, "
+        "each summary on its own line)",
     )
     add_json(p, "replay and purge's summary")
     p.set_defaults(func=cmd_dlq)

@@ -182,7 +182,10 @@ class EmbeddedRedis(_Server):
     def _wait_ready(self, deadline: float) -> None:
         """Until the data set is loaded: a restarted server listens while it replays its
         AOF and answers every command with -LOADING meanwhile (CI saw a test's XADD get
-        BusyLoadingError right after start())."""
+        BusyLoadingError right after start()). A TLS server is not probed: the probe speaks
+        plain RESP."""
+        if "--tls-port" in self.command():
+            return
         while time.monotonic() < deadline:
             if not _redis_loading(self.port):
                 return

@@ -94,16 +94,18 @@ class Probes:
         return "ok"
 
     def check_group(self) -> str:
+        """The group exists on the stream of every shard this process serves."""
         r = self._redis_client()
-        key = self.settings.keys.stream_key
-        if not r.exists(key):
-            raise LookupError(f"stream {key} does not exist yet")
-        names = [
-            g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-            for g in r.xinfo_groups(key)
-        ]
-        if self.settings.group not in names:
-            raise LookupError(f"group {self.settings.group} does not exist yet")
+        for shard in self.settings.served_shards:
+            key = self.settings.shard_keys(shard).stream_key
+            if not r.exists(key):
+                raise LookupError(f"stream {key} does not exist yet")
+            names = [
+                g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+                for g in r.xinfo_groups(key)
+            ]
+            if self.settings.group not in names:
+                raise LookupError(f"group {self.settings.group} does not exist yet on {key}")
         return "ok"
 
     def check_mongo(self) -> str:

@@ -26,6 +26,7 @@ from pomocore.reader import (
     MAX_CATEGORY_CHARS,
     MAX_LIMIT,
     MAX_OFFSET,
+    MAX_SHARDED_DEPTH,
     MAX_USER_CHARS,
     MAX_USERS,
     PERIODS,
@@ -79,7 +80,8 @@ USER = Param("user", "a user id", required=True, maximum=MAX_USER_CHARS)
 USERS = Param("user", "user ids, the parameter repeated (`user=a&user=b`); duplicates count "
               "once", "users", required=True, maximum=MAX_USERS)  # fmt: skip
 LIMIT = Param("limit", "rows", "integer", default=10, minimum=1, maximum=MAX_LIMIT)
-OFFSET = Param("offset", "rows skipped from the top", "integer", default=0, minimum=0,
+OFFSET = Param("offset", "rows skipped from the top (with POMOCORE_SHARDS > 1, offset + "
+               f"limit is at most {MAX_SHARDED_DEPTH})", "integer", default=0, minimum=0,
                maximum=MAX_OFFSET)  # fmt: skip
 AROUND = Param("n", "rows above and below the user", "integer", default=5, minimum=0,
                maximum=MAX_AROUND)  # fmt: skip
@@ -250,7 +252,8 @@ def openapi_document() -> Doc:
                 "score": {"type": "number"}}},
             "Board": {"type": "object", "required": ["key", "category", "period", "label"],
                       "properties": {
-                "key": {"type": "string", "description": "the Redis key read"},
+                "key": {"type": "string", "description": "the board's Redis key (with "
+                        "POMOCORE_SHARDS > 1 its contract name: the shards' keys are read)"},
                 "category": {"type": "string"},
                 "period": {"type": "string", "enum": list(PERIODS)},
                 "label": {"type": "string", "description": "2026-02-12, 2026-W7 or 2026-M2"}}},

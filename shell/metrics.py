@@ -26,6 +26,7 @@ dashboard tests check their queries against it).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import importlib.metadata
 import logging
@@ -56,6 +57,7 @@ from pomocore.classifiers.llm.stats import LATENCY_BUCKETS as LLM_STATS_BUCKETS
 from pomocore.classifiers.llm.stats import LLMStats
 from pomocore.consumers.app import Runtime, Task
 from pomocore.core.connect import sync_redis
+from pomocore.core.keys import KeySpace
 from pomocore.core.observer import BatchOutcome, Observer
 from pomocore.core.settings import Settings
 
@@ -401,26 +403,32 @@ class CounterSync:
 def sync_process_counters(rt: Runtime, metrics: PipelineMetrics, sync: CounterSync) -> None:
     """Cache, LLM, reclaim and reconnect counters of one consumer runtime."""
     cache = rt.classifier
-    reclaim = rt.consumer.reclaimer.stats
-    group = rt.consumer.processor.committer.commit_group
+    lanes = rt.lanes or [rt.consumer]
+    # summed over the shards: one reclaiming lane and one commit group per served shard
+    reclaims = [lane.reclaimer.stats for lane in lanes if lane.reclaims]
+    commit_groups = list(
+        {id(g): g for g in (lane.processor.committer.commit_group for lane in lanes)}.values()
+    )
     for key, value, target in (
         (("cache", "hits"), cache.hits, metrics.cache_hits),
         (("cache", "misses"), cache.misses, metrics.cache_misses),
-        (("reclaimed",), reclaim.reclaimed, metrics.events_reclaimed),
-        (("reclaim_lost",), reclaim.lost_to_trim, metrics.events_lost_to_trim),
+        (("reclaimed",), sum(r.reclaimed for r in reclaims), metrics.events_reclaimed),
+        (("reclaim_lost",), sum(r.lost_to_trim for r in reclaims), metrics.events_lost_to_trim),
         (("sink_failures",), rt.consumer.stats.sink_failures, metrics.batch_failures),
-        (("commit_calls",), group.calls, metrics.commit_calls),
-        (("commit_plans",), group.plans, metrics.commit_plans),
+        (("commit_calls",), sum(g.calls for g in commit_groups), metrics.commit_calls),
+        (("commit_plans",), sum(g.plans for g in commit_groups), metrics.commit_plans),
         (("reads_cut_off",), rt.consumer.stats.reads_cut_off, metrics.reads_cut_off),
     ):
         if d := sync.delta(key, value):
             target.inc(d)
     if d := sync.delta(("redis_failures",), rt.consumer.stats.redis_failures):
         metrics.op_errors.labels("redis", "read", "ConnectionError").inc(d)
-    if rt.trimmer is not None:
-        for (stream, cap), n in list(rt.trimmer.dropped.items()):
-            if d := sync.delta(("trimmed", stream, cap), n):
-                metrics.stream_trimmed.labels(stream, cap).inc(d)
+    dropped: collections.Counter[tuple[str, str]] = collections.Counter()
+    for trimmer in rt.trimmers:
+        dropped.update(trimmer.dropped)
+    for (stream, cap), n in dropped.items():
+        if d := sync.delta(("trimmed", stream, cap), n):
+            metrics.stream_trimmed.labels(stream, cap).inc(d)
     metrics.draining.set(1 if rt.consumer.draining else 0)
     metrics.cache_bytes.set(cache.bytes)
     if rt.resolver is not None:
@@ -519,6 +527,29 @@ def counter_sync_task(rt: Runtime, metrics: PipelineMetrics) -> Task:
 # --- group-level gauges, sampled at scrape time by the serving process ---
 
 
+# How the shards' samples add up to the group's (GroupSampler.sample, `pomocore status`):
+# the oldest entry is the oldest of any shard, and a shard nobody reads is what matters.
+_AGGREGATE: dict[str, Callable[[Iterable[float]], float]] = {
+    "pomocore_oldest_pending_age_seconds": max,
+    "pomocore_oldest_pending_idle_seconds": max,
+    "pomocore_group_consumers": min,
+    "pomocore_group_sample_up": min,
+    "pomocore_derived_refresh_age_seconds": max,
+}
+
+
+def aggregate_shards(shards: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The shards' samples as one: summed, except the ages (max) and consumers (min). A
+    value some shard lacks (its group does not exist yet) is left out."""
+    samples = list(shards.values())
+    names = set().union(*samples) if samples else set()
+    return {
+        name: _AGGREGATE.get(name, sum)([s[name] for s in samples])
+        for name in names
+        if all(name in s for s in samples)
+    }
+
+
 class GroupSampler(Collector):
     """XINFO GROUPS / XPENDING / XLEN of the consumer group, cached for SAMPLE_CACHE_S and
     waited for at most `timeout_s`; when a sample fails or is late, the last good one is
@@ -535,8 +566,8 @@ class GroupSampler(Collector):
         self._factory = client_factory
         self._client: Any = None
         self._lock = threading.Lock()
-        self._cached: tuple[float, dict[str, float]] = (0.0, {})
-        self._last_good: dict[str, float] = {}
+        self._cached: tuple[float, dict[str, dict[str, float]]] = (0.0, {})
+        self._last_good: dict[str, dict[str, float]] = {}
         self._flight = SingleFlight(self._sample_or_reset, "pomocore-group-sampler")
 
     def _redis(self) -> Any:
@@ -547,17 +578,25 @@ class GroupSampler(Collector):
                 self._client = sync_redis(self.settings, self.timeout_s)
         return self._client
 
-    def _sample_or_reset(self) -> dict[str, float]:
-        """`sample()` in the sampler thread; a failed one drops its client (reconnect)."""
+    def _sample_or_reset(self) -> dict[str, dict[str, float]]:
+        """`sample_shards()` in the sampler thread; a failed one drops its client."""
         try:
-            return self.sample()
+            return self.sample_shards()
         except Exception:
             self.close()
             raise
 
     def sample(self) -> dict[str, float]:
-        keys = self.settings.keys
+        """The group over every shard: counts summed, ages the oldest, consumers the
+        fewest any shard has (a shard nobody reads is what an alert must see)."""
+        return aggregate_shards(self.sample_shards())
+
+    def sample_shards(self) -> dict[str, dict[str, float]]:
+        """Each shard's stream key → its sample (one entry without shards)."""
         r = self._redis()
+        return {k.stream_key: self._sample_shard(r, k) for k in self.settings.all_shard_keys}
+
+    def _sample_shard(self, r: Any, keys: KeySpace) -> dict[str, float]:
         out: dict[str, float] = {"pomocore_group_sample_up": 1.0}
         groups = r.xinfo_groups(keys.stream_key) if r.exists(keys.stream_key) else []
         for g in groups:
@@ -597,7 +636,8 @@ class GroupSampler(Collector):
                 out["pomocore_derived_refresh_age_seconds"] = max(0.0, time.time() - float(last))
         return out
 
-    def values(self) -> dict[str, float]:
+    def values(self) -> dict[str, dict[str, float]]:
+        """Each shard's stream key → its sample, as of at most SAMPLE_CACHE_S ago."""
         with self._lock:
             at, cached = self._cached
             if time.monotonic() - at < SAMPLE_CACHE_S:
@@ -606,22 +646,25 @@ class GroupSampler(Collector):
                 values = self._flight.call(self.timeout_s)
             except Exception as exc:  # Redis away, hanging or failing: say so, on time
                 log.warning("group sample failed", extra={"error": str(exc)[:200]})
-                values = {**self._last_good, "pomocore_group_sample_up": 0.0}
+                values = {
+                    stream: {**last, "pomocore_group_sample_up": 0.0}
+                    for stream, last in self._last_good.items()
+                } or {self.settings.keys.stream_key: {"pomocore_group_sample_up": 0.0}}
             else:
                 self._last_good = values
             self._cached = (time.monotonic(), values)
             return values
 
     def collect(self) -> Iterable[Metric]:
-        values = self.values()
-        labels = ["stream", "group"]
-        label_values = [self.settings.keys.stream_key, self.settings.group]
+        """One series per shard's stream (`sum(pomocore_group_lag)` is the group's lag)."""
+        shards = self.values()
         for name, doc in GROUP_GAUGES.items():
-            if name not in values:
-                continue
-            family = GaugeMetricFamily(name, doc, labels=labels)
-            family.add_metric(label_values, values[name])
-            yield family
+            family = GaugeMetricFamily(name, doc, labels=["stream", "group"])
+            for stream, values in shards.items():
+                if name in values:
+                    family.add_metric([stream, self.settings.group], values[name])
+            if family.samples:
+                yield family
 
     def close(self) -> None:
         client, self._client = self._client, None

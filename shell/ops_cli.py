@@ -161,7 +161,9 @@ def register(sub: Any, leaderboard_actions: Sequence[Callable[[Any], None]] = ()
     )
     check.set_defaults(func=cmd_check)
 
-    lb = sub.add_parser("leaderboard", help="read, serve, refresh or rebuild leaderboards")
+    lb = sub.add_parser(
+        "leaderboard", help="read, serve, refresh, rebuild or materialize leaderboards"
+    )
     actions = lb.add_subparsers(dest="action", required=True)
     top = actions.add_parser("top", parents=[common], help="top N users, one row per user")
     _reader_args(top, user=False)

@@ -20,10 +20,20 @@ Round trips: `top`, `rank` and `count` one each; `ranks` one pipeline; `around` 
 user's rank, then the window; it is the window as it is at the second call). `rank` uses
 `ZREVRANK ... WITHSCORE` where the server has it (Redis >= 7.2, Valkey), found out on the
 first call and remembered; elsewhere a pipeline of ZREVRANK and ZSCORE (one round trip
-too). Readers only issue ZREVRANGE, ZREVRANK, ZSCORE and ZCARD: the `reader` ACL user
-(pomocore.acl) is enough. Bad arguments raise QueryError; a failed Redis call raises
-BackendError (BackendUnavailable when retrying later may work). A reader owns the client
-it is given: `close()` (or leaving the `with` block) closes it.
+too). Readers only issue ZREVRANGE, ZREVRANK, ZSCORE and ZCARD (over shards also ZCOUNT
+and ZREVRANGEBYSCORE): the `reader` ACL user (pomocore.acl) is enough. Bad arguments
+raise QueryError; a failed Redis call raises BackendError (BackendUnavailable when
+retrying later may work). A reader owns the client it is given: `close()` (or leaving
+the `with` block) closes it.
+
+Shards (`POMOCORE_SHARDS` > 1, `shards=` here; `from_settings` reads it): every query
+answers what one sorted set holding every shard's members would answer, ties in Redis'
+order included (core/shard_reads.py merges the shards; a user lives in one shard). Each
+round trip is one pipeline over the shards (never a transaction: on a Cluster they sit on
+different nodes): `top` and `count` one (a `top` deeper than about 1.5 times a shard's
+share of it, rarely, more), `rank` and `ranks` two (the user's own shard, then the
+others; ties at the user's score larger than 128 members in a shard add a few), `around`
+three. `top` over shards takes offset + limit <= MAX_SHARDED_DEPTH.
 """
 
 from __future__ import annotations
@@ -33,22 +43,30 @@ import time
 from collections.abc import Sequence
 from datetime import date
 from types import TracebackType
-from typing import Any, Final, Literal, NamedTuple, get_args
+from typing import Any, Final, Literal, NamedTuple, TypeVar, get_args
 
 import redis
 import redis.asyncio as aioredis
 
+from pomocore.core import shard_reads
 from pomocore.core.connect import async_redis, sync_redis
 from pomocore.core.errors import PomocoreError
 from pomocore.core.keys import KeySpace
 from pomocore.core.periods import BUCKET_S, PeriodCalculator, Periods, periods_of_datetime
 from pomocore.core.redis_errors import backend_error, server_name
 from pomocore.core.settings import Settings
+from pomocore.core.shard_reads import Op, Plan
+from pomocore.core.shards import MAX_SHARDS, shard_of, shard_tag
+
+T = TypeVar("T")
 
 Period = Literal["daily", "weekly", "monthly"]
 PERIODS: Final[tuple[Period, ...]] = get_args(Period)
 MAX_LIMIT: Final = 1000  # rows of one `top`
 MAX_OFFSET: Final = 1_000_000_000  # rows skipped by `top` (Redis takes a 64-bit index)
+# offset + limit of a `top` over shards: each shard's rows down to that depth are merged
+# in Python, ~1.5 times `depth` rows in all (core/shard_reads.py).
+MAX_SHARDED_DEPTH: Final = 10_000
 MAX_AROUND: Final = 50  # rows above and below the user in `around`
 MAX_USERS: Final = 100  # users of one `ranks` call
 MAX_CATEGORY_CHARS: Final = 64
@@ -86,15 +104,24 @@ class LeaderboardKeys:
     Today's labels are kept per 15-minute bucket of the clock (core/periods.py), other
     labels per (period, date as given), keys per (category, label), each memo bounded: a
     key costs a few dict look-ups (~0.5 µs), not a calendar computation, on the hot path.
+
+    With `shards` > 1, `key` is the board's contract name (what `pomocore leaderboard
+    materialize` writes) and `shard_keys` the keys the reads merge, in shard order.
     """
 
-    def __init__(self, keys: KeySpace, timezone: str) -> None:
+    def __init__(self, keys: KeySpace, timezone: str, shards: int = 1) -> None:
+        if not 1 <= shards <= MAX_SHARDS:
+            raise ValueError(f"shards must be between 1 and {MAX_SHARDS}, got {shards}")
         self.keys = keys
+        self.shards = shards
+        # Settings.shard_keys, for a reader built without Settings
+        self._spaces = tuple(keys.for_shard(shard_tag(i, shards)) for i in range(shards))
         self._calendar = PeriodCalculator(timezone)
         self.tz = self._calendar.tz
         self._now: tuple[int, Periods] = (-1, Periods("", "", ""))  # (bucket, its periods)
         self._labels: dict[tuple[str, date | str], str] = {}
         self._keys: dict[tuple[str, str], str] = {}
+        self._shard_keys: dict[tuple[str, str], tuple[str, ...]] = {}
 
     def label(self, period: str, day: date | str | None = None) -> str:
         if day is None:
@@ -119,8 +146,20 @@ class LeaderboardKeys:
             _remember(self._keys, (category, label), key)
         return key
 
+    def shard_keys(
+        self, category: str, period: str, day: date | str | None = None
+    ) -> tuple[str, ...]:
+        """The board's key in each shard, in shard order."""
+        label = self.label(period, day)
+        keys = self._shard_keys.get((category, label))
+        if keys is None:
+            self.key(category, period, day)  # validates the category
+            keys = tuple(space.leaderboard(category, label) for space in self._spaces)
+            _remember(self._shard_keys, (category, label), keys)
+        return keys
 
-def _remember(memo: dict[Any, str], name: Any, value: str) -> None:
+
+def _remember(memo: dict[Any, Any], name: Any, value: Any) -> None:
     if len(memo) >= _MEMO_SIZE:  # bounded: a caller sending ever new dates or categories
         memo.clear()
     memo[name] = value
@@ -157,6 +196,14 @@ def check_limit(limit: int, offset: int = 0) -> None:
 def check_user(user: str) -> None:
     if not user or len(user) > MAX_USER_CHARS:
         raise QueryError(f"user must be 1-{MAX_USER_CHARS} characters")
+
+
+def check_depth(limit: int, offset: int) -> None:
+    if offset + limit > MAX_SHARDED_DEPTH:
+        raise QueryError(
+            f"offset + limit must be at most {MAX_SHARDED_DEPTH} over shards "
+            f"(POMOCORE_SHARDS > 1), got {offset + limit}"
+        )
 
 
 def check_around(n: int) -> None:
@@ -204,6 +251,86 @@ def _with_score(user: str, reply: Any) -> Row | None:
     return _new_row(Row, (int(reply[0]) + 1, user, float(reply[1])))
 
 
+def _queue(pipe: Any, op: Op) -> None:
+    """One command of a plan (core/shard_reads.py) into a pipeline, sync or async."""
+    name, key, *args = op
+    if name == shard_reads.ZREVRANGE:
+        pipe.zrevrange(key, args[0], args[1], withscores=True)
+    elif name == shard_reads.TIES:
+        score, start, num = args
+        pipe.zrevrangebyscore(key, score, score, start=start, num=num)
+    elif name == shard_reads.ZCOUNT:
+        pipe.zcount(key, args[0], args[1])
+    elif name == shard_reads.ZREVRANK:
+        pipe.zrevrank(key, args[0])
+    elif name == shard_reads.ZSCORE:
+        pipe.zscore(key, args[0])
+    elif name == shard_reads.ZCARD:
+        pipe.zcard(key)
+    else:
+        raise AssertionError(f"unknown command {name!r}")
+
+
+class ShardedQueries:
+    """The reads over shards as plans (core/shard_reads.py) answering Rows, for the sync
+    and the async reader alike: each runs a plan's round trips, nothing else. Arguments
+    are checked by the reader first."""
+
+    def __init__(self, naming: LeaderboardKeys) -> None:
+        self.naming = naming
+        self.shards = naming.shards
+
+    def top(
+        self, category: str, period: str, day: date | str | None, limit: int, offset: int
+    ) -> Plan[list[Row]]:
+        check_depth(limit, offset)
+        keys = self.naming.shard_keys(category, period, day)
+        return _as_rows(shard_reads.top(keys, offset, limit), offset)
+
+    def rank(
+        self, user: str, category: str, period: str, day: date | str | None
+    ) -> Plan[Row | None]:
+        keys = self.naming.shard_keys(category, period, day)
+        return _as_row(user, shard_reads.rank(keys, shard_of(user, self.shards), user))
+
+    def ranks(
+        self, users: list[str], category: str, period: str, day: date | str | None
+    ) -> Plan[dict[str, Row | None]]:
+        keys = self.naming.shard_keys(category, period, day)
+        owned = [(shard_of(u, self.shards), u) for u in users]
+        return _as_ranks(users, shard_reads.ranks(keys, owned))
+
+    def around(
+        self, user: str, category: str, period: str, day: date | str | None, n: int
+    ) -> Plan[list[Row]]:
+        keys = self.naming.shard_keys(category, period, day)
+        return _as_window(shard_reads.around(keys, shard_of(user, self.shards), user, n))
+
+    def count(self, category: str, period: str, day: date | str | None) -> Plan[int]:
+        return shard_reads.count(self.naming.shard_keys(category, period, day))
+
+
+def _as_rows(plan: Plan[list[shard_reads.Pair]], offset: int) -> Plan[list[Row]]:
+    return _rows((yield from plan), offset)
+
+
+def _as_row(user: str, plan: Plan[tuple[int, float] | None]) -> Plan[Row | None]:
+    found = yield from plan
+    return None if found is None else _ranked(user, *found)
+
+
+def _as_ranks(
+    users: list[str], plan: Plan[list[tuple[int, float] | None]]
+) -> Plan[dict[str, Row | None]]:
+    found = yield from plan
+    return {u: None if f is None else _ranked(u, *f) for u, f in zip(users, found, strict=True)}
+
+
+def _as_window(plan: Plan[tuple[int, list[shard_reads.Pair]]]) -> Plan[list[Row]]:
+    start, pairs = yield from plan
+    return _rows(pairs, start)
+
+
 def _lacks_withscore(exc: redis.ResponseError) -> bool:
     """The server has no WITHSCORE option (Redis < 7.2: "wrong number of arguments")."""
     message = str(exc).lower()
@@ -214,17 +341,24 @@ class LeaderboardReader:
     """Blocking reader (CLI, HTTP endpoint, scripts). Safe to share between threads."""
 
     def __init__(
-        self, redis: Any, keys: KeySpace | None = None, timezone: str = "Asia/Seoul"
+        self,
+        redis: Any,
+        keys: KeySpace | None = None,
+        timezone: str = "Asia/Seoul",
+        shards: int = 1,
     ) -> None:
         self.redis = redis
-        self.naming = LeaderboardKeys(keys or KeySpace(), timezone)
+        self.naming = LeaderboardKeys(keys or KeySpace(), timezone, shards)
         self._server = server_name(redis)
         # Whether the server takes ZREVRANK ... WITHSCORE: None until the first rank.
         self._withscore: bool | None = None
+        # Over shards, the reads run plans; without, the code below (one command each).
+        self._sharded = ShardedQueries(self.naming) if shards > 1 else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LeaderboardReader:
-        return cls(sync_redis(settings, timeout_s=READ_TIMEOUT_S), settings.keys, settings.timezone)
+        client = sync_redis(settings, timeout_s=READ_TIMEOUT_S)
+        return cls(client, settings.keys, settings.timezone, settings.shards)
 
     def __enter__(self) -> LeaderboardReader:
         return self
@@ -246,6 +380,8 @@ class LeaderboardReader:
         offset: int = 0,
     ) -> list[Row]:
         check_limit(limit, offset)
+        if self._sharded:
+            return self._run(self._sharded.top(category, period, day, limit, offset))
         key = self.naming.key(category, period, day)
         try:
             reply = self.redis.zrevrange(key, offset, offset + limit - 1, withscores=True)
@@ -257,6 +393,8 @@ class LeaderboardReader:
         self, user: str, category: str, period: Period, day: date | str | None = None
     ) -> Row | None:
         check_user(user)
+        if self._sharded:
+            return self._run(self._sharded.rank(user, category, period, day))
         key = self.naming.key(category, period, day)
         try:
             if self._withscore is not False:
@@ -282,6 +420,8 @@ class LeaderboardReader:
     ) -> dict[str, Row | None]:
         """The rank of each distinct user (None: not on the board), in one pipeline."""
         distinct = check_users(users)
+        if self._sharded:
+            return self._run(self._sharded.ranks(distinct, category, period, day))
         key = self.naming.key(category, period, day)
         if self._withscore is None:  # find out once, with the first user's own query
             first = {distinct[0]: self.rank(distinct[0], category, period, day)}
@@ -309,6 +449,8 @@ class LeaderboardReader:
         """The user's row with up to `n` rows above and `n` below; [] when not on the board."""
         check_user(user)
         check_around(n)
+        if self._sharded:
+            return self._run(self._sharded.around(user, category, period, day, n))
         key = self.naming.key(category, period, day)
         try:
             rank = self.redis.zrevrank(key, user)
@@ -322,9 +464,26 @@ class LeaderboardReader:
 
     def count(self, category: str, period: Period, day: date | str | None = None) -> int:
         """Members of the board (users with a score)."""
+        if self._sharded:
+            return self._run(self._sharded.count(category, period, day))
         key = self.naming.key(category, period, day)
         try:
             return int(self.redis.zcard(key))
+        except _REDIS_ERRORS as exc:
+            raise backend_error(exc, self._server) from exc
+
+    def _run(self, plan: Plan[T]) -> T:
+        """A plan's round trips, one pipeline each (non-transactional: on a Cluster the
+        shards' keys live on different nodes)."""
+        try:
+            ops = next(plan)
+            while True:
+                pipe = self.redis.pipeline(transaction=False)
+                for op in ops:
+                    _queue(pipe, op)
+                ops = plan.send(pipe.execute())
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
         except _REDIS_ERRORS as exc:
             raise backend_error(exc, self._server) from exc
 
@@ -336,19 +495,24 @@ class AsyncLeaderboardReader:
     """The same queries for asyncio services. Safe to share between tasks."""
 
     def __init__(
-        self, redis: aioredis.Redis, keys: KeySpace | None = None, timezone: str = "Asia/Seoul"
+        self,
+        redis: aioredis.Redis,
+        keys: KeySpace | None = None,
+        timezone: str = "Asia/Seoul",
+        shards: int = 1,
     ) -> None:
         self.redis = redis
-        self.naming = LeaderboardKeys(keys or KeySpace(), timezone)
+        self.naming = LeaderboardKeys(keys or KeySpace(), timezone, shards)
         self._server = server_name(redis)
         self._withscore: bool | None = None
+        self._sharded = ShardedQueries(self.naming) if shards > 1 else None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AsyncLeaderboardReader:
         client = async_redis(
             settings, socket_timeout=READ_TIMEOUT_S, socket_connect_timeout=READ_TIMEOUT_S
         )
-        return cls(client, settings.keys, settings.timezone)
+        return cls(client, settings.keys, settings.timezone, settings.shards)
 
     async def __aenter__(self) -> AsyncLeaderboardReader:
         return self
@@ -370,6 +534,8 @@ class AsyncLeaderboardReader:
         offset: int = 0,
     ) -> list[Row]:
         check_limit(limit, offset)
+        if self._sharded:
+            return await self._run(self._sharded.top(category, period, day, limit, offset))
         key = self.naming.key(category, period, day)
         try:
             reply = await self.redis.zrevrange(key, offset, offset + limit - 1, withscores=True)
@@ -381,6 +547,8 @@ class AsyncLeaderboardReader:
         self, user: str, category: str, period: Period, day: date | str | None = None
     ) -> Row | None:
         check_user(user)
+        if self._sharded:
+            return await self._run(self._sharded.rank(user, category, period, day))
         key = self.naming.key(category, period, day)
         try:
             if self._withscore is not False:
@@ -406,6 +574,8 @@ class AsyncLeaderboardReader:
     ) -> dict[str, Row | None]:
         """The rank of each distinct user (None: not on the board), in one pipeline."""
         distinct = check_users(users)
+        if self._sharded:
+            return await self._run(self._sharded.ranks(distinct, category, period, day))
         key = self.naming.key(category, period, day)
         if self._withscore is None:
             first = {distinct[0]: await self.rank(distinct[0], category, period, day)}
@@ -433,6 +603,8 @@ class AsyncLeaderboardReader:
         """The user's row with up to `n` rows above and `n` below; [] when not on the board."""
         check_user(user)
         check_around(n)
+        if self._sharded:
+            return await self._run(self._sharded.around(user, category, period, day, n))
         key = self.naming.key(category, period, day)
         try:
             rank: Any = await self.redis.zrevrank(key, user)
@@ -446,9 +618,25 @@ class AsyncLeaderboardReader:
 
     async def count(self, category: str, period: Period, day: date | str | None = None) -> int:
         """Members of the board (users with a score)."""
+        if self._sharded:
+            return await self._run(self._sharded.count(category, period, day))
         key = self.naming.key(category, period, day)
         try:
             return int(await self.redis.zcard(key))
+        except _REDIS_ERRORS as exc:
+            raise backend_error(exc, self._server) from exc
+
+    async def _run(self, plan: Plan[T]) -> T:
+        """LeaderboardReader._run, awaiting each round trip."""
+        try:
+            ops = next(plan)
+            while True:
+                pipe = self.redis.pipeline(transaction=False)
+                for op in ops:
+                    _queue(pipe, op)
+                ops = plan.send(await pipe.execute())
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
         except _REDIS_ERRORS as exc:
             raise backend_error(exc, self._server) from exc
 

@@ -41,6 +41,7 @@ from pomocore.core.categories import WORK, WORK_CATEGORIES
 from pomocore.core.connect import CLI_TIMEOUT_S, sync_redis
 from pomocore.core.periods import PeriodCalculator, periods_of_datetime
 from pomocore.core.settings import Settings
+from pomocore.core.shards import SHARD_TAG_BASE, shard_of
 from pomocore.progress import Progress
 
 if TYPE_CHECKING:
@@ -124,8 +125,9 @@ def _timestamp(value: Any) -> float | None:
 
 
 def expected_scores(docs: Iterable[dict[str, Any]], settings: Settings, scope: Scope) -> Scores:
+    """Key → user → score; with shards, each user's keys are those of its shard."""
     periods = PeriodCalculator(settings.timezone)
-    keys = settings.keys
+    shard_keys = settings.all_shard_keys
     out: defaultdict[str, defaultdict[str, float]] = defaultdict(lambda: defaultdict(float))
     for doc in docs:
         ts = _timestamp(doc.get("timestamp"))
@@ -134,6 +136,7 @@ def expected_scores(docs: Iterable[dict[str, Any]], settings: Settings, scope: S
         if ts is None or not isinstance(duration, int | float) or not user or not category:
             continue
         cats = (category, WORK) if category in WORK_CATEGORIES else (category,)
+        keys = shard_keys[shard_of(str(user), settings.shards)]
         for label in periods(ts).labels():
             if label in scope.labels:
                 for cat in cats:
@@ -155,12 +158,23 @@ def usage_logs(settings: Settings, scope: Scope) -> Iterator[dict[str, Any]]:
 
 
 def existing_keys(client: redis.Redis, settings: Settings, scope: Scope) -> set[str]:
+    """The leaderboard keys of the scope's periods. With shards: every shard's, those of
+    shard tags no longer in use included (after POMOCORE_SHARDS changed, they hold what the
+    new shards now count: the rebuild deletes them); the contract's own names are left to
+    `pomocore leaderboard materialize`."""
     found: set[str] = set()
     for label in scope.labels:
-        pattern = settings.keys.leaderboard("*", label)
-        for key in client.scan_iter(match=pattern, count=1000):
+        for key in client.scan_iter(match=_key_pattern(settings, label), count=1000):
             found.add(key.decode())
     return found
+
+
+def _key_pattern(settings: Settings, label: str) -> str:
+    if settings.shards == 1:
+        return settings.keys.leaderboard("*", label)
+    # `{shard:*}leaderboard:*:2026-11-30`: `{` and `}` are plain characters in a pattern
+    any_shard = settings.keys.for_shard(f"{SHARD_TAG_BASE}:*")
+    return any_shard.leaderboard("*", label)
 
 
 def actual_scores(client: redis.Redis, keys: Iterable[str]) -> Scores:
@@ -244,11 +258,15 @@ def rebuild(
 
 
 def _pending(client: redis.Redis, settings: Settings) -> int:
-    try:
-        info: dict[str, Any] = client.xpending(settings.keys.stream_key, settings.group)
-        return int(info.get("pending") or 0)
-    except redis_module.ResponseError:
-        return 0
+    """Entries pending in the group, over the shards."""
+    total = 0
+    for keys in settings.all_shard_keys:
+        try:
+            info: dict[str, Any] = client.xpending(keys.stream_key, settings.group)
+            total += int(info.get("pending") or 0)
+        except redis_module.ResponseError:
+            pass
+    return total
 
 
 def rebuild_command(

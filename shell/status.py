@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import sys
 import time
@@ -37,7 +38,7 @@ from pomocore.cli_format import add_json, bounded_float, bounded_int
 from pomocore.core.connect import async_redis, sync_redis
 from pomocore.core.errors import PomocoreError
 from pomocore.core.settings import Settings, redact
-from pomocore.metrics import CIRCUIT_VALUE, LOST_TO_TRIM_SAMPLE, GroupSampler
+from pomocore.metrics import CIRCUIT_VALUE, LOST_TO_TRIM_SAMPLE, GroupSampler, aggregate_shards
 from pomocore.progress import isatty
 
 STATUS_TIMEOUT_S = 5.0  # socket timeout of its Redis client: a hung server fails the run
@@ -72,7 +73,8 @@ def collect(
 ) -> dict[str, Any]:
     """The status report (the `--json` document), verdict included."""
     keys = settings.keys
-    sampled = GroupSampler(settings, client_factory=lambda: client).sample()
+    by_shard = GroupSampler(settings, client_factory=lambda: client).sample_shards()
+    sampled = aggregate_shards(by_shard)
     group_exists = "pomocore_group_pending" in sampled
     report: dict[str, Any] = {
         "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -101,6 +103,9 @@ def collect(
             "ttl_monthly_days": settings.ttl_monthly_days,
         },
     }
+    if settings.shards > 1:  # the totals above are over the shards; each one here
+        report["shards"] = settings.shards
+        report["by_shard"] = _by_shard(by_shard)
     problems, warnings = verdict(report, settings, thresholds)
     return {"healthy": not problems, "problems": problems, "warnings": warnings, **report}
 
@@ -113,9 +118,34 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
+def _by_shard(by_shard: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    return [
+        {
+            "shard": shard,
+            "stream": stream,
+            "stream_length": int(sample["pomocore_stream_length"]),
+            "lag": _int(sample.get("pomocore_group_lag")),
+            "pending": _int(sample.get("pomocore_group_pending")),
+            "consumers": _int(sample.get("pomocore_group_consumers")),
+            "oldest_pending_age_s": _round(sample.get("pomocore_oldest_pending_age_seconds")),
+        }
+        for shard, (stream, sample) in enumerate(by_shard.items())
+    ]
+
+
 def _consumers(client: Any, settings: Settings, thresholds: Thresholds) -> list[dict[str, Any]]:
     rows = []
-    for c in client.xinfo_consumers(settings.keys.stream_key, settings.group):
+    for shard, keys in enumerate(settings.all_shard_keys):
+        for row in _shard_consumers(client, settings, keys.stream_key, thresholds):
+            rows.append({**row, "shard": shard} if settings.shards > 1 else row)
+    return sorted(rows, key=lambda r: (r["idle_s"], r["name"]))
+
+
+def _shard_consumers(
+    client: Any, settings: Settings, stream_key: str, thresholds: Thresholds
+) -> list[dict[str, Any]]:
+    rows = []
+    for c in client.xinfo_consumers(stream_key, settings.group):
         name = c["name"].decode() if isinstance(c["name"], bytes) else str(c["name"])
         idle_s = c["idle"] / 1000
         inactive = c.get("inactive")  # Redis >= 7.2: since its last successful read
@@ -128,12 +158,14 @@ def _consumers(client: Any, settings: Settings, thresholds: Thresholds) -> list[
                 "active": idle_s <= thresholds.active_within_s,
             }
         )
-    return sorted(rows, key=lambda r: (r["idle_s"], r["name"]))
+    return rows
 
 
 def _dead_letters(client: Any, settings: Settings, sampled: dict[str, float]) -> dict[str, Any]:
     total = int(sampled["pomocore_dead_letter_length"])
-    reasons = dlq.reason_counts(client, settings.keys, DLQ_SCAN_MAX) if total else {}
+    reasons: collections.Counter[str] = collections.Counter()
+    for keys in settings.all_shard_keys if total else ():
+        reasons.update(dlq.reason_counts(client, keys, DLQ_SCAN_MAX))
     return {
         "total": total,
         "by_reason": dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),

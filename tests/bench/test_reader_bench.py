@@ -19,3 +19,12 @@ def test_reader_benchmark_reports_every_query(tmp_path: Path) -> None:
         assert set(found["queries"]) == set(QUERIES)
         for q in found["queries"].values():
             assert q["ours_rps"] > 0 and q["plain_rps"] > 0 and q["client_cpu_ratio"] > 0
+
+
+def test_reader_benchmark_over_shards() -> None:
+    """--shards 6: ours reads six shard keys of the same members, plain the one key."""
+    report = main(["--members", "500", "--calls", "20", "--rounds", "1", "--servers", "valkey",
+                   "--shards", "6"])  # fmt: skip
+    found = report["servers"]["valkey"]
+    assert report["shards"] == found["shards"] == 6
+    assert set(found["queries"]) == set(QUERIES)

@@ -118,3 +118,12 @@ def test_a_shard_owns_its_keys_and_shares_the_rest() -> None:
     shared = [keys.patterns_version_key, keys.llm_rate_key_prefix, keys.llm_queue_key]
     assert all(k.startswith("{pomo}") for k in shared)
     assert len({settings.shard_keys(i).stream_key for i in range(6)}) == 6
+
+
+def test_a_stream_name_whose_shards_share_a_usage_log_tag_is_refused() -> None:
+    """Shards' streams repeat each other's entry ids: derived usage-log ids would collide
+    (one event's log silently skipped as a duplicate) if two streams shared the 3-byte tag.
+    `s1289` is such a name for 256 shards (found by search)."""
+    with pytest.raises(ConfigError, match="POMOCORE_STREAM"):
+        Settings.from_env({"POMOCORE_SHARDS": "256", "POMOCORE_STREAM": "s1289"})
+    Settings.from_env({"POMOCORE_SHARDS": "256"})  # the default name is fine for every N

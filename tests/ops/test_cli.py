@@ -175,6 +175,7 @@ JSON_KEYS = {
     "patterns learned": {"patterns", "max_learned"},
     "leaderboard rebuild": {"check", "keys_in_scope", "differ", "written", "pending", "diffs"},
     "leaderboard refresh": {"rebuilt"},
+    "leaderboard materialize": {"written", "deleted", "members", "elapsed_s", "labels"},
     "config": {"valid", "settings"},
     "status": STATUS_KEYS,
     "demo": {

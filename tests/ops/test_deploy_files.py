@@ -528,3 +528,25 @@ def test_keda_authenticates_as_the_read_only_monitor_user() -> None:
         and trigger["authenticationRef"]["name"]
         == (docs["TriggerAuthentication"]["metadata"]["name"])
     )
+
+
+def test_keda_for_shards_scales_on_the_lag_summed_over_the_shards_streams() -> None:
+    """deploy/k8s-shards: the base with POMOCORE_SHARDS set and KEDA on the lag summed
+    over the shards' streams (one series per stream, the same from every pod: one copy
+    each, summed). Built with `kubectl kustomize` where kubectl is installed."""
+    (patch,) = load_all(ROOT / "deploy/k8s-shards/keda.yaml")
+    (trigger,) = patch["spec"]["triggers"]
+    query = trigger["metadata"]["query"]
+    assert trigger["type"] == "prometheus"
+    assert query.startswith("sum(max by (stream) (pomocore_group_lag{")
+    assert 'group="pattern_match_group"' in query
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed: the overlay itself was not built")
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "deploy/k8s-shards")],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    docs = {d["kind"]: d for d in yaml.safe_load_all(built) if d}
+    assert docs["ConfigMap"]["data"]["POMOCORE_SHARDS"] == "6"
+    assert docs["ScaledObject"]["spec"]["triggers"] == [trigger]
+    assert docs["ScaledObject"]["spec"]["minReplicaCount"] == 2  # the rest of the base

@@ -65,17 +65,28 @@ def connected_group_state(settings: Settings) -> tuple[int, int]:
 
 
 def _group_state(client: Any, settings: Settings, absent: type[Exception]) -> tuple[int, int]:
-    """Read with `client` (closed after); `absent` errors mean (-1, -1)."""
+    """Read with `client` (closed after), summed over the shards; `absent` errors, or a
+    shard without the group, mean (-1, -1)."""
+    lag = pending = 0
     try:
-        for g in client.xinfo_groups(settings.keys.stream_key):
-            name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-            if name == settings.group:
-                return int(g.get("lag") or 0), int(g["pending"])
+        for keys in settings.all_shard_keys:
+            state = _shard_group_state(client, keys.stream_key, settings.group)
+            if state is None:
+                return -1, -1
+            lag, pending = lag + state[0], pending + state[1]
     except absent:
-        pass
+        return -1, -1
     finally:
         client.close()
-    return -1, -1
+    return lag, pending
+
+
+def _shard_group_state(client: Any, stream_key: str, group: str) -> tuple[int, int] | None:
+    for g in client.xinfo_groups(stream_key):
+        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+        if name == group:
+            return int(g.get("lag") or 0), int(g["pending"])
+    return None
 
 
 def dead_letters(settings: Settings) -> list[dict[bytes, bytes]]:
