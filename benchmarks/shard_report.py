@@ -46,6 +46,7 @@ def _row(runs: Sequence[ShardRun], cores: int) -> dict[str, Any]:
         "events": runs[0].events,
         "runs": len(runs),
         "processes": runs[0].processes,
+        "lanes_per_process": runs[0].extra.get("lanes"),
         "events_per_shard": runs[0].events_per_shard,
         "events_per_s_median": median(eps),
         "events_per_s_min": min(eps),

@@ -422,6 +422,7 @@ async def _pomocore_runner(spec: ChildSpec, rec: Recorder) -> AsyncIterator[Run]
                 "sink_failures": stats.sink_failures,
             }
             rec.acked = stats.committed + stats.skipped_already_acked
+            rec.extra["lanes"] = len(rt.lanes or [rt.consumer])
             rec.cache_hits = getattr(rt.classifier, "hits", 0)
             rec.cache_misses = getattr(rt.classifier, "misses", 0)
             mongo = getattr(rt.consumer.processor, "mongo", None)
