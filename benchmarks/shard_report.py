@@ -151,6 +151,9 @@ def print_shard_table(out: Mapping[str, Any]) -> None:
         " per-node bound = 1e6 / busiest node's µs/ev; ceiling = min(consumers, busiest"
         f" node, {m['nproc']} shared cores)."
     )
+    lanes = ", ".join(f"N={n}: {row['lanes_per_process']}" for n, row in rows.items())
+    first = next(iter(rows.values()))
+    print(f"Consumers: {first['processes']} process(es); lanes per process {lanes}.")
     for n, t in s["targets"].items():
         print(
             f"  N={n} vs N=1: busiest node ×{t['busiest_node_ratio']:.2f} (ideal"
