@@ -63,6 +63,7 @@ def _row(runs: Sequence[ShardRun], cores: int) -> dict[str, Any]:
         "busiest_node_share": median([r.busiest_node_share for r in runs]),
         "drained_exactly": all(r.drained_exactly for r in runs),
     }
+    row["commands"] = _median_commands(runs)
     row["per_node_bound_events_per_s"] = _per_s(row["busiest_node_us_per_event"], 1)
     limits, limit = shard_ceiling(
         row["consumer_cpu_us_per_event"],
@@ -75,6 +76,17 @@ def _row(runs: Sequence[ShardRun], cores: int) -> dict[str, Any]:
     row["ceiling_events_per_s"] = limits[limit]
     row["ceiling_limited_by"] = limit
     return row
+
+
+def _median_commands(runs: Sequence[ShardRun]) -> dict[str, dict[str, float]]:
+    names = {name for r in runs for name in r.extra.get("commands", {})}
+    out = {}
+    for name in names:
+        per_run = [r.extra.get("commands", {}).get(name, {}) for r in runs]
+        out[name] = {
+            k: median([c.get(k, 0.0) for c in per_run]) for k in ("calls_per_1k", "us_per_event")
+        }
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["us_per_event"]))
 
 
 def shard_summary(runs: Mapping[int, Sequence[ShardRun]], cores: int) -> dict[str, Any]:
@@ -160,6 +172,7 @@ def print_shard_table(out: Mapping[str, Any]) -> None:
             f" ×{t['busiest_node_ideal']:.2f}), total ×{t['total_ratio']:.2f}"
             f" (target ≤ ×{t['total_target']:.2f})"
         )
+    _print_commands(rows)
     _print_capacity(s["capacity"], max(rows, key=int))
 
 
@@ -188,3 +201,19 @@ def _print_capacity(capacity_rows: Sequence[Mapping[str, float]], from_n: str) -
             f"| {c['nodes']} | {fmt(c['per_node_us_per_event'], '.2f')} |"
             f" {fmt(c['redis_bound_events_per_s'])} | {fmt(c['consumer_cores_at_bound'], '.1f')} |"
         )
+
+
+def _print_commands(rows: Mapping[str, Mapping[str, Any]], top: int = 6) -> None:
+    """Per N, the costliest commands (all nodes): µs per event and calls per 1k events."""
+    print(
+        "\nINFO commandstats, all nodes, median over runs: µs/ev (wall time inside the"
+        " command: a shared machine inflates it; a script's commands count inside evalsha"
+        " too) and (calls/1k ev, exact):"
+    )
+    for n, row in rows.items():
+        commands = list(row.get("commands", {}).items())[:top]
+        text = ", ".join(
+            f"{name} {fmt(c['us_per_event'], '.2f')} ({fmt(c['calls_per_1k'], '.1f')})"
+            for name, c in commands
+        )
+        print(f"  N={n}: {text}")

@@ -86,6 +86,7 @@ class ShardBench:
         self.client = redis.cluster.RedisCluster.from_url(self.cluster.url)
         self.published: dict[int, list[int]] = {}  # N -> events per shard
         self._run_no = 0
+        self.last_commands: dict[str, dict[str, float]] = {}  # of the last run's drain
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -181,6 +182,7 @@ class ShardBench:
             self._cleanup(keys, names)
         result = self._result(shards, counts, reports, t_go, cpu0, cpu1, state)
         result.extra["loadavg_1m_after"] = os.getloadavg()[0]  # how shared the machine was
+        result.extra["commands"] = self.last_commands
         per_node = " / ".join(f"{x:.1f}" for x in result.node_cpu_us_per_event)
         self.progress.done(
             f"{label}: {result.events_per_s:,.0f} events/s, consumer"
@@ -214,6 +216,17 @@ class ShardBench:
     def _node_cpu_s(self) -> list[float]:
         return [redis_cpu_s(n) for n in self.nodes]
 
+    def _commandstats(self) -> dict[str, tuple[int, int]]:
+        """(calls, µs) per command, summed over the nodes (INFO commandstats: a command
+        a script calls counts on its own line and inside EVALSHA's time)."""
+        total: dict[str, tuple[int, int]] = {}
+        for node in self.nodes:
+            stats: dict[str, Any] = node.info("commandstats")
+            for name, st in stats.items():
+                calls, usec = total.get(name, (0, 0))
+                total[name] = (calls + int(st["calls"]), usec + int(st["usec"]))
+        return total
+
     def _drive(
         self,
         specs: list[ChildSpec],
@@ -228,6 +241,7 @@ class ShardBench:
         with _children(specs) as children:
             for child in children:
                 protocol.expect(child, "READY", 120)
+            stats0 = self._commandstats()
             cpu0 = self._node_cpu_s()
             t_go = time.time()
             protocol.go(children, t_go)
@@ -237,6 +251,7 @@ class ShardBench:
                 state = [self._group_state(k, names.group) for k in keys]
                 if all(r >= c and p == 0 for (r, p), c in zip(state, counts, strict=True)):
                     cpu1 = self._node_cpu_s()
+                    self.last_commands = _per_event(stats0, self._commandstats(), expected)
                     break
                 for child in children:
                     if child.poll() is not None:
@@ -302,6 +317,21 @@ class ShardBench:
             for key in self.stream_keys(shards):
                 self.client.unlink(key)
             del self.published[shards]
+
+
+def _per_event(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]], events: int
+) -> dict[str, dict[str, float]]:
+    """Per command: calls per 1,000 events and µs per event over a drain."""
+    out = {}
+    for name, (calls, usec) in after.items():
+        calls0, usec0 = before.get(name, (0, 0))
+        if calls > calls0:
+            out[name.removeprefix("cmdstat_")] = {
+                "calls_per_1k": (calls - calls0) / events * 1e3,
+                "us_per_event": (usec - usec0) / events,
+            }
+    return out
 
 
 def run_shard_bench(o: BenchOptions, command: str = "") -> dict[str, Any]:
