@@ -153,9 +153,9 @@ def print_shard_table(out: Mapping[str, Any]) -> None:
         "\n| N | events/s, median (min–max) | consumer µs/ev |"
         + node_heads
         + " Redis total µs/ev (min–max) | busiest node share | per-node bound ev/s |"
-        " CPU ceiling ev/s (set by) | exact |"
+        " CPU ceiling ev/s (set by) | ZINCRBY /1k ev | exact |"
     )
-    print("|---:|---:|---:|" + "---:|" * nodes + "---:|---:|---:|---|---|")
+    print("|---:|---:|---:|" + "---:|" * nodes + "---:|---:|---:|---|---:|---|")
     for n, row in rows.items():
         print(_row_line(n, row))
     print(
@@ -180,13 +180,15 @@ def _row_line(n: str, row: Mapping[str, Any]) -> str:
     lo, hi = row["redis_cpu_us_per_event_range"]
     limits = row["ceiling_limits"]
     by = row["ceiling_limited_by"]
+    zincrby = row.get("commands", {}).get("zincrby", {}).get("calls_per_1k")
     return (
         f"| {n} | {fmt(row['events_per_s_median'])} ({fmt(row['events_per_s_min'])}–"
         f"{fmt(row['events_per_s_max'])}) | {fmt(row['consumer_cpu_us_per_event'], '.1f')} |"
         + "".join(f" {fmt(x, '.1f')} |" for x in row["node_cpu_us_per_event"])
         + f" {fmt(row['redis_cpu_us_per_event'], '.1f')} ({fmt(lo, '.1f')}–{fmt(hi, '.1f')}) |"
         f" {row['busiest_node_share']:.0%} | {fmt(row['per_node_bound_events_per_s'])} |"
-        f" {fmt(limits[by])} ({by}) | {'yes' if row['drained_exactly'] else 'NO'} |"
+        f" {fmt(limits[by])} ({by}) | {fmt(zincrby, ',.0f')} |"
+        f" {'yes' if row['drained_exactly'] else 'NO'} |"
     )
 
 
