@@ -39,8 +39,9 @@ def test_a_tiny_session_drains_every_shard_and_reports_per_node_cpu(
         # the publisher routed by shard_of, as a producer in any language would
         expected = [sum(1 for u in users if shard_of(u, int(n)) == i) for i in range(int(n))]
         assert row["events_per_shard"] == expected
-        # one acknowledgement per event, counted by the nodes themselves
-        assert row["commands"]["xack"]["calls_per_1k"] == pytest.approx(1000)
+        # what the nodes themselves counted: the commit script and its increments
+        assert row["commands"]["evalsha"]["calls_per_1k"] > 0
+        assert row["commands"]["zincrby"]["calls_per_1k"] > 0
     for run in written["shard_runs"]["3"]:
         assert run["acked"] == run["events"] == 3000
     # N = 1: every key in one slot, so one node did (nearly) all the Redis work
