@@ -79,6 +79,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="instead of the variants: (c) on a local 3-node Redis Cluster with"
         " POMOCORE_SHARDS = each of this comma list (e.g. 1,3,6); per-node Redis CPU",
     )
+    p.add_argument(
+        "--zipf-s",
+        type=float,
+        default=1.1,
+        help="with --shards: Zipf exponent of user activity (0 = uniform; default 1.1)",
+    )
     p.add_argument("--no-latency", action="store_true", help="skip the latency pass")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument(
@@ -132,6 +138,7 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
     o = BenchOptions(
         variants=_variants(args.variants),
         shards=_shards(args.shards),
+        zipf_s=args.zipf_s,
         sweeps=_sweeps(args.sweep),
         batch_size=args.batch_size,
         processes=args.processes,

@@ -62,6 +62,8 @@ class BenchOptions:
     llm_unknown_share: float = 0.10  # events of apps/hosts no shipped pattern knows
     # shard scaling (benchmarks/shards.py): POMOCORE_SHARDS values on a local 3-node cluster
     shards: tuple[int, ...] = ()
+    # with --shards: the Zipf exponent of user activity (Workload's 1.1; 0 = uniform users)
+    zipf_s: float = 1.1
 
     def events_for(self, variant: str) -> int:
         """Events per run of `variant`: the slow ones and the MongoDB one run fewer."""

@@ -147,7 +147,10 @@ class ShardBench:
         events = self.o.events
         keys = self.stream_keys(shards)
         counts = [0] * shards
-        workload = Workload(users=self.o.users, distinct_variants=self.o.distinct_variants, seed=7)
+        o = self.o
+        workload = Workload(
+            users=o.users, distinct_variants=o.distinct_variants, seed=7, zipf_s=o.zipf_s
+        )
         started = time.perf_counter()
         label = f"publish {events:,} into {shards} shard stream(s)"
         done = 0
