@@ -1,21 +1,47 @@
 """The shard scaling session's summary (benchmarks/shards.py): medians per N, the CPU
 ceiling of each, the issue #17 targets, and the capacity table; printed as Markdown
-tables (benchmarks/README.md and docs/operations.md quote them)."""
+tables (benchmarks/README.md and docs/operations.md quote them).
+
+    .venv/bin/python -m benchmarks.shard_report RESULT.json [RESULT.json ...]
+
+prints the tables again from sessions' JSON files, their runs pooled per N (medians and
+ranges over every run of every session given).
+"""
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from benchmarks.measure import median
 from benchmarks.report import fmt
 
-if TYPE_CHECKING:
-    from benchmarks.shards import ShardRun
-
 CAPACITY_NODES = (1, 3, 6, 12, 24)
 TOTAL_GROWTH_TARGET = 1.10  # issue #17: total Redis CPU per event grows by at most 10 %
+
+
+@dataclass
+class ShardRun:
+    """The figures of one run with `shards` shards."""
+
+    shards: int
+    events: int
+    processes: int
+    elapsed_s: float
+    events_per_s: float
+    consumer_cpu_us_per_event: float
+    node_cpu_us_per_event: list[float]  # per cluster node, in slot order
+    redis_cpu_us_per_event: float  # all nodes together
+    busiest_node_share: float  # of the total Redis CPU
+    events_per_shard: list[int]
+    acked: int
+    drained_exactly: bool
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def shard_ceiling(
@@ -64,6 +90,12 @@ def _row(runs: Sequence[ShardRun], cores: int) -> dict[str, Any]:
         "drained_exactly": all(r.drained_exactly for r in runs),
     }
     row["commands"] = _median_commands(runs)
+    # CPU the run got: consumers and nodes together, in cores (the rest of the machine's
+    # cores went to whatever else ran; far below `cores`, the ceiling is out of reach)
+    row["busy_cores"] = median(
+        [r.events_per_s * (r.consumer_cpu_us_per_event + r.redis_cpu_us_per_event) / 1e6
+         for r in runs]
+    )  # fmt: skip
     row["per_node_bound_events_per_s"] = _per_s(row["busiest_node_us_per_event"], 1)
     limits, limit = shard_ceiling(
         row["consumer_cpu_us_per_event"],
@@ -153,15 +185,16 @@ def print_shard_table(out: Mapping[str, Any]) -> None:
         "\n| N | events/s, median (min–max) | consumer µs/ev |"
         + node_heads
         + " Redis total µs/ev (min–max) | busiest node share | per-node bound ev/s |"
-        " CPU ceiling ev/s (set by) | ZINCRBY /1k ev | exact |"
+        " CPU ceiling ev/s (set by) | busy cores | ZINCRBY /1k ev | exact |"
     )
-    print("|---:|---:|---:|" + "---:|" * nodes + "---:|---:|---:|---|---:|---|")
+    print("|---:|---:|---:|" + "---:|" * nodes + "---:|---:|---:|---|---:|---:|---|")
     for n, row in rows.items():
         print(_row_line(n, row))
     print(
         "\nRedis µs/ev per node: INFO cpu (user + sys) delta over the drain / events;"
         " per-node bound = 1e6 / busiest node's µs/ev; ceiling = min(consumers, busiest"
-        f" node, {m['nproc']} shared cores)."
+        f" node, {m['nproc']} shared cores); busy cores = events/s × (consumer + Redis"
+        " total µs/ev): the CPU the run got."
     )
     lanes = ", ".join(f"N={n}: {row['lanes_per_process']}" for n, row in rows.items())
     first = next(iter(rows.values()))
@@ -187,7 +220,8 @@ def _row_line(n: str, row: Mapping[str, Any]) -> str:
         + "".join(f" {fmt(x, '.1f')} |" for x in row["node_cpu_us_per_event"])
         + f" {fmt(row['redis_cpu_us_per_event'], '.1f')} ({fmt(lo, '.1f')}–{fmt(hi, '.1f')}) |"
         f" {row['busiest_node_share']:.0%} | {fmt(row['per_node_bound_events_per_s'])} |"
-        f" {fmt(limits[by])} ({by}) | {fmt(zincrby, ',.0f')} |"
+        f" {fmt(limits[by])} ({by}) | {fmt(row['busy_cores'], '.2f')} |"
+        f" {fmt(zincrby, ',.0f')} |"
         f" {'yes' if row['drained_exactly'] else 'NO'} |"
     )
 
@@ -219,3 +253,31 @@ def _print_commands(rows: Mapping[str, Mapping[str, Any]], top: int = 6) -> None
             for name, c in commands
         )
         print(f"  N={n}: {text}")
+
+
+def pooled(paths: Sequence[Path]) -> dict[str, Any]:
+    """The sessions in `paths` as one: every run per N, the first session's machine."""
+    runs: dict[int, list[ShardRun]] = {}
+    sessions = [json.loads(p.read_text()) for p in paths]
+    for session in sessions:
+        for n, rs in session["shard_runs"].items():
+            runs.setdefault(int(n), []).extend(ShardRun(**r) for r in rs)
+    machine = sessions[0]["machine"]
+    return {
+        "machine": machine,
+        "sessions": [s["session"] for s in sessions],
+        "shards": shard_summary(dict(sorted(runs.items())), machine["nproc"] or 1),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    paths = [Path(a) for a in (sys.argv[1:] if argv is None else argv)]
+    if not paths:
+        print(__doc__, file=sys.stderr)
+        return 2
+    print_shard_table(pooled(paths))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,7 +24,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from benchmarks.options import BenchOptions
 from benchmarks.protocol import ChildReport, ChildSpec, RunNames
 from benchmarks.report import Progress, write_results
 from benchmarks.session import _children, _cpu_model, _flatten, _wait_exited
-from benchmarks.shard_report import print_shard_table, shard_summary
+from benchmarks.shard_report import ShardRun, print_shard_table, shard_summary
 from pomocore.core.settings import Settings
 from pomocore.core.shards import shard_of
 from pomocore.embedded import EmbeddedCluster
@@ -46,25 +46,6 @@ from pomocore.workload import Workload
 PUBLISH_CHUNK = 2000
 CLUSTER_MASTERS = 3
 POLL_S = 0.02  # drain poll: N XINFO GROUPS per poll, on the nodes being measured
-
-
-@dataclass
-class ShardRun:
-    """The figures of one run with `shards` shards."""
-
-    shards: int
-    events: int
-    processes: int
-    elapsed_s: float
-    events_per_s: float
-    consumer_cpu_us_per_event: float
-    node_cpu_us_per_event: list[float]  # per cluster node, in slot order
-    redis_cpu_us_per_event: float  # all nodes together
-    busiest_node_share: float  # of the total Redis CPU
-    events_per_shard: list[int]
-    acked: int
-    drained_exactly: bool
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class ShardBench:

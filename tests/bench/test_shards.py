@@ -5,14 +5,22 @@ every shard exactly and reports Redis CPU per node; and the arithmetic of its su
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from benchmarks.cli import build_parser, options_from_args
 from benchmarks.options import BenchOptions
-from benchmarks.shard_report import capacity, shard_ceiling, shard_summary
-from benchmarks.shards import ShardRun, run_shard_bench
+from benchmarks.shard_report import (
+    ShardRun,
+    capacity,
+    main,
+    pooled,
+    shard_ceiling,
+    shard_summary,
+)
+from benchmarks.shards import run_shard_bench
 from pomocore.core.shards import shard_of
 from pomocore.workload import Workload
 
@@ -129,3 +137,24 @@ def test_capacity_spreads_the_total_over_the_masters() -> None:
     assert three["per_node_us_per_event"] == pytest.approx(4.0)
     assert three["redis_bound_events_per_s"] == pytest.approx(250_000)
     assert three["consumer_cores_at_bound"] == pytest.approx(7.5)
+
+
+def test_report_pools_the_runs_of_several_sessions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    machine = {"nproc": 2, "cpu_model": "x", "redis_server": "valkey", "cluster": "3 masters"}
+    files = []
+    for i, nodes in enumerate(([10.0, 0.1, 0.1], [12.0, 0.1, 0.1], [14.0, 0.1, 0.1])):
+        session = {
+            "session": f"s{i}",
+            "machine": machine,
+            "shard_runs": {"1": [asdict(run(1, nodes))], "3": [asdict(run(3, [4.0, 4.0, 4.0]))]},
+        }
+        files.append(tmp_path / f"s{i}.json")
+        files[-1].write_text(json.dumps(session))
+    out = pooled(files)
+    assert out["sessions"] == ["s0", "s1", "s2"]
+    assert out["shards"]["rows"]["1"]["runs"] == 3
+    assert out["shards"]["rows"]["1"]["busiest_node_us_per_event"] == 12.0
+    assert main([str(f) for f in files]) == 0
+    assert "| 3 |" in capsys.readouterr().out
