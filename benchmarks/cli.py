@@ -91,7 +91,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--profile",
         choices=("cprofile", "py-spy"),
         default="",
-        help="also run variant c once under a profiler (output in --out)",
+        help="also run variant c once under a profiler (output in --out); with --shards:"
+        " every run's first consumer process",
     )
     p.add_argument(
         "--out",

@@ -177,6 +177,7 @@ class ShardBench:
         return result
 
     def _specs(self, shards: int, names: RunNames) -> list[ChildSpec]:
+        suffix = "txt" if self.o.profile == "cprofile" else "collapsed"
         return [
             ChildSpec(
                 variant="c",
@@ -187,8 +188,9 @@ class ShardBench:
                 batch_size=self.o.batch_size,
                 latency=False,
                 result_file=str(self.workdir / f"r{names.run}-{i}.json"),
-                profile="",
-                profile_file="",
+                # --profile: the first process of every run (each N's file: its last run)
+                profile=self.o.profile if i == 0 else "",
+                profile_file=str(self.o.out.resolve() / f"profile-shards{shards}.{suffix}"),
                 names=names,
                 key_hash_tag=self.tag,
                 redis_cluster=True,
