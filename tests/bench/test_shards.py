@@ -57,7 +57,7 @@ def test_a_tiny_session_drains_every_shard_and_reports_per_node_cpu(
     # N = 1: every key in one slot, so one node did (nearly) all the Redis work
     assert rows["1"]["busiest_node_share"] > 0.5
     assert written["shards"]["targets"]["3"]["total_target"] == 1.10
-    assert [c["nodes"] for c in written["shards"]["capacity"]] == [1, 3, 6, 12, 24]
+    assert [c["nodes"] for c in written["shards"]["capacity"]] == [3, 6, 12, 24]
     printed = capsys.readouterr().out
     assert "| busiest node | node 2 | node 3 |" in printed
     assert "Capacity" in printed
