@@ -425,6 +425,6 @@ class ShardChecker(Checker):
             if (lag, pending) == (-1, -1):
                 out.append(f"consumer group missing on {keys.stream_key}")
             elif lag or pending:
-                out.append(f"{keys.stream_key}: lag {lag}, pending {pending}")
+                out.append(f"group of {keys.stream_key}: lag {lag}, pending {pending}")
         return out
 
