@@ -26,10 +26,9 @@ def _config(seed: int, events: int, publish_s: float, fault_every_s: float) -> C
     )  # fmt: skip
 
 
-SHORT = [
-    ShardChaosConfig(_config(21, 3000, 12.0, 2.0), SPLIT),
-    ShardChaosConfig(_config(22, 3000, 12.0, 2.0), BOTH_ALL),
-]
+# one short run in `make test` (about 50 s); seed 22 with BOTH_ALL passed as well (about
+# 50 s) and the long runs cover both layouts
+SHORT = [ShardChaosConfig(_config(21, 3000, 12.0, 2.0), SPLIT)]
 LONG_RUNS = [
     ShardChaosConfig(_config(seed, 20_000, 75.0, 2.0), serves)
     for seed, serves in ((31, SPLIT), (32, BOTH_ALL), (33, SPLIT), (34, BOTH_ALL))
