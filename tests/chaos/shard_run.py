@@ -70,6 +70,7 @@ class ShardChaosRun(ChaosRun):
         self.mongo = EmbeddedMongo(self.workdir / "mongo")
         # per node outage: (node, seconds down, entries the other nodes' shards acknowledged)
         self.outage_progress: list[tuple[int, float, int]] = []
+        self._node_shards: list[list[int]] = []  # the shards each node holds (once started)
 
     @property
     def settings(self) -> Settings:
@@ -173,8 +174,8 @@ class ShardChaosRun(ChaosRun):
         # longer than the 2 s node timeout half the time: the others then mark it failed
         down = self.rng.uniform(0.5, 4.0)
         node = self.cluster.nodes[index]
-        others = [s for s in range(SHARDS) if s not in self._node_shards[index]]
         shards = self._node_shards[index]
+        others = [s for s in range(SHARDS) if s not in shards]
         self._note(f"kill_node {index} (port {node.port}, shards {shards}) -9, down {down:.1f}s")
         node.kill()
         before = self._acked(others)
