@@ -41,8 +41,8 @@ def _run(config: ShardChaosConfig) -> None:
     print("\nshard chaos:", report.summary())
     for fault in report.faults:
         print("  fault", fault)
-    for node, down_s, acked in run.outage_progress:
-        print(f"  node {node} down {down_s:.1f}s: other nodes' shards acknowledged {acked}")
+    for node, down_s, written in run.outage_progress:
+        print(f"  node {node} down {down_s:.1f}s: other shards wrote {written} session scores")
     for exit_ in report.unexpected_exits:
         print("  exit", exit_)
     for violation in report.violations[:50]:
