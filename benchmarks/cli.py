@@ -9,6 +9,10 @@ half of the variant's median throughput: the parent publishes at that rate while
 consumers run, and each consumer records, per event, acknowledgement time − the
 millisecond part of the stream entry id (for Celery: − the time the task was sent).
 
+`--shards 1,3,6` runs instead the leaderboard-only pomocore (c) on a local 3-node Redis
+Cluster with POMOCORE_SHARDS = each N, and reports Redis CPU per event per node
+(benchmarks/shards.py).
+
 Run from the repository root of a checkout, with the benchmark tools installed
 (`make bench`, or `.venv/bin/python -m benchmarks --quick`). Results go to
 benchmarks/runs/ (git-ignored) unless --out says otherwise.
@@ -24,6 +28,8 @@ from pathlib import Path
 
 from benchmarks.options import RUNS_DIR, SWEEPS, VARIANTS, BenchOptions
 from benchmarks.session import run_bench
+from benchmarks.shards import run_shard_bench
+from pomocore.core.shards import MAX_SHARDS
 
 SIZES = ("events", "slow_events", "mongo_events", "llm_events", "runs")
 
@@ -68,6 +74,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.10,
         help="h: share of events from apps/hosts no shipped pattern knows",
     )
+    p.add_argument(
+        "--shards",
+        help="instead of the variants: (c) on a local 3-node Redis Cluster with"
+        " POMOCORE_SHARDS = each of this comma list (e.g. 1,3,6); per-node Redis CPU",
+    )
     p.add_argument("--no-latency", action="store_true", help="skip the latency pass")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument(
@@ -105,9 +116,22 @@ def _sweeps(values: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(sweeps))
 
 
+def _shards(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        shards = tuple(dict.fromkeys(int(n) for n in text.split(",") if n.strip()))
+    except ValueError:
+        raise SystemExit(f"--shards: expected numbers like 1,3,6, got {text!r}") from None
+    if not shards or not all(1 <= n <= MAX_SHARDS for n in shards):
+        raise SystemExit(f"--shards: each between 1 and {MAX_SHARDS}, got {text!r}")
+    return shards
+
+
 def options_from_args(args: argparse.Namespace) -> BenchOptions:
     o = BenchOptions(
         variants=_variants(args.variants),
+        shards=_shards(args.shards),
         sweeps=_sweeps(args.sweep),
         batch_size=args.batch_size,
         processes=args.processes,
@@ -143,5 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     options = options_from_args(build_parser().parse_args(argv))
-    run_bench(options, command=" ".join(["python -m benchmarks", *argv]))
+    command = " ".join(["python -m benchmarks", *argv])
+    if options.shards:
+        run_shard_bench(options, command=command)
+    else:
+        run_bench(options, command=command)
     return 0

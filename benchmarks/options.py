@@ -60,6 +60,8 @@ class BenchOptions:
     llm_latency_ms: float = 300.0  # the scripted server's time per call
     llm_error_rate: float = 0.05  # share of calls answered HTTP 500
     llm_unknown_share: float = 0.10  # events of apps/hosts no shipped pattern knows
+    # shard scaling (benchmarks/shards.py): POMOCORE_SHARDS values on a local 3-node cluster
+    shards: tuple[int, ...] = ()
 
     def events_for(self, variant: str) -> int:
         """Events per run of `variant`: the slow ones and the MongoDB one run fewer."""

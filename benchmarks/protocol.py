@@ -71,7 +71,9 @@ class ChildSpec:
     profile_file: str
     names: RunNames
     llm_url: str = ""  # h: the scripted LLM server ("" = the same consumer without an LLM)
-    key_hash_tag: str = ""  # h: every pomocore key of the run under {tag} (cleaned up by it)
+    key_hash_tag: str = ""  # h, shards: every pomocore key of the run under {tag}
+    redis_cluster: bool = False  # shards: redis_url is a Redis Cluster seed node
+    shards: int = 1  # shards: POMOCORE_SHARDS (benchmarks/shards.py)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

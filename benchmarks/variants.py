@@ -292,11 +292,9 @@ BENCH_LLM_CALLS_PER_MIN = 2000
 
 
 def _llm_settings(spec: ChildSpec) -> dict[str, Any]:
-    """Variant h's settings beyond b's: its keys under a hash tag, the scripted LLM."""
-    if spec.variant != "h":
-        return {}
-    settings: dict[str, Any] = {"key_hash_tag": spec.key_hash_tag}
-    if spec.llm_url:  # else: the same consumer without an LLM (the latency baseline)
+    """Variant h's settings beyond b's: the scripted LLM."""
+    settings: dict[str, Any] = {}
+    if spec.variant == "h" and spec.llm_url:  # else: without an LLM (the latency baseline)
         settings["llm_base_url"] = spec.llm_url
         settings["llm_api_key"] = "bench"
         settings["llm_calls_per_min"] = BENCH_LLM_CALLS_PER_MIN
@@ -323,6 +321,10 @@ def _pomocore_settings(spec: ChildSpec) -> Settings:
         derived_refresh_s=1.0,  # several refreshes inside a run: their Redis CPU is counted
         log_format="text",
         log_level="WARNING",
+        # h and the shard scaling (benchmarks/shards.py): every key under a hash tag
+        key_hash_tag=spec.key_hash_tag,
+        redis_cluster=int(spec.redis_cluster),
+        shards=spec.shards,
         **_llm_settings(spec),
     )
 

@@ -89,6 +89,7 @@ run them from the root of a checkout:
     make bench                                   # the whole session, defaults
     .venv/bin/python -m benchmarks --quick       # every variant, small sizes (~1 min)
     .venv/bin/python -m benchmarks --help        # the options `pomocore bench` had
+    .venv/bin/python -m benchmarks --shards 1,3,6   # sharding on a local 3-node cluster
 
 Figures and how they were measured: benchmarks/README.md.
 """

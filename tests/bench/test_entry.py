@@ -22,6 +22,7 @@ from pomocore.cli import main as pomocore_main
         ["bench"],
         ["bench", "--quick"],
         ["bench", "--variants", "c,f", "--runs", "1"],
+        ["bench", "--shards", "1,3,6"],
         ["bench", "--help"],
     ],
 )
@@ -33,6 +34,7 @@ def test_pomocore_bench_explains_where_the_benchmarks_are_and_exits_2(
     assert "make bench" in err
     assert "python -m benchmarks" in err
     assert "benchmarks/README.md" in err
+    assert "--shards 1,3,6" in err
 
 
 def test_other_commands_still_reject_unknown_arguments(capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
+import pytest
 import redis
+import redis.cluster
 
-from pomocore.embedded import EmbeddedRedis
+from pomocore.embedded import EmbeddedCluster, EmbeddedRedis, cluster_slot_ranges
 
 # Replaying 20,000 keys at 50 µs each takes about a second; answering clients every 1 KiB
 # of the file makes the server reply -LOADING meanwhile instead of staying silent.
@@ -33,3 +36,57 @@ def test_a_restarted_server_serves_commands_once_start_returns() -> None:
         assert client.xadd("s", {"a": "1"})
         assert client.dbsize() == 20_001
         client.close()
+
+
+@pytest.mark.parametrize(
+    ("masters", "ranges"),
+    [
+        (1, ((0, 16383),)),
+        # what `redis-cli --cluster create` assigns to 3 masters
+        (3, ((0, 5460), (5461, 10922), (10923, 16383))),
+        (6, ((0, 2730), (2731, 5460), (5461, 8191), (8192, 10922), (10923, 13652), (13653, 16383))),
+    ],
+)
+def test_cluster_slot_ranges_cut_the_slot_space_as_redis_cli_does(
+    masters: int, ranges: tuple[tuple[int, int], ...]
+) -> None:
+    assert cluster_slot_ranges(masters) == ranges
+
+
+@pytest.mark.parametrize("masters", [1, 2, 3, 5, 7, 16])
+def test_cluster_slot_ranges_cover_every_slot_once(masters: int) -> None:
+    ranges = cluster_slot_ranges(masters)
+    slots = [s for lo, hi in ranges for s in range(lo, hi + 1)]
+    assert slots == list(range(16384))
+
+
+def test_an_appendonly_cluster_node_keeps_its_keys_and_slots_across_a_crash(
+    tmp_path: Path,
+) -> None:
+    """The chaos suite kills a cluster node: with AOF it comes back with its data, its
+    slots and its peers (nodes.conf), and the cluster serves again."""
+    with EmbeddedCluster(tmp_path, 3, appendonly=True) as cluster:
+        client = redis.cluster.RedisCluster.from_url(cluster.url)
+        keys = [f"{{t{i}}}k" for i in range(30)]  # tags over every node
+        for k in keys:
+            client.set(k, k)
+        owners = {client.keyslot(k) for k in keys}
+        assert len({_node_of(cluster, slot) for slot in owners}) == 3
+        client.close()
+        cluster.nodes[1].kill()
+        cluster.nodes[1].start()
+        deadline = time.monotonic() + 30
+        while True:
+            client = redis.cluster.RedisCluster.from_url(cluster.url)
+            try:
+                assert [client.get(k) for k in keys] == [k.encode() for k in keys]
+                break
+            except redis.exceptions.RedisClusterException:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            finally:
+                client.close()
+
+
+def _node_of(cluster: EmbeddedCluster, slot: int) -> int:
+    return next(i for i, (lo, hi) in enumerate(cluster.slot_ranges) if lo <= slot <= hi)

@@ -12,16 +12,13 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-import redis
-
 from pomocore.core.settings import Settings
-from pomocore.embedded import EmbeddedRedis, free_port
+from pomocore.embedded import EmbeddedCluster, EmbeddedRedis, cluster_slot_ranges
 
 
 class Server(Protocol):
@@ -174,57 +171,20 @@ def tls_settings(settings: Settings, server: TLSRedis) -> Settings:
 
 # --- a local 3-node Redis Cluster ---
 
-CLUSTER_SLOTS = ((0, 5460), (5461, 10922), (10923, 16383))
+CLUSTER_SLOTS = cluster_slot_ranges(3)
 
 
 @contextlib.contextmanager
-def redis_cluster(directory: Path) -> Iterator[list[EmbeddedRedis]]:
+def redis_cluster(directory: Path, *, appendonly: bool = False) -> Iterator[list[EmbeddedRedis]]:
     """Three cluster-enabled Valkey nodes on loopback ports, a third of the slots each,
-    ready (cluster_state:ok on every node) when the block starts."""
-    nodes: list[EmbeddedRedis] = []
-    bus_ports: list[int] = []
+    ready (cluster_state:ok on every node) when the block starts (pomocore.embedded's
+    EmbeddedCluster; `appendonly`: each node keeps an AOF)."""
+    cluster = EmbeddedCluster(directory, 3, appendonly=appendonly)
     try:
-        for i in range(3):
-            bus_ports.append(free_port())
-            d = directory / f"node{i}"
-            d.mkdir(parents=True, exist_ok=True)
-            node = EmbeddedRedis(
-                d,
-                extra_args=[
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", str(d / "nodes.conf"),
-                    "--cluster-node-timeout", "2000",
-                    # explicit bus port: the default (port + 10000) may be taken or > 65535
-                    "--cluster-port", str(bus_ports[-1]),
-                ],
-            )  # fmt: skip
-            node.start()
-            nodes.append(node)
-        _form_cluster(nodes, bus_ports)
-        yield nodes
+        cluster.start()
+        yield cluster.nodes
     finally:
-        for n in nodes:
-            n.close()
-
-
-def _form_cluster(nodes: list[EmbeddedRedis], bus_ports: list[int]) -> None:
-    clients = [redis.Redis(host="127.0.0.1", port=n.port) for n in nodes]
-    for c, (lo, hi) in zip(clients, CLUSTER_SLOTS, strict=True):
-        c.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)  # type: ignore[no-untyped-call]
-    for n, bus in zip(nodes[1:], bus_ports[1:], strict=True):
-        clients[0].execute_command(  # type: ignore[no-untyped-call]
-            "CLUSTER", "MEET", "127.0.0.1", n.port, bus
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        infos = [c.execute_command("CLUSTER", "INFO") for c in clients]  # type: ignore[no-untyped-call]
-        texts = [i.decode() if isinstance(i, bytes) else str(i) for i in infos]
-        if all("cluster_state:ok" in t and "cluster_known_nodes:3" in t for t in texts):
-            break
-        assert time.monotonic() < deadline, texts
-        time.sleep(0.1)
-    for c in clients:
-        c.close()
+        cluster.close()
 
 
 def cluster_settings(settings: Settings, nodes: list[EmbeddedRedis], tag: str) -> Settings:
