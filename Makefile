@@ -90,7 +90,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## The long fault-injection run (see docs/guarantees.md).
+## The long fault-injection runs, one Valkey and 6 shards on a 3-node cluster (docs/guarantees.md).
 chaos: $(STAMP)
 	POMOCORE_CHAOS_LONG=1 $(BIN)/python -m pytest -q tests/chaos
 

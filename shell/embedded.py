@@ -233,7 +233,11 @@ class EmbeddedCluster:
 
     `appendonly`: each node keeps an AOF (fsync always), so a node killed and started
     again (`nodes[i].kill()`, `nodes[i].start()`) comes back with its data and, from its
-    nodes.conf, its slots and peers."""
+    nodes.conf, its slots and peers.
+
+    `require_full_coverage=False`: while a node is down (marked failed after the node
+    timeout), the others keep answering for their own slots instead of refusing every
+    command with CLUSTERDOWN."""
 
     what = "valkey-cluster"
 
@@ -244,6 +248,7 @@ class EmbeddedCluster:
         *,
         appendonly: bool = False,
         node_timeout_ms: int = 2000,
+        require_full_coverage: bool = True,
     ) -> None:
         self._tmp = None if data_dir else tempfile.mkdtemp(prefix=f"pomocore-{self.what}-")
         self.data_dir = Path(data_dir or self._tmp or ".").resolve()
@@ -251,13 +256,15 @@ class EmbeddedCluster:
         self.nodes: list[EmbeddedRedis] = []
         # explicit bus ports: the default (port + 10000) may be taken or above 65535
         self.bus_ports: list[int] = []
+        coverage = "yes" if require_full_coverage else "no"
         for i in range(masters):
             d = self.data_dir / f"node{i}"
             self.bus_ports.append(free_port())
             args = ["--cluster-enabled", "yes",
                     "--cluster-config-file", str(d / "nodes.conf"),
                     "--cluster-node-timeout", str(node_timeout_ms),
-                    "--cluster-port", str(self.bus_ports[-1])]  # fmt: skip
+                    "--cluster-port", str(self.bus_ports[-1]),
+                    "--cluster-require-full-coverage", coverage]  # fmt: skip
             self.nodes.append(EmbeddedRedis(d, appendonly=appendonly, extra_args=args))
 
     @property

@@ -254,24 +254,26 @@ class ChaosRun:
     def _note(self, text: str) -> None:
         self.report.faults.append(f"t={time.monotonic() - self.t0:5.1f}s {text}")
 
+    def _kill_consumer(self) -> None:
+        rng = self.rng
+        index = rng.randrange(self.cfg.consumers)
+        self.killed.add(index)
+        self.procs[index].kill()
+        same = rng.random() < 0.5
+        if not same:
+            self.generation += 1
+        name = self.names[index] if same else f"chaos-{index}-g{self.generation}"
+        delay = rng.uniform(0.2, 1.2)
+        self._note(f"kill_consumer {self.names[index]} -9; restart as {name} after {delay:.1f}s")
+        time.sleep(delay)
+        self._start_consumer(index, name)
+        self.killed.discard(index)
+
     def _inject(self, kind: str) -> None:
         rng = self.rng
         assert self.redis_proxy and self.mongo_proxy
         if kind == "kill_consumer":
-            index = rng.randrange(self.cfg.consumers)
-            self.killed.add(index)
-            self.procs[index].kill()
-            same = rng.random() < 0.5
-            if not same:
-                self.generation += 1
-            name = self.names[index] if same else f"chaos-{index}-g{self.generation}"
-            delay = rng.uniform(0.2, 1.2)
-            self._note(
-                f"kill_consumer {self.names[index]} -9; restart as {name} after {delay:.1f}s"
-            )
-            time.sleep(delay)
-            self._start_consumer(index, name)
-            self.killed.discard(index)
+            self._kill_consumer()
         elif kind == "kill_redis":
             down = rng.uniform(0.3, 1.5)
             self._note(f"kill_redis -9, down {down:.1f}s")
@@ -358,24 +360,40 @@ class ChaosRun:
             self.redis.close()
             self.replica.close()
             self.mongo.close()
-            if (
-                self.report.violations
-                or self.report.unexpected_exits
-                or os.environ.get("POMOCORE_CHAOS_KEEP")
-            ):
-                self.report.faults.append(f"logs kept in {self.workdir}")
-            else:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+            self._keep_or_remove_workdir()
+
+    def _keep_or_remove_workdir(self) -> None:
+        if (
+            self.report.violations
+            or self.report.unexpected_exits
+            or os.environ.get("POMOCORE_CHAOS_KEEP")
+        ):
+            self.report.faults.append(f"logs kept in {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # hooks a run over other servers (tests/chaos/shard_run.py) replaces
+    def _generate(self) -> list[Published]:
+        cfg = self.cfg
+        return generate(cfg.seed, cfg.events, time.time(), distinct_variants=cfg.distinct_variants)
+
+    def _wait_consumers_started(self) -> None:
+        """Nothing to wait for here: a consumer started while Redis is down waits for it
+        behind the fault proxy."""
+
+    def _drained(self) -> bool:
+        return group_state(self.settings) == (0, 0)
+
+    def _make_checker(self) -> Checker:
+        return Checker(self.settings, llm_labels=LLM_LABELS if self.cfg.llm else ())
 
     def _run(self, started: float) -> ChaosReport:
-        cfg = self.cfg
-        published = generate(
-            cfg.seed, cfg.events, time.time(), distinct_variants=cfg.distinct_variants
-        )
+        published = self._generate()
         self.report.published = len(published)
         self.report.rejected = sum(1 for p in published if p.reason)
         for index in range(self.cfg.consumers):
             self._start_consumer(index, f"chaos-{index}-g0")
+        self._wait_consumers_started()
         done = threading.Event()
         producer = threading.Thread(target=self._publish, args=(published, done), daemon=True)
         self.t0 = time.monotonic()
@@ -389,13 +407,11 @@ class ChaosRun:
         producer.join(self.cfg.publish_s * 4 + 60)
         assert done.is_set(), "producer did not finish"
         drain_started = time.monotonic()
-        s = self.settings
         deadline = drain_started + self.cfg.drain_timeout_s
         stable = 0
         while time.monotonic() < deadline and stable < 3:
             self._watch_consumers()
-            state = group_state(s)
-            stable = stable + 1 if state == (0, 0) else 0
+            stable = stable + 1 if self._drained() else 0
             time.sleep(0.2)
         self.report.drain_s = time.monotonic() - drain_started
         for proc in self.procs.values():  # all at once, as an orchestrator scales down
@@ -406,8 +422,7 @@ class ChaosRun:
                 self.report.unexpected_exits.append(f"{self.names[index]} stopped with {code}")
         if self.cfg.leaderboard_mode == "derived":
             self._final_refresh()
-        checker = Checker(s, llm_labels=LLM_LABELS if self.cfg.llm else ())
-        self.report.violations = checker.check(published)
+        self.report.violations += self._make_checker().check(published)
         self.report.wall_s = time.monotonic() - started
         self.report.consumer_warnings = self._count_log_lines()
         return self.report
