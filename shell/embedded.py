@@ -23,8 +23,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import redis
-
 from pomocore.core.errors import PomocoreError
 
 # nx-27017 logs every command at INFO, which costs more than the command; run it quieter.
@@ -282,25 +280,14 @@ class EmbeddedCluster:
         self._form(timeout_s)
 
     def _form(self, timeout_s: float) -> None:
-        clients = [redis.Redis(host="127.0.0.1", port=p) for p in self.ports]
-        try:
-            for c, (lo, hi) in zip(clients, self.slot_ranges, strict=True):
-                c.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)  # type: ignore[no-untyped-call]
-            for port, bus in zip(self.ports[1:], self.bus_ports[1:], strict=True):
-                clients[0].execute_command(  # type: ignore[no-untyped-call]
-                    "CLUSTER", "MEET", "127.0.0.1", port, bus
-                )
-            self._wait_ok(clients, timeout_s)
-        finally:
-            for c in clients:
-                c.close()
-
-    def _wait_ok(self, clients: list[redis.Redis], timeout_s: float) -> None:
-        want = f"cluster_known_nodes:{len(clients)}"
+        for port, (lo, hi) in zip(self.ports, self.slot_ranges, strict=True):
+            _command(port, "CLUSTER", "ADDSLOTSRANGE", lo, hi)
+        for port, bus in zip(self.ports[1:], self.bus_ports[1:], strict=True):
+            _command(self.ports[0], "CLUSTER", "MEET", "127.0.0.1", port, bus)
+        want = f"cluster_known_nodes:{len(self.nodes)}"
         deadline = time.monotonic() + timeout_s
         while True:
-            infos = [c.execute_command("CLUSTER", "INFO") for c in clients]  # type: ignore[no-untyped-call]
-            texts = [i.decode() if isinstance(i, bytes) else str(i) for i in infos]
+            texts = [_command(port, "CLUSTER", "INFO").decode() for port in self.ports]
             if all("cluster_state:ok" in t and want in t for t in texts):
                 return
             if time.monotonic() > deadline:
@@ -319,6 +306,37 @@ class EmbeddedCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _command(port: int, *args: str | int, timeout_s: float = 5.0) -> bytes:
+    """One command to a server started here, over a socket of its own: its simple-string
+    or bulk reply (an error reply raises). Not a redis-py client: every client of
+    pomocore's own Redis comes from core/connect.py, with the TLS and Cluster settings."""
+    request = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = str(arg).encode()
+        request.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as conn:
+        conn.sendall(b"".join(request))
+        reply = b""
+        while b"\r\n" not in reply:
+            reply += _recv(conn)
+        head, _, rest = reply.partition(b"\r\n")
+        if head.startswith(b"-"):
+            raise EmbeddedServerError(f"port {port}: {args[:2]} answered {head[1:].decode()}")
+        if not head.startswith(b"$"):
+            return head[1:]
+        size = int(head[1:])
+        while len(rest) < size:
+            rest += _recv(conn)
+        return rest[:size]
+
+
+def _recv(conn: socket.socket) -> bytes:
+    chunk = conn.recv(65536)
+    if not chunk:
+        raise EmbeddedServerError("the server closed the connection mid-reply")
+    return chunk
 
 
 class EmbeddedMongo(_Server):
