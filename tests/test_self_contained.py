@@ -18,6 +18,10 @@ PARENT_CHAIN = re.compile(r"__file__\)\.resolve\(\)((?:\.parent)+)")
 # Relative escapes in code and shell: "../x", '..' path parts, os.pardir.
 RELATIVE_ESCAPE = re.compile(r"""(?:^|[\s"'=(:])\.\./|os\.pardir|["']\.\.["']""")
 SCANNED_SUFFIXES = {".py", ".sh", ".toml", ".cfg", ".ini", ".yml", ".yaml", ""}
+# kustomize resolves a kustomization's `resources` against the file's own folder: there
+# `- ../k8s` is a folder of this repository when it resolves inside it.
+KUSTOMIZATION = "kustomization.yaml"
+KUSTOMIZE_RESOURCE = re.compile(r"^\s*-\s*((?:\.\./)+[\w./-]*)\s*$", re.MULTILINE)
 
 
 def tracked_files() -> list[Path]:
@@ -50,6 +54,11 @@ def escapes(path: Path, text: str) -> list[str]:
             target = target.parent
         if not target.is_relative_to(ROOT):
             found.append(match.group(0))
+    if path.name == KUSTOMIZATION:
+        for match in KUSTOMIZE_RESOURCE.finditer(text):
+            if not (path.parent / match.group(1)).resolve().is_relative_to(ROOT):
+                found.append(match.group(0).strip())
+        text = KUSTOMIZE_RESOURCE.sub("", text)
     found.extend(m.group(0) for m in RELATIVE_ESCAPE.finditer(text))
     return found
 
@@ -73,6 +82,9 @@ def test_nothing_reads_above_the_repository_root() -> None:
         ("Makefile", "cp ../beside/data/x.jsonl tests/", True),
         ("Makefile", "cp tests/data/x.jsonl .data/", False),
         ("a.py", "open(os.path.join(os.pardir, 'x'))", True),
+        ("deploy/k8s-shards/kustomization.yaml", "resources:\n  - ../k8s\n", False),
+        ("deploy/k8s-shards/kustomization.yaml", "resources:\n  - ../../../beside\n", True),
+        ("deploy/k8s-shards/other.yaml", "resources:\n  - ../k8s\n", True),
     ],
 )
 def test_escape_detector(relative: str, text: str, escaping: bool) -> None:
