@@ -66,9 +66,29 @@ def async_redis(settings: Settings, **options: Any) -> aioredis.Redis:
     options = {"retry": no_async_retry(), **tls_options(settings), **options}
     if settings.redis_cluster:
         options.pop("health_check_interval", None)
-        cluster: Any = aiocluster.RedisCluster.from_url(settings.redis_url, **options)
+        cluster: Any = SeededCluster.from_url(settings.redis_url, **options)
         return cluster  # type: ignore[no-any-return]
     return aioredis.Redis.from_url(settings.redis_url, **options)
+
+
+class SeededCluster(aiocluster.RedisCluster):
+    """The async Cluster client, able to get back the nodes it started from.
+
+    redis-py drops a node from its start-up list when a command to it fails to connect,
+    and rediscovers the cluster from that list only; once every node it knew has been
+    down for a moment (a restart of the seed node in the sharded chaos run), the list is
+    empty and every command fails with "Redis Cluster cannot be connected ... None" for
+    good (redis-py issues 3221 and 3693; seen with redis-py 5.3). `reseed()` puts the
+    start-up nodes back, so the next command rediscovers the cluster when it is back.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._seeds = dict(self.nodes_manager.startup_nodes)
+
+    def reseed(self) -> None:
+        for name, node in self._seeds.items():
+            self.nodes_manager.startup_nodes.setdefault(name, node)
 
 
 def sync_redis(settings: Settings, timeout_s: float = 2.0, **options: Any) -> redis.Redis:
@@ -98,8 +118,11 @@ async def drop_idle_connections(client: aioredis.Redis) -> None:
 
     The connection that just failed was released to the pool before its error reached
     the caller, so it is among them; one in use by another task fails on its own and is
-    dropped by that task's caller. The Cluster client follows failovers itself.
+    dropped by that task's caller. The Cluster client follows failovers itself, from
+    the nodes it started from (`SeededCluster.reseed`).
     """
+    if isinstance(client, SeededCluster):
+        client.reseed()
     pool = getattr(client, "connection_pool", None)
     if pool is not None:
         await pool.disconnect(inuse_connections=False)

@@ -27,7 +27,9 @@ from redis.exceptions import (
     MasterDownError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     ResponseError,
+    SlotNotCoveredError,
     TimeoutError,
     TryAgainError,
 )
@@ -83,6 +85,13 @@ _CONNECTION_ERRORS = (ConnectionError, TimeoutError, builtins.ConnectionError, O
 # A password or ACL problem is a ConnectionError in redis-py, but retrying cannot fix it.
 _AUTH_ERRORS = (AuthenticationError, AuthorizationError)
 _MAX_CLIENTS = "max number of clients reached"
+# The Cluster client's own exceptions (not RedisError) while it cannot reach the nodes
+# it knows or they disagree on the slots: a node down or restarting. redis-py 5.3 raises
+# "cannot be connected" from a lane's read when it rediscovers the cluster during an
+# outage (the sharded chaos run saw consumers exit 1 on it), and keeps raising it once it
+# has dropped every node it knew: reconnect (core/connect.py, SeededCluster). Its other
+# ones (keys in different slots, a command it cannot route) are errors in the request.
+_CLUSTER_AWAY = ("cannot be connected", "could not agree on a valid slots cache")
 
 
 def redis_fault(exc: BaseException) -> Fault:
@@ -96,8 +105,11 @@ def redis_fault(exc: BaseException) -> Fault:
         return redis_fault(cause) if isinstance(cause, ResponseError) else Fault.FATAL
     if isinstance(exc, _AUTH_ERRORS):
         return Fault.FATAL
-    if isinstance(exc, _CONNECTION_ERRORS):
+    if isinstance(exc, (*_CONNECTION_ERRORS, SlotNotCoveredError)):
         return Fault.TRANSIENT
+    if isinstance(exc, RedisClusterException):
+        away = any(text in str(exc) for text in _CLUSTER_AWAY)
+        return Fault.RECONNECT if away else Fault.FATAL
     if not isinstance(exc, ResponseError):
         return Fault.FATAL
     code = error_code(exc)

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 from redis._parsers.base import BaseParser
-from redis.exceptions import AuthenticationError, BusyLoadingError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    RedisClusterException,
+    ResponseError,
+    SlotNotCoveredError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -103,6 +109,15 @@ def test_redis_error_replies_are_classified(reply: str, fault: Fault) -> None:
         (CommitError("commit script failed: bad arguments"), F),  # our own refusal
         (ValueError("a bug"), F),
         (RuntimeError("a bug"), F),
+        # the Cluster client's own, while a node is down (redis-py 5.3, sharded chaos)
+        (RedisClusterException("Redis Cluster cannot be connected. Please provide at "
+                               "least one reachable node: None"), R),
+        (RedisClusterException("startup_nodes could not agree on a valid slots cache: "
+                               "127.0.0.1:7000 vs 127.0.0.1:7001 on slot: 3"), R),
+        (SlotNotCoveredError('Command # 1 (GET k) of pipeline caused error: Slot "3" not '
+                             "covered by the cluster."), T),
+        (RedisClusterException("GET - all keys must map to the same key slot"), F),
+        (RedisClusterException("No way to dispatch this command to Redis Cluster."), F),
     ],
 )
 def test_other_errors_are_classified(error: BaseException, fault: Fault) -> None:

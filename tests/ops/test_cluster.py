@@ -15,9 +15,11 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 import pomocore
+from pomocore.core.connect import async_redis, drop_idle_connections
 from pomocore.core.errors import ConfigError
+from pomocore.core.redis_errors import Fault, redis_fault
 from pomocore.core.settings import Settings
-from pomocore.embedded import EmbeddedRedis
+from pomocore.embedded import EmbeddedCluster, EmbeddedRedis
 from pomocore.producer import PIPELINE_CHUNK
 from pomocore.reader import AsyncLeaderboardReader, LeaderboardReader
 from tests.support.consumer import drain
@@ -136,3 +138,36 @@ def test_reads_are_bounded_in_bytes_on_a_cluster(
     assert stats.rejected_by_reason == {"too_large": 12}
     assert stats.accepted == 6
     client.close()
+
+
+async def test_the_consumers_cluster_client_recovers_after_a_node_outage(
+    tmp_path_factory: pytest.TempPathFactory, settings: Settings
+) -> None:
+    """redis-py drops a node from the Cluster client's start-up list when a command to it
+    fails to connect, and closes every node's connections: the lanes' commands in flight
+    to the other nodes fail too and drop theirs. With the list empty the client fails for
+    good ("cannot be connected ... None": redis-py 5.3; the sharded chaos run's consumers
+    never recovered). A lane's reconnect (drop_idle_connections) puts the start-up nodes
+    back (core/connect.py, SeededCluster)."""
+    with EmbeddedCluster(tmp_path_factory.mktemp("reseed"), 3, appendonly=True) as nodes:
+        s = dataclasses.replace(settings, redis_url=nodes.url, redis_cluster=1, key_hash_tag="t")
+        client = async_redis(s, socket_connect_timeout=0.5, socket_timeout=1.0)
+        keys = [f"{{t{i}}}k" for i in range(30)]  # over every node
+        for k in keys:
+            await client.set(k, "v")
+        nodes.nodes[0].kill()
+        for _ in range(5):  # lanes at work on every node while one is down
+            await asyncio.gather(*(client.get(k) for k in keys * 4), return_exceptions=True)
+        nodes.nodes[0].start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert [await client.get(k) for k in keys] == [b"v"] * len(keys)
+                break
+            except Exception as exc:
+                assert redis_fault(exc).retry, exc
+                if redis_fault(exc) is Fault.RECONNECT:
+                    await drop_idle_connections(client)  # as a consumer lane does
+                assert time.monotonic() < deadline, exc
+                await asyncio.sleep(0.2)
+        await client.aclose()
