@@ -15,7 +15,7 @@ from typing import Any
 
 import shtab
 
-from pomocore import __version__, config_cli, dlq, exits, ops_cli, rebuild, status
+from pomocore import __version__, config_cli, dlq, exits, ops_cli, rebuild, route, status
 from pomocore.classify_cli import add_pool_arguments, classify_command, patterns_command
 from pomocore.cli_format import HelpFormatter, add_json, bounded_int, logging_parent
 from pomocore.core.logs import setup_logging
@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_cli.register(sub)
     ops_cli.register(sub, leaderboard_actions=[rebuild.register])  # check, leaderboard, acl
     dlq.register(sub)  # dlq list|replay|purge
+    route.register(sub)  # route, shards
     _add_patterns(sub)
     _add_classify(sub)
     completion = sub.add_parser("completion", help="print a shell completion script")
