@@ -82,7 +82,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from pomocore.cli_format import add_json, bounded_float, bounded_int, logging_parent, write_json
 from pomocore.consumers.app import install_signal_handlers
@@ -95,7 +95,6 @@ from pomocore.core.logs import setup_logging
 from pomocore.core.redis_errors import Fault, redis_fault
 from pomocore.core.settings import Settings
 from pomocore.core.shards import key_slot, shard_of_field, shard_tag
-from pomocore.run import run_event_loop
 
 log = logging.getLogger("pomocore.route")
 
@@ -312,12 +311,15 @@ class Forwarder:
 
     async def run(self, stop: asyncio.Event, start_id: str = "0") -> None:
         """Standby, holder, standby... until `stop`; the lease is handed over on the way out."""
-        await self._create_group(start_id)
         backoff_s = BACKOFF_MIN_S
         reported = time.monotonic()
+        created = False
         while not stop.is_set():
             lease = None
             try:
+                if not created:  # (Redis may be away when this process starts)
+                    await self._create_group(start_id)
+                    created = True
                 lease = await self._take_lease()
                 if lease is None:
                     await _wait(stop, self._standby_poll_s)
@@ -327,8 +329,8 @@ class Forwarder:
             except LeaseLost as exc:
                 self.stats.lost += 1
                 log.warning("route: lease lost, standing by", extra={"why": str(exc)})
-            except (RedisError, OSError) as exc:
-                if redis_fault(exc) is Fault.FATAL:
+            except REDIS_ERRORS as exc:
+                if _fault(exc) is Fault.FATAL:
                     raise
                 log.warning("route: Redis failed, retrying", extra={"error": str(exc)[:200]})
                 await _wait(stop, backoff_s)
@@ -358,7 +360,7 @@ class Forwarder:
         return None if epoch is None else Lease(token, int(epoch))
 
     async def _release(self, lease: Lease) -> None:
-        with contextlib.suppress(RedisError, OSError):  # else it lapses by itself
+        with contextlib.suppress(*REDIS_ERRORS):  # else it lapses by itself
             await self._script(RELEASE_LEASE, [self.keys.route_lease_key], [lease.token])
 
     # --- the holder ---
@@ -376,8 +378,8 @@ class Forwarder:
                     ready, start = True, "0"
                 start = await self._step(lease, start)
                 backoff_s = BACKOFF_MIN_S
-            except (RedisError, OSError) as exc:
-                if redis_fault(exc) is Fault.FATAL:
+            except REDIS_ERRORS as exc:
+                if _fault(exc) is Fault.FATAL:
                     raise
                 log.warning("route: Redis failed, retrying", extra={"error": str(exc)[:200]})
                 await _wait(stop, backoff_s)
@@ -511,6 +513,27 @@ class Forwarder:
             return await self.client.evalsha(sha, len(keys), *keys, *args)
 
 
+# What a Redis call may raise: redis-py's errors, a socket's that slip through (TLS), and
+# the Cluster client's own (not a RedisError) when it reaches no node.
+REDIS_ERRORS = (RedisError, OSError, RedisClusterException)
+
+
+# What the Cluster client says when it reached no node (its cause varies: a connection
+# error, or asyncio's RuntimeError about a transport closed under it).
+CLUSTER_UNREACHABLE = "cannot be connected"
+
+
+def _fault(exc: BaseException) -> Fault:
+    """`redis_fault`, and the Cluster client's own errors: no node reached is transient,
+    others (a command it cannot route) are not, unless their cause is."""
+    if isinstance(exc, RedisClusterException):
+        if CLUSTER_UNREACHABLE in str(exc):
+            return Fault.TRANSIENT
+        cause = exc.__cause__
+        return redis_fault(cause) if isinstance(cause, RedisError | OSError) else Fault.FATAL
+    return redis_fault(exc)
+
+
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
@@ -550,7 +573,12 @@ def cmd_route(args: argparse.Namespace) -> int:
     )
     setup_logging(settings.log_format, settings.log_level)
     check_shards(settings)  # (before connecting)
-    run_event_loop(serve(settings, args.lease_s, args.start_id))
+    # asyncio's own loop, not uvloop: redis-py's Cluster client, writing on a connection
+    # the peer reset, met uvloop's RuntimeError ("the handler is closed"), which no
+    # Redis error handling catches (the chaos run's proxy resets ended forwarders so);
+    # asyncio's transport reports the reset as the ConnectionError it is. A forwarder
+    # moves entries, it does not classify them: the loop is not its cost.
+    asyncio.run(serve(settings, args.lease_s, args.start_id))
     return 0
 
 
