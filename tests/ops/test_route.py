@@ -257,6 +257,22 @@ async def test_a_holder_whose_lease_lapsed_is_fenced_off(
     assert sum(len(v) for v in shard_contents(client, sharded).values()) == 40
 
 
+async def test_a_ledger_past_the_epoch_counter_raises_the_counter(
+    sharded: Settings, client: redis.Redis, aclient: aioredis.Redis
+) -> None:
+    """The epoch counter lost (its key deleted, a restore without it) while the shards'
+    ledgers keep their epochs: the next holder raises the counter past them and works,
+    instead of being refused by every shard."""
+    client.hset(sharded.shard_keys(3).route_last_key, "epoch", 41)
+    for i in range(20):
+        xadd_flat(client, sharded.keys.stream_key, flat(f"u{i}", i))
+    (forwarder,) = await drain(sharded, aclient, client)
+    assert forwarder.stats.moved == 20 and forwarder.stats.lost == 0
+    assert client.get(sharded.keys.route_epoch_key) == b"42"
+    epochs = {client.hget(sharded.shard_keys(i).route_last_key, "epoch") for i in range(SHARDS)}
+    assert epochs == {b"42"}
+
+
 async def test_a_standby_takes_over_when_the_holder_stops(
     sharded: Settings, client: redis.Redis, aclient: aioredis.Redis
 ) -> None:
