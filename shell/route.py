@@ -598,7 +598,10 @@ def shards_command(settings: Settings, as_json: bool, out: TextIO = sys.stdout) 
     if as_json:
         write_json({"shards": settings.shards, "contract_stream": contract, "rows": rows}, out)
         return 0
-    out.write(f"{settings.shards} shard(s); producers without the kit publish to {contract}\n")
+    out.write(
+        f"{settings.shards} shard(s); producers that pick no shard publish to {contract} "
+        "(pomocore route)\n"
+    )
     out.write(f"{'shard':<7}{'slot':<7}{'tag':<20}stream\n")
     for r in rows:
         out.write(f"{r['shard']:<7}{r['slot']:<7}{r['tag'] or '-':<20}{r['stream']}\n")
