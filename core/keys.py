@@ -153,20 +153,21 @@ class KeySpace:
     def lost_to_trim_key(self) -> str:
         return self._own("pomocore:lost_to_trim")
 
-    # `pomocore route` (shell/route.py): the lease and its epoch sit in the contract
-    # stream's slot (read by the same script as the stream); the ledger in each shard's.
+    # `pomocore route` (shell/route.py), per contract stream (two pipelines with different
+    # stream names never share them): the lease and its epoch sit in the contract stream's
+    # slot (read by the same script as the stream); the ledger in each shard's.
     @property
     def route_lease_key(self) -> str:
         """Lease of the one forwarder at work (value: its token)."""
-        return self._k("pomocore:route:lease")
+        return self._k(f"pomocore:route:{self.stream}:lease")
 
     @property
     def route_epoch_key(self) -> str:
         """Counter bumped by every forwarder that takes the lease: its fencing epoch."""
-        return self._k("pomocore:route:epoch")
+        return self._k(f"pomocore:route:{self.stream}:epoch")
 
     @property
     def route_last_key(self) -> str:
         """Hash of one shard: `id`, the last contract-stream entry id moved to this shard,
         and `epoch`, the highest forwarder epoch seen (older forwarders are refused)."""
-        return self._own("pomocore:route:last")
+        return self._own(f"pomocore:route:{self.stream}:last")

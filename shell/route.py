@@ -10,21 +10,21 @@ is not UTF-8) goes to shard 0, whose consumer dead-letters it as it would on the
 stream: dead letters stay where the consumers put them, with the consumer's reason.
 
 **One forwarder at a time.** Several `pomocore route` processes may run; one holds the
-lease (`{tag}pomocore:route:lease`: SET NX PX with a random token, renewed by every read)
-and works, the others wait as standbys and take over when it lapses (a SIGKILLed holder's
-after at most `--lease-s`; one stopped by SIGTERM hands it over at once). Each holder gets
-an epoch (`{tag}pomocore:route:epoch`, INCR when the lease is taken), larger than every
-earlier holder's.
+lease (`{tag}pomocore:route:<stream>:lease`: SET NX PX with a random token, renewed by
+every read) and works, the others wait as standbys and take over when it lapses (a
+SIGKILLed holder's after at most `--lease-s`; one stopped by SIGTERM hands it over at
+once). Each holder gets an epoch (`{tag}pomocore:route:<stream>:epoch`, INCR when the
+lease is taken), larger than every earlier holder's.
 
 **The commit order** (each numbered step one atomic script or command):
 
 1. Take the lease and the next epoch E (TAKE_LEASE, on the contract stream's slot).
 2. Fence every shard (FORWARD with no entries, on each shard's slot): the shard's ledger
-   (`{shard tag}pomocore:route:last`, a hash: `id` the last source id moved there, `epoch`
-   the highest epoch seen) takes E. From then on that shard refuses every call of an
-   older holder: a holder that stalled (SIGSTOP, a long pause) past its lease and wakes
-   up cannot write to any shard. A ledger already past E (only if the epoch counter was
-   lost with its data) raises the counter past it, and step 2 runs again.
+   (`{shard tag}pomocore:route:<stream>:last`, a hash: `id` the last source id moved
+   there, `epoch` the highest epoch seen) takes E. From then on that shard refuses every
+   call of an older holder: a holder that stalled (SIGSTOP, a long pause) past its lease
+   and wakes up cannot write to any shard. A ledger already past E (only if the epoch
+   counter was lost with its data) raises the counter past it, and step 2 runs again.
 3. Claim every pending entry of the group to this holder (CLAIM_ALL, lease-checked): the
    entries read by earlier holders and never acknowledged, whether they were moved or not.
    Consumers left with no entries are removed from the group.
@@ -39,23 +39,32 @@ earlier holder's.
 6. XACK the batch on the contract stream, then back to 4. After any error: back to 4 with
    the own pending entries (id 0): what was moved already comes back as repeats.
 
-**Why nothing is lost or duplicated.** Entries are delivered to the group in id order
-and only under the lease (4), and each holder handles its pending entries before new ones
-(3, 4), so one holder moves each shard's entries in increasing id order. A new holder
-fences every shard (2) before it claims (3) or reads (4): what an old holder wrote
-happened before, and is in the ledgers; what it tries afterwards is refused. So on every
-shard the entries are moved in increasing id order across holders too, and the ledger's
-`id` is the last one moved: an entry at or below it was moved (a repeat: skipped), one
-above it was not (moved now, in the same atomic step that records it). An entry is
-acknowledged (6) only after its shard's call succeeded, so every entry stays pending until
+**Why nothing is lost or duplicated.** One holder: entries are delivered to the group in
+id order, only under the lease (4), and it moves its pending entries before new ones (3,
+4), so it moves each shard's entries in increasing id order. Across holders: a new one
+claims every pending entry (3) before it reads, and moves those first; the old holder
+can read nothing more (4), so whatever it may still write late concerns only the claimed
+entries, and each call is atomic: its work or the new holder's comes second and finds
+repeats. So every shard receives the contract stream's entries in increasing id order,
+and its ledger's `id` is the last one moved: an entry at or below it was moved (a repeat:
+skipped), one above it was not (moved now, in the same atomic step that records it). An
+entry is acknowledged (6) only after its shard's call succeeded, so it stays pending until
 it has been moved once; a crash anywhere (SIGKILL between any two steps) leaves it
-pending, and the next holder moves it, or finds it moved. The checker: tests/chaos
-(`test_route_chaos*`), forwarders SIGKILLed and SIGSTOPped while a producer publishes.
+pending, and the next holder moves it, or finds it moved. The fence (2) is a second lock
+on the same door: a holder past its lease cannot write at all, even a harmless repeat.
+
+The evidence: tests/chaos (`test_route_chaos*`), forwarders SIGKILLed, SIGSTOPped past
+their lease and cut off by connection resets while producers publish; the run fails when
+repeats are not skipped (duplicates) or a batch is acknowledged before it is moved
+(losses). Without the lease check of step 4, a holder woken after a takeover reads new
+entries it can then not move: they wait in its pending list while the new holder moves
+later ones, and the next takeover would skip them as repeats (tests/ops/test_route.py
+checks that such a holder reads nothing).
 
 What the ledger cannot tell apart: an entry whose shard stream was deleted after it was
 moved, and a contract stream recreated with lower ids (a Redis restored from an older
-backup, a clock set back): entries at or below a ledger's `id` are then skipped as
-repeats. Delete the `pomocore:route:last` keys with the contract stream.
+backup): entries at or below a ledger's `id` are then skipped as repeats. Delete the
+`pomocore:route:*` keys with the streams.
 
 **Retention.** With POMOCORE_STREAM_MAXLEN > 0 the holder trims the contract stream as the
 consumers trim theirs (consumers/trimming.py): never an entry a group on it still needs,
