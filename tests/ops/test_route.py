@@ -312,6 +312,26 @@ async def test_the_contract_stream_is_trimmed_behind_the_group(
     assert client.xlen(s.keys.stream_key) < 3000  # acknowledged entries trimmed
 
 
+async def test_start_id_places_a_new_group(
+    sharded: Settings, client: redis.Redis, aclient: aioredis.Redis
+) -> None:
+    """`--start-id`: where the group starts when the forwarder creates it (a deployment
+    that had one shard starts it after what its consumers read)."""
+    stream = sharded.keys.stream_key
+    read_before = [xadd_flat(client, stream, flat(f"u{i}", i)) for i in range(10)]
+    forwarder = Forwarder(sharded, aclient, lease_s=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(forwarder.run(stop, start_id=read_before[-1]))
+    await wait_until(lambda: route_state(client, sharded) == (0, 0), timeout_s=10)
+    for i in range(10, 15):
+        xadd_flat(client, stream, flat(f"u{i}", i))
+    await wait_until(lambda: forwarder.stats.moved == 5, timeout_s=10)
+    stop.set()
+    await task
+    moved = [f for entries in shard_contents(client, sharded).values() for f in entries]
+    assert sorted(int(f[-1]) for f in moved) == [10, 11, 12, 13, 14]
+
+
 def test_route_with_one_shard_is_a_configuration_error(settings: Settings) -> None:
     with pytest.raises(ConfigError, match="POMOCORE_SHARDS"):
         Forwarder(settings, aioredis.Redis())
