@@ -74,7 +74,6 @@ def main() -> None:
     args = parser.parse_args()
     n = args.events
     with EmbeddedRedis() as server:
-        server.start()
         settings = Settings.from_dsn(
             server.url, shards=args.shards, batch_size=args.batch, block_ms=100
         )
