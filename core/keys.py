@@ -14,6 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+# The consumer group of `pomocore route` (shell/route.py) on the contract stream: it moves
+# what producers publish there to the shards' streams (POMOCORE_SHARDS > 1).
+ROUTE_GROUP = "pomocore-route"
+
 
 @dataclass(frozen=True, slots=True)
 class KeySpace:
@@ -155,3 +159,22 @@ class KeySpace:
     @property
     def lost_to_trim_key(self) -> str:
         return self._own("pomocore:lost_to_trim")
+
+    # `pomocore route` (shell/route.py), per contract stream (two pipelines with different
+    # stream names never share them): the lease and its epoch sit in the contract stream's
+    # slot (read by the same script as the stream); the ledger in each shard's.
+    @property
+    def route_lease_key(self) -> str:
+        """Lease of the one forwarder at work (value: its token)."""
+        return self._k(f"pomocore:route:{self.stream}:lease")
+
+    @property
+    def route_epoch_key(self) -> str:
+        """Counter bumped by every forwarder that takes the lease: its fencing epoch."""
+        return self._k(f"pomocore:route:{self.stream}:epoch")
+
+    @property
+    def route_last_key(self) -> str:
+        """Hash of one shard: `id`, the last contract-stream entry id moved to this shard,
+        and `epoch`, the highest forwarder epoch seen (older forwarders are refused)."""
+        return self._own(f"pomocore:route:{self.stream}:last")

@@ -31,6 +31,19 @@ def shard_of(user_id: str, shards: int) -> int:
     return zlib.crc32(user_id.encode("utf-8", "surrogatepass")) % shards
 
 
+def shard_of_field(user_id: bytes | None, shards: int) -> int:
+    """The shard of a stream entry by its raw `userId` field: `shard_of` of the text. An
+    entry without one, or whose value is not UTF-8, goes to shard 0, whose consumer
+    dead-letters it (missing_field, invalid_utf8) as it would any such entry."""
+    if shards == 1 or not user_id:
+        return 0
+    try:
+        text = user_id.decode("utf-8")
+    except UnicodeDecodeError:
+        return 0
+    return shard_of(text, shards)
+
+
 def key_slot(tag: str) -> int:
     """The Redis Cluster slot of a hash tag (CRC16-XMODEM mod 16384, the cluster spec)."""
     return crc_hqx(tag.encode(), 0) % CLUSTER_SLOTS

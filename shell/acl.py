@@ -20,6 +20,11 @@ allowed when one set allows the command and all of its keys.
                  stale set and leaderboard keys at once. Each command a script runs is
                  checked again, so a script cannot DEL a leaderboard either.
 
+With shards (POMOCORE_SHARDS > 1), every pattern of a stream, of `pomocore:*` keys and of
+leaderboard keys comes twice: the contract's key, and the same name under any shard's
+tag (`{shard:*}pattern_match_stream`...), so the producer may XADD to any shard and the
+worker (consumers of any shard, `pomocore route`) reaches every shard's keys.
+
 `pomocore acl [--users worker,reader] [--password-file ROLE=PATH ...]` prints an ACL
 file (`aclfile` directive) or, with `--setuser`, `ACL SETUSER` commands. Rules are built
 from the same KeySpace the pipeline uses, so a hash tag or renamed keys stay in step.
@@ -28,8 +33,10 @@ from the same KeySpace the pipeline uses, so a hash tag or renamed keys stay in 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 from pomocore.core.keys import KeySpace
+from pomocore.core.shards import SHARD_TAG_BASE
 
 ROLES = ("producer", "worker", "reader", "monitor")
 
@@ -45,6 +52,7 @@ _CLUSTER = ["+cluster|slots", "+cluster|shards", "+cluster|nodes", "+cluster|inf
 _WORKER_COMMANDS = [
     # the consumer group on the input stream (reads, acknowledgements, reclaim, clean-up)
     "+xreadgroup", "+xack", "+xclaim", "+xautoclaim", "+xpending",
+    "+xread",  # `pomocore route` waits for new entries of the contract stream (BLOCK)
     "+xgroup|create", "+xgroup|createconsumer", "+xgroup|delconsumer",
     "+xinfo|groups", "+xinfo|consumers", "+xinfo|stream",
     # dead letters and session scores (XADD); trimming and caps (consumers/trimming.py)
@@ -84,41 +92,62 @@ _MONITOR_COMMANDS = [
 ]  # fmt: skip
 
 
-def _tag(keys: KeySpace) -> str:
-    return f"{{{keys.hash_tag}}}" if keys.hash_tag else ""
+# A stand-in shard tag: the glob-escaped name of a shard's key with it, `*` put in its
+# place, is the pattern of that key under any shard's tag (`\x00` is no glob character).
+_ANY_SHARD = "\x00"
 
 
-def _leaderboards(keys: KeySpace) -> str:
-    return f"{_glob(_tag(keys) + keys.leaderboard_prefix)}:*"
+def _names(keys: KeySpace, shards: int, name: Callable[[KeySpace], str]) -> list[str]:
+    """`name`'s glob-escaped key, plus (with shards) its pattern under any shard's tag."""
+    out = [_glob(name(keys))]
+    if shards > 1:
+        any_shard = _glob(name(keys.for_shard(_ANY_SHARD)))
+        out.append(any_shard.replace(_ANY_SHARD, f"{SHARD_TAG_BASE}:*"))
+    return out
 
 
-def _streams(keys: KeySpace) -> list[str]:
-    return [_glob(keys.stream_key), _glob(keys.dead_letter_key), _glob(keys.session_score_key)]
+def _leaderboards(keys: KeySpace, shards: int = 1) -> list[str]:
+    return [f"{p}*" for p in _names(keys, shards, KeySpace.leaderboard_prefix_key)]
 
 
-def _own_keys(keys: KeySpace) -> str:
-    return f"{_glob(_tag(keys))}pomocore:*"
+def _streams(keys: KeySpace, shards: int = 1) -> list[str]:
+    return [
+        *_names(keys, shards, lambda k: k.stream_key),
+        *_names(keys, shards, lambda k: k.dead_letter_key),
+        *_names(keys, shards, lambda k: k.session_score_key),
+    ]
 
 
-def key_patterns(keys: KeySpace, role: str) -> list[str]:
+def _own_keys(keys: KeySpace, shards: int = 1) -> list[str]:
+    """pomocore's own keys: `{tag}pomocore:*` (the name of the lost-to-trim counter cut
+    after `pomocore:`)."""
+    return [f"{p[: p.rindex(':') + 1]}*" for p in _names(keys, shards, _lost_to_trim)]
+
+
+def _lost_to_trim(keys: KeySpace) -> str:
+    return keys.lost_to_trim_key
+
+
+def key_patterns(keys: KeySpace, role: str, shards: int = 1) -> list[str]:
     """`~pattern` / `%R~pattern` key permissions of a role's root set (glob-escaped)."""
     if role == "producer":
-        return [f"~{_glob(keys.stream_key)}"]
+        return [f"~{p}" for p in _names(keys, shards, lambda k: k.stream_key)]
     if role == "reader":
-        return [f"%R~{_leaderboards(keys)}"]
+        return [f"%R~{p}" for p in _leaderboards(keys, shards)]
     if role == "worker":
-        return [f"~{p}" for p in _streams(keys)]
+        return [f"~{p}" for p in _streams(keys, shards)]
     if role == "monitor":
-        return [f"%R~{p}" for p in [*_streams(keys), _own_keys(keys)]]
+        return [f"%R~{p}" for p in [*_streams(keys, shards), *_own_keys(keys, shards)]]
     raise ValueError(f"unknown role {role!r}; choose from {', '.join(ROLES)}")
 
 
-def selectors(keys: KeySpace, role: str) -> list[str]:
+def selectors(keys: KeySpace, role: str, shards: int = 1) -> list[str]:
     """The role's ACL selectors, `(...)` each (the worker's; none for the others)."""
     if role != "worker":
         return []
-    own, lb = f"~{_own_keys(keys)}", f"~{_leaderboards(keys)}"
-    everything = " ".join([*(f"~{p}" for p in _streams(keys)), own, lb])
+    own = " ".join(f"~{p}" for p in _own_keys(keys, shards))
+    lb = " ".join(f"~{p}" for p in _leaderboards(keys, shards))
+    everything = " ".join([*(f"~{p}" for p in _streams(keys, shards)), own, lb])
     return [
         f"({own} {' '.join(_WORKER_BOOKKEEPING_COMMANDS)})",
         f"({lb} {' '.join(_WORKER_LEADERBOARD_COMMANDS)})",
@@ -126,7 +155,7 @@ def selectors(keys: KeySpace, role: str) -> list[str]:
     ]
 
 
-def rules(keys: KeySpace, role: str, *, cluster: bool = False) -> list[str]:
+def rules(keys: KeySpace, role: str, *, cluster: bool = False, shards: int = 1) -> list[str]:
     """ACL rules of a role, without `on` and the password."""
     out = ["resetkeys", "resetchannels", "-@all", *_CONNECTION]
     if cluster:
@@ -140,8 +169,8 @@ def rules(keys: KeySpace, role: str, *, cluster: bool = False) -> list[str]:
         out += _READER_COMMANDS
     elif role == "monitor":
         out += _MONITOR_COMMANDS
-    out += key_patterns(keys, role)
-    out += selectors(keys, role)
+    out += key_patterns(keys, role, shards)
+    out += selectors(keys, role, shards)
     return out
 
 
@@ -151,7 +180,13 @@ def password_rule(password: str) -> str:
 
 
 def setuser_args(
-    keys: KeySpace, role: str, password: str, *, name: str | None = None, cluster: bool = False
+    keys: KeySpace,
+    role: str,
+    password: str,
+    *,
+    name: str | None = None,
+    cluster: bool = False,
+    shards: int = 1,
 ) -> list[str]:
     """Arguments of `ACL SETUSER` (after the command name). A selector is one argument:
     quote it in a shell (`setuser_line` does)."""
@@ -160,15 +195,21 @@ def setuser_args(
         "reset",
         "on",
         password_rule(password),
-        *rules(keys, role, cluster=cluster),
+        *rules(keys, role, cluster=cluster, shards=shards),
     ]
 
 
 def setuser_line(
-    keys: KeySpace, role: str, password: str, *, name: str | None = None, cluster: bool = False
+    keys: KeySpace,
+    role: str,
+    password: str,
+    *,
+    name: str | None = None,
+    cluster: bool = False,
+    shards: int = 1,
 ) -> str:
     """`ACL SETUSER ...` as redis-cli reads it: each selector in double quotes."""
-    words = setuser_args(keys, role, password, name=name, cluster=cluster)
+    words = setuser_args(keys, role, password, name=name, cluster=cluster, shards=shards)
     return "ACL SETUSER " + " ".join(f'"{w}"' if " " in w else w for w in words)
 
 
@@ -178,12 +219,15 @@ def acl_file(
     *,
     cluster: bool = False,
     names: dict[str, str] | None = None,
+    shards: int = 1,
 ) -> str:
     """An ACL file for the roles in `passwords` (`user NAME on #hash rules...`)."""
     lines = []
     for role, password in passwords.items():
         name = (names or {}).get(role, role)
-        rule = " ".join(["on", password_rule(password), *rules(keys, role, cluster=cluster)])
+        rule = " ".join(
+            ["on", password_rule(password), *rules(keys, role, cluster=cluster, shards=shards)]
+        )
         lines.append(f"user {name} {rule}")
     return "\n".join(lines) + "\n"
 

@@ -15,7 +15,17 @@ from typing import Any
 
 import shtab
 
-from pomocore import __version__, config_cli, dlq, exits, materialize, ops_cli, rebuild, status
+from pomocore import (
+    __version__,
+    config_cli,
+    dlq,
+    exits,
+    materialize,
+    ops_cli,
+    rebuild,
+    route,
+    status,
+)
 from pomocore.classify_cli import add_pool_arguments, classify_command, patterns_command
 from pomocore.cli_format import HelpFormatter, add_json, bounded_int, logging_parent
 from pomocore.core.logs import setup_logging
@@ -151,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     # check, leaderboard (top, rank, serve, refresh, rebuild, materialize), acl
     ops_cli.register(sub, leaderboard_actions=[rebuild.register, materialize.register])
     dlq.register(sub)  # dlq list|replay|purge
+    route.register(sub)  # route, shards
     _add_patterns(sub)
     _add_classify(sub)
     completion = sub.add_parser("completion", help="print a shell completion script")

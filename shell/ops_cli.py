@@ -140,13 +140,19 @@ def cmd_acl(args: argparse.Namespace) -> int:
         if role not in passwords:
             print(f"pomocore: --password-file {role}=PATH is required", file=sys.stderr)
             return 2
-    cluster = bool(settings.redis_cluster)
+    cluster, shards = bool(settings.redis_cluster), settings.shards
     if args.setuser:
         for role in roles:
-            print(acl.setuser_line(settings.keys, role, passwords[role], cluster=cluster))
+            print(
+                acl.setuser_line(
+                    settings.keys, role, passwords[role], cluster=cluster, shards=shards
+                )
+            )
     else:
         sys.stdout.write(
-            acl.acl_file(settings.keys, {r: passwords[r] for r in roles}, cluster=cluster)
+            acl.acl_file(
+                settings.keys, {r: passwords[r] for r in roles}, cluster=cluster, shards=shards
+            )
         )
     return 0
 

@@ -18,13 +18,16 @@ retried event is a new entry (the consumer counts entries, so send each event on
 
 `settings` gives the stream key (with the Cluster hash tag) and the limits
 (POMOCORE_MAX_TEXT_CHARS, POMOCORE_MAX_FUTURE_S); without it, the contract's defaults.
-Every entry goes to one key, so a Cluster client sends each pipeline to one node. The
-`producer` ACL user (pomocore.acl) is enough: XADD on the stream, nothing else.
+With POMOCORE_SHARDS > 1 each event goes to its user's shard stream (core/shards.py:
+CRC-32 of the UTF-8 `userId`, modulo the shards), as `pomocore route` would move it from
+the contract stream; a pipeline then holds XADDs to several keys, in the order of the
+events (non-transactional: a Cluster client sends each node its own part). The
+`producer` ACL user (pomocore.acl) is enough: XADD on the streams, nothing else.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import redis
@@ -37,6 +40,7 @@ from pomocore.core.event_schema import EventFields, check_event
 from pomocore.core.events import TOO_LARGE, too_large
 from pomocore.core.redis_errors import backend_error, server_name
 from pomocore.core.settings import Settings
+from pomocore.core.shards import shard_of_field
 
 SyncRedis = redis.Redis | redis.cluster.RedisCluster
 AsyncRedis = aioredis.Redis | aiocluster.RedisCluster
@@ -75,7 +79,7 @@ def publish(client: SyncRedis, event: EventFields, *, settings: Settings | None 
     """Check one event and XADD it; returns its entry id."""
     (fields,) = prepare([event], settings)
     try:
-        entry_id = client.xadd(_stream(settings), fields)  # type: ignore[arg-type]
+        entry_id = client.xadd(_streams(settings)(fields), fields)  # type: ignore[arg-type]
     except _REDIS_ERRORS as exc:
         raise backend_error(exc, server_name(client)) from exc
     return _text(entry_id)
@@ -87,12 +91,12 @@ def publish_many(
     """Check every event, then XADD them in pipelines of PIPELINE_CHUNK; returns the
     entry ids in the order of the events."""
     prepared = prepare(events, settings)
-    stream, ids = _stream(settings), []
+    stream_of, ids = _streams(settings), []
     try:
         for chunk in _chunks(prepared):
             pipe: Any = client.pipeline(transaction=False)
             for fields in chunk:
-                pipe.xadd(stream, fields)
+                pipe.xadd(stream_of(fields), fields)
             ids += [_text(i) for i in pipe.execute()]
     except _REDIS_ERRORS as exc:
         raise backend_error(exc, server_name(client)) from exc
@@ -105,7 +109,7 @@ async def apublish(
     """`publish` for redis.asyncio clients."""
     (fields,) = prepare([event], settings)
     try:
-        entry_id = await client.xadd(_stream(settings), fields)  # type: ignore[arg-type]
+        entry_id = await client.xadd(_streams(settings)(fields), fields)  # type: ignore[arg-type]
     except _REDIS_ERRORS as exc:
         raise backend_error(exc, server_name(client)) from exc
     return _text(entry_id)
@@ -116,12 +120,12 @@ async def apublish_many(
 ) -> list[str]:
     """`publish_many` for redis.asyncio clients."""
     prepared = prepare(events, settings)
-    stream, ids = _stream(settings), []
+    stream_of, ids = _streams(settings), []
     try:
         for chunk in _chunks(prepared):
             pipe: Any = client.pipeline(transaction=False)
             for fields in chunk:
-                pipe.xadd(stream, fields)
+                pipe.xadd(stream_of(fields), fields)
             ids += [_text(i) for i in await pipe.execute()]
     except _REDIS_ERRORS as exc:
         raise backend_error(exc, server_name(client)) from exc
@@ -132,8 +136,22 @@ async def apublish_many(
 _REDIS_ERRORS = (redis.RedisError, OSError)
 
 
-def _stream(settings: Settings | None) -> str:
-    return (settings or _DEFAULTS).keys.stream_key
+def _streams(settings: Settings | None) -> Callable[[dict[bytes, bytes]], str]:
+    """The stream an event's fields go to: the contract's (one shard), else its user's
+    shard's (each shard's key built once per call)."""
+    s = settings or _DEFAULTS
+    if s.shards == 1:
+        stream = s.keys.stream_key
+        return lambda fields: stream
+    keys: dict[int, str] = {}
+
+    def stream_of(fields: dict[bytes, bytes]) -> str:
+        shard = shard_of_field(fields.get(b"userId"), s.shards)
+        if shard not in keys:
+            keys[shard] = s.shard_keys(shard).stream_key
+        return keys[shard]
+
+    return stream_of
 
 
 def _chunks(items: Sequence[dict[bytes, bytes]]) -> Iterable[Sequence[dict[bytes, bytes]]]:

@@ -7,6 +7,7 @@ import os
 import pytest
 
 from tests.chaos.harness import FAULT_KINDS, STALL_MONGO, ChaosConfig, ChaosRun
+from tests.chaos.route import CLUSTER_FAULTS, RouteChaosConfig, RouteChaosRun
 
 LONG = os.environ.get("POMOCORE_CHAOS_LONG") == "1"
 
@@ -74,3 +75,55 @@ def _run_id(config: ChaosConfig) -> str:
 @pytest.mark.parametrize("config", LONG_RUNS, ids=_run_id)
 def test_chaos_long(config: ChaosConfig) -> None:
     _run(config)
+
+
+# --- the forwarder (`pomocore route`): forwarders killed and stalled, Redis killed ---
+
+ROUTE_SHORT = RouteChaosConfig(seed=21, events=2400, kit_events=480, publish_s=7.0)
+ROUTE_SHORT_CLUSTER = RouteChaosConfig(
+    seed=22, events=1200, kit_events=240, publish_s=4.0, fault_every_s=0.9, cluster=True,
+    faults=CLUSTER_FAULTS,
+)
+ROUTE_LONG_RUNS = [
+    RouteChaosConfig(seed=seed, events=20_000, kit_events=4_000, publish_s=60.0,
+                     fault_every_s=1.0)
+    for seed in (31, 32)
+] + [
+    RouteChaosConfig(seed=33, events=20_000, kit_events=4_000, publish_s=60.0,
+                     fault_every_s=1.0, cluster=True, faults=CLUSTER_FAULTS),
+]  # fmt: skip
+
+
+def _route(config: RouteChaosConfig) -> None:
+    report = RouteChaosRun(config).run()
+    print("\nroute chaos:", report.summary())
+    for fault in report.faults:
+        print("  fault", fault)
+    for exit_ in report.unexpected_exits:
+        print("  exit", exit_)
+    for violation in report.violations[:50]:
+        print("  VIOLATION", violation)
+    assert len(report.faults) >= 4
+    assert report.takeovers >= 2  # the lease did change hands
+    assert report.violations == []
+    assert report.unexpected_exits == []
+
+
+@pytest.mark.skipif(LONG, reason="the long runs replace the short one")
+def test_route_chaos_short() -> None:
+    """Every event published to the contract stream is in its shard exactly once, and the
+    kit's events beside them, whatever happens to the forwarders and Redis."""
+    _route(ROUTE_SHORT)
+
+
+@pytest.mark.skipif(LONG, reason="the long runs replace the short one")
+def test_route_chaos_short_cluster() -> None:
+    _route(ROUTE_SHORT_CLUSTER)
+
+
+@pytest.mark.skipif(not LONG, reason="POMOCORE_CHAOS_LONG=1 (make chaos)")
+@pytest.mark.parametrize(
+    "config", ROUTE_LONG_RUNS, ids=lambda c: f"seed{c.seed}{'-cluster' if c.cluster else ''}"
+)
+def test_route_chaos_long(config: RouteChaosConfig) -> None:
+    _route(config)

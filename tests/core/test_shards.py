@@ -17,6 +17,7 @@ from pomocore.core.shards import (
     key_slot,
     parse_shard_list,
     shard_of,
+    shard_of_field,
     shard_slot_range,
     shard_tag,
 )
@@ -34,6 +35,29 @@ from pomocore.core.shards import (
 )
 def test_shard_of_is_crc32_of_the_utf8_user_id(user: str, shards: int, expected: int) -> None:
     assert shard_of(user, shards) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "shards", "expected"),
+    [
+        (b"u42", 6, 4),  # crc32(b"u42") = 3733377502: docs/contract.md's check value
+        (b"u42", 1, 0),
+        (None, 6, 0),  # no userId: shard 0, whose consumer dead-letters it
+        (b"", 6, 0),
+        (b"\xff\xfe", 6, 0),  # not UTF-8: the same
+    ],
+)
+def test_shard_of_a_raw_field(raw: bytes | None, shards: int, expected: int) -> None:
+    assert shard_of_field(raw, shards) == expected
+
+
+@given(st.text(min_size=1, max_size=64), st.integers(1, MAX_SHARDS))
+def test_shard_of_a_field_is_the_shard_of_its_text(user: str, shards: int) -> None:
+    try:
+        raw = user.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no producer can send it
+        return
+    assert shard_of_field(raw, shards) == shard_of(user, shards)
 
 
 @given(st.text(max_size=64), st.integers(1, MAX_SHARDS))

@@ -18,8 +18,10 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+import pomocore
 from pomocore import acl
 from pomocore.consumers.trimming import StreamTrimmer
+from pomocore.core.keys import ROUTE_GROUP
 from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedRedis, free_port
@@ -30,7 +32,7 @@ from pomocore.sinks.derived import DerivedRefresher
 from tests.support.consumer import drain
 from tests.support.fake_llm import FakeLLM
 from tests.support.http_client import metric_value, scrape_metrics
-from tests.support.processes import run_cli, server_env, spawn_consumer
+from tests.support.processes import run_cli, server_env, spawn_consumer, spawn_pomocore
 from tests.support.servers import running
 from tests.support.streams import now_fields
 from tests.support.waiting import wait_for
@@ -341,6 +343,79 @@ def test_rules_follow_the_key_space() -> None:
     assert '"(~{pc}leaderboard:* +zincrby +expireat +type +zunionstore)"' in line
     with pytest.raises(ValueError):
         acl.rules(keys, "admin")
+
+
+def sharded_users(admin: redis.Redis, settings: Settings) -> Settings:
+    """`producer6` and `worker6`: the producer and worker roles for POMOCORE_SHARDS=6, as
+    `pomocore acl` prints them with that setting; `settings` with six shards."""
+    s = dataclasses.replace(settings, shards=6)
+    for role in ("producer", "worker"):
+        args = acl.setuser_args(s.keys, role, f"{role}-6", name=f"{role}6", shards=6)
+        admin.execute_command("ACL", "SETUSER", *args)  # type: ignore[no-untyped-call]
+    return s
+
+
+@pytest.mark.timeout(120)
+def test_forwarder_runs_as_worker(
+    acl_server: EmbeddedRedis, admin: redis.Redis, settings: Settings, tmp_path: Path
+) -> None:
+    """`pomocore route` as the worker role of six shards: a crashed forwarder's batch
+    claimed, waits for new entries, the contract stream trimmed, the lease handed over on
+    SIGTERM; and the producer role XADDs to the contract stream and to any shard. No
+    NOPERM anywhere."""
+    s = sharded_users(admin, settings)
+    stream = s.keys.stream_key
+    producer = redis.Redis.from_url(url(acl_server, "producer6", "producer-6"))
+    admin.xgroup_create(stream, ROUTE_GROUP, id="0", mkstream=True)
+    for i in range(100):
+        producer.xadd(stream, now_fields(f"u{i % 7}", "Code", 5.0))  # type: ignore[arg-type]
+    admin.xreadgroup(ROUTE_GROUP, "crashed", {stream: ">"}, count=30)  # never acknowledged
+    kit = [{"userId": f"k{i}", "app": "Code", "duration": 1.0, "timestamp": time.time() - 60}
+           for i in range(20)]  # fmt: skip
+    pomocore.publish_many(producer, kit, settings=s)  # straight to the shards
+    env = {
+        **server_env(settings),
+        "POMOCORE_REDIS_URL": url(acl_server, "worker6", "worker-6"),
+        "POMOCORE_SHARDS": "6",
+        "POMOCORE_STREAM_MAXLEN": "50",
+        "POMOCORE_BLOCK_MS": "100",
+        "POMOCORE_LOG_LEVEL": "INFO",
+    }
+    log = tmp_path / "route.log"
+
+    def routed() -> bool:
+        return all(g["lag"] == 0 and g["pending"] == 0 for g in admin.xinfo_groups(stream))
+
+    with spawn_pomocore("route", env, log=log) as forwarder:
+        wait_for(routed, timeout_s=30, describe=lambda: log.read_text()[-3000:])
+        for i in range(100, 1100):
+            producer.xadd(stream, now_fields(f"u{i % 7}", "Code", 5.0))  # type: ignore[arg-type]
+        wait_for(routed, timeout_s=30, describe=lambda: log.read_text()[-3000:])
+        wait_for(lambda: admin.xlen(stream) < 1100, timeout_s=10, describe="not trimmed")
+        assert forwarder.stop() == 0, log.read_text()[-3000:]
+    producer.close()
+    output = log.read_text()
+    assert not NOPERM.search(output), NOPERM.findall(output)[:5]
+    assert acl_denials(admin) == []
+    assert sum(admin.xlen(s.shard_keys(i).stream_key) for i in range(6)) == 1100 + 20
+    assert admin.get(s.keys.route_lease_key) is None
+    assert b"crashed" not in [c["name"] for c in admin.xinfo_consumers(stream, ROUTE_GROUP)]
+
+
+def test_rules_with_shards_cover_every_shard() -> None:
+    keys = Settings.from_env({}, key_hash_tag="pc").keys
+    worker = acl.rules(keys, "worker", shards=4)
+    assert "~{pc}pattern_match_stream" in worker
+    assert "~{shard:*}pattern_match_stream" in worker
+    (own,) = [r for r in worker if r.startswith("(~{pc}pomocore:* ")]
+    assert "~{shard:*}pomocore:*" in own.split()
+    boards = "(~{pc}leaderboard:* ~{shard:*}leaderboard:* +zincrby +expireat +type +zunionstore)"
+    assert boards in worker
+    assert acl.rules(keys, "producer", shards=4)[-2:] == [
+        "~{pc}pattern_match_stream", "~{shard:*}pattern_match_stream"
+    ]
+    assert acl.rules(keys, "reader", shards=4)[-1] == "%R~{shard:*}leaderboard:*"
+    assert "{shard:*}" not in " ".join(acl.rules(keys, "worker"))  # one shard: as before
 
 
 # --- the whole pipeline as `worker`, every feature on ---

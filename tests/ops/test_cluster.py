@@ -19,6 +19,7 @@ from pomocore.core.connect import async_redis, drop_idle_connections
 from pomocore.core.errors import ConfigError
 from pomocore.core.redis_errors import Fault, redis_fault
 from pomocore.core.settings import Settings
+from pomocore.core.shards import shard_of
 from pomocore.embedded import EmbeddedCluster, EmbeddedRedis
 from pomocore.producer import PIPELINE_CHUNK
 from pomocore.reader import AsyncLeaderboardReader, LeaderboardReader
@@ -171,3 +172,36 @@ async def test_the_consumers_cluster_client_recovers_after_a_node_outage(
                 assert time.monotonic() < deadline, exc
                 await asyncio.sleep(0.2)
         await client.aclose()
+
+
+async def test_producer_with_shards_on_a_cluster(
+    cluster: list[EmbeddedRedis], settings: Settings
+) -> None:
+    """POMOCORE_SHARDS=6 on three nodes: one publish_many pipeline holds XADDs to six
+    streams on three nodes (both Cluster clients split it by node); every event lands in
+    its user's shard stream, the ids in the order of the events."""
+    s = dataclasses.replace(cluster_settings(settings, cluster, "pks"), shards=6)
+    client = RedisCluster(host="127.0.0.1", port=cluster[0].port)
+    aclient = AsyncRedisCluster(host="127.0.0.1", port=cluster[0].port)
+    ts = time.time() - 60
+    events = [{"userId": f"u{i % 23}", "app": "Code", "duration": 1.0, "timestamp": ts,
+               "title": f"t{i}"} for i in range(PIPELINE_CHUNK + 100)]  # fmt: skip
+    ids = pomocore.publish_many(client, events, settings=s)
+    ids += await pomocore.apublish_many(aclient, events[:20], settings=s)
+    ids.append(await pomocore.apublish(aclient, events[5], settings=s))
+    ids.append(pomocore.publish(client, events[6], settings=s))
+    await aclient.aclose()
+    sent = [*events, *events[:20], events[5], events[6]]
+    shards = [shard_of(str(e["userId"]), 6) for e in sent]
+    stored: dict[tuple[int, str], bytes] = {}
+    for i in range(6):
+        for entry_id, fields in client.xrange(s.shard_keys(i).stream_key):
+            stored[i, entry_id.decode()] = fields[b"title"]
+    assert len(stored) == len(sent)
+    assert [stored[k] for k in zip(shards, ids, strict=True)] == [
+        str(e["title"]).encode() for e in sent
+    ]
+    nodes = {CLUSTER_SLOTS.index(next(r for r in CLUSTER_SLOTS if r[0] <= key_slot(
+        s.shard_keys(i).stream_key.encode()) <= r[1])) for i in range(6)}  # fmt: skip
+    assert nodes == {0, 1, 2}
+    client.close()

@@ -18,6 +18,7 @@ from pomocore import acl
 from pomocore.core.connect import no_async_retry, no_retry
 from pomocore.core.errors import BackendError, BackendUnavailable, RejectedEvent
 from pomocore.core.settings import Settings
+from pomocore.core.shards import shard_of
 from pomocore.embedded import free_port
 from pomocore.producer import PIPELINE_CHUNK
 from pomocore.reader import LeaderboardReader
@@ -142,3 +143,34 @@ def test_the_producer_acl_user_is_enough(settings: Settings, client: redis.Redis
     finally:
         producer.close()
         client.execute_command("ACL", "DELUSER", "t-producer")  # type: ignore[no-untyped-call]
+
+
+async def test_with_shards_each_event_goes_to_its_users_shard(
+    settings: Settings, client: redis.Redis, aredis: aioredis.Redis
+) -> None:
+    """POMOCORE_SHARDS=6: each event in its user's shard stream (crc32 of the UTF-8
+    userId, mod 6), the ids returned in the order of the events, nothing on the contract
+    stream; the same checks as with one shard."""
+    s = dataclasses.replace(settings, shards=6)
+    users = [f"user-{i}" for i in range(40)] + ["ユーザー", "😀"]
+    events = [event(users[i % len(users)], 1.0, title=f"t{i}") for i in range(PIPELINE_CHUNK + 50)]
+    ids = pomocore.publish_many(client, events, settings=s)
+    ids.append(pomocore.publish(client, events[0], settings=s))
+    ids += await pomocore.apublish_many(aredis, events[:7], settings=s)
+    ids.append(await pomocore.apublish(aredis, events[1], settings=s))
+    sent = [*events, events[0], *events[:7], events[1]]
+    stored: dict[tuple[int, str], bytes] = {}  # (shard, entry id) -> title
+    for i in range(6):
+        for entry_id, fields in client.xrange(s.shard_keys(i).stream_key):  # type: ignore[union-attr]
+            stored[i, entry_id.decode()] = fields[b"title"]
+    assert client.exists(s.keys.stream_key) == 0
+    # (ids are unique per stream: two shards' entries may share one)
+    shards = [shard_of(str(e["userId"]), 6) for e in sent]
+    assert len(ids) == len(sent) == len(stored) == len(set(zip(shards, ids, strict=True)))
+    assert [stored[k] for k in zip(shards, ids, strict=True)] == [
+        str(e["title"]).encode() for e in sent
+    ]
+    assert set(shards) == set(range(6))
+    with pytest.raises(RejectedEvent):  # checked as before: nothing sent
+        pomocore.publish_many(client, [events[0], event("u", -1.0)], settings=s)
+    assert len(stored) == sum(client.xlen(s.shard_keys(i).stream_key) for i in range(6))

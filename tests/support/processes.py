@@ -116,9 +116,14 @@ class ConsumerProcess:
 def spawn_consumer(env: Mapping[str, str], *args: str, log: Path) -> ConsumerProcess:
     """Start `pomocore run ARGS` with `env` over this process's environment; its output
     is appended to `log` (a consumer restarted under the same name keeps one log)."""
+    return spawn_pomocore("run", env, *args, log=log)
+
+
+def spawn_pomocore(command: str, env: Mapping[str, str], *args: str, log: Path) -> ConsumerProcess:
+    """Start a long-lived `pomocore COMMAND ARGS` (`run`, `route`), as `spawn_consumer`."""
     with open(log, "ab") as out:  # the child holds its own copy of the descriptor
         proc = subprocess.Popen(
-            [*POMOCORE, "run", *args],
+            [*POMOCORE, command, *args],
             env=pomocore_env(env),
             stdout=out,
             stderr=subprocess.STDOUT,
