@@ -7,13 +7,21 @@ from __future__ import annotations
 import os
 
 import pytest
+import redis
 
 from tests.chaos.harness import ChaosConfig
 from tests.chaos.shard_run import SHARD_FAULTS, ShardChaosConfig, ShardChaosRun
 
 LONG = os.environ.get("POMOCORE_CHAOS_LONG") == "1"
 
-pytestmark = [pytest.mark.chaos, pytest.mark.timeout(1800 if LONG else 240)]
+# docs/guarantees.md, "Shards": with redis-py 5.3 a restarted node served less than its
+# AOF holds (open); sharded mode on a cluster is tested with the redis-py tested.txt pins.
+OLD_CLIENT = int(redis.__version__.split(".")[0]) < 8
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.timeout(1800 if LONG else 240),
+    pytest.mark.skipif(OLD_CLIENT, reason="redis-py < 8: open problem, docs/guarantees.md"),
+]
 
 SPLIT = ("0-2", "3-5")  # each process serves three shards (on different nodes)
 BOTH_ALL = ("", "")  # both processes serve every shard: lanes of two processes share groups
