@@ -196,6 +196,15 @@ class ReplyTooLarge(RedisConnectionError):
     an XREADGROUP cut off this way has delivered its entries, unread."""
 
 
+# redis-py 5.3 parses a Cluster's redirections (MOVED, ASK, TRYAGAIN, ...) into their
+# exceptions only in its ClusterParser, which `bound_replies` replaces: without them a
+# MOVED reached the caller as a plain ResponseError, unfollowed. redis-py >= 6 has them in
+# every parser (and no ClusterParser).
+_CLUSTER_ERRORS: dict[str, Any] = getattr(
+    getattr(aiocluster, "ClusterParser", None), "EXCEPTION_CLASSES", {}
+)
+
+
 class _BoundedParser(_AsyncHiredisParser):
     """hiredis, with a bound on the bytes of one reply (`max_reply_bytes`).
 
@@ -207,6 +216,8 @@ class _BoundedParser(_AsyncHiredisParser):
     """
 
     max_reply_bytes = 0  # set by bounded_parser
+    # (redis-py declares it a plain attribute: read only)
+    EXCEPTION_CLASSES = {**_AsyncHiredisParser.EXCEPTION_CLASSES, **_CLUSTER_ERRORS}  # noqa: RUF012
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         self._reply_bytes = 0

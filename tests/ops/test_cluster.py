@@ -204,3 +204,25 @@ def test_a_tls_cluster_client_packs_in_c() -> None:
     nodes = client.nodes_manager
     assert nodes.connection_kwargs["connection_class"] is CPackingSSLConnection
     assert {n.connection_class for n in nodes.startup_nodes.values()} == {CPackingSSLConnection}
+
+
+async def test_the_consumer_s_cluster_client_follows_moved(
+    cluster: list[EmbeddedRedis], settings: Settings
+) -> None:
+    """A stale slot map (a slot migrated, a failover) makes a node answer MOVED: the
+    consumer's client, whose node connections parse with the bounded parser, still
+    recognises it and follows it (redis-py 5.3 knows MOVED only in its ClusterParser)."""
+    s = cluster_settings(settings, cluster, f"moved-{uuid.uuid4().hex[:8]}")
+    client: Any = redis_client(s)
+    key = s.keys.stream_key + ":moved"
+    try:
+        await client.set(key, "v")
+        slot = key_slot(key.encode())
+        owner = client.nodes_manager.slots_cache[slot][0]
+        other = next(n for n in client.get_primaries() if n.name != owner.name)
+        client.nodes_manager.slots_cache[slot] = [other]  # stale: the next GET meets MOVED
+        assert await client.get(key) == b"v"
+        assert client.nodes_manager.slots_cache[slot][0].name == owner.name
+    finally:
+        await client.delete(key)
+        await client.aclose()
