@@ -103,8 +103,9 @@ def redis_client(settings: Settings) -> aioredis.Redis:
         # (standalone only: the Cluster client manages its node connections itself)
         **({} if settings.redis_cluster else {"redis_connect_func": _large_socket_buffers}),
     )
-    if not settings.redis_cluster:  # our read path takes the raw reply (RESP2 or RESP3)
-        client.set_response_callback("XREADGROUP", raw_stream_reply)
+    # Our read path takes the raw reply (RESP2 or RESP3); the Cluster client shares its
+    # callbacks with every node, made before or after.
+    client.set_response_callback("XREADGROUP", raw_stream_reply)
     # No reply larger than a batch's bytes: an XREADGROUP of huge entries is cut off
     # (consumers/reads.py), and no other command of the consumer replies with as much.
     bound_replies(client, settings.batch_max_bytes)

@@ -6,16 +6,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import DataError
 
 import pomocore
-from pomocore.core.connect import async_redis, drop_idle_connections
+from pomocore.consumers.app import redis_client
+from pomocore.consumers.consumer import stream_entries
+from pomocore.core.connect import (
+    CPackingConnection,
+    CPackingSSLConnection,
+    async_redis,
+    drop_idle_connections,
+)
 from pomocore.core.errors import ConfigError
 from pomocore.core.redis_errors import Fault, redis_fault
 from pomocore.core.settings import Settings
@@ -205,3 +215,87 @@ async def test_producer_with_shards_on_a_cluster(
         s.shard_keys(i).stream_key.encode()) <= r[1])) for i in range(6)}  # fmt: skip
     assert nodes == {0, 1, 2}
     client.close()
+
+
+def _node_connections(client: AsyncRedisCluster) -> list[object]:
+    return [c for node in client.get_nodes() for c in node._connections]
+
+
+async def test_the_consumer_s_cluster_client_packs_in_c(
+    cluster: list[EmbeddedRedis], settings: Settings
+) -> None:
+    """Every node connection of the consumer's Cluster client is ours (hiredis packing,
+    core/connect.py): str, bytes, int and float arguments, alone and in a pipeline, reach
+    the server exactly as redis-py's encoder writes them; a bool is still a DataError."""
+    s = cluster_settings(settings, cluster, f"pack-{uuid.uuid4().hex[:8]}")
+    client: Any = redis_client(s)
+    key = s.keys.stream_key + ":packed"
+    args: list[Any] = ["é", b"\xff\x00 \r\n", 7, -2**70, 1.5, 0.1, 1e-7, float("inf")]
+    expected = [b"\xc3\xa9", b"\xff\x00 \r\n", b"7", b"-1180591620717411303424", b"1.5",
+                b"0.1", b"1e-07", b"inf"]  # fmt: skip
+    try:
+        await client.rpush(key, *args)
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.rpush(key, *args)
+            pipe.lrange(key, 0, -1)
+            _, stored = await pipe.execute()
+        assert stored == expected * 2
+        with pytest.raises(DataError):
+            await client.rpush(key, True)
+        connections = _node_connections(client)
+        assert connections and {type(c) for c in connections} == {CPackingConnection}
+    finally:
+        await client.delete(key)
+        await client.aclose()
+
+
+async def test_the_consumer_s_cluster_client_reads_the_raw_stream_reply(
+    cluster: list[EmbeddedRedis], settings: Settings
+) -> None:
+    """XREADGROUP on the Cluster client returns Redis' reply unparsed (a flat field list
+    per entry, no dict), as the standalone client does (consumers/consumer.py)."""
+    s = cluster_settings(settings, cluster, f"raw-{uuid.uuid4().hex[:8]}")
+    client: Any = redis_client(s)
+    stream = s.keys.stream_key
+    try:
+        await client.xgroup_create(stream, s.group, id="0", mkstream=True)
+        entry_id = await client.xadd(stream, {"userId": "u1", "app": "Code"})
+        reply = await client.xreadgroup(s.group, "c1", {stream: ">"}, count=10)
+        messages = [[entry_id, [b"userId", b"u1", b"app", b"Code"]]]
+        assert reply in ([[stream.encode(), messages]], {stream.encode(): messages})  # RESP2/3
+        assert stream_entries(reply) == [(entry_id.decode(), [b"userId", b"u1", b"app", b"Code"])]
+    finally:
+        await client.delete(stream)
+        await client.aclose()
+
+
+def test_a_tls_cluster_client_packs_in_c() -> None:
+    """rediss:// makes redis-py's SSLConnection the node class: ours takes its place (the
+    client connects lazily; building it reaches no server)."""
+    s = Settings.from_env({}, redis_url="rediss://127.0.0.1:1", redis_cluster=1, key_hash_tag="t")
+    client: Any = async_redis(s)
+    nodes = client.nodes_manager
+    assert nodes.connection_kwargs["connection_class"] is CPackingSSLConnection
+    assert {n.connection_class for n in nodes.startup_nodes.values()} == {CPackingSSLConnection}
+
+
+async def test_the_consumer_s_cluster_client_follows_moved(
+    cluster: list[EmbeddedRedis], settings: Settings
+) -> None:
+    """A stale slot map (a slot migrated, a failover) makes a node answer MOVED: the
+    consumer's client, whose node connections parse with the bounded parser, still
+    recognises it and follows it (redis-py 5.3 knows MOVED only in its ClusterParser)."""
+    s = cluster_settings(settings, cluster, f"moved-{uuid.uuid4().hex[:8]}")
+    client: Any = redis_client(s)
+    key = s.keys.stream_key + ":moved"
+    try:
+        await client.set(key, "v")
+        slot = key_slot(key.encode())
+        owner = client.nodes_manager.slots_cache[slot][0]
+        other = next(n for n in client.get_primaries() if n.name != owner.name)
+        client.nodes_manager.slots_cache[slot] = [other]  # stale: the next GET meets MOVED
+        assert await client.get(key) == b"v"
+        assert client.nodes_manager.slots_cache[slot][0].name == owner.name
+    finally:
+        await client.delete(key)
+        await client.aclose()

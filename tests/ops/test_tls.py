@@ -14,7 +14,10 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.connection import parse_url
 
+from pomocore.core.connect import CPackingSSLConnection, tls_options
 from pomocore.core.settings import Settings
 from pomocore.health import check_command
 from pomocore.reader import LeaderboardReader
@@ -58,3 +61,21 @@ def test_pipeline_over_tls(tls_server: TLSRedis, settings: Settings) -> None:
     reader.close()
     assert sorted(r.score for r in top) == [100.0, 100.0, 100.0]
     producer.close()
+
+
+async def test_c_packing_connections_over_tls(tls_server: TLSRedis, settings: Settings) -> None:
+    """The TLS node connection class a rediss:// Cluster client gets (core/connect.py)
+    speaks TLS with the settings' certificates and packs in C (no TLS cluster here: the
+    class is used on a TLS server's connection pool)."""
+    s = tls_settings(settings, tls_server)
+    url = {k: v for k, v in parse_url(s.redis_url).items() if k != "connection_class"}
+    pool = aioredis.ConnectionPool(
+        connection_class=CPackingSSLConnection, **url, **tls_options(s)
+    )
+    client = aioredis.Redis(connection_pool=pool)
+    try:
+        await client.rpush("c-packing", "é", b"\xff", 7, 0.1)
+        assert await client.lrange("c-packing", 0, -1) == [b"\xc3\xa9", b"\xff", b"7", b"0.1"]
+        await client.delete("c-packing")
+    finally:
+        await client.aclose()
