@@ -17,7 +17,7 @@ from typing import cast
 from pomocore.core.categories import WORK, WORK_CATEGORIES
 from pomocore.core.events import Event
 from pomocore.core.keys import KeySpace
-from pomocore.core.periods import BUCKET_S, PeriodCalculator
+from pomocore.core.periods import BUCKET_S, PeriodCalculator, Periods
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +69,10 @@ class IncrementBuilder:
         self.derived = derived
         # (category, 15-minute bucket) -> keys: one dict lookup per event on the hot path
         # (all instants of a bucket share their local date: core/periods.py). The keys
-        # of one category and day are one tuple object, whichever bucket found them.
+        # of one category and day are one tuple object, whichever bucket found them, and
+        # are built once (a workload spread over days meets ~100 buckets a day).
         self._key_cache: dict[tuple[str, int], tuple[str, ...]] = {}
-        self._same_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._same_keys: dict[tuple[str, Periods], tuple[str, ...]] = {}
 
     def leaderboard_keys(self, category: str, timestamp_s: float) -> tuple[str, ...]:
         """The 3 keys of the category, plus the 3 `work` keys for a work category (daily
@@ -80,13 +81,15 @@ class IncrementBuilder:
         keys = self._key_cache.get(cache_key)
         if keys is None:
             periods = self.periods(timestamp_s)
-            labels = (periods.daily,) if self.derived else periods.labels()
-            categories = (category, WORK) if category in WORK_CATEGORIES else (category,)
-            keys = tuple(self.keys.leaderboard(c, label) for c in categories for label in labels)
+            keys = self._same_keys.get((category, periods))
+            if keys is None:  # a new category and day: its keys, once
+                labels = (periods.daily,) if self.derived else periods.labels()
+                categories = (category, WORK) if category in WORK_CATEGORIES else (category,)
+                keys = tuple(self.keys.leaderboard(c, lb) for c in categories for lb in labels)
             if len(self._key_cache) > 10_000:
                 self._key_cache.clear()
                 self._same_keys.clear()
-            keys = self._same_keys.setdefault(keys, keys)
+            self._same_keys[(category, periods)] = keys
             self._key_cache[cache_key] = keys
         return keys
 

@@ -242,3 +242,19 @@ def test_amounts_read_back_as_the_same_doubles(values: list[float]) -> None:
     texts = amounts(values)
     assert all(isinstance(t, bytes) for t in texts)
     assert [float(t).hex() for t in texts] == [v.hex() for v in values]
+
+
+def test_keys_of_one_category_and_day_are_one_tuple() -> None:
+    """Buckets of one day find the same keys object (the plan groups events by its id);
+    another day or category, other keys."""
+    builder = IncrementBuilder(KeySpace(), PeriodCalculator("Asia/Seoul"))
+    morning = builder.leaderboard_keys("Development", TS - 3 * 3600)
+    assert builder.leaderboard_keys("Development", TS) is morning
+    assert builder.leaderboard_keys("Development", TS + 900) is morning
+    assert builder.leaderboard_keys("Development", TS - DAY) != morning
+    assert builder.leaderboard_keys("SNS", TS) != morning
+    assert morning == (
+        "leaderboard:Development:2026-11-22", "leaderboard:Development:2026-W47",
+        "leaderboard:Development:2026-M11", "leaderboard:work:2026-11-22",
+        "leaderboard:work:2026-W47", "leaderboard:work:2026-M11",
+    )  # fmt: skip
