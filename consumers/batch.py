@@ -62,6 +62,7 @@ YIELD_EVERY = 500
 # title, url, ...). tests/core pins this against the attribute names.
 class_key = cast(Callable[[Event], ClassKey], itemgetter(2, 4, 3))
 _category = attrgetter("category")
+_source = attrgetter("source")
 _T = TypeVar("_T")
 _first = itemgetter(0)
 _second = itemgetter(1)
@@ -81,7 +82,10 @@ COLUMN_LAYOUTS = 2
 # whatever its size. (With 16, the ~10 ends of session of a 500-entry slice went entry by
 # entry: 4.6 % of the consumer's samples in a py-spy profile of variant c.)
 COLUMN_REST_MIN = 4
-_source = attrgetter("source")
+# Calls the columns may refuse per slice before the rest of it goes entry by entry: a
+# group with one bad entry is refused ~log2(500 / 16) = 5 times while it is halved; a
+# slice of bad entries would be refused ~60 times, each after most of the column work.
+COLUMN_REFUSALS = 6
 
 
 class BatchClassifier(Protocol):
@@ -115,6 +119,7 @@ def validate(entries: Sequence[Entry], settings: Settings, now_s: float) -> Vali
     if len(fields) < COLUMN_GROUP_MIN or not all(map(isinstance, fields, repeat(list))):
         return validate_each(entries, settings, now_s)  # dicts, trimmed or oversized entries
     ids = list(map(_id_of, entries))
+    refusals = [COLUMN_REFUSALS]  # left for this slice (shared by its groups)
     everywhere = range(len(entries))
     todo: list[int] | range = everywhere  # positions of the entries not yet validated
     groups: list[tuple[list[int] | range, list[Event]]] = []
@@ -125,9 +130,8 @@ def validate(entries: Sequence[Entry], settings: Settings, now_s: float) -> Vali
             break
         same, columns, layout = group
         positions = todo if same is None else list(compress(todo, same))
-        events, left = _in_columns(
-            ids if same is None else list(compress(ids, same)), columns, layout, settings, now_s
-        )
+        group_ids = ids if same is None else list(compress(ids, same))
+        events, left = _in_columns(group_ids, columns, layout, settings, now_s, refusals)
         if left:
             rest += [positions[i] for i in left]
             left_set = set(left)
@@ -159,7 +163,7 @@ def _merged(
     if not groups:
         out.accepted = [event for _, event in late]
         return out
-    positions, out.accepted = groups[0]  # the largest: the others are put among its events
+    positions, out.accepted = groups[0]  # the others' events are put among the first's
     for other_positions, events in groups[1:]:
         late += zip(other_positions, events, strict=True)
     late.sort(key=_position)
@@ -219,23 +223,28 @@ def _in_columns(
     layout: tuple[int, ...],
     settings: Settings,
     now_s: float,
+    refusals: list[int],
 ) -> tuple[list[Event], list[int]]:
     """Events of the entries that `parse_plain_columns` takes, in groups: a group with an
-    entry it does not take is halved until COLUMN_GROUP_MIN; returns the events and the
-    indices of the entries left for the per-entry path (in order)."""
+    entry it does not take is halved until COLUMN_GROUP_MIN, while `refusals[0]` lasts;
+    returns the events and the indices of the entries left for the per-entry path (in
+    order)."""
+    if refusals[0] <= 0:
+        return [], list(range(len(ids)))
     events = parse_plain_columns(
         ids, columns, layout, now_s, settings.max_future_s, settings.max_text_chars
     )
     if events is not None:
         return events, []
+    refusals[0] -= 1
     if len(ids) <= COLUMN_GROUP_MIN:
         return [], list(range(len(ids)))
     half = len(ids) // 2
     first, first_left = _in_columns(
-        ids[:half], [c[:half] for c in columns], layout, settings, now_s
+        ids[:half], [c[:half] for c in columns], layout, settings, now_s, refusals
     )
     second, second_left = _in_columns(
-        ids[half:], [c[half:] for c in columns], layout, settings, now_s
+        ids[half:], [c[half:] for c in columns], layout, settings, now_s, refusals
     )
     return first + second, first_left + [half + i for i in second_left]
 

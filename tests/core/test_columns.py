@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from pomocore.consumers.batch import COLUMN_GROUP_MIN, Entry, validate, validate_each
+from pomocore.consumers import batch as batch_module
+from pomocore.consumers.batch import (
+    COLUMN_GROUP_MIN,
+    COLUMN_REFUSALS,
+    Entry,
+    validate,
+    validate_each,
+)
 from pomocore.core.events import _numbers, column_layout, parse_plain_columns
 from pomocore.core.settings import Settings
 
@@ -181,3 +189,23 @@ def test_mixed_layouts_agree_with_validate_each() -> None:
             entries: list[Entry] = [(f"{i}-0", f) for i, f in enumerate(fields)]
             got = validate(entries, SETTINGS, NOW)
             assert repr(got) == repr(validate_each(entries, SETTINGS, NOW)), (spacing, stray)
+
+
+def test_a_batch_of_bad_entries_is_refused_a_bounded_number_of_times(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every entry of one layout rejected: the columns are tried at most COLUMN_REFUSALS
+    times (then entry by entry), and the dead letters are the per-entry path's."""
+    calls: list[int] = []
+
+    def counted(ids: list[str], *args: object) -> object:
+        calls.append(len(ids))
+        return parse_plain_columns(ids, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(batch_module, "parse_plain_columns", counted)
+    flats = [_flat(entry(userId=f"u{i}", duration="-1")) for i in range(500)]
+    entries: list[Entry] = [(f"{i}-0", f) for i, f in enumerate(flats)]
+    out = validate(entries, SETTINGS, NOW)
+    assert repr(out) == repr(validate_each(entries, SETTINGS, NOW))
+    assert len(out.dead_letters) == 500
+    assert len(calls) == COLUMN_REFUSALS
