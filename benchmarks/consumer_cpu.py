@@ -13,6 +13,7 @@ plan, the script arguments and the packing of the request.
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -57,6 +58,14 @@ def raw_replies(batches: int) -> list[Any]:
         return replies
 
 
+def _with_value(flat: list[bytes], name: bytes, value: bytes) -> list[bytes]:
+    """A flat entry with `name`'s value replaced."""
+    out = list(flat)
+    if name in out[0::2]:
+        out[2 * out[0::2].index(name) + 1] = value
+    return out
+
+
 def per_event_us(fn: Callable[[], object], events: int) -> float:
     """Best of 5, in CPU time: on a shared machine, time spent descheduled is not ours."""
     best = float("inf")
@@ -96,9 +105,22 @@ def main() -> None:
     row("validate: flat entries, one by one", lambda: [validate_each(b, s, now) for b in batches])
     # A batch just used, in the CPU caches (the rows above go over all batches in turn):
     # the median over the batches of each one's best of 5.
-    for name, fn in (("validate", validate), ("validate one by one", validate_each)):
-        warm = [per_event_us(lambda b=b, fn=fn: fn(b, s, now), len(b)) for b in batches]  # type: ignore[misc]
-        rows.append((f"{name}: warm", statistics.median(warm)))
+    warm = [per_event_us(functools.partial(validate, b, s, now), len(b)) for b in batches]
+    rows.append(("validate: warm", statistics.median(warm)))
+    warm = [per_event_us(functools.partial(validate_each, b, s, now), len(b)) for b in batches]
+    rows.append(("validate one by one: warm", statistics.median(warm)))
+    # The worst case of the columns: a slice whose every entry is rejected (bad durations).
+    flat_ones = [(i, f) for b in batches for i, f in b if isinstance(f, list)]
+    bad: list[Entry] = [(i, _with_value(f, b"duration", b"-1")) for i, f in flat_ones[:500]]
+    rejected = per_event_us(functools.partial(validate, bad, s, now), len(bad))
+    rows.append(("validate: 500 rejected", rejected))
+    rejected = per_event_us(functools.partial(validate_each, bad, s, now), len(bad))
+    rows.append(("validate one by one: 500 rejected", rejected))
+    one_bad = [bad[0], *flat_ones[1:500]]  # the first entry rejected: the columns' worst
+    rejected = per_event_us(functools.partial(validate, one_bad, s, now), len(one_bad))
+    rows.append(("validate: 500, the first rejected", rejected))
+    rejected = per_event_us(functools.partial(validate_each, one_bad, s, now), len(one_bad))
+    rows.append(("validate one by one: 500, the first rejected", rejected))
     validated = [validate(b, settings, now) for b in batches]
     cache = CachingClassifier(Classifier.from_patterns(load_default_pattern_set()), 20_000)
 

@@ -24,7 +24,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from itertools import compress, repeat
+from itertools import compress, pairwise, repeat
 from operator import attrgetter, eq, itemgetter, not_
 from typing import Protocol, TypeVar, cast
 
@@ -82,11 +82,10 @@ COLUMN_LAYOUTS = 2
 # whatever its size. (With 16, the ~10 ends of session of a 500-entry slice went entry by
 # entry: 4.6 % of the consumer's samples in a py-spy profile of variant c.)
 COLUMN_REST_MIN = 4
-# Calls the columns may refuse per slice before the rest of it goes entry by entry: a
-# group with one bad entry is refused ~log2(500 / 16) = 5 times while it is halved; a
-# slice of bad entries would be refused ~60 times, each after most of the column work.
-COLUMN_REFUSALS = 6
-
+# A group the columns refuse is tried again in this many parts; a refused part is split
+# again, unless every part was refused (mostly bad entries: one by one). One bad entry in
+# 500 costs refused calls over ~660 entries; 500 bad ones, over 1,000.
+COLUMN_PARTS = 4
 
 class BatchClassifier(Protocol):
     def classify_many(self, keys: Sequence[ClassKey]) -> list[Decision]: ...
@@ -119,7 +118,6 @@ def validate(entries: Sequence[Entry], settings: Settings, now_s: float) -> Vali
     if len(fields) < COLUMN_GROUP_MIN or not all(map(isinstance, fields, repeat(list))):
         return validate_each(entries, settings, now_s)  # dicts, trimmed or oversized entries
     ids = list(map(_id_of, entries))
-    refusals = [COLUMN_REFUSALS]  # left for this slice (shared by its groups)
     everywhere = range(len(entries))
     todo: list[int] | range = everywhere  # positions of the entries not yet validated
     groups: list[tuple[list[int] | range, list[Event]]] = []
@@ -131,7 +129,7 @@ def validate(entries: Sequence[Entry], settings: Settings, now_s: float) -> Vali
         same, columns, layout = group
         positions = todo if same is None else list(compress(todo, same))
         group_ids = ids if same is None else list(compress(ids, same))
-        events, left = _in_columns(group_ids, columns, layout, settings, now_s, refusals)
+        events, left = _in_columns(group_ids, columns, layout, settings, now_s)
         if left:
             rest += [positions[i] for i in left]
             left_set = set(left)
@@ -223,30 +221,52 @@ def _in_columns(
     layout: tuple[int, ...],
     settings: Settings,
     now_s: float,
-    refusals: list[int],
 ) -> tuple[list[Event], list[int]]:
-    """Events of the entries that `parse_plain_columns` takes, in groups: a group with an
-    entry it does not take is halved until COLUMN_GROUP_MIN, while `refusals[0]` lasts;
-    returns the events and the indices of the entries left for the per-entry path (in
-    order)."""
-    if refusals[0] <= 0:
-        return [], list(range(len(ids)))
+    """Events of the entries that `parse_plain_columns` takes, and the indices of those
+    left for the per-entry path (both in order)."""
     events = parse_plain_columns(
         ids, columns, layout, now_s, settings.max_future_s, settings.max_text_chars
     )
     if events is not None:
         return events, []
-    refusals[0] -= 1
-    if len(ids) <= COLUMN_GROUP_MIN:
-        return [], list(range(len(ids)))
-    half = len(ids) // 2
-    first, first_left = _in_columns(
-        ids[:half], [c[:half] for c in columns], layout, settings, now_s, refusals
-    )
-    second, second_left = _in_columns(
-        ids[half:], [c[half:] for c in columns], layout, settings, now_s, refusals
-    )
-    return first + second, first_left + [half + i for i in second_left]
+    return _in_parts(ids, columns, layout, settings, now_s)
+
+
+def _in_parts(
+    ids: list[str],
+    columns: list[tuple[bytes, ...]],
+    layout: tuple[int, ...],
+    settings: Settings,
+    now_s: float,
+) -> tuple[list[Event], list[int]]:
+    """`_in_columns` of a group the columns refused: its COLUMN_PARTS parts tried, each
+    refused one split again, down to COLUMN_GROUP_MIN entries; all parts refused: the
+    whole group is left."""
+    count = len(ids)
+    if count <= COLUMN_GROUP_MIN:
+        return [], list(range(count))
+    bounds = [count * i // COLUMN_PARTS for i in range(COLUMN_PARTS + 1)]
+    parts = [
+        (lo, hi, parse_plain_columns(
+            ids[lo:hi], [c[lo:hi] for c in columns], layout, now_s, settings.max_future_s,
+            settings.max_text_chars,
+        ))
+        for lo, hi in pairwise(bounds)
+    ]  # fmt: skip
+    if all(events is None for _, _, events in parts):
+        return [], list(range(count))
+    taken: list[Event] = []
+    left: list[int] = []
+    for lo, hi, events in parts:
+        if events is None:
+            part_taken, part_left = _in_parts(
+                ids[lo:hi], [c[lo:hi] for c in columns], layout, settings, now_s
+            )
+            taken += part_taken
+            left += [lo + i for i in part_left]
+        else:
+            taken += events
+    return taken, left
 
 
 def _validate_some(

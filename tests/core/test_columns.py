@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from pomocore.consumers import batch as batch_module
 from pomocore.consumers.batch import (
     COLUMN_GROUP_MIN,
-    COLUMN_REFUSALS,
+    COLUMN_PARTS,
     Entry,
     validate,
     validate_each,
+    validate_one,
 )
 from pomocore.core.events import _numbers, column_layout, parse_plain_columns
 from pomocore.core.settings import Settings
@@ -191,21 +192,41 @@ def test_mixed_layouts_agree_with_validate_each() -> None:
             assert repr(got) == repr(validate_each(entries, SETTINGS, NOW)), (spacing, stray)
 
 
-def test_a_batch_of_bad_entries_is_refused_a_bounded_number_of_times(
+def test_bad_entries_cost_a_bounded_number_of_column_calls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Every entry of one layout rejected: the columns are tried at most COLUMN_REFUSALS
-    times (then entry by entry), and the dead letters are the per-entry path's."""
+    """Every entry of a slice rejected: the columns are tried once, then in COLUMN_PARTS
+    parts, then entry by entry. One rejected entry (first, where a depth-first split
+    looks last): the others still go in columns, at most COLUMN_GROUP_MIN entries one by
+    one. The results are the per-entry path's either way."""
     calls: list[int] = []
+    one_by_one: list[str] = []
 
     def counted(ids: list[str], *args: object) -> object:
         calls.append(len(ids))
         return parse_plain_columns(ids, *args)  # type: ignore[arg-type]
 
+    def counted_one(entry_id: str, *args: object) -> object:
+        one_by_one.append(entry_id)
+        return validate_one(entry_id, *args)  # type: ignore[arg-type]
+
     monkeypatch.setattr(batch_module, "parse_plain_columns", counted)
+    monkeypatch.setattr(batch_module, "validate_one", counted_one)
     flats = [_flat(entry(userId=f"u{i}", duration="-1")) for i in range(500)]
     entries: list[Entry] = [(f"{i}-0", f) for i, f in enumerate(flats)]
     out = validate(entries, SETTINGS, NOW)
+    assert len(out.dead_letters) == 500 and len(calls) == 1 + COLUMN_PARTS
     assert repr(out) == repr(validate_each(entries, SETTINGS, NOW))
-    assert len(out.dead_letters) == 500
-    assert len(calls) == COLUMN_REFUSALS
+
+    calls.clear()
+    one_by_one.clear()
+    flats = [_flat(entry(userId=f"u{i}")) for i in range(500)]
+    flats[0] = _flat(entry(userId="u0", duration="-1"))
+    entries = [(f"{i}-0", f) for i, f in enumerate(flats)]
+    out = validate(entries, SETTINGS, NOW)
+    assert [d.entry_id for d in out.dead_letters] == ["0-0"]
+    assert 1 <= len(one_by_one) <= COLUMN_GROUP_MIN
+    # tried: the 500, its 4 parts of 125, the first one's 4 of ~31, the first one's 4 of ~8
+    assert sum(calls) <= 500 + 500 + 125 + 32
+    one_by_one.clear()
+    assert repr(out) == repr(validate_each(entries, SETTINGS, NOW))
