@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from itertools import compress, repeat
+from operator import is_, itemgetter
 from typing import Any
 
 from pomocore.classifiers.engine import Classifier
@@ -39,6 +41,8 @@ _MAX_VIEWS = 4096  # title decisions carry the matched text: bound their variety
 # keep it alive after its entries left. 4,096 views x (64 + 2 x 56) bytes then at most.
 _MAX_SHARED_PATTERN_CHARS = 64
 _DECISION_BYTES = 56  # a Decision (three slots), and as much for its view
+_decision_of = itemgetter(1)  # of an _Entry: (decision as first made, as served)
+_NOT_YET: Any = (None, None, 0)  # in place of the entry of a key not cached yet
 
 
 class CachingClassifier:
@@ -96,20 +100,17 @@ class CachingClassifier:
 
     def classify_many(self, keys: Sequence[ClassKey]) -> list[Decision]:
         """Decisions for a batch's distinct keys; misses go inline or to the pool."""
+        # The hits in C, without a loop (~0.1 µs a key saved): look every key up, touch
+        # the hits in order (LRU), then compute the misses, as a loop over the keys would.
         cache = self._cache
-        get, touch = cache.get, cache.move_to_end  # bound once: this loop is the hot path
-        out: list[Decision | None] = []
-        missing: list[int] = []
-        for i, key in enumerate(keys):
-            entry = get(key)
-            if entry is None:
-                missing.append(i)
-                out.append(None)
-            else:
-                touch(key)
-                out.append(entry[1])
+        found = list(map(cache.get, keys))
+        missing = list(compress(range(len(keys)), map(is_, found, repeat(None))))
+        deque(map(cache.move_to_end, compress(keys, found)), maxlen=0)  # (entries: truthy)
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
+        for i in missing:
+            found[i] = _NOT_YET
+        out: list[Decision | None] = list(map(_decision_of, found))  # type: ignore[arg-type]
         if missing:
             miss_keys = [keys[i] for i in missing]
             for i, key, decision in zip(missing, miss_keys, self._compute(miss_keys), strict=True):

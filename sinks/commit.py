@@ -19,9 +19,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from itertools import chain
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from hiredis import pack_command
 from redis.exceptions import NoScriptError, ResponseError
@@ -106,9 +106,10 @@ def merged_script_arguments(
             argv.extend((user, date, session))
     argv.append(len(blocks))
     for keys_of_block, users in blocks:
-        argv += (len(keys_of_block), len(users))
-        # user, amount, user, amount, ... in C; repr: the shortest exact round-trip
-        argv += chain.from_iterable(zip(users, map(repr, users.values()), strict=True))
+        # The block's sums as one JSON object, written by orjson in one call: each double as
+        # its shortest round-trip text (`benchmarks.consumer_cpu`: script arguments and
+        # packing 2.7 -> ~0.9 µs an event against two arguments per (user, sum)).
+        argv += (len(keys_of_block), orjson.dumps(users))
     argv += [(expire_at(key) if expire_at else None) or 0 for key in lb_keys]
     return script_keys, argv
 

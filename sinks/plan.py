@@ -8,14 +8,16 @@ acknowledges the entries and applies the effects atomically, exactly once.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import floordiv, itemgetter
+from typing import cast
 
 from pomocore.core.categories import WORK, WORK_CATEGORIES
 from pomocore.core.events import Event
 from pomocore.core.keys import KeySpace
-from pomocore.core.periods import BUCKET_S, PeriodCalculator
+from pomocore.core.periods import BUCKET_S, PeriodCalculator, Periods
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +69,10 @@ class IncrementBuilder:
         self.derived = derived
         # (category, 15-minute bucket) -> keys: one dict lookup per event on the hot path
         # (all instants of a bucket share their local date: core/periods.py). The keys
-        # of one category and day are one tuple object, whichever bucket found them.
+        # of one category and day are one tuple object, whichever bucket found them, and
+        # are built once (a workload spread over days meets ~100 buckets a day).
         self._key_cache: dict[tuple[str, int], tuple[str, ...]] = {}
-        self._same_keys: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._same_keys: dict[tuple[str, Periods], tuple[str, ...]] = {}
 
     def leaderboard_keys(self, category: str, timestamp_s: float) -> tuple[str, ...]:
         """The 3 keys of the category, plus the 3 `work` keys for a work category (daily
@@ -78,13 +81,15 @@ class IncrementBuilder:
         keys = self._key_cache.get(cache_key)
         if keys is None:
             periods = self.periods(timestamp_s)
-            labels = (periods.daily,) if self.derived else periods.labels()
-            categories = (category, WORK) if category in WORK_CATEGORIES else (category,)
-            keys = tuple(self.keys.leaderboard(c, label) for c in categories for label in labels)
+            keys = self._same_keys.get((category, periods))
+            if keys is None:  # a new category and day: its keys, once
+                labels = (periods.daily,) if self.derived else periods.labels()
+                categories = (category, WORK) if category in WORK_CATEGORIES else (category,)
+                keys = tuple(self.keys.leaderboard(c, lb) for c in categories for lb in labels)
             if len(self._key_cache) > 10_000:
                 self._key_cache.clear()
                 self._same_keys.clear()
-            keys = self._same_keys.setdefault(keys, keys)
+            self._same_keys[(category, periods)] = keys
             self._key_cache[cache_key] = keys
         return keys
 
@@ -94,26 +99,61 @@ class IncrementBuilder:
         dead_letters: Sequence[DeadLetter],
         default_session_date: str | None = None,
     ) -> CommitPlan:
-        # Sum per (keys of a category and day, user) first: one dict update per event.
-        # Then the keys fed by the same groups share one block of sums (increments equal up
-        # to float rounding to adding event by event: docs/guarantees.md, "Float scores").
-        groups: dict[int, tuple[tuple[str, ...], defaultdict[str, float]]] = {}
-        plan = CommitPlan(dead_letters=list(dead_letters))
-        ids, cached, keys_of = plan.ids, self._key_cache.get, self.leaderboard_keys
-        for event, category in accepted:
-            ids.append(event.entry_id)
-            ts = event.timestamp_s
-            keys = cached((category, int(ts // BUCKET_S))) or keys_of(category, ts)
-            group = groups.get(id(keys))  # (the group holds the tuple: its id stays unique)
-            if group is None:
-                group = groups[id(keys)] = (keys, defaultdict(float))
-            group[1][event.user_id] += event.duration_s
-            if event.is_end and event.session is not None:
-                date = event.session_date or self.periods(ts).daily
+        """The plan of accepted (event, category) pairs and dead letters."""
+        pairs = list(accepted)
+        return self.plan_events(
+            [event for event, _ in pairs], [category for _, category in pairs], dead_letters
+        )
+
+    def plan_events(
+        self,
+        events: Sequence[Event],
+        categories: Sequence[str],
+        dead_letters: Sequence[DeadLetter],
+    ) -> CommitPlan:
+        """The plan of `events`, each with its category (`categories[i]`: `events[i]`'s).
+
+        Sums per (keys of a category and day, user) first: one dict update per event, the
+        rest column by column in C (`benchmarks.consumer_cpu`, "plan": 2.1 -> ~0.6 µs an
+        event). Then the keys fed by the same groups share one block of sums (increments
+        equal up to float rounding to adding event by event: docs/guarantees.md, "Float
+        scores"; each sum adds its events in their order).
+        """
+        plan = CommitPlan(ids=list(map(_entry_id, events)), dead_letters=list(dead_letters))
+        stamps = list(map(_timestamp, events))
+        buckets = map(int, map(floordiv, stamps, repeat(BUCKET_S)))
+        keys_of: list[tuple[str, ...] | None] = list(
+            map(self._key_cache.get, zip(categories, buckets, strict=False))
+        )
+        if None in keys_of:  # (category, bucket) pairs new to the cache
+            for i in [i for i, keys in enumerate(keys_of) if keys is None]:
+                keys_of[i] = self.leaderboard_keys(categories[i], stamps[i])
+        groups: dict[int, tuple[tuple[str, ...], dict[str, float]]] = {}
+        sums_of: dict[int, dict[str, float]] = {}
+        # (a group holds its keys tuple: its id stays unique while the plan is built)
+        for group, keys, user, duration in zip(
+            map(id, keys_of), keys_of, map(_user_id, events), map(_duration, events), strict=True
+        ):
+            sums = sums_of.get(group)
+            if sums is None:
+                sums = sums_of[group] = {}
+                groups[group] = (cast(tuple[str, ...], keys), sums)
+            sums[user] = sums.get(user, 0.0) + duration
+        for event in compress(events, map(_is_end, events)):
+            if event.session is not None:
+                date = event.session_date or self.periods(event.timestamp_s).daily
                 plan.sessions.append((event.user_id, date, event.session))
-        ids.extend(d.entry_id for d in dead_letters)
+        plan.ids.extend(d.entry_id for d in dead_letters)
         plan.blocks = merge_blocks(list(groups.values()))
         return plan
+
+
+# Fields of an Event picked in C (Event is a tuple; tests/core pins the positions).
+_entry_id = itemgetter(0)
+_user_id = itemgetter(1)
+_duration = itemgetter(5)
+_timestamp = itemgetter(6)
+_is_end = itemgetter(10)
 
 
 def merge_blocks(groups: Sequence[tuple[tuple[str, ...], dict[str, float]]]) -> list[Block]:

@@ -43,6 +43,39 @@ def test_lru_evicts_the_least_recently_used() -> None:
     assert h.peek(("Code", "", "1")) is not None
 
 
+def test_classify_many_of_cached_keys_touches_them_in_order() -> None:
+    """A batch whose keys are all cached (the path without a loop) serves the cached
+    decisions and makes its keys the most recent, the last one most of all."""
+    h = holder(size=3)
+    h.classify_many([("Code", "", "1"), ("Code", "", "2"), ("Code", "", "3")])
+    served = h.classify_many([("Code", "", "2"), ("Code", "", "1")])
+    assert served == [Decision("Development", "cache", "Code")] * 2
+    assert (h.hits, h.misses) == (2, 3)
+    h.classify("Code", "", "4")  # evicts 3, then the least recent
+    h.classify("Code", "", "5")  # evicts 2
+    assert [h.peek(("Code", "", n)) is not None for n in "12345"] == [
+        True, False, False, True, True,
+    ]  # fmt: skip
+
+
+def test_classify_many_touches_hits_before_storing_misses() -> None:
+    """Hits and misses in one batch: the hits are touched in order, then the misses are
+    stored (most recent), as a loop over the keys did."""
+    h = holder(size=3)
+    h.classify_many([("Code", "", "1"), ("Code", "", "2"), ("Code", "", "3")])
+    served = h.classify_many([("Code", "", "2"), ("Code", "", "4"), ("Code", "", "1")])
+    assert served == [
+        Decision("Development", "cache", "Code"),
+        Decision("Development", "app", "Code"),
+        Decision("Development", "cache", "Code"),
+    ]
+    assert (h.hits, h.misses) == (2, 4)
+    h.classify("Code", "", "5")  # 3 went for 4; now 2, the least recent, goes
+    assert [h.peek(("Code", "", n)) is not None for n in "12345"] == [
+        True, False, False, True, True,
+    ]  # fmt: skip
+
+
 def test_size_zero_disables_caching() -> None:
     h = holder(size=0)
     h.classify("Code", "", "")

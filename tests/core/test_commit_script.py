@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from pomocore.core.observer import Observer
 from pomocore.core.periods import PeriodCalculator
 from pomocore.sinks.commit import COMMIT_SCRIPT, Committer, script_arguments
 from pomocore.sinks.plan import CommitPlan, DeadLetter, IncrementBuilder
+from tests.support.servers import PathRedis, redis_70_binary, running
 
 KEYS = KeySpace()
 
@@ -50,8 +52,13 @@ def plan(ids: list[str]) -> CommitPlan:
 @pytest.mark.parametrize(
     "corrupt",
     [
-        lambda argv: argv.__setitem__(-2, "nan"),  # increment not finite
-        lambda argv: argv.__setitem__(-2, "abc"),  # increment not a number
+        lambda argv: argv.__setitem__(-2, b'{"u1":NaN}'),  # increment not finite
+        lambda argv: argv.__setitem__(-2, b'{"u1":1e999}'),  # increment not finite
+        lambda argv: argv.__setitem__(-2, b'{"u1":"abc"}'),  # increment not a number
+        lambda argv: argv.__setitem__(-2, b'{"u1":"1.5"}'),  # increment a string
+        lambda argv: argv.__setitem__(-2, b"[1.5]"),  # sums not an object
+        lambda argv: argv.__setitem__(-2, b'{"u1":1.5'),  # sums not JSON
+        lambda argv: argv.__setitem__(-2, b"null"),  # no sums
         lambda argv: argv.__setitem__(-1, "soon"),  # expire-at not a number
         lambda argv: argv.append("extra"),  # argument count mismatch
         lambda argv: argv.__setitem__(4, "x"),  # id count not a number
@@ -59,9 +66,9 @@ def plan(ids: list[str]) -> CommitPlan:
         lambda argv: argv.__setitem__(2, "0"),  # no segment
         lambda argv: argv.__setitem__(2, "2"),  # a segment more than there is
         lambda argv: argv.__setitem__(6, "1-x"),  # a malformed entry id (the second)
-        lambda argv: argv.__setitem__(-5, "2"),  # a block claims more keys than KEYS has
-        lambda argv: argv.__setitem__(-5, "0.5"),  # a block's key count not an integer
-        lambda argv: argv.__setitem__(-4, "-1"),  # a negative pair count
+        lambda argv: argv.__setitem__(-3, "2"),  # a block claims more keys than KEYS has
+        lambda argv: argv.__setitem__(-3, "0.5"),  # a block's key count not an integer
+        lambda argv: argv.__setitem__(-4, "2"),  # a block more than there is
     ],
 )
 def test_invalid_arguments_write_nothing(redis_url: str, corrupt: object) -> None:
@@ -134,6 +141,39 @@ async def test_every_block_reaches_each_of_its_keys(redis_url: str) -> None:
         stored = {m.decode(): s for m, s in client.zrange(key, 0, -1, withscores=True)}
         assert stored == users, key
     assert client.xpending(KEYS.stream_key, "g")["pending"] == 0
+
+
+@pytest.fixture(params=["valkey", "redis-7.0"])
+def server_url(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The test server, and a Redis older than 7.2 (another formatting of Lua numbers)."""
+    if request.param == "valkey":
+        yield redis_url
+        return
+    binary = redis_70_binary()
+    if binary is None:
+        pytest.skip("no redis-server older than 7.2 on PATH")
+    with running(PathRedis(binary, tmp_path_factory.mktemp("redis70"))) as server:
+        yield server.url
+
+
+# Sums whose shortest text has 17 digits, an exponent, or is subnormal.
+AWKWARD = [0.1 + 0.2, 1 / 3, 123456789.123456789, 2.0**53 + 2, 1e16, 1e-7, 5e-324, 86_400.0]
+
+
+async def test_sums_reach_the_board_as_the_same_doubles(server_url: str) -> None:
+    """The block's JSON sums, through cjson and ZINCRBY: each score is the double sent,
+    bit for bit (on Valkey and on Redis 7.0)."""
+    ids = setup_pending(server_url, 1)
+    users = {f"u{i}": x for i, x in enumerate(AWKWARD)}
+    users["üser \" \x00 ☃"] = 2.5  # JSON escapes in a member
+    committed = CommitPlan(ids=ids, blocks=[(("leaderboard:SNS:2026-11-22",), users)])
+    committer = Committer(aioredis.Redis.from_url(server_url), KEYS, "g", "c")
+    assert await committer.commit_once(committed) == (True, [])
+    client = redis.Redis.from_url(server_url)
+    stored = client.zrange("leaderboard:SNS:2026-11-22", 0, -1, withscores=True)
+    assert {m.decode(): s.hex() for m, s in stored} == {u: x.hex() for u, x in users.items()}
 
 
 async def test_script_errors_become_commit_errors(redis_url: str) -> None:

@@ -9,8 +9,9 @@ from pomocore.core.events import Event
 from pomocore.core.ids import categorized_data_id, stream_tag, usage_log_id
 from pomocore.core.keys import KeySpace
 from pomocore.core.periods import PeriodCalculator
+from pomocore.sinks import plan as plan_module
 from pomocore.sinks.commit import script_arguments
-from pomocore.sinks.plan import DeadLetter, IncrementBuilder
+from pomocore.sinks.plan import DeadLetter, IncrementBuilder, merge_blocks
 
 TS = 1_795_316_733.0  # 2026-11-22 12:05 in Seoul
 
@@ -88,8 +89,9 @@ def test_script_arguments_layout() -> None:
     assert argv[7] == 1 and argv[8] == 14  # one dead letter of 7 field/value pairs
     assert argv[9:11] == [b"a", b"b"]
     assert b"dlq.reason" in argv and b"too_long" in argv
-    # one block: 3 keys, 1 pair (exact repr of the double); then each key's expire-at (0 = never)
-    assert argv[-8:] == [1, 3, 1, "u1", "0.1", 0, 0, 0]
+    # one block: 3 keys, its sums as JSON (the shortest text of each double); then each
+    # key's expire-at (0 = never)
+    assert argv[-6:] == [1, 3, b'{"u1":0.1}', 0, 0, 0]
     _, with_ttl = script_arguments(plan, KeySpace(), "g", "c", lambda key: len(key))
     assert with_ttl[-3:] == [len(k) for k in keys[4:]]
     _, derived = script_arguments(plan, KeySpace(), "g", "c", mark_derived=True)
@@ -174,3 +176,77 @@ def test_plan_sums_equal_event_by_event_sums(
         assert set(plan.increments[key]) == set(users)
         for user, total in users.items():
             assert abs(plan.increments[key][user] - total) <= 1e-9 * max(1.0, total)
+
+
+def _plan_event_by_event(
+    builder: IncrementBuilder, accepted: list[tuple[Event, str]]
+) -> tuple[list[str], list[tuple[str, str, int]], list[tuple[tuple[str, ...], list[object]]]]:
+    """The plan as the loop before plan_events built it, one event at a time: ids,
+    sessions, and the blocks with their sums in order (the reference for the columns)."""
+    groups: dict[tuple[str, ...], dict[str, float]] = {}
+    ids, sessions = [], []
+    for event, category in accepted:
+        ids.append(event.entry_id)
+        sums = groups.setdefault(builder.leaderboard_keys(category, event.timestamp_s), {})
+        sums[event.user_id] = sums.get(event.user_id, 0.0) + event.duration_s
+        if event.is_end and event.session is not None:
+            date = event.session_date or builder.periods(event.timestamp_s).daily
+            sessions.append((event.user_id, date, event.session))
+    blocks = merge_blocks(list(groups.items()))
+    return ids, sessions, [(keys, [(u, x.hex()) for u, x in s.items()]) for keys, s in blocks]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["u1", "u2", "u3"]),
+            st.sampled_from(["Development", "SNS", "Design", "Music"]),
+            st.floats(min_value=0.001, max_value=86_400),
+            st.floats(min_value=1.7e9, max_value=1.7e9 + 40 * 86_400),
+            st.sampled_from([(False, None, None), (True, 3, None), (True, 4, "2026-11-20"),
+                             (True, None, None)]),
+        ),
+        max_size=60,
+    ),
+)  # fmt: skip
+def test_plan_in_columns_is_the_event_by_event_plan(
+    rows: list[tuple[str, str, float, float, tuple[bool, int | None, str | None]]],
+) -> None:
+    """The same ids, sessions, blocks in the same order and sums to the bit."""
+    builder = IncrementBuilder(KeySpace(), PeriodCalculator("Asia/Seoul"))
+    accepted = [
+        (Event(f"{i}-0", user, "a", "t", "", dur, ts, session, date, None, end), cat)
+        for i, (user, cat, dur, ts, (end, session, date)) in enumerate(rows)
+    ]
+    plan = builder.plan(accepted, [DeadLetter("9-9", {}, "too_long")])
+    ids, sessions, blocks = _plan_event_by_event(builder, accepted)
+    assert plan.ids == [*ids, "9-9"]
+    assert plan.sessions == sessions
+    assert [(k, [(u, x.hex()) for u, x in s.items()]) for k, s in plan.blocks] == blocks
+
+
+def test_plan_reads_event_fields_by_position() -> None:
+    """sinks/plan.py picks Event fields with itemgetter: pin the positions to the names."""
+    event = Event("1-0", "u", "a", "t", "w", 1.5, 2.5, 3, "2026-11-22", 25, True)
+    assert (plan_module._entry_id(event), plan_module._user_id(event)) == ("1-0", "u")
+    assert (plan_module._duration(event), plan_module._timestamp(event)) == (1.5, 2.5)
+    assert plan_module._is_end(event) is True
+
+
+
+
+def test_keys_of_one_category_and_day_are_one_tuple() -> None:
+    """Buckets of one day find the same keys object (the plan groups events by its id);
+    another day or category, other keys."""
+    builder = IncrementBuilder(KeySpace(), PeriodCalculator("Asia/Seoul"))
+    morning = builder.leaderboard_keys("Development", TS - 3 * 3600)
+    assert builder.leaderboard_keys("Development", TS) is morning
+    assert builder.leaderboard_keys("Development", TS + 900) is morning
+    assert builder.leaderboard_keys("Development", TS - DAY) != morning
+    assert builder.leaderboard_keys("SNS", TS) != morning
+    assert morning == (
+        "leaderboard:Development:2026-11-22", "leaderboard:Development:2026-W47",
+        "leaderboard:Development:2026-M11", "leaderboard:work:2026-11-22",
+        "leaderboard:work:2026-W47", "leaderboard:work:2026-M11",
+    )  # fmt: skip

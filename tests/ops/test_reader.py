@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from pomocore import acl
 from pomocore.core.connect import no_async_retry, no_retry
 from pomocore.core.errors import BackendError, BackendUnavailable
 from pomocore.core.keys import KeySpace
-from pomocore.embedded import EmbeddedRedis, free_port
+from pomocore.embedded import free_port
 from pomocore.reader import (
     MAX_AROUND,
     MAX_USERS,
@@ -28,7 +27,7 @@ from pomocore.reader import (
     QueryError,
     Row,
 )
-from tests.support.servers import redis_70_binary, running
+from tests.support.servers import PathRedis, redis_70_binary, running
 from tests.support.waiting import wait_for
 
 DAY = "2026-02-12"
@@ -36,17 +35,6 @@ KEYS = KeySpace()
 KEY = KEYS.leaderboard("work", DAY)
 # 30 users: u00 has the highest score (300), u29 the lowest (10)
 SCORES = {f"u{i:02d}": float(300 - 10 * i) for i in range(30)}
-
-
-class PathRedis(EmbeddedRedis):
-    """EmbeddedRedis with another binary."""
-
-    def __init__(self, binary: str, data_dir: Path) -> None:
-        super().__init__(data_dir)
-        self.binary = binary
-
-    def command(self) -> list[str]:
-        return [self.binary, *list(super().command())[1:]]
 
 
 @pytest.fixture(scope="module")

@@ -201,6 +201,17 @@ def cluster_settings(settings: Settings, nodes: list[EmbeddedRedis], tag: str) -
     )
 
 
+class PathRedis(EmbeddedRedis):
+    """EmbeddedRedis with another binary (redis_70_binary's)."""
+
+    def __init__(self, binary: str, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.binary = binary
+
+    def command(self) -> list[str]:
+        return [self.binary, *list(super().command())[1:]]
+
+
 def redis_70_binary() -> str | None:
     """A `redis-server` older than 7.2 (no ZREVRANK WITHSCORE) on PATH, or None."""
     path = shutil.which("redis-server")
