@@ -69,8 +69,9 @@ BEHIND_PERIOD_S = 0.1
 HEADROOM_SHARE = 0.1
 HEADROOM_MIN = 1_000
 
-# Lua helpers: stream ids compared as decimal strings (exact for any 64-bit part).
-_IDS = """
+# Lua: stream ids compared as decimal strings (exact for any 64-bit part); also used by
+# the forwarder's scripts (shell/route.py).
+LUA_ID_LESS = """
 local function split(id)
   return string.match(id, '^(%d+)-(%d+)$')
 end
@@ -82,6 +83,9 @@ local function less(a, b)
   if #as ~= #bs then return #as < #bs end
   return as < bs
 end
+"""
+# Lua helpers of the trimming scripts.
+_IDS = LUA_ID_LESS + """
 -- the id right after `id` (an id with a sequence too long to add to exactly: itself,
 -- which keeps one entry more)
 local function after(id)

@@ -96,7 +96,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError, R
 
 from pomocore.cli_format import add_json, bounded_float, bounded_int, logging_parent, write_json
 from pomocore.consumers.app import install_signal_handlers
-from pomocore.consumers.trimming import StreamTrimmer
+from pomocore.consumers.trimming import LUA_ID_LESS, StreamTrimmer
 from pomocore.core.connect import async_redis, command_timeout_s
 from pomocore.core.errors import ConfigError
 from pomocore.core.events import MAX_ENTRY_FIELDS
@@ -109,19 +109,7 @@ from pomocore.core.shards import key_slot, shard_of_field, shard_tag
 log = logging.getLogger("pomocore.route")
 
 # Stream ids compared as decimal strings (exact for any 64-bit part), as in trimming.
-_IDS = """
-local function split(id)
-  return string.match(id, '^(%d+)-(%d+)$')
-end
-local function less(a, b)
-  local am, as = split(a)
-  local bm, bs = split(b)
-  if #am ~= #bm then return #am < #bm end
-  if am ~= bm then return am < bm end
-  if #as ~= #bs then return #as < #bs end
-  return as < bs
-end
-"""
+_IDS = LUA_ID_LESS
 
 # 1. KEYS: lease, epoch; ARGV: token, lease ms. The new epoch, or false (held by another).
 TAKE_LEASE = """
