@@ -8,10 +8,8 @@
 --       batch is in this call: a group commit merges the lanes' batches of a process),
 --       n_dead, then per dead letter: n_fields, field, value, ...,
 --       n_sessions, then per session: userId, sessionDate, session,
---       n_blocks, then per block: n_keys, sums (the block's keys are the next n_keys of
---       KEYS[5..]; sums: a JSON object {member: increment, ...}, each pair going to each
---       of the keys: one argument per block instead of two per pair, which the client
---       packs for ~0.15 µs each; cjson reads each number back as the same double),
+--       n_blocks, then per block: n_keys, n_pairs, member, increment, ... (the block's
+--       keys are the next n_keys of KEYS[5..]; each pair goes to each of them),
 --       then for each KEYS[5..]: expire-at unix seconds (0 = keep forever)
 --
 -- Exactly once: every id is acknowledged one by one (XACK says whether it was still
@@ -71,29 +69,28 @@ local n_sessions = tonumber(ARGV[pos]); pos = pos + 1
 if not n_sessions then return redis.error_reply('ERR pomocore: bad session count') end
 pos = pos + 3 * n_sessions
 
-local n_blocks = tonumber(ARGV[pos]); pos = pos + 1
+local blocks_at = pos
+local to_number = tonumber  -- a local: this loop runs once per (block, user)
+local n_blocks = to_number(ARGV[pos]); pos = pos + 1
 if not n_blocks or n_blocks < 0 or n_blocks % 1 ~= 0 then
   return redis.error_reply('ERR pomocore: bad block count')
 end
-local n_block_keys, blocks, decode = 0, {}, cjson.decode
-for b = 1, n_blocks do
-  local n_keys = tonumber(ARGV[pos])
-  if not n_keys or n_keys < 1 or n_keys % 1 ~= 0 then
+local n_block_keys = 0
+for _ = 1, n_blocks do
+  local n_keys, n_pairs = to_number(ARGV[pos]), to_number(ARGV[pos + 1])
+  if not n_keys or n_keys < 1 or n_keys % 1 ~= 0 or not n_pairs or n_pairs < 0 or n_pairs % 1 ~= 0 then
     return redis.error_reply('ERR pomocore: bad block size')
   end
-  local ok, sums = pcall(decode, ARGV[pos + 1])
-  if not ok or type(sums) ~= 'table' then
-    return redis.error_reply('ERR pomocore: bad block sums')
-  end
-  for member, amount in pairs(sums) do
-    -- x - x is 0 for every finite number, NaN for NaN and for +-inf
-    if type(member) ~= 'string' or type(amount) ~= 'number' or amount - amount ~= 0 then
-      return redis.error_reply('ERR pomocore: bad increment for ' .. tostring(member))
-    end
-  end
-  blocks[b] = {n_keys, sums}
   n_block_keys = n_block_keys + n_keys
   pos = pos + 2
+  for i = pos + 1, pos + 2 * n_pairs - 1, 2 do
+    local amount = to_number(ARGV[i])
+    -- x - x is 0 for every finite number, NaN for NaN and for +-inf
+    if not amount or amount - amount ~= 0 then
+      return redis.error_reply('ERR pomocore: bad increment for ' .. ARGV[i - 1])
+    end
+  end
+  pos = pos + 2 * n_pairs
 end
 if n_block_keys ~= #KEYS - 4 then return redis.error_reply('ERR pomocore: block keys mismatch') end
 local expire_at = pos
@@ -182,14 +179,16 @@ for _ = 1, n_sessions do
   pos = pos + 3
 end
 
--- The increments: a number argument reaches ZINCRBY as its exact shortest text (Redis
--- formats it with fpconv_dtoa, "%.17g" before 7.2), so every double is added unchanged.
+pos = blocks_at + 1
 local first = 5
-for b = 1, n_blocks do
-  local last, sums = first + blocks[b][1] - 1, blocks[b][2]
-  for member, amount in pairs(sums) do
+for _ = 1, n_blocks do
+  local last, n_pairs = first + tonumber(ARGV[pos]) - 1, tonumber(ARGV[pos + 1])
+  pos = pos + 2
+  for i = pos, pos + 2 * n_pairs - 1, 2 do
+    local member, amount = ARGV[i], ARGV[i + 1]
     for k = first, last do redis.call('ZINCRBY', KEYS[k], amount, member) end
   end
+  pos = pos + 2 * n_pairs
   first = last + 1
 end
 -- Retention counted from the end of the key's period; the same time on every batch.

@@ -10,7 +10,7 @@ from pomocore.core.ids import categorized_data_id, stream_tag, usage_log_id
 from pomocore.core.keys import KeySpace
 from pomocore.core.periods import PeriodCalculator
 from pomocore.sinks import plan as plan_module
-from pomocore.sinks.commit import script_arguments
+from pomocore.sinks.commit import amounts, script_arguments
 from pomocore.sinks.plan import DeadLetter, IncrementBuilder, merge_blocks
 
 TS = 1_795_316_733.0  # 2026-11-22 12:05 in Seoul
@@ -89,9 +89,9 @@ def test_script_arguments_layout() -> None:
     assert argv[7] == 1 and argv[8] == 14  # one dead letter of 7 field/value pairs
     assert argv[9:11] == [b"a", b"b"]
     assert b"dlq.reason" in argv and b"too_long" in argv
-    # one block: 3 keys, its sums as JSON (the shortest text of each double); then each
-    # key's expire-at (0 = never)
-    assert argv[-6:] == [1, 3, b'{"u1":0.1}', 0, 0, 0]
+    # one block: 3 keys, 1 pair (the shortest text of the double); then each key's expire-at
+    # (0 = never)
+    assert argv[-8:] == [1, 3, 1, "u1", b"0.1", 0, 0, 0]
     _, with_ttl = script_arguments(plan, KeySpace(), "g", "c", lambda key: len(key))
     assert with_ttl[-3:] == [len(k) for k in keys[4:]]
     _, derived = script_arguments(plan, KeySpace(), "g", "c", mark_derived=True)
@@ -234,6 +234,14 @@ def test_plan_reads_event_fields_by_position() -> None:
     assert plan_module._is_end(event) is True
 
 
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=8))
+def test_amounts_read_back_as_the_same_doubles(values: list[float]) -> None:
+    """What the commit script gets for each sum: text that Lua and ZINCRBY (strtod) read
+    back as the same double, bit for bit."""
+    texts = amounts(values)
+    assert all(isinstance(t, bytes) for t in texts)
+    assert [float(t).hex() for t in texts] == [v.hex() for v in values]
 
 
 def test_keys_of_one_category_and_day_are_one_tuple() -> None:
