@@ -100,8 +100,12 @@ class _Server:
         )
         log.close()
         deadline = time.monotonic() + timeout_s
-        _wait_port(self.port, self.proc, timeout_s, self.what)
-        self._wait_ready(deadline)
+        try:
+            _wait_port(self.port, self.proc, timeout_s, self.what)
+            self._wait_ready(deadline)
+        except BaseException:
+            self.kill()  # a server that did not come up is not left running
+            raise
 
     def _wait_ready(self, deadline: float) -> None:
         """Past listening: whatever the server needs before it serves commands."""

@@ -9,7 +9,12 @@ import pytest
 import redis
 import redis.cluster
 
-from pomocore.embedded import EmbeddedCluster, EmbeddedRedis, cluster_slot_ranges
+from pomocore.embedded import (
+    EmbeddedCluster,
+    EmbeddedRedis,
+    EmbeddedServerError,
+    cluster_slot_ranges,
+)
 
 # Replaying 20,000 keys at 50 µs each takes about a second; answering clients every 1 KiB
 # of the file makes the server reply -LOADING meanwhile instead of staying silent.
@@ -96,3 +101,22 @@ def test_an_appendonly_cluster_node_keeps_its_keys_and_slots_across_a_crash(
 
 def _node_of(cluster: EmbeddedCluster, slot: int) -> int:
     return next(i for i, (lo, hi) in enumerate(cluster.slot_ranges) if lo <= slot <= hi)
+
+
+def test_a_server_that_does_not_come_up_in_time_is_not_left_running(tmp_path: Path) -> None:
+    """A start that times out kills what it started (leaked servers once piled up after
+    TLS-only servers timed out in the readiness probe)."""
+    server = EmbeddedRedis(tmp_path, extra_args=_SLOW_LOAD)
+    server.start()
+    client = redis.Redis.from_url(server.url)
+    pipe = client.pipeline(transaction=False)
+    for i in range(20_000):
+        pipe.set(f"k{i}", "v")
+    pipe.execute()
+    client.save()  # an RDB the restart loads at 50 µs a key: about a second
+    client.close()
+    server.kill()
+    with pytest.raises(EmbeddedServerError):
+        server.start(timeout_s=0.3)
+    assert server.proc is not None and server.proc.poll() is not None
+    server.close()
