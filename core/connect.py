@@ -33,6 +33,7 @@ from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.retry import Retry
 
 from pomocore.core.settings import Settings
@@ -204,6 +205,32 @@ async def drop_idle_connections(client: aioredis.Redis) -> None:
     pool = getattr(client, "connection_pool", None)
     if pool is not None:
         await pool.disconnect(inuse_connections=False)
+
+
+async def send_packed(client: aioredis.Redis, packed: bytes, replies: int) -> list[Any]:
+    """Send a request packed already (`hiredis.pack_command`: redis-py's asyncio client
+    packs in pure Python) on one pooled connection of a standalone client, and read
+    `replies` replies; an error reply comes back as its exception, in its place.
+
+    Any other failure leaves the connection's state unknown (replies may be unread on
+    it): it is closed before it goes back to the pool. Used by the commit script's calls
+    (sinks/commit.py) and the forwarder's (shell/route.py)."""
+    pool = client.connection_pool
+    conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+    try:
+        await conn.send_packed_command(packed)
+        out: list[Any] = []
+        for _ in range(replies):
+            try:
+                out.append(await conn.read_response())
+            except ResponseError as exc:  # one command's error; the others still come
+                out.append(exc)
+        return out
+    except BaseException:
+        await conn.disconnect()
+        raise
+    finally:
+        await pool.release(conn)
 
 
 # --- replies bounded in bytes -------------------------------------------------------------

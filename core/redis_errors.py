@@ -28,6 +28,7 @@ from redis.exceptions import (
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
+    RedisError,
     ResponseError,
     SlotNotCoveredError,
     TimeoutError,
@@ -108,8 +109,12 @@ def redis_fault(exc: BaseException) -> Fault:
     if isinstance(exc, (*_CONNECTION_ERRORS, SlotNotCoveredError)):
         return Fault.TRANSIENT
     if isinstance(exc, RedisClusterException):
-        away = any(text in str(exc) for text in _CLUSTER_AWAY)
-        return Fault.RECONNECT if away else Fault.FATAL
+        if any(text in str(exc) for text in _CLUSTER_AWAY):
+            return Fault.RECONNECT
+        # wrapping a Redis or socket error (the forwarder saw asyncio's transport closed
+        # under the client): that error decides
+        cause = exc.__cause__
+        return redis_fault(cause) if isinstance(cause, RedisError | OSError) else Fault.FATAL
     if not isinstance(exc, ResponseError):
         return Fault.FATAL
     code = error_code(exc)

@@ -97,7 +97,7 @@ from redis.exceptions import NoScriptError, RedisClusterException, RedisError, R
 from pomocore.cli_format import add_json, bounded_float, bounded_int, logging_parent, write_json
 from pomocore.consumers.app import install_signal_handlers
 from pomocore.consumers.trimming import LUA_ID_LESS, StreamTrimmer
-from pomocore.core.connect import async_redis, command_timeout_s
+from pomocore.core.connect import async_redis, command_timeout_s, send_packed
 from pomocore.core.errors import ConfigError
 from pomocore.core.events import MAX_ENTRY_FIELDS
 from pomocore.core.keys import ROUTE_GROUP
@@ -331,7 +331,7 @@ class Forwarder:
                 self.stats.lost += 1
                 log.warning("route: lease lost, standing by", extra={"why": str(exc)})
             except REDIS_ERRORS as exc:
-                if _fault(exc) is Fault.FATAL:
+                if redis_fault(exc) is Fault.FATAL:
                     raise
                 log.warning("route: Redis failed, retrying", extra={"error": str(exc)[:200]})
                 await _wait(stop, backoff_s)
@@ -380,7 +380,7 @@ class Forwarder:
                 start = await self._step(lease, start)
                 backoff_s = BACKOFF_MIN_S
             except REDIS_ERRORS as exc:
-                if _fault(exc) is Fault.FATAL:
+                if redis_fault(exc) is Fault.FATAL:
                     raise
                 log.warning("route: Redis failed, retrying", extra={"error": str(exc)[:200]})
                 await _wait(stop, backoff_s)
@@ -490,22 +490,7 @@ class Forwarder:
                 pipe.execute_command(*command)
             return list(await pipe.execute(raise_on_error=False))
         packed = b"".join(pack_command(command) for command in commands)
-        pool = self.client.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.send_packed_command(packed)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except ResponseError as exc:  # one call's error; the others still come
-                    replies.append(exc)
-            return replies
-        except BaseException:
-            await conn.disconnect()  # replies may be left unread on it
-            raise
-        finally:
-            await pool.release(conn)
+        return await send_packed(self.client, packed, len(commands))
 
     async def _idle(self, last_id: str) -> None:
         """Nothing new: wait (without reading it) for an entry after the group's position,
@@ -543,22 +528,6 @@ class Forwarder:
 # What a Redis call may raise: redis-py's errors, a socket's that slip through (TLS), and
 # the Cluster client's own (not a RedisError) when it reaches no node.
 REDIS_ERRORS = (RedisError, OSError, RedisClusterException)
-
-
-# What the Cluster client says when it reached no node (its cause varies: a connection
-# error, or asyncio's RuntimeError about a transport closed under it).
-CLUSTER_UNREACHABLE = "cannot be connected"
-
-
-def _fault(exc: BaseException) -> Fault:
-    """`redis_fault`, and the Cluster client's own errors: no node reached is transient,
-    others (a command it cannot route) are not, unless their cause is."""
-    if isinstance(exc, RedisClusterException):
-        if CLUSTER_UNREACHABLE in str(exc):
-            return Fault.TRANSIENT
-        cause = exc.__cause__
-        return redis_fault(cause) if isinstance(cause, RedisError | OSError) else Fault.FATAL
-    return redis_fault(exc)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

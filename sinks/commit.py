@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from hiredis import pack_command
 from redis.exceptions import NoScriptError, ResponseError
 
+from pomocore.core.connect import send_packed
 from pomocore.core.errors import CommitError, WrongKeyType
 from pomocore.core.keys import KeySpace
 from pomocore.core.observer import Observer, observed
@@ -283,17 +284,10 @@ class CommitGroup:
             return await self._send(packed)
 
     async def _send(self, packed: bytes) -> Any:
-        pool = self.redis.connection_pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await conn.send_packed_command(packed)
-            return await conn.read_response()
-        except BaseException as exc:
-            if not isinstance(exc, ResponseError):  # the connection state is unknown now
-                await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
+        (reply,) = await send_packed(self.redis, packed, 1)
+        if isinstance(reply, ResponseError):
+            raise reply
+        return reply
 
 
 def _key_count(plan: CommitPlan) -> int:

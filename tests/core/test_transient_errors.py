@@ -94,6 +94,11 @@ def test_redis_error_replies_are_classified(reply: str, fault: Fault) -> None:
         assert redis_fault(wrapped) is fault
 
 
+def _caused_by(exc: BaseException, cause: BaseException) -> BaseException:
+    exc.__cause__ = cause
+    return exc
+
+
 @pytest.mark.parametrize(
     ("error", "fault"),
     [
@@ -118,6 +123,8 @@ def test_redis_error_replies_are_classified(reply: str, fault: Fault) -> None:
                              "covered by the cluster."), T),
         (RedisClusterException("GET - all keys must map to the same key slot"), F),
         (RedisClusterException("No way to dispatch this command to Redis Cluster."), F),
+        (_caused_by(RedisClusterException("a node failed"), RedisConnectionError("reset")), T),
+        (_caused_by(RedisClusterException("a node failed"), ValueError("a bug")), F),
     ],
 )
 def test_other_errors_are_classified(error: BaseException, fault: Fault) -> None:

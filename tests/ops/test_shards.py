@@ -126,7 +126,7 @@ def test_six_shards_on_a_three_node_cluster(
     cluster: list[EmbeddedRedis], settings: Settings
 ) -> None:
     s = dataclasses.replace(
-        cluster_settings(settings, cluster, "shared"), shards=SHARDS, sinks=("leaderboard",)
+        cluster_settings(settings, cluster, "pomo"), shards=SHARDS, sinks=("leaderboard",)
     )
     client = RedisCluster(host="127.0.0.1", port=cluster[0].port)
     events = _events(3000)
