@@ -713,9 +713,7 @@ class RequestLatency(Collector):
     files into that directory, which nothing creates in the API's pod, and which the
     consumers' supervisor would aggregate where both run in one container."""
 
-    def __init__(
-        self, routes: Collection[str], buckets: Sequence[float] = LATENCY_BUCKETS
-    ) -> None:
+    def __init__(self, routes: Collection[str], buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
         self._bounds = tuple(buckets)
         self._lock = threading.Lock()
         # Every route's series from the start: rate() needs a sample before the first request.

@@ -171,7 +171,8 @@ def test_the_leaderboard_api_is_scraped_as_its_own_job() -> None:
     monitor, service = docs["ServiceMonitor"], docs["Service"]
     assert component(monitor) == component(service) == "leaderboard-api"
     assert "jobLabel" not in monitor["spec"] and service["metadata"]["name"] == API_JOB
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["path"] == "/metrics"
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
