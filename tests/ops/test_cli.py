@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +18,13 @@ import redis
 
 from pomocore import __version__
 from pomocore.cli import build_parser, main
+from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
 from pomocore.embedded import free_port
 from tests.ops.test_status import JSON_KEYS as STATUS_KEYS
+from tests.support.consumer import drain
 from tests.support.processes import run_cli, server_env
+from tests.support.streams import now_fields, publish
 
 ROOT = Path(__file__).resolve().parents[2]
 PATTERNS_FILE = str(ROOT / "classifiers" / "data" / "default_patterns.json")
@@ -253,6 +257,34 @@ def test_rebuild_check_and_refresh_json(settings: Settings) -> None:
     assert set(rebuilt) == JSON_KEYS["leaderboard rebuild"] and rebuilt["differ"] == 0
     refresh = one_document(run_cli("leaderboard", "refresh", "--json", env=env))
     assert refresh == {"rebuilt": 0}
+
+
+async def test_rebuild_writes_plain_progress_lines_when_not_on_a_terminal(
+    settings: Settings,
+) -> None:
+    """`leaderboard rebuild` end to end with its stderr on a pipe (shell/progress.py): one
+    plain closing line per stage, with the counts, no bar and no carriage return; stdout
+    keeps the report alone."""
+    publish(settings.redis_url, settings.keys.stream_key,
+            [now_fields(f"u{i % 3}", "Code", 10.0) for i in range(9)])  # fmt: skip
+    await drain(settings)
+    day = PeriodCalculator(settings.timezone)(time.time() - 60).daily
+    client = redis.Redis.from_url(settings.redis_url)
+    client.zincrby(settings.keys.leaderboard("work", day), 500.0, "u1")  # one key to repair
+    client.close()
+    args = ("leaderboard", "rebuild", "--from-mongo", "--start", day, "--end", day)
+    result = run_cli(*args, env=server_env(settings))
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, err
+    assert "1 rewritten (1 written)" in out and "rebuild:" not in out
+    assert "\r" not in err and "\x1b" not in err and "it/s" not in err  # no tqdm bar
+    took = r"in \d+\.\d s"
+    lines = [line for line in err.splitlines() if line.startswith("rebuild:")]
+    assert len(lines) == 3, err
+    assert re.fullmatch(rf"rebuild: usage logs read: 9 logs {took}", lines[0]), lines
+    compared = re.fullmatch(rf"rebuild: keys compared: (\d+)/(\d+) keys {took}", lines[1])
+    assert compared and compared[1] == compared[2] and int(compared[1]) >= 2, lines
+    assert re.fullmatch(rf"rebuild: keys written: 1/1 keys {took}", lines[2]), lines
 
 
 @pytest.mark.slow
