@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +54,13 @@ def test_version() -> None:
     result = run_cli("--version", env={})
     assert result.returncode == 0
     assert result.stdout.decode().strip() == f"pomocore {__version__}"
+    # `python -m pomocore`, the same command (shell/__main__.py)
+    module = subprocess.run([sys.executable, "-m", "pomocore", "--version"],
+                            capture_output=True, timeout=60, check=False)  # fmt: skip
+    assert (module.returncode, module.stdout) == (0, result.stdout)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for doc in (CLI_DOC, readme):  # both entry points are documented
+        assert "`pomocore --version`" in doc and "`python -m pomocore" in doc
 
 
 def test_top_level_help_speaks_to_users() -> None:
@@ -62,22 +71,49 @@ def test_top_level_help_speaks_to_users() -> None:
     assert "Registered into" not in text and "pomocore.cli" not in text  # no developer notes
 
 
+# What a help string says besides its required/default note.
+_NOTES = re.compile(r"\((?:required|default: [^()]*(?:\([^()]*\)[^()]*)*)\)")
+
+
 @pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
 def test_every_option_help_states_its_default(path: tuple[str, ...]) -> None:
+    """Each option and positional says what it is (not only "(required)") and its default;
+    each subcommand has a line in its parent's list, and opens its own --help with it."""
     parser = dict(parsers(build_parser()))[path]
     formatter = parser._get_formatter()
-    missing = []
+    assert parser.description, f"pomocore {' '.join(path)} --help does not say what it does"
+    missing, unexplained = [], []
     for action in parser._actions:
-        if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+        name = "/".join(action.option_strings) or action.dest
+        if isinstance(action, argparse._HelpAction):
             continue
+        if isinstance(action, argparse._SubParsersAction):
+            unexplained += [c.dest for c in action._choices_actions if not c.help]
+            continue
+        if not _NOTES.sub("", action.help or "").strip():
+            unexplained.append(name)
         if not action.option_strings and action.nargs not in ("?", "*"):
             continue  # a required positional: nothing to default
         text = formatter._get_help_string(action) or ""
         if action.required:
             assert "required" in text, action.dest
         elif "default" not in text:
-            missing.append("/".join(action.option_strings) or action.dest)
+            missing.append(name)
     assert not missing, f"pomocore {' '.join(path)}: no default in the help of {missing}"
+    assert not unexplained, f"pomocore {' '.join(path)}: no help text for {unexplained}"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("(required)", ""),
+        ("category name, or work (required)", "category name, or work"),
+        ("(default: $POMOCORE_LOG_LEVEL, else INFO)", ""),
+        ("rows (default: 10 (or 5))", "rows"),
+    ],
+)
+def test_help_notes_are_told_apart_from_what_the_help_says(text: str, said: str) -> None:
+    assert _NOTES.sub("", text).strip() == said
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
