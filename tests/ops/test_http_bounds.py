@@ -140,9 +140,14 @@ async def test_idle_connections_hold_no_thread_and_healthz_answers_throughout(
             threads_before = threading.active_count()
             opened_at = time.monotonic()
             idle = open_idle(port, IDLE_CONNECTIONS)
+            opening_s = time.monotonic() - opened_at
             try:
                 await asyncio.sleep(0.5)
-                assert all(not closed_by_server(c) for c in idle[-100:])  # the last ones wait
+                # The last ones wait for their request (none is newer, so none is evicted),
+                # unless the opening itself took the whole timeout: on a loaded machine a
+                # dropped handshake is retried after 1 s, and open_idle waits for it.
+                if time.monotonic() - opened_at < timeout_s:
+                    assert all(not closed_by_server(c) for c in idle[-100:])
                 threads_during = threading.active_count()
                 # Without the bound: one thread per socket (1,500 more).
                 assert threads_during <= threads_before + 8, (threads_before, threads_during)
@@ -158,7 +163,8 @@ async def test_idle_connections_hold_no_thread_and_healthz_answers_throughout(
         assert watch.failures() == [], watch.failures()[:5]
         slowest_s = max(seconds for seconds, _ in watch.seen)
     print(
-        f"{IDLE_CONNECTIONS} idle: threads {threads_before} -> {threads_during}; all closed "
+        f"{IDLE_CONNECTIONS} idle, opened in {opening_s:.2f} s: threads {threads_before} -> "
+        f"{threads_during}; all closed "
         f"{closed_after_s:.2f} s after opening; {len(watch.seen)} /healthz polls, slowest "
         f"{slowest_s * 1000:.0f} ms"
     )
