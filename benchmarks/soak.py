@@ -5,14 +5,15 @@
    (`pomocore leaderboard serve`).
 2. Calibrate: a backlog of `--calibrate-events` is drained; its rate is the maximum.
 3. Soak: a producer publishes at `--fraction` (0.5) of that rate, in 100 ms ticks, for
-   `--duration-s` (600), while `--readers` (50) threads query top and rank in a loop.
-   Every `--sample-s` the consumer's /metrics gives its RSS and end-to-end latency
-   histogram, and XINFO the group's lag + pending.
+   `--duration-s` (600), while `--readers` (50) threads query top, rank and around-me
+   (`READS`, in turn at random) in a loop. Every `--sample-s` the consumer's /metrics
+   gives its RSS and end-to-end latency histogram, and XINFO the group's lag + pending.
 4. Report: p50/p95/p99 of the end-to-end latency (from the histogram's deltas over the
-   soak, interpolated within its buckets) and of the reader requests (measured), RSS and
-   lag over time (a PNG), and the growth checks: a least-squares line over the second
-   half of the soak must not rise by more than its allowance (`GROWTH_RULES`). Exit 1
-   when one fails.
+   soak, interpolated within its buckets), of the reader requests as the clients timed
+   them (all, and per kind of query), and per kind as the API's own
+   `pomocore_http_request_duration_seconds` saw them; RSS and lag over time (a PNG), and
+   the growth checks: a least-squares line over the second half of the soak must not
+   rise by more than its allowance (`growth_checks`). Exit 1 when one fails.
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ APPS = ("Code", "Slack", "YouTube", "Terminal", "Figma", "Notion", "Spotify", "Z
 USERS = 1000
 TICK_S = 0.1
 E2E = "pomocore_end_to_end_latency_seconds"
+HTTP_SECONDS = "pomocore_http_request_duration_seconds"
+BOARD = "category=work&period=daily"
+# The reads a leaderboard screen makes (issue #16 §7): kind → (route, query; `{user}` a
+# user id).
+READS = {
+    "top": ("/v1/leaderboard/top", f"{BOARD}&limit=10"),
+    "rank": ("/v1/leaderboard/rank", f"user={{user}}&{BOARD}"),
+    "around": ("/v1/leaderboard/around", f"user={{user}}&{BOARD}&n=5"),
+}
 
 
 @dataclass
@@ -74,6 +84,9 @@ class SoakReport:
     reader_ms: dict[str, float]
     reader_requests: int
     reader_errors: int
+    reader_ms_by_kind: dict[str, dict[str, float]]  # as the clients timed them
+    reader_requests_by_kind: dict[str, int]
+    reader_server_ms_by_kind: dict[str, dict[str, float]]  # the API's own histogram
     rss_mb: dict[str, float]
     lag: dict[str, float]
     growth: list[Growth]
@@ -152,6 +165,18 @@ def scrape(url: str) -> tuple[float, dict[float, float]]:
     return rss, buckets
 
 
+def route_buckets(url: str) -> dict[str, dict[float, float]]:
+    """The leaderboard API's request-time histogram: route → cumulative count by bound."""
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    out: dict[str, dict[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == f"{HTTP_SECONDS}_bucket":
+                out.setdefault(s.labels["route"], {})[float(s.labels["le"])] = s.value
+    return out
+
+
 def event(rng: random.Random) -> dict[str, str]:
     return {
         "userId": f"u{int(rng.paretovariate(1.2)) % USERS}",
@@ -214,13 +239,15 @@ def drain_time(r: redis.Redis, settings: Settings, n: int, rng: random.Random) -
 
 
 class Readers:
-    """`n` threads querying top and rank over HTTP in a loop; latencies kept by time."""
+    """`n` threads querying top, rank and around-me over HTTP in a loop; latencies kept
+    by time and kind."""
 
     def __init__(self, base: str, n: int) -> None:
         self.base, self.n = base, n
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.latencies: list[tuple[float, float]] = []  # (t since start, seconds)
+        self.by_kind: dict[str, list[float]] = {kind: [] for kind in READS}
         self.errors = 0
         self.threads = [
             threading.Thread(target=self._loop, args=(i,), daemon=True) for i in range(n)
@@ -239,11 +266,11 @@ class Readers:
 
     def _loop(self, i: int) -> None:
         rng = random.Random(i)
+        kinds = list(READS)
         while not self.stop.is_set():
-            if rng.random() < 0.5:
-                path = "/v1/leaderboard/top?category=work&period=daily&limit=10"
-            else:
-                path = f"/v1/leaderboard/rank?user=u{rng.randrange(50)}&category=work&period=daily"
+            kind = rng.choice(kinds)
+            route, query = READS[kind]
+            path = f"{route}?{query.format(user=f'u{rng.randrange(50)}')}"
             t0 = time.monotonic()
             try:
                 with urllib.request.urlopen(self.base + path, timeout=10) as response:
@@ -255,8 +282,14 @@ class Readers:
             with self.lock:
                 if ok:
                     self.latencies.append((t0 - self.start_s, elapsed))
+                    self.by_kind[kind].append(elapsed)
                 else:
                     self.errors += 1
+
+
+def histogram_quantiles(buckets: dict[float, float], scale: float = 1.0) -> dict[str, float]:
+    """p50/p95/p99 of cumulative `buckets` (interpolated as Prometheus does), times `scale`."""
+    return {f"p{q}": round(histogram_quantile(q / 100, buckets) * scale, 3) for q in (50, 95, 99)}
 
 
 def quantiles(values: Sequence[float], scale: float = 1.0) -> dict[str, float]:
@@ -322,8 +355,16 @@ def run_soak(
         max_rate = calibrate_events / max(drain_time(r, settings, calibrate_events, rng), 1e-3)
         target = max_rate * fraction
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        return _soak(r, settings, metrics_url, f"http://127.0.0.1:{http_port}",
-                     duration_s, readers, max_rate, target, sample_s, out_dir, rng)  # fmt: skip
+        reader_base = f"http://127.0.0.1:{http_port}"
+        before = route_buckets(f"{reader_base}/metrics")
+        report = _soak(r, settings, metrics_url, reader_base,
+                       duration_s, readers, max_rate, target, sample_s, out_dir, rng)  # fmt: skip
+        after = route_buckets(f"{reader_base}/metrics")
+        report.reader_server_ms_by_kind = {
+            kind: histogram_quantiles(delta(after[route], before[route]), 1000)
+            for kind, (route, _) in READS.items()
+        }
+        return report
 
 
 @contextlib.contextmanager
@@ -441,6 +482,9 @@ def _report(
         reader_ms=quantiles([v for _, v in lat], 1000),
         reader_requests=len(lat),
         reader_errors=pool.errors,
+        reader_ms_by_kind={k: quantiles(v, 1000) for k, v in pool.by_kind.items()},
+        reader_requests_by_kind={k: len(v) for k, v in pool.by_kind.items()},
+        reader_server_ms_by_kind={},  # filled in from the API's /metrics by run_soak
         rss_mb={"first": round(rss[0], 1), "last": round(rss[-1], 1), "max": round(max(rss), 1)}
         if rss
         else {},

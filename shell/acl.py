@@ -85,8 +85,10 @@ _READER_COMMANDS = [
 ]  # fmt: skip
 
 _MONITOR_COMMANDS = [
-    # KEDA redis-streams (pendingEntriesCount, streamLength, lagCount), GroupSampler
-    "+xinfo|groups", "+xinfo|stream", "+xinfo|consumers", "+xpending", "+xlen", "+exists",
+    # KEDA redis-streams (pendingEntriesCount: XPENDING, streamLength: XLEN, lagCount:
+    # XINFO GROUPS), GroupSampler, `pomocore check`. Not XINFO STREAM: it shows the first
+    # and last entries, and with FULL every one, which this role must not read.
+    "+xinfo|groups", "+xinfo|consumers", "+xpending", "+xlen", "+exists",
     # pomocore:* gauges: lost-to-trim, derived staleness, LLM queue and budget
     "+get", "+mget", "+scard", "+zcard", "+zrange", "+type", "+ttl",
 ]  # fmt: skip

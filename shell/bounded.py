@@ -236,6 +236,10 @@ class BoundedHTTPServer:
       never queue behind slow requests.
     - `access_log`: one structured line per answered request (method, path without its
       query, status, duration_ms, client); never a header, so never a credential.
+    - `on_answer(path, seconds)`: called on the loop thread for each answered request
+      with its path (query included) and its time from the whole head read to the answer
+      handed to the socket, the wait for a worker included (what a client waits for once
+      it has sent its request). Must be quick: it holds up every other connection.
     """
 
     def __init__(
@@ -247,6 +251,7 @@ class BoundedHTTPServer:
         name: str,
         inline_paths: Collection[str] = (),
         access_log: logging.Logger | None = None,
+        on_answer: Callable[[str, float], None] | None = None,
     ) -> None:
         host, port = address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -260,6 +265,7 @@ class BoundedHTTPServer:
         self._handler = handler
         self._inline = frozenset(inline_paths)
         self._access_log = access_log
+        self._on_answer = on_answer
         self._loop = asyncio.new_event_loop()
         self._pool = ThreadPoolExecutor(limits.workers, thread_name_prefix=f"{name}-worker")
         self._live: dict[int, _Connection] = {}
@@ -405,6 +411,9 @@ class BoundedHTTPServer:
         conn.transport.write(answer.data)
         conn.transport.close()  # after the answer is flushed
         self._rearm(conn)  # a client that does not read its answer is dropped
+        elapsed_s = time.monotonic() - conn.head_at
+        if self._on_answer is not None:
+            self._on_answer(answer.path, elapsed_s)
         if self._access_log is not None and answer.status:
             self._access_log.info(
                 "request",
@@ -412,7 +421,7 @@ class BoundedHTTPServer:
                     "method": answer.method[:16],
                     "path": urlsplit(answer.path).path[:256],
                     "status": answer.status,
-                    "duration_ms": round((time.monotonic() - conn.head_at) * 1000, 3),
+                    "duration_ms": round(elapsed_s * 1000, 3),
                     "client": conn.client,
                 },
             )

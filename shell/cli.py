@@ -138,11 +138,16 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 
 def _use_formatter(parser: argparse.ArgumentParser) -> None:
-    """Every (sub)parser states defaults the same way (subparsers do not inherit it)."""
+    """Every (sub)parser states defaults the same way (subparsers do not inherit it), and
+    a command's `--help` opens with the line that describes it in its parent's list
+    (argparse shows that line only in the list)."""
     parser.formatter_class = HelpFormatter
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            for child in action.choices.values():
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, child in action.choices.items():
+                if child.description is None:
+                    child.description = helps.get(name)
                 _use_formatter(child)
 
 
@@ -165,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_patterns(sub)
     _add_classify(sub)
     completion = sub.add_parser("completion", help="print a shell completion script")
-    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.add_argument(
+        "shell", choices=("bash", "zsh"), help='the shell: eval "$(pomocore completion bash)"'
+    )
     completion.set_defaults(func=cmd_completion)
     # Any arguments (the harness's options of old, --help) get the same explanation.
     bench = sub.add_parser(
@@ -232,7 +239,13 @@ def _add_classify(sub: Any) -> None:
 
 def _add_patterns(sub: Any) -> None:
     patterns = sub.add_parser("patterns", help="manage category patterns in MongoDB")
-    patterns.add_argument("action", choices=("load", "export", "check", "learned"))
+    patterns.add_argument(
+        "action",
+        choices=("load", "export", "check", "learned"),
+        help="load FILE: store a pattern set (consumers reload it); export: print the stored "
+        "set; check [FILE]: report overlaps and errors; learned: list, --approve or --reject "
+        "the LLM's patterns",
+    )
     patterns.add_argument(
         "file",
         nargs="?",

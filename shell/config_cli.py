@@ -43,14 +43,28 @@ def config_command(as_json: bool, out: TextIO = sys.stdout) -> int:
     if as_json:
         write_json({"valid": True, "settings": rows}, out)
         return 0
-    width = max(len(r["variable"]) for r in rows) + 2
-    value_width = min(48, max(len(_shown(r["value"])) for r in rows)) + 2
-    out.write(f"{'setting':<{width}}{'value':<{value_width}}source\n")
-    for r in rows:
-        source = r["source"] + (f" {r['read_from']}" if r["source"] in ("file", "fallback") else "")
-        out.write(f"{r['variable']:<{width}}{_shown(r['value']):<{value_width}}{source}\n")
+    out.write(config_table(rows))
     out.write("valid: every setting passed validation\n")
     return 0
+
+
+def config_table(rows: list[dict[str, Any]]) -> str:
+    """setting, source, value: the value last, so a long one (a URL, a list of patterns)
+    runs on to the end of its line instead of into another column; the setting and source
+    columns are as wide as their longest entry."""
+    sources = [_source(r) for r in rows]
+    width = max(len(r["variable"]) for r in rows) + 2
+    source_width = max(len("source"), *map(len, sources)) + 2
+    lines = [f"{'setting':<{width}}{'source':<{source_width}}value"]
+    for r, source in zip(rows, sources, strict=True):
+        lines.append(f"{r['variable']:<{width}}{source:<{source_width}}{_shown(r['value'])}")
+    return "\n".join(lines) + "\n"
+
+
+def _source(row: dict[str, Any]) -> str:
+    """`env`, `default`, or `file`/`fallback` with the variable read."""
+    read_from = f" {row['read_from']}" if row["source"] in ("file", "fallback") else ""
+    return str(row["source"]) + read_from
 
 
 def _shown(value: Any) -> str:

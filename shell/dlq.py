@@ -348,7 +348,11 @@ def register(sub: Any) -> None:
         description="list: dead letters as JSON lines; replay: put them back on the input "
         "stream (after a fix); purge: delete them (with --yes).",
     )
-    p.add_argument("action", choices=("list", "replay", "purge"))
+    p.add_argument(
+        "action",
+        choices=("list", "replay", "purge"),
+        help="list: print them; replay: put them back on the input stream; purge: delete them",
+    )
     p.add_argument(
         "--reason", help="only dead letters with this reason, e.g. max_deliveries (default: all)"
     )

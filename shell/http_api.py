@@ -8,13 +8,17 @@
     GET /v1/leaderboard/ranks?user=u1&user=u2&... → {..., "ranks": {"u1": {...}, "u2": null}}
     GET /v1/leaderboard/count?category=work&period=daily → {..., "count": 123}
     GET /openapi.json (docs/openapi.json) · GET /healthz → {"status": "ok"}
+    GET /metrics → Prometheus text: pomocore_http_request_duration_seconds{route}, ...
 
 The routes, their parameters and bounds, and the OpenAPI document are in
 pomocore.http_routes; this module is the server.
 
 Only GET and HEAD; every other method is 405. Bad parameters are 400 with a message.
-With `POMOCORE_API_TOKEN[_FILE]` set, every path but /healthz needs `Authorization: Bearer
-<token>` (else 401 with `WWW-Authenticate`). One access-log line per request (logger
+With `POMOCORE_API_TOKEN[_FILE]` set, every path but /healthz and /metrics needs
+`Authorization: Bearer <token>` (else 401 with `WWW-Authenticate`). Those two carry no
+leaderboard data and are asked for by the kubelet and Prometheus, which hold no client
+token (the NetworkPolicy decides who reaches the port). Both are answered on the server's
+loop thread: never queued behind slow queries. One access-log line per request (logger
 `pomocore.http_api.access`). Served by a BoundedHTTPServer (shell/bounded.py): bounded
 threads and connections, idle and slow clients closed after `POMOCORE_HTTP_REQUEST_TIMEOUT_S`.
 Run it with the `reader` ACL user: it can do nothing but read leaderboard keys.
@@ -30,8 +34,11 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from pomocore.bounded import BoundedHTTPServer, BufferedRequestHandler, HttpLimits
-from pomocore.http_routes import handle
+from pomocore.http_routes import OPENAPI_PATH, ROUTES, handle
+from pomocore.metrics import RequestLatency, api_registry
 from pomocore.reader import LeaderboardReader
 
 log = logging.getLogger("pomocore.http_api")
@@ -42,6 +49,9 @@ access_log = logging.getLogger("pomocore.http_api.access")
 API_WORKERS = 8
 API_LIMITS = HttpLimits(workers=API_WORKERS)  # the defaults, for servers built without settings
 HEALTH_PATH = "/healthz"  # answered without a token: probes carry none
+METRICS_PATH = "/metrics"  # without a token too: Prometheus carries none
+# The `route` label values of the request latency (any other path counts as "other").
+ROUTE_PATHS = (*(r.path for r in ROUTES), OPENAPI_PATH, HEALTH_PATH, METRICS_PATH)
 REALM = "pomocore"
 
 
@@ -77,6 +87,8 @@ class LeaderboardHTTPServer:
     ) -> None:
         self.reader = reader
         self.token = BearerToken(token) if token else None
+        self.latency = RequestLatency(ROUTE_PATHS)
+        self.registry = api_registry(self.latency)
         if self.token is None and not _loopback(host):
             log.warning(
                 "leaderboard endpoint serves without a bearer token on a non-loopback "
@@ -88,8 +100,9 @@ class LeaderboardHTTPServer:
             self._handler(),
             limits,
             name="pomocore-leaderboard-http",
-            inline_paths=(HEALTH_PATH,),
+            inline_paths=(HEALTH_PATH, METRICS_PATH),
             access_log=access_log,
+            on_answer=self.latency.observe,
         )
         self.port = self.httpd.port
 
@@ -105,13 +118,17 @@ class LeaderboardHTTPServer:
         self.httpd.close()
 
     def _handler(self) -> type[BufferedRequestHandler]:
-        reader, token = self.reader, self.token
+        reader, token, registry = self.reader, self.token, self.registry
 
         class Handler(BufferedRequestHandler):
             def _reply(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
-                body = json.dumps(doc).encode()
+                self._send(status, json.dumps(doc).encode(), "application/json", headers)
+
+            def _send(
+                self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None
+            ) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
                 for name, value in (headers or {}).items():
@@ -133,6 +150,9 @@ class LeaderboardHTTPServer:
 
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
+                if url.path == METRICS_PATH:
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                    return
                 if url.path != HEALTH_PATH and self._unauthorized():
                     return
                 try:

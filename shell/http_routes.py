@@ -8,7 +8,7 @@ them (docs/openapi.json, served at /openapi.json).
     GET /v1/leaderboard/around  ?user&category&period[&date][&n=5]
     GET /v1/leaderboard/ranks   ?user=a&user=b...&category&period[&date]
     GET /v1/leaderboard/count   ?category&period[&date]
-    GET /openapi.json, GET /healthz
+    GET /openapi.json, GET /healthz (and GET /metrics, answered by the server itself)
 
 No I/O here but the reader's; the server (pomocore.http_api) owns sockets and threads.
 """
@@ -35,6 +35,7 @@ from pomocore.reader import (
     QueryError,
 )
 
+OPENAPI_PATH: Final = "/openapi.json"
 Query = dict[str, list[str]]
 Doc = dict[str, Any]
 _INTEGER: Final = re.compile(r"-?[0-9]{1,12}")  # longer is out of every bound: no int() of it
@@ -154,7 +155,7 @@ def handle(reader: LeaderboardReader, path: str, query: Query) -> tuple[int, Any
     (the server answers 503)."""
     if path == "/healthz":
         return 200, {"status": "ok"}
-    if path == "/openapi.json":
+    if path == OPENAPI_PATH:
         return 200, openapi_document()
     route = _BY_PATH.get(path)
     if route is None:
@@ -232,6 +233,11 @@ def openapi_document() -> Doc:
                                  "responses": {
         "200": {"description": "OK", "content": {"application/json": {"schema": {
             "type": "object", "properties": {"status": {"const": "ok"}}}}}}}}}  # fmt: skip
+    paths["/metrics"] = {"get": {
+        "summary": "Prometheus metrics: request latency by route, process, build",
+        "operationId": "metrics", "security": [], "responses": {
+            "200": {"description": "OK", "content": {"text/plain": {"schema": {
+                "type": "string"}}}}}}}  # fmt: skip
     return {
         "openapi": "3.1.0",
         "info": {

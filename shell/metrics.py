@@ -21,14 +21,20 @@ serves `/metrics` by aggregating those files; a dead child's live gauges are rem
 `multiprocess.mark_process_dead`. A single process without that variable keeps its
 metrics in memory. `metric_types()` lists every series with its type (the alert and
 dashboard tests check their queries against it).
+
+The leaderboard HTTP API (`pomocore leaderboard serve`) is a process of its own and serves
+its own /metrics on its port: its request latency by route (`RequestLatency`), the build
+info and its process metrics (`api_registry`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import importlib.metadata
+import itertools
 import logging
 import os
 import platform
@@ -36,7 +42,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,7 +55,7 @@ from prometheus_client import (
     ProcessCollector,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pomocore.bounded import SingleFlight
@@ -693,6 +699,65 @@ class BuildInfo(Collector):
         yield family
 
 
+HTTP_REQUEST_SECONDS = "pomocore_http_request_duration_seconds"
+OTHER_ROUTE = "other"  # the `route` of every path that is not a route: 404s, scanners
+
+
+class RequestLatency(Collector):
+    """`pomocore_http_request_duration_seconds{route}`: the leaderboard API's answer time
+    per route (the route's path, never the raw one: a client cannot add series by asking
+    for new paths).
+
+    Counted in this process's memory, not by a prometheus_client Histogram: the image sets
+    PROMETHEUS_MULTIPROC_DIR (for the consumers), under which such a histogram writes mmap
+    files into that directory, which nothing creates in the API's pod, and which the
+    consumers' supervisor would aggregate where both run in one container."""
+
+    def __init__(self, routes: Collection[str], buckets: Sequence[float] = LATENCY_BUCKETS) -> None:
+        self._bounds = tuple(buckets)
+        self._lock = threading.Lock()
+        # Every route's series from the start: rate() needs a sample before the first request.
+        self._counts = {r: [0] * (len(self._bounds) + 1) for r in (*routes, OTHER_ROUTE)}
+        self._sums = dict.fromkeys(self._counts, 0.0)
+
+    def route(self, path: str) -> str:
+        """The `route` label of a request path (its query ignored)."""
+        path = path.split("?", 1)[0]
+        return path if path in self._counts else OTHER_ROUTE
+
+    def observe(self, path: str, seconds: float) -> None:
+        route = self.route(path)
+        index = bisect.bisect_left(self._bounds, seconds)  # `le`: a bound counts its own value
+        with self._lock:
+            self._counts[route][index] += 1
+            self._sums[route] += seconds
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(
+            HTTP_REQUEST_SECONDS,
+            "leaderboard API: time from a request's head read to its answer sent, by route",
+            labels=["route"],
+        )
+        with self._lock:
+            counts = {r: list(c) for r, c in self._counts.items()}
+            sums = dict(self._sums)
+        bounds = [*(repr(float(b)) for b in self._bounds), "+Inf"]  # as Histogram writes `le`
+        for route in sorted(counts):
+            cumulative = itertools.accumulate(counts[route])
+            family.add_metric([route], list(zip(bounds, cumulative, strict=True)), sums[route])
+        yield family
+
+
+def api_registry(latency: RequestLatency) -> CollectorRegistry:
+    """What the leaderboard API's /metrics exposes: its request latency, the build info
+    and its process's `process_*` metrics."""
+    registry = CollectorRegistry()
+    registry.register(latency)
+    registry.register(BuildInfo())
+    ProcessCollector(registry=registry)
+    return registry
+
+
 def package_version() -> str:
     try:
         return importlib.metadata.version("pomocore")
@@ -738,6 +803,7 @@ def metric_types() -> dict[str, str]:
     types.update(PROCESS_METRICS)
     registry = CollectorRegistry()
     PipelineMetrics(registry)
+    registry.register(RequestLatency(()))
     for family in registry.collect():
         if family.type == "counter":
             types[family.name + "_total"] = "counter"

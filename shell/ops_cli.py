@@ -41,7 +41,10 @@ def _reader_args(p: argparse.ArgumentParser, *, user: bool) -> None:
         p.add_argument("--user", required=True, help="userId (required)")
     p.add_argument("--category", required=True, help="category name, or work (required)")
     p.add_argument(
-        "--period", required=True, choices=("daily", "weekly", "monthly"), help="(required)"
+        "--period",
+        required=True,
+        choices=("daily", "weekly", "monthly"),
+        help="which board of --date: its day, ISO week or month (required)",
     )
     p.add_argument("--date", help="local date YYYY-MM-DD (default: today in POMOCORE_TIMEZONE)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
@@ -163,7 +166,13 @@ def register(sub: Any, leaderboard_actions: Sequence[Callable[[Any], None]] = ()
     common = logging_parent()
 
     check = sub.add_parser(
-        "check", parents=[common], help="readiness checks without HTTP: exit 0 ready, 1 not"
+        "check",
+        parents=[common],
+        help="readiness checks without HTTP: exit 0 ready, 1 not",
+        description="The checks of /readyz, for probes that cannot do HTTP (Docker's "
+        "HEALTHCHECK): Redis answers, the consumer group exists on the input stream (on "
+        "each shard this process serves), MongoDB answers when the mongo sink is on. "
+        "Prints one JSON line, ready and each check; exit 0 ready, 1 not.",
     )
     check.set_defaults(func=cmd_check)
 

@@ -67,6 +67,16 @@ def test_a_short_soak_reports_every_figure(tmp_path: Path) -> None:
     assert doc["max_events_per_s"] > 0 and doc["published"] > 0
     assert set(doc["e2e_s"]) == set(doc["reader_ms"]) == {"p50", "p95", "p99"}
     assert doc["reader_requests"] > 0 and doc["reader_errors"] == 0
+    # top, rank and around-me, each timed by the clients and by the API's own histogram
+    kinds = {"top", "rank", "around"}
+    assert set(doc["reader_ms_by_kind"]) == set(doc["reader_server_ms_by_kind"]) == kinds
+    assert set(doc["reader_requests_by_kind"]) == kinds
+    assert all(n > 0 for n in doc["reader_requests_by_kind"].values())
+    assert sum(doc["reader_requests_by_kind"].values()) == doc["reader_requests"]
+    for kind in kinds:
+        client, server = doc["reader_ms_by_kind"][kind], doc["reader_server_ms_by_kind"][kind]
+        assert set(client) == set(server) == {"p50", "p95", "p99"}
+        assert 0 < server["p50"] <= server["p99"], (kind, server)
     assert doc["e2e_s"]["p50"] > 0 and doc["rss_mb"]["max"] > 10
     assert {g["name"] for g in doc["growth"]} == {
         "final_backlog_entries",

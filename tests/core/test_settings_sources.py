@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pomocore.config_cli import config_rows
+from pomocore.config_cli import config_rows, config_table
 from pomocore.core.errors import ConfigError
 from pomocore.core.settings import Settings, Source, setting_sources
 from tests.support.processes import run_cli
@@ -88,13 +88,31 @@ def test_config_command_table_and_json(tmp_path: Path) -> None:
     table = run_cli("config", env=env)
     assert table.returncode == 0
     lines = table.stdout.decode().splitlines()
-    assert lines[0].split() == ["setting", "value", "source"]
-    assert any(line.split() == ["POMOCORE_BATCH_SIZE", "50", "env"] for line in lines)
+    assert lines[0].split() == ["setting", "source", "value"]
+    assert any(line.split() == ["POMOCORE_BATCH_SIZE", "env", "50"] for line in lines)
     assert any(
-        line.split() == ["POMOCORE_LLM_API_KEY", "***", "fallback", "OPENAI_API_KEY"]
+        line.split() == ["POMOCORE_LLM_API_KEY", "fallback", "OPENAI_API_KEY", "***"]
         for line in lines
     )
     assert b"sk-secret" not in table.stdout
     doc = json.loads(run_cli("config", "--json", env=env).stdout)
     assert doc["valid"] is True
     assert {r["variable"] for r in doc["settings"]} >= {"POMOCORE_BATCH_SIZE", "POMOCORE_REDIS_URL"}
+
+
+def test_config_table_keeps_a_long_value_out_of_the_other_columns() -> None:
+    """A value longer than any column (a consumer name, a URL) used to run into the source
+    column; the value is now the last column, whole, and the others line up."""
+    long_name = "consumer-" + "x" * 120
+    rows = config_rows(Settings.from_env({"POMOCORE_CONSUMER_NAME": long_name}),
+                       {"POMOCORE_CONSUMER_NAME": long_name})  # fmt: skip
+    lines = config_table(rows).splitlines()
+    header = lines[0]
+    source_at, value_at = header.index("source"), header.index("value")
+    for line, row in zip(lines[1:], rows, strict=True):
+        assert line.startswith(row["variable"]) and line[source_at - 1] == " ", line
+        assert line[source_at:].startswith(row["source"]), line
+        assert line[value_at - 1] == " ", line
+    (consumer,) = [line for line in lines if line.startswith("POMOCORE_CONSUMER_NAME ")]
+    assert consumer[source_at:value_at].strip() == "env"
+    assert consumer[value_at:] == long_name  # whole, at the end of its line

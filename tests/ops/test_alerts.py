@@ -106,32 +106,47 @@ def test_no_gauge_alert_on_the_dead_letter_length() -> None:
     assert "pomocore_events_rejected_total" in expr and "dead_letter_length" not in expr
 
 
-def k8s_docs() -> dict[str, dict[str, Any]]:
+def component(doc: dict[str, Any]) -> str:
+    return str(doc.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component", ""))
+
+
+def k8s_docs(api: bool = False) -> dict[str, dict[str, Any]]:
     """The consumers' manifest of each kind (of a kind the leaderboard API also has, such
-    as Deployment or Service, the consumers' one, not leaderboard-api.yaml's)."""
+    as Deployment, Service or ServiceMonitor, the consumers' one), or with `api` the
+    leaderboard API's."""
     out: dict[str, dict[str, Any]] = {}
     for path in sorted((ROOT / "deploy/k8s").glob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc is None:
                 continue
-            if doc["kind"] not in out or "leaderboard-api" not in path.name:
+            if doc["kind"] not in out or (component(doc) == "leaderboard-api") == api:
                 out[doc["kind"]] = doc
     return out
+
+
+API_JOB = "pomocore-leaderboard-api"  # the leaderboard API's own /metrics
 
 
 def test_job_label_matches_every_scrape_configuration() -> None:
     jobs = set(re.findall(r'\bjob="([^"]+)"', (ROOT / "deploy/prometheus/alerts.yml").read_text()))
     assert jobs == {"pomocore"}
     config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    kept = {}
     for scrape in config["scrape_configs"]:
         relabelled = [
             r["replacement"]
             for r in scrape.get("relabel_configs", [])
             if r.get("target_label") == "job"
         ]
-        assert (relabelled[-1] if relabelled else scrape["job_name"]) == "pomocore", scrape
+        job = relabelled[-1] if relabelled else scrape["job_name"]
+        assert job in ("pomocore", API_JOB), scrape
         ports = {str(c.get("port")) for c in scrape.get("dns_sd_configs", [])}
         assert ports <= {"9464"}, ports
+        # pod discovery keeps one component's pods: an API pod is never job="pomocore"
+        for rule in scrape.get("relabel_configs", []):
+            if rule.get("action") == "keep":
+                kept[job] = rule["regex"]
+    assert kept == {"pomocore": "pomocore;consumer;true", API_JOB: "pomocore;leaderboard-api;true"}
     docs = k8s_docs()
     monitor, service = docs["ServiceMonitor"]["spec"], docs["Service"]
     assert service["metadata"]["labels"][monitor["jobLabel"]] == "pomocore"
@@ -146,6 +161,26 @@ def test_job_label_matches_every_scrape_configuration() -> None:
     assert docs["ConfigMap"]["data"]["POMOCORE_METRICS_PORT"] == str(metrics_port)
     # the Service selects the consumer pods
     assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+
+
+def test_the_leaderboard_api_is_scraped_as_its_own_job() -> None:
+    """#16 §3: the API's /metrics (its request latency) is scraped on its http port, as
+    job pomocore-leaderboard-api by the ServiceMonitor (no jobLabel: the Service's name)
+    as by the pod annotations."""
+    docs = k8s_docs(api=True)
+    monitor, service = docs["ServiceMonitor"], docs["Service"]
+    assert component(monitor) == component(service) == "leaderboard-api"
+    assert "jobLabel" not in monitor["spec"] and service["metadata"]["name"] == API_JOB
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    pod = docs["Deployment"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(ports[endpoint["port"]])
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
 
 
 def test_no_port_9100_anywhere_deployed() -> None:

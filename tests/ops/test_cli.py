@@ -8,6 +8,9 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +20,13 @@ import redis
 
 from pomocore import __version__
 from pomocore.cli import build_parser, main
+from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
 from pomocore.embedded import free_port
 from tests.ops.test_status import JSON_KEYS as STATUS_KEYS
+from tests.support.consumer import drain
 from tests.support.processes import run_cli, server_env
+from tests.support.streams import now_fields, publish
 
 ROOT = Path(__file__).resolve().parents[2]
 PATTERNS_FILE = str(ROOT / "classifiers" / "data" / "default_patterns.json")
@@ -48,6 +54,13 @@ def test_version() -> None:
     result = run_cli("--version", env={})
     assert result.returncode == 0
     assert result.stdout.decode().strip() == f"pomocore {__version__}"
+    # `python -m pomocore`, the same command (shell/__main__.py)
+    module = subprocess.run([sys.executable, "-m", "pomocore", "--version"],
+                            capture_output=True, timeout=60, check=False)  # fmt: skip
+    assert (module.returncode, module.stdout) == (0, result.stdout)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for doc in (CLI_DOC, readme):  # both entry points are documented
+        assert "`pomocore --version`" in doc and "`python -m pomocore" in doc
 
 
 def test_top_level_help_speaks_to_users() -> None:
@@ -58,22 +71,49 @@ def test_top_level_help_speaks_to_users() -> None:
     assert "Registered into" not in text and "pomocore.cli" not in text  # no developer notes
 
 
+# What a help string says besides its required/default note.
+_NOTES = re.compile(r"\((?:required|default: [^()]*(?:\([^()]*\)[^()]*)*)\)")
+
+
 @pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
 def test_every_option_help_states_its_default(path: tuple[str, ...]) -> None:
+    """Each option and positional says what it is (not only "(required)") and its default;
+    each subcommand has a line in its parent's list, and opens its own --help with it."""
     parser = dict(parsers(build_parser()))[path]
     formatter = parser._get_formatter()
-    missing = []
+    assert parser.description, f"pomocore {' '.join(path)} --help does not say what it does"
+    missing, unexplained = [], []
     for action in parser._actions:
-        if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+        name = "/".join(action.option_strings) or action.dest
+        if isinstance(action, argparse._HelpAction):
             continue
+        if isinstance(action, argparse._SubParsersAction):
+            unexplained += [c.dest for c in action._choices_actions if not c.help]
+            continue
+        if not _NOTES.sub("", action.help or "").strip():
+            unexplained.append(name)
         if not action.option_strings and action.nargs not in ("?", "*"):
             continue  # a required positional: nothing to default
         text = formatter._get_help_string(action) or ""
         if action.required:
             assert "required" in text, action.dest
         elif "default" not in text:
-            missing.append("/".join(action.option_strings) or action.dest)
+            missing.append(name)
     assert not missing, f"pomocore {' '.join(path)}: no default in the help of {missing}"
+    assert not unexplained, f"pomocore {' '.join(path)}: no help text for {unexplained}"
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("(required)", ""),
+        ("category name, or work (required)", "category name, or work"),
+        ("(default: $POMOCORE_LOG_LEVEL, else INFO)", ""),
+        ("rows (default: 10 (or 5))", "rows"),
+    ],
+)
+def test_help_notes_are_told_apart_from_what_the_help_says(text: str, said: str) -> None:
+    assert _NOTES.sub("", text).strip() == said
 
 
 @pytest.mark.parametrize("path", COMMANDS, ids=" ".join)
@@ -253,6 +293,34 @@ def test_rebuild_check_and_refresh_json(settings: Settings) -> None:
     assert set(rebuilt) == JSON_KEYS["leaderboard rebuild"] and rebuilt["differ"] == 0
     refresh = one_document(run_cli("leaderboard", "refresh", "--json", env=env))
     assert refresh == {"rebuilt": 0}
+
+
+async def test_rebuild_writes_plain_progress_lines_when_not_on_a_terminal(
+    settings: Settings,
+) -> None:
+    """`leaderboard rebuild` end to end with its stderr on a pipe (shell/progress.py): one
+    plain closing line per stage, with the counts, no bar and no carriage return; stdout
+    keeps the report alone."""
+    publish(settings.redis_url, settings.keys.stream_key,
+            [now_fields(f"u{i % 3}", "Code", 10.0) for i in range(9)])  # fmt: skip
+    await drain(settings)
+    day = PeriodCalculator(settings.timezone)(time.time() - 60).daily
+    client = redis.Redis.from_url(settings.redis_url)
+    client.zincrby(settings.keys.leaderboard("work", day), 500.0, "u1")  # one key to repair
+    client.close()
+    args = ("leaderboard", "rebuild", "--from-mongo", "--start", day, "--end", day)
+    result = run_cli(*args, env=server_env(settings))
+    out, err = result.stdout.decode(), result.stderr.decode()
+    assert result.returncode == 0, err
+    assert "1 rewritten (1 written)" in out and "rebuild:" not in out
+    assert "\r" not in err and "\x1b" not in err and "it/s" not in err  # no tqdm bar
+    took = r"in \d+\.\d s"
+    lines = [line for line in err.splitlines() if line.startswith("rebuild:")]
+    assert len(lines) == 3, err
+    assert re.fullmatch(rf"rebuild: usage logs read: 9 logs {took}", lines[0]), lines
+    compared = re.fullmatch(rf"rebuild: keys compared: (\d+)/(\d+) keys {took}", lines[1])
+    assert compared and compared[1] == compared[2] and int(compared[1]) >= 2, lines
+    assert re.fullmatch(rf"rebuild: keys written: 1/1 keys {took}", lines[2]), lines
 
 
 @pytest.mark.slow

@@ -66,7 +66,8 @@ def test_k8s_manifests() -> None:
 
 def test_k8s_leaderboard_api() -> None:
     """`pomocore leaderboard serve` as a Deployment, Service and PDB, hardened like the
-    consumer, reachable on the port it listens on, connecting as the `reader` ACL user."""
+    consumer, reachable on the port it listens on, connecting as the `reader` ACL user,
+    asking its clients for the Secret's bearer token (#14 §4), scraped on its own port."""
     path = ROOT / "deploy/k8s/leaderboard-api.yaml"
     docs = {d["kind"]: d for d in load_all(path)}
     assert set(docs) == {"Deployment", "Service", "PodDisruptionBudget"}
@@ -91,12 +92,20 @@ def test_k8s_leaderboard_api() -> None:
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"]["drop"] == ["ALL"] and pod["securityContext"]["runAsNonRoot"]
     assert pod["automountServiceAccountToken"] is False
-    env = {e["name"]: e for e in container["env"]}
-    assert "POMOCORE_REDIS_URL_FILE" in env and "POMOCORE_REDIS_URL" not in env
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert "POMOCORE_REDIS_URL" not in env and "POMOCORE_API_TOKEN" not in env
     secret_volume = next(v for v in pod["volumes"] if v["name"] == "secrets")
-    (item,) = secret_volume["secret"]["items"]
-    secret = yaml.safe_load((ROOT / "deploy/k8s/secret.template.yaml").read_text())
-    assert item["key"] in secret["stringData"] and "//reader:" in secret["stringData"][item["key"]]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "secrets"]
+    mounted = {f"{mount['mountPath']}/{i['path']}": i["key"]
+               for i in secret_volume["secret"]["items"]}  # fmt: skip
+    secret = yaml.safe_load((ROOT / "deploy/k8s/secret.template.yaml").read_text())["stringData"]
+    assert set(mounted.values()) <= set(secret)
+    assert "//reader:" in secret[mounted[env["POMOCORE_REDIS_URL_FILE"]]]
+    assert mounted[env["POMOCORE_API_TOKEN_FILE"]] == "api_token"
+    # Prometheus without the Operator: the annotations name the port /metrics is on
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port["containerPort"])
+    assert annotations["prometheus.io/path"] == "/metrics"
 
 
 def test_compose_services_are_hardened() -> None:
@@ -303,7 +312,8 @@ def test_network_policy_admits_only_monitoring_and_lets_out_only_the_dependencie
     kustomization = yaml.safe_load((ROOT / "deploy/k8s/kustomization.yaml").read_text())
     assert "networkpolicy.yaml" in kustomization["resources"]
     policies = {p["metadata"]["name"]: p["spec"] for p in by_kind("NetworkPolicy")}
-    assert set(policies) == {"pomocore", "pomocore-llm-egress"}
+    assert set(policies) == {"pomocore", "pomocore-llm-egress", "pomocore-leaderboard-api"}
+    del policies["pomocore-leaderboard-api"]  # its own test, below
     deployment = consumer_deployment()
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     for spec in policies.values():
@@ -338,6 +348,46 @@ def test_network_policy_admits_only_monitoring_and_lets_out_only_the_dependencie
     closed = [ipaddress.ip_network(c) for c in block["ipBlock"]["except"]]
     for address in ("10.1.2.3", "172.20.0.1", "192.168.1.1", "169.254.169.254"):
         assert any(ipaddress.ip_address(address) in net for net in closed), address
+
+
+def test_network_policy_of_the_leaderboard_api() -> None:
+    """#14 §4: the API's pods accept their http port from labelled client pods and
+    namespaces and from monitoring only, and reach DNS and Redis only."""
+    (policy,) = [p for p in by_kind("NetworkPolicy")
+                 if p["metadata"]["name"] == "pomocore-leaderboard-api"]  # fmt: skip
+    spec = policy["spec"]
+    (api,) = [d for d in by_kind("Deployment") if component(d) == "leaderboard-api"]
+    pod = api["spec"]["template"]
+    assert spec["podSelector"]["matchLabels"] == pod["metadata"]["labels"]
+    assert set(spec["policyTypes"]) == {"Ingress", "Egress"}
+    (container,) = pod["spec"]["containers"]
+    assert {p["name"] for p in container["ports"]} == {"http"}
+    client = {"pomocore.io/leaderboard-client": "true"}
+    peers = []
+    for rule in spec["ingress"]:
+        assert rule["ports"] == [{"protocol": "TCP", "port": "http"}]
+        peers += rule["from"]
+    assert sorted(peers, key=json.dumps) == sorted([
+        {"podSelector": {"matchLabels": client}},  # this namespace's labelled pods
+        {"namespaceSelector": {"matchLabels": client}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    ], key=json.dumps)  # fmt: skip
+    allowed = {(p["protocol"], p["port"]) for r in spec["egress"] for p in r["ports"]}
+    reader_url = secret_template()["stringData"]["redis_reader_url"]
+    assert allowed == {("UDP", 53), ("TCP", 53), ("TCP", port_of(reader_url))}
+    for rule in spec["egress"]:
+        assert all(set(peer) == {"namespaceSelector"} for peer in rule["to"]), rule
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed: the kustomization was not built")
+    built = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "deploy/k8s")],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    (built_policy,) = [d for d in yaml.safe_load_all(built) if d and d["kind"] == "NetworkPolicy"
+                       and d["metadata"]["name"] == "pomocore-leaderboard-api"]  # fmt: skip
+    # the kustomization's labels stay off selectors: the client pod peer is as written
+    assert built_policy["spec"]["ingress"] == spec["ingress"]
+    assert built_policy["spec"]["podSelector"] == spec["podSelector"]
 
 
 def test_every_secret_the_pod_needs_is_mounted_from_a_template_key() -> None:

@@ -14,11 +14,10 @@ import json
 import logging
 import selectors
 import socket
-import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,10 +30,10 @@ from pomocore.core.logs import JsonFormatter
 from pomocore.core.settings import Settings
 from pomocore.embedded import free_port
 from pomocore.health import PROBE_TIMEOUT_S, OpsServer, Probes
-from pomocore.http_api import LeaderboardHTTPServer
+from pomocore.http_api import API_WORKERS, LeaderboardHTTPServer
 from pomocore.reader import LeaderboardReader
 from tests.support.consumer import serving_consumer
-from tests.support.processes import POMOCORE, pomocore_env
+from tests.support.processes import spawn_pomocore
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -109,22 +108,46 @@ def open_idle(port: int, n: int, within_s: float = 10.0) -> list[socket.socket]:
     return socks
 
 
+@contextlib.asynccontextmanager
+async def consumer_ops_port(settings: Settings) -> AsyncIterator[int]:
+    """A running consumer's ops port (/metrics, /healthz, /readyz)."""
+    async with serving_consumer(settings) as (_, port):
+        yield port
+
+
+@contextlib.asynccontextmanager
+async def leaderboard_api_port(settings: Settings) -> AsyncIterator[int]:
+    """The leaderboard API's port, with the limits `pomocore leaderboard serve` gives it."""
+    limits = HttpLimits.from_settings(settings, API_WORKERS)
+    with serving(api_server, settings, limits) as server:
+        yield int(server.port)
+
+
+@pytest.mark.parametrize(
+    "serve", [consumer_ops_port, leaderboard_api_port], ids=["ops", "leaderboard-api"]
+)
 async def test_idle_connections_hold_no_thread_and_healthz_answers_throughout(
-    settings: Settings,
+    settings: Settings, serve: Callable[[Settings], contextlib.AbstractAsyncContextManager[int]]
 ) -> None:
-    """1,500 idle sockets against a running consumer's ops port: the thread count stays
-    put, every socket is closed after the request timeout, /healthz answers every poll."""
+    """1,500 idle sockets against a running consumer's ops port, or the leaderboard API:
+    the thread count stays put, every socket is closed after the request timeout,
+    /healthz answers every poll."""
     timeout_s = 2.0
     s = dataclasses.replace(settings, http_request_timeout_s=timeout_s)
-    async with serving_consumer(s) as (_, port):
+    async with serve(s) as port:
         with ProbeWatch(f"http://127.0.0.1:{port}/healthz") as watch:
             wait_for(lambda: bool(watch.seen), 10)
             threads_before = threading.active_count()
             opened_at = time.monotonic()
             idle = open_idle(port, IDLE_CONNECTIONS)
+            opening_s = time.monotonic() - opened_at
             try:
                 await asyncio.sleep(0.5)
-                assert all(not closed_by_server(c) for c in idle[-100:])  # the last ones wait
+                # The last ones wait for their request (none is newer, so none is evicted),
+                # unless the opening itself took the whole timeout: on a loaded machine a
+                # dropped handshake is retried after 1 s, and open_idle waits for it.
+                if time.monotonic() - opened_at < timeout_s:
+                    assert all(not closed_by_server(c) for c in idle[-100:])
                 threads_during = threading.active_count()
                 # Without the bound: one thread per socket (1,500 more).
                 assert threads_during <= threads_before + 8, (threads_before, threads_during)
@@ -140,7 +163,8 @@ async def test_idle_connections_hold_no_thread_and_healthz_answers_throughout(
         assert watch.failures() == [], watch.failures()[:5]
         slowest_s = max(seconds for seconds, _ in watch.seen)
     print(
-        f"{IDLE_CONNECTIONS} idle: threads {threads_before} -> {threads_during}; all closed "
+        f"{IDLE_CONNECTIONS} idle, opened in {opening_s:.2f} s: threads {threads_before} -> "
+        f"{threads_during}; all closed "
         f"{closed_after_s:.2f} s after opening; {len(watch.seen)} /healthz polls, slowest "
         f"{slowest_s * 1000:.0f} ms"
     )
@@ -325,23 +349,14 @@ def test_leaderboard_serve_reads_its_token_from_a_file(settings: Settings, tmp_p
     port = free_port()
     log = tmp_path / "serve.log"
     env = {"POMOCORE_REDIS_URL": settings.redis_url, "POMOCORE_API_TOKEN_FILE": str(token_file)}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*POMOCORE, "leaderboard", "serve", "--port", str(port)],
-            env=pomocore_env(env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with spawn_pomocore("leaderboard", env, "serve", "--port", str(port), log=log) as serve:
         base = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(f"{base}/healthz"), 30)
         top = f"{base}/v1/leaderboard/top?category=work&period=daily"
         assert _request(top)[0] == 401
         assert _request(top, f"Bearer {TOKEN}")[0] == 200
-        wait_for(lambda: len(_access_lines(log.read_text())) >= 3, 10)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        wait_for(lambda: len(_access_lines(serve.output())) >= 3, 10)
+        serve.stop(timeout_s=10)
     text = log.read_text()
     assert TOKEN not in text
     assert [(a["method"], a["path"], a["status"]) for a in _access_lines(text)] == [

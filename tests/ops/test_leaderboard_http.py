@@ -6,6 +6,8 @@ generated one and is served at /openapi.json."""
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,9 @@ from pomocore.core.keys import KeySpace
 from pomocore.embedded import free_port
 from pomocore.http_api import LeaderboardHTTPServer
 from pomocore.http_routes import ROUTES, handle, openapi_document, openapi_text
+from pomocore.metrics import metric_names
 from pomocore.reader import MAX_AROUND, MAX_LIMIT, MAX_USERS, LeaderboardReader
-from tests.support.http_client import http_get
+from tests.support.http_client import http_get, metric_value, scrape_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DAY = "2026-02-12"
@@ -169,5 +172,54 @@ def test_openapi_declares_the_optional_bearer_token() -> None:
     assert scheme == {"type": "http", "scheme": "bearer"}
     assert doc["security"] == [{"bearerAuth": []}, {}]
     assert doc["paths"]["/healthz"]["get"]["security"] == []
+    assert doc["paths"]["/metrics"]["get"]["security"] == []  # Prometheus holds no token
     for route in ROUTES:
         assert "401" in doc["paths"][route.path]["get"]["responses"]
+
+
+def test_request_latency_is_counted_per_route_and_scraped_without_the_token(
+    reader: LeaderboardReader,
+) -> None:
+    """#16 §3: /metrics (open, like /healthz: Prometheus holds no client token) carries
+    pomocore_http_request_duration_seconds with one `route` per route, whatever path a
+    client asks for (an unknown one counts as `other`), each request counted once."""
+    token = "t" * 32
+    server = LeaderboardHTTPServer(reader, free_port(), token=token).start()
+    base = f"http://127.0.0.1:{server.port}"
+
+    def get_with_token(path: str, query: dict[str, Any]) -> int:
+        url = f"{base}{path}?{urlencode(query)}"
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    try:
+        assert get_with_token("/v1/leaderboard/top", BOARD) == 200
+        assert get_with_token("/v1/leaderboard/rank", {**BOARD, "user": "u01"}) == 200
+        for user in ("u01", "u02"):
+            assert get_with_token("/v1/leaderboard/around", {**BOARD, "user": user}) == 200
+        assert get_with_token("/v1/leaderboard/top", {**BOARD, "limit": 0}) == 400
+        assert http_get(f"{base}/v1/leaderboard/count?category=work")[0] == 401  # no token
+        for path in ("/wp-admin/a1", "/v1/leaderboard/nope", "/x?y=1"):
+            assert get_with_token(path, {}) == 404
+        assert http_get(f"{base}/healthz")[0] == 200
+        samples = scrape_metrics(server.port)  # no token
+    finally:
+        server.close()
+    name = "pomocore_http_request_duration_seconds"
+    counts = {dict(ls)["route"]: v for (n, ls), v in samples.items() if n == f"{name}_count"}
+    assert set(counts) == {*(r.path for r in ROUTES), "/openapi.json", "/healthz", "/metrics",
+                           "other"}  # fmt: skip
+    assert counts == {**dict.fromkeys(counts, 0.0), "/v1/leaderboard/top": 2,
+                      "/v1/leaderboard/rank": 1, "/v1/leaderboard/around": 2,
+                      "/v1/leaderboard/count": 1, "other": 3, "/healthz": 1}  # fmt: skip
+    for route, count in counts.items():
+        assert metric_value(samples, f"{name}_bucket", route=route, le="+Inf") == count
+    assert 0 < metric_value(samples, f"{name}_sum", route="/v1/leaderboard/around") < 10
+    assert metric_value(samples, "pomocore_build_info") == 1
+    assert metric_value(samples, "process_resident_memory_bytes") > 0
+    exposed = {n for n, _ in samples if n.startswith(("pomocore_", "process_"))}
+    assert exposed <= metric_names(), exposed - metric_names()

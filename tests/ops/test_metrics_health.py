@@ -113,6 +113,13 @@ async def test_single_process_metrics_and_probes(settings: Settings) -> None:
     assert value(after, "pomocore_dead_letter_length") == 1
     assert value(after, "pomocore_stream_length") == 121
     assert value(after, "pomocore_group_sample_up") == 1
+    # The shared lost-to-trim count is `pomocore status`'s, not a series: the counter
+    # pomocore_events_lost_to_trim_total replaced the gauge pomocore_lost_to_trim.
+    names = {name for name, _ in after}
+    lost = {n for n in names if "lost_to_trim" in n}
+    assert lost <= {"pomocore_events_lost_to_trim_total", "pomocore_events_lost_to_trim_created"}
+    assert "pomocore_events_lost_to_trim_total" in lost
+    assert "pomocore_lost_to_trim" not in pm.metric_names()
 
 
 def test_group_sampler_reports_oldest_pending_age(settings: Settings) -> None:
