@@ -231,6 +231,7 @@ def test_llm_path_is_on_the_dashboard_and_alerted() -> None:
         "pomocore_llm_reclassified_total",
         "pomocore_llm_learned_patterns_total",
         "pomocore_llm_throttled_items_total",
+        "pomocore_llm_overflow_keys_total",
         "pomocore_llm_budget_remaining",
     ):
         assert needed in used, needed
