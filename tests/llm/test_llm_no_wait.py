@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 import redis
 
 from pomocore.classifiers.llm.queue import decode
+from pomocore.consumers.batch import Entry
+from pomocore.core.observer import BatchOutcome
 from pomocore.core.settings import Settings
 from pomocore.sinks.commit import Committer
-from pomocore.sinks.plan import CommitPlan
+from pomocore.sinks.plan import CommitPlan, DeadLetter
 from tests.support.consumer import drain, running_consumer
 from tests.support.expected import (
     actual_leaderboards,
@@ -230,3 +232,38 @@ async def test_with_every_waiting_slot_taken_later_batches_do_not_wait(
     )
     assert rebuild_check(s, valid) == []
     assert client.xlen(s.keys.dead_letter_key) == 1
+
+
+async def test_a_slot_taken_between_the_two_steps_defers_the_second(
+    settings: Settings, gated: tuple[FakeLLM, threading.Event, threading.Event]
+) -> None:
+    """The first step found the one slot free; another lane's batch takes it before the
+    second step (injected: the slot is taken right after the first step commits). The
+    second step does not wait for it: committed at once, its keys deferred, no LLM call."""
+    llm, asked, _gate = gated
+    s = one_lane(settings, llm, llm_waiting_batches=1)
+    events = mixed_batch()
+    async with running_consumer(s) as rt:
+        consumer = rt.consumer
+        first_step = consumer.processor.process_decided
+
+        async def then_the_slot_is_taken(
+            entries: Sequence[Entry], extra_dead: Sequence[DeadLetter] = ()
+        ) -> tuple[BatchOutcome, list[Entry]]:
+            outcome = await first_step(entries, extra_dead)
+            await consumer.waiting_slots.held.acquire()  # as another lane's batch would
+            return outcome
+
+        consumer.processor.process_decided = then_the_slot_is_taken  # type: ignore[method-assign]
+        publish(s.redis_url, s.keys.stream_key, events)
+        await wait_until(lambda: group_state(s) == (0, 0), 30)
+        assert not asked.is_set() and llm.calls == 0
+        assert rt.resolver is not None and rt.resolver.stats.overflow_keys == 5
+    valid = [e for e in events if e["duration"] != "-3"]
+    expected = ["Uncategorized" if str(e["app"]).startswith("NoWaitQuest") else "Development"
+                for e in valid]  # fmt: skip
+    assert_scores_equal(
+        actual_leaderboards(s.redis_url),
+        reference_leaderboards(zip(valid, expected, strict=True), s.timezone),
+    )
+    assert rebuild_check(s, valid) == []
