@@ -170,6 +170,7 @@ class LlmPath:
         self.bench = bench
         self.o = o
         self.fake = fake
+        self.latency_resolver: dict[str, Any] = {}  # the latency pass with the LLM
 
     def _workload(self, seed: int, title_base: int = 0) -> LlmWorkload:
         o = self.o
@@ -247,7 +248,9 @@ class LlmPath:
     # --- latency: first sight at a fixed rate, with and without the LLM ---
 
     def latency(self, rate: float, llm: bool) -> dict[str, list[float]]:
-        """Sorted per-event latencies (ms): "all", "llm" and "patterns"."""
+        """Sorted per-event latencies (ms): "all", "llm" and "patterns". The resolver's
+        counters of the pass with the LLM go to `latency_resolver` (how many keys were
+        deferred because every waiting slot was taken, issue #15 §6)."""
         names = self.bench.new_names("h")
         expected = max(1000, int(rate * self.o.latency_seconds))
         feed = self._feed(names, "live", expected, llm)
@@ -256,9 +259,11 @@ class LlmPath:
         shape = RunShape(expected, self.o.batch_size, self.o.processes, latency_rate=rate)
         title = f"h pomocore-llm latency{'' if llm else ' (no LLM)'}"
         try:
-            _result, specs = self.bench.run_on("h", shape, names, feed, title)
+            result, specs = self.bench.run_on("h", shape, names, feed, title)
         finally:
             self._cleanup(names, [feed.stream])
+        if llm:
+            self.latency_resolver = result.extra.get("llm_stats", {})
         files = [Path(s.result_file) for s in specs]
         return {
             group: sorted(x for f in files for x in protocol.read_latencies(f, group))
@@ -286,6 +291,7 @@ def run_llm_path(
             rate = 0.5 * median([r.events_per_s for r in firsts])
             with_llm, without = path.latency(rate, True), path.latency(rate, False)
             section["latency"] = _latency_section(rate, with_llm, without)
+            section["latency"]["resolver"] = path.latency_resolver
             latency = _latency_result(rate, with_llm[""])
     return firsts, latency, section
 

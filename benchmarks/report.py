@@ -338,3 +338,10 @@ def _print_llm(llm: dict[str, Any]) -> None:
         )
     added = fmt(lat["patterns_p99_added_ms"], "+.0f")
     print(f"  events the patterns decide: p99 {added} ms with the LLM than without")
+    resolver = lat.get("resolver", {})
+    if "overflow_keys" in resolver:
+        print(
+            f"  with the LLM: {fmt(resolver['verdicts'])} LLM verdicts,"
+            f" {fmt(resolver['overflow_keys'])} keys deferred (every waiting slot taken),"
+            f" {fmt(resolver['queued'])} queued in all"
+        )

@@ -394,6 +394,8 @@ def _llm_stats(resolver: Any) -> dict[str, Any]:
         "cache_hits": stats.cache_hits,
         "coalesced": stats.coalesced,
         "queued": stats.queued,
+        "overflow_keys": stats.overflow_keys,  # deferred: every waiting slot taken
+        "reclassified": stats.reclassified,
         "learned_patterns": stats.learned_patterns,
         "errors": dict(stats.errors),
     }

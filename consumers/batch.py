@@ -96,6 +96,10 @@ class Resolver(Protocol):
         self, keys: Sequence[ClassKey], users: Mapping[ClassKey, Collection[str]] | None = None
     ) -> dict[ClassKey, Decision]: ...
 
+    async def defer(
+        self, keys: Sequence[ClassKey], users: Mapping[ClassKey, Collection[str]] | None = None
+    ) -> dict[ClassKey, Decision]: ...
+
 
 @dataclass(slots=True)
 class ValidatedBatch:
@@ -366,7 +370,11 @@ class BatchProcessor:
         await self._ask_llm(by_key, events)
         return [by_key[(e.app, e.url, e.title)] for e in events]
 
-    async def _ask_llm(self, by_key: dict[ClassKey, Decision], events: Sequence[Event]) -> None:
+    async def _ask_llm(
+        self, by_key: dict[ClassKey, Decision], events: Sequence[Event], *, overflow: bool = False
+    ) -> None:
+        """LLM verdicts into `by_key` for its undecided keys; with `overflow` none is asked
+        (the resolver's `defer`: no-LLM rule, queued for the reclassifier)."""
         if self.resolver is not None:
             undecided = [k for k, d in by_key.items() if not d.decided]
             if undecided:
@@ -374,7 +382,8 @@ class BatchProcessor:
                 # its first user's request and share (issue #15 §2, never mixing users)
                 # and learns only from distinct users (§3).
                 users = _users_of(undecided, events)
-                by_key.update(await self.resolver.resolve(undecided, users))
+                ask = self.resolver.defer if overflow else self.resolver.resolve
+                by_key.update(await ask(undecided, users))
 
     async def process(
         self,
@@ -382,6 +391,7 @@ class BatchProcessor:
         extra_dead: Sequence[DeadLetter] = (),
         *,
         counted: bool = False,
+        overflow: bool = False,
     ) -> BatchOutcome:
         """Validate, classify, write and commit `entries` (see the module docstring).
 
@@ -392,10 +402,12 @@ class BatchProcessor:
         stage's entries acknowledged and commits only what is still pending.
 
         `counted`: the entries were counted as read already (the rest of a batch whose
-        first stage `process_decided` committed).
+        first stage `process_decided` committed). `overflow`: the batch cannot wait for
+        the LLM (every waiting slot taken, issue #15 §6): its undecided keys are not asked
+        but deferred (`Resolver.defer`: no-LLM rule, queued), and it is one stage.
         """
         read = 0 if counted else len(entries) + len(extra_dead)
-        outcome, _ = await self._process(entries, extra_dead, read, defer=False)
+        outcome, _ = await self._process(entries, extra_dead, read, defer=False, overflow=overflow)
         return outcome
 
     async def process_decided(
@@ -409,7 +421,13 @@ class BatchProcessor:
         return await self._process(entries, extra_dead, read, defer=True)
 
     async def _process(
-        self, entries: Sequence[Entry], extra_dead: Sequence[DeadLetter], read: int, *, defer: bool
+        self,
+        entries: Sequence[Entry],
+        extra_dead: Sequence[DeadLetter],
+        read: int,
+        *,
+        defer: bool,
+        overflow: bool = False,
     ) -> tuple[BatchOutcome, list[Entry]]:
         started = time.perf_counter()
         await self.compute_lock.acquire()
@@ -422,7 +440,13 @@ class BatchProcessor:
         except BaseException:
             self.compute_lock.release()
             raise
-        if self.resolver is None or all(d.decided for d in by_key.values()):
+        undecided = self.resolver is not None and not all(d.decided for d in by_key.values())
+        if undecided and overflow:
+            # Deferring waits for one queue write (Redis): the other lanes compute meanwhile.
+            self.compute_lock.release()
+            await self._ask_llm(by_key, batch.accepted, overflow=True)
+            await self.compute_lock.acquire()
+        if not undecided or overflow:
             decisions = list(map(by_key.__getitem__, event_keys))
             outcome = await self._stage(batch, decisions, read, entries)
             self.observer.batch_committed(outcome, time.perf_counter() - started, entries)

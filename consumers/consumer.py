@@ -83,12 +83,15 @@ class WaitingSlots:
     for the LLM (issue #15 §6), shared by its lanes.
 
     `held`: how many it holds at once (`POMOCORE_LLM_WAITING_BATCHES`); a lane that finds
-    them all taken waits. `asking`: how many ask the LLM at once, one per lane, as when
-    each lane waited for its own batch: the provider's load stays what it was, and a key
-    is asked within its deadline instead of timing out in a pile of calls behind the
-    provider (with 16 asking at once, the benchmark's first pass saw 467 of 888 unknown
-    keys time out into the reclassifier's queue; with 4, 2). The others queue here, where
-    only the events waiting for the LLM wait.
+    them all taken does not wait for one: its batch's undecided keys are deferred (the
+    no-LLM rule now, queued for the reclassifier), as keys the budget refuses.
+
+    `asking`: how many ask the LLM at once, one per lane, as when each lane waited for its
+    own batch: the provider's load stays what it was, and a key is asked within its
+    deadline instead of timing out in a pile of calls behind the provider (with 16 asking
+    at once, the benchmark's first pass saw 467 of 888 unknown keys time out into the
+    reclassifier's queue; with 4, 2). The others queue here, where only the events waiting
+    for the LLM wait.
     """
 
     held: asyncio.Semaphore
@@ -311,12 +314,15 @@ class StreamConsumer:
         extra_dead: Sequence[DeadLetter] = (),
         *,
         continuing: bool = False,
+        overflow: bool = False,
     ) -> BatchOutcome | None:
         """Process one batch, retrying sinks with backoff; while failing, nothing is read.
 
         With the LLM on, events the patterns decide are committed now and the events
         waiting for the LLM are finished in the background (`_wait_for_llm`), which
         calls this again `continuing` them: no deferral, and not counted as read twice.
+        With every waiting slot taken, nothing waits for one: the undecided keys are
+        deferred instead (`overflow`, see `_attempt`).
         """
         batch_id = uuid.uuid4().hex[:12]
         data_error = False
@@ -327,14 +333,9 @@ class StreamConsumer:
             started = time.perf_counter()
             try:
                 with self.heart.waiting(self.attempt_s):
-                    if self.defers and not continuing:
-                        outcome, later = await _closed_is_transient(
-                            self.processor.process_decided(entries, extra_dead)
-                        )
-                    else:
-                        outcome = await _closed_is_transient(
-                            self.processor.process(entries, extra_dead, counted=continuing)
-                        )
+                    outcome, later = await _closed_is_transient(
+                        self._attempt(entries, extra_dead, continuing, overflow)
+                    )
             except Exception as exc:
                 if _fatal_for_batch(exc, batch_id):
                     raise
@@ -391,11 +392,37 @@ class StreamConsumer:
             self.held_tokens.append(token)
         return None
 
+    async def _attempt(
+        self,
+        entries: list[Entry],
+        extra_dead: Sequence[DeadLetter],
+        continuing: bool,
+        overflow: bool,
+    ) -> tuple[BatchOutcome, list[Entry]]:
+        """One attempt at a batch: its outcome and the entries left for `_wait_for_llm`.
+
+        A batch read with the LLM on commits its decided events and leaves the others for
+        the background, if a waiting slot is free; with every slot taken it is one stage,
+        its undecided keys deferred (issue #15 §6: no lane waits for a slot, so events
+        the patterns decide never wait behind a saturated LLM)."""
+        if self.defers and not continuing:
+            if not self.waiting_slots.held.locked():
+                return await self.processor.process_decided(entries, extra_dead)
+            overflow = True
+        outcome = await self.processor.process(
+            entries, extra_dead, counted=continuing, overflow=overflow
+        )
+        return outcome, []
+
     async def _wait_for_llm(self, entries: list[Entry], stop: asyncio.Event) -> None:
         """Finish `entries` (their events wait for the LLM) in a task of their own, held
-        fresh by the keeper meanwhile. With every held slot taken the lane waits for one
-        (backpressure: the LLM's pace bounds how much a process has in hand)."""
-        await self.waiting_slots.held.acquire()
+        fresh by the keeper meanwhile. With every held slot taken (by another lane since
+        this batch began) they are finished now, deferred (`process` with `overflow`): the
+        LLM's pace bounds how much a process holds, and no lane waits for it."""
+        if self.waiting_slots.held.locked():
+            await self.process(entries, stop, continuing=True, overflow=True)
+            return
+        await self.waiting_slots.held.acquire()  # free: returns at once
         token = self.keeper.hold(entries)  # fresh while queued for an asking slot too
         task = asyncio.create_task(self._finish(entries, stop, token))
         self.waiting.add(task)

@@ -188,7 +188,8 @@ class Settings:
     llm_batch_size: int = _setting(25, "items per LLM request", lo=1, hi=500)
     llm_waiting_batches: int = _setting(
         16, "batches a process holds while their events wait for the LLM (asked one per "
-        "lane at once); the lanes read on meanwhile (0 = a lane waits)", lo=0, hi=256,
+        "lane at once); the lanes read on meanwhile, and with all taken a batch's undecided "
+        "keys get the no-LLM rule and are queued (0 = a lane waits)", lo=0, hi=256,
     )  # fmt: skip
     llm_user_share: float = _setting(
         0.25, "share of the LLM calls per minute one user may take", lo=0.01, hi=1.0

@@ -156,6 +156,11 @@ class LLMMetrics:
         self.throttled_items = counter(
             "pomocore_llm_throttled_items", "keys refused because their user spent its share"
         )
+        self.overflow_keys = counter(
+            "pomocore_llm_overflow_keys",
+            "undecided keys given the no-LLM rule unasked and queued: every "
+            "POMOCORE_LLM_WAITING_BATCHES slot was taken",
+        )
         self.queue_dropped = counter(
             "pomocore_llm_queue_dropped",
             "keys the reclassifier's queue dropped: full, expired, too_large",
@@ -468,6 +473,7 @@ def sync_llm_stats(stats: LLMStats, llm: LLMMetrics, sync: CounterSync) -> None:
         ("llm_reclassified", stats.reclassified, llm.reclassified),
         ("llm_learned", stats.learned_patterns, llm.learned_patterns),
         ("llm_throttled", stats.throttled_items, llm.throttled_items),
+        ("llm_overflow", stats.overflow_keys, llm.overflow_keys),
         ("llm_opened", stats.circuit_opened, llm.circuit_opened),
         ("llm_learning_capped", stats.learning_capped, llm.learning_capped),
     ):

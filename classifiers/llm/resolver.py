@@ -16,6 +16,8 @@ to MAX_USERS_PER_KEY) is kept beside it and handed to `Learner.observe` with the
 `resolve` never raises and never waits longer than `timeout_s` plus a small margin. Keys
 it cannot answer in time (LLM down, circuit open, budget spent) are queued for the
 background reclassifier and left out of the result, so the caller applies the no-LLM rule.
+`defer` does the same without asking at all, for a batch that cannot wait (every waiting
+slot of its process taken, issue #15 §6).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -71,6 +74,9 @@ MAX_IN_FLIGHT = 4
 # Users remembered per pending key, for learning: more than any sane
 # POMOCORE_LLM_LEARN_MIN_USERS needs from one key, and a bound on memory.
 MAX_USERS_PER_KEY = 16
+# At most one warning per this many seconds about keys deferred without asking (`defer`):
+# a saturated LLM defers keys at every batch.
+OVERFLOW_LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +136,7 @@ class LLMResolver:
         self._asked_by: dict[ClassKey, set[str]] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._overflow_logged_s = -OVERFLOW_LOG_EVERY_S
 
     @classmethod
     def from_settings(
@@ -189,6 +196,42 @@ class LLMResolver:
             if isinstance(outcome, Verdict):
                 out[key] = Decision(outcome.category, "llm", outcome.model)
         return out
+
+    async def defer(
+        self,
+        keys: Iterable[ClassKey],
+        users: Mapping[ClassKey, Collection[str]] | None = None,
+    ) -> dict[ClassKey, Decision]:
+        """Keys of a batch that cannot wait for the LLM (every waiting slot of the process
+        taken: consumers/consumer.py, issue #15 §6), treated as keys the budget refuses:
+        the no-LLM rule now (left out of the result) and queued for the reclassifier, each
+        with its owner. Only verdicts this process remembers are used (no lookup in
+        MongoDB, no call: nothing to wait for but the queue's one write). Never raises."""
+        out: dict[ClassKey, Decision] = {}
+        rest: list[ClassKey] = []
+        for key in dict.fromkeys(keys):
+            verdict = self._memory.get(key)
+            if verdict is not None:
+                out[key] = Decision(verdict.category, "llm", verdict.model)
+            else:
+                rest.append(key)
+        self.stats.cache_hits += len(out)
+        if rest:
+            self.stats.overflow_keys += len(rest)
+            self._log_overflow(len(rest))
+            await self._enqueue(rest, users)
+        return out
+
+    def _log_overflow(self, keys: int) -> None:
+        """Warn now and then (OVERFLOW_LOG_EVERY_S) that keys were deferred unasked."""
+        now_s = time.monotonic()
+        if now_s - self._overflow_logged_s >= OVERFLOW_LOG_EVERY_S:
+            self._overflow_logged_s = now_s
+            log.warning(
+                "every POMOCORE_LLM_WAITING_BATCHES slot is taken: keys get the no-LLM "
+                "rule without asking and are queued for the reclassifier",
+                extra={"keys": keys, "overflow_keys_total": self.stats.overflow_keys},
+            )
 
     async def ask(
         self,

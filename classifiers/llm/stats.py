@@ -43,6 +43,9 @@ class LLMStats:
     verdicts: int = 0  # keys the LLM classified
     invalid_items: int = 0  # keys that got no valid label even item by item
     queued: int = 0  # keys handed to the background reclassifier
+    # keys given the no-LLM rule without asking, every waiting slot being taken (issue #15
+    # §6: `LLMResolver.defer`); queued too, so also counted in `queued`
+    overflow_keys: int = 0
     # keys the queue dropped, by reason: full, expired, too_large (classifiers/llm/queue.py)
     queue_dropped: Counter[str] = field(default_factory=Counter)
     throttled_items: int = 0  # items refused a call because their user's share was spent

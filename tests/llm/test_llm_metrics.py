@@ -54,7 +54,7 @@ def test_sync_copies_every_llm_counter_once_and_the_calls_into_histograms() -> N
     stats = LLMStats(
         verdicts=7, cache_hits=3, coalesced=2, invalid_items=1, queued=4, reclassified=5,
         learned_patterns=1, fallback_used=2, throttled_items=6, circuit_opened=1,
-        circuit_state="open", learning_capped=3,
+        circuit_state="open", learning_capped=3, overflow_keys=8,
     )  # fmt: skip
     stats.queue_dropped.update({"full": 9, "expired": 2})
     stats.calls_by_model.update({"a": 2, "b": 1})
@@ -81,6 +81,7 @@ def test_sync_copies_every_llm_counter_once_and_the_calls_into_histograms() -> N
             ("pomocore_llm_throttled_items_total", 6),
             ("pomocore_llm_circuit_opened_total", 1),
             ("pomocore_llm_learning_capped_total", 3),
+            ("pomocore_llm_overflow_keys_total", 8),
         ):
             assert sample(registry, name) == n, name
         assert sample(registry, "pomocore_llm_queue_dropped_total", reason="full") == 9

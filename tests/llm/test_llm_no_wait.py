@@ -8,18 +8,20 @@ thinking; both stages together stay exactly once.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
 import redis
 
+from pomocore.classifiers.llm.queue import decode
+from pomocore.consumers.batch import Entry
+from pomocore.core.observer import BatchOutcome
 from pomocore.core.settings import Settings
 from pomocore.sinks.commit import Committer
-from pomocore.sinks.plan import CommitPlan
+from pomocore.sinks.plan import CommitPlan, DeadLetter
 from tests.support.consumer import drain, running_consumer
 from tests.support.expected import (
     actual_leaderboards,
@@ -28,7 +30,7 @@ from tests.support.expected import (
     reference_leaderboards,
 )
 from tests.support.fake_llm import Behaviour, FakeLLM, Request
-from tests.support.streams import now_fields, publish
+from tests.support.streams import group_state, now_fields, publish
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -172,24 +174,96 @@ async def test_a_failed_second_stage_is_retried_without_counting_the_first_twice
     assert redis.Redis.from_url(s.redis_url).xlen(s.keys.dead_letter_key) == 1
 
 
-async def test_the_batches_held_for_the_llm_are_bounded(
+def queued_keys(s: Settings) -> set[tuple[str, str, str] | None]:
+    """The keys waiting for the reclassifier."""
+    client = redis.Redis.from_url(s.redis_url)
+    return {decode(m) for m in client.zrange(s.keys.llm_queue_key, 0, -1)}
+
+
+def overflow_batch(user: str, unknown: str, n: int) -> list[dict[str, str | bytes]]:
+    """`n` events the patterns decide, with one of an app they do not know in the middle."""
+    events = [now_fields(user, "Code", 2.0 + i, title=f"{user}{i}.py") for i in range(n)]
+    events.insert(n // 2, now_fields(user, unknown, 4.0, title="level"))
+    return events
+
+
+async def test_with_every_waiting_slot_taken_later_batches_do_not_wait(
     settings: Settings, gated: tuple[FakeLLM, threading.Event, threading.Event]
 ) -> None:
-    """With POMOCORE_LLM_WAITING_BATCHES=1, a second batch with undecided keys commits its
-    decided events and then holds the lane until the first batch's LLM answer frees the
-    slot: nothing after it is read meanwhile (backpressure, not an unbounded pile)."""
+    """With POMOCORE_LLM_WAITING_BATCHES=1 and the LLM holding its answer, the one slot is
+    taken by the first batch. Later batches mixing decided and undecided events do not
+    wait for it: each commits whole while the first batch still waits (its 5 events the
+    only ones pending, the gate still closed); their undecided keys get the no-LLM rule,
+    as keys the budget refuses, are queued for the reclassifier and counted. One of them
+    is a key the first batch is asking about: its later event keeps the no-LLM rule too.
+    Every event counted once, in its usage log's category."""
     llm, asked, gate = gated
     s = one_lane(settings, llm, llm_waiting_batches=1, linger_ms=0)
     first = mixed_batch()
-    second = [now_fields("nb1", "Code", 2.0, title="b.py"), now_fields("nb1", "NoWaitOther", 4.0)]
-    third = [now_fields("nb3", "Code", 6.0, title=f"c{i}.py") for i in range(5)]
     publish(s.redis_url, s.keys.stream_key, first)
-    async with running_consumer(s):
+    later = [
+        overflow_batch("nb1", "NoWaitOther", 3),
+        overflow_batch("nb2", "NoWaitQuest0", 4),  # pending in the first batch's request
+        overflow_batch("nb3", "NoWaitThird", 5),
+    ]
+    async with running_consumer(s) as rt:
         await wait_until(lambda: asked.is_set() and pending(s) == 5, 30)
-        publish(s.redis_url, s.keys.stream_key, second)
-        await wait_until(lambda: _counted(s, "nb1") == 2.0, 30)  # its decided event
-        publish(s.redis_url, s.keys.stream_key, third)
-        await asyncio.sleep(1.5)  # the lane waits for the one held slot: `third` is unread
-        assert _counted(s, "nb3") == 0.0 and pending(s) == 6
+        client = redis.Redis.from_url(s.redis_url)
+        for batch in later:  # one at a time: the one lane reads each batch alone
+            publish(s.redis_url, s.keys.stream_key, batch)
+            # read and committed whole: nothing undelivered, only the first batch pending
+            await wait_until(lambda: group_state(s) == (0, 5), 20)
+            assert not gate.is_set()  # the first batch is still waiting for the LLM
+        assert rt.resolver is not None and rt.resolver.stats.overflow_keys == 3
+        assert {("NoWaitOther", "", "level"), ("NoWaitQuest0", "", "level"),
+                ("NoWaitThird", "", "level")} <= queued_keys(s)  # fmt: skip
         gate.set()
-        await wait_until(lambda: _counted(s, "nb3") == 30.0 and pending(s) == 0, 30)
+        await wait_until(lambda: pending(s) == 0, 30)
+    await drain(s)
+    valid = [e for e in first if e["duration"] != "-3"]
+    expected = ["Game" if str(e["app"]).startswith("NoWaitQuest") else "Development"
+                for e in valid]  # fmt: skip
+    for batch in later:
+        valid += batch
+        expected += ["Development" if e["app"] == "Code" else "Uncategorized" for e in batch]
+    assert_scores_equal(
+        actual_leaderboards(s.redis_url),
+        reference_leaderboards(zip(valid, expected, strict=True), s.timezone),
+    )
+    assert rebuild_check(s, valid) == []
+    assert client.xlen(s.keys.dead_letter_key) == 1
+
+
+async def test_a_slot_taken_between_the_two_steps_defers_the_second(
+    settings: Settings, gated: tuple[FakeLLM, threading.Event, threading.Event]
+) -> None:
+    """The first step found the one slot free; another lane's batch takes it before the
+    second step (injected: the slot is taken right after the first step commits). The
+    second step does not wait for it: committed at once, its keys deferred, no LLM call."""
+    llm, asked, _gate = gated
+    s = one_lane(settings, llm, llm_waiting_batches=1)
+    events = mixed_batch()
+    async with running_consumer(s) as rt:
+        consumer = rt.consumer
+        first_step = consumer.processor.process_decided
+
+        async def then_the_slot_is_taken(
+            entries: Sequence[Entry], extra_dead: Sequence[DeadLetter] = ()
+        ) -> tuple[BatchOutcome, list[Entry]]:
+            outcome = await first_step(entries, extra_dead)
+            await consumer.waiting_slots.held.acquire()  # as another lane's batch would
+            return outcome
+
+        consumer.processor.process_decided = then_the_slot_is_taken  # type: ignore[method-assign]
+        publish(s.redis_url, s.keys.stream_key, events)
+        await wait_until(lambda: group_state(s) == (0, 0), 30)
+        assert not asked.is_set() and llm.calls == 0
+        assert rt.resolver is not None and rt.resolver.stats.overflow_keys == 5
+    valid = [e for e in events if e["duration"] != "-3"]
+    expected = ["Uncategorized" if str(e["app"]).startswith("NoWaitQuest") else "Development"
+                for e in valid]  # fmt: skip
+    assert_scores_equal(
+        actual_leaderboards(s.redis_url),
+        reference_leaderboards(zip(valid, expected, strict=True), s.timezone),
+    )
+    assert rebuild_check(s, valid) == []

@@ -121,6 +121,30 @@ async def test_timeout_returns_within_bound_and_queues(
     assert resolver.stats.errors["timeout"] >= 1
 
 
+async def test_defer_asks_nothing_uses_what_it_remembers_and_queues_the_rest(
+    fake_llm: FakeLLM, make_resolver: MakeResolver, aredis: aioredis.Redis,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Keys of a batch that cannot wait (every waiting slot taken, issue #15 §6): no call,
+    no MongoDB lookup; a verdict in memory is used, the others get the no-LLM rule (left
+    out) and are queued with their owner, counted once each; one warning for both."""
+    fake_llm.rule = by_index_rule
+    resolver = make_resolver()
+    known, *unknown = keyed(3)
+    await resolver.resolve([known])
+    calls = fake_llm.calls
+    with caplog.at_level(logging.WARNING):
+        out = await resolver.defer([known, *unknown], {unknown[0]: ["u1", "u2"]})
+        assert await resolver.defer([unknown[1]]) == {}
+    assert out == {known: Decision(expected(known), "llm", PRIMARY)}
+    assert fake_llm.calls == calls
+    assert resolver.stats.overflow_keys == resolver.stats.queued == 3  # unknown[1] twice
+    queue = resolver.queue
+    assert await queue.users(unknown) == {unknown[0]: "u1"}
+    assert await queued(aredis) == set(unknown)
+    assert sum("POMOCORE_LLM_WAITING_BATCHES" in r.message for r in caplog.records) == 1
+
+
 async def test_5xx_is_retried(fake_llm: FakeLLM, make_resolver: MakeResolver) -> None:
     fake_llm.script(FakeLLM.error(500), FakeLLM.error(502))
     resolver = make_resolver()

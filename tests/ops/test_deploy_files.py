@@ -4,6 +4,7 @@ shell/metrics.py defines (this fails if they drift)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import re
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pomocore.core.settings import Settings
+from pomocore.core.settings import Settings, env_name
 from pomocore.metrics import metric_names
 
 yaml = pytest.importorskip("yaml")
@@ -178,12 +179,20 @@ def test_compose_llm_file_wires_the_consumers_to_an_llm(tmp_path: Path) -> None:
     settings = Settings.from_env({**env, "POMOCORE_LLM_API_KEY_FILE": str(key_file)})
     assert settings.llm_enabled and settings.llm_base_url == url
     assert settings.llm_api_key == "sk-test"
-    # the defaults written in the file are the settings' own defaults
+    # every POMOCORE_LLM_* setting is passed, the API key as its _FILE secret only
+    llm_settings = {env_name(f.name) for f in dataclasses.fields(Settings)
+                    if f.name.startswith("llm_")}  # fmt: skip
+    key = env_name("llm_api_key")
+    wanted = llm_settings - {key} | {key + "_FILE"}
+    assert set(env) == wanted, set(env) ^ wanted
+    # ... each overridable from the shell, with the settings' own default
     defaults = Settings.from_env({})
+    raw_env = raw["services"]["pomocore"]["environment"]
     for name in env:
         field = name.removeprefix("POMOCORE_").lower()
         if field in ("llm_base_url", "llm_api_key_file"):
             continue
+        assert str(raw_env[name]).startswith(f"${{{name}:-"), name
         assert getattr(settings, field) == getattr(defaults, field), name
 
 
@@ -240,6 +249,7 @@ def test_llm_path_is_on_the_dashboard_and_alerted() -> None:
         "pomocore_llm_reclassified_total",
         "pomocore_llm_learned_patterns_total",
         "pomocore_llm_throttled_items_total",
+        "pomocore_llm_overflow_keys_total",
         "pomocore_llm_budget_remaining",
     ):
         assert needed in used, needed
