@@ -27,7 +27,7 @@ from pymongo import MongoClient
 
 from benchmarks import protocol
 from benchmarks.measure import median, percentile
-from benchmarks.options import BenchOptions, Feed, RunShape
+from benchmarks.options import BenchOptions, Feed, RunShape, SpecOverride
 from benchmarks.report import LatencyResult, RunResult
 from benchmarks.variants import BENCH_LLM_CALLS_PER_MIN
 from pomocore.classifiers.engine import Classifier
@@ -187,8 +187,8 @@ class LlmPath:
     def _feed(self, names: RunNames, name: str, expected: int, llm: bool) -> Feed:
         stream, key = self._stream(names, name)
         self.bench.r.xgroup_create(key, names.group, id="0", mkstream=True)
-        spec = {"llm_url": self.fake.url if llm else "", "key_hash_tag": self._tag(names)}
-        return Feed(key, expected, stream, spec)
+        override = SpecOverride(llm_url=self.fake.url if llm else "", key_hash_tag=self._tag(names))
+        return Feed(key, expected, stream, override)
 
     def _publish(self, key: str, workload: LlmWorkload, n: int) -> int:
         """Publish `n` events; returns the distinct keys among them no pattern decides."""

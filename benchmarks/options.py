@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+
+from benchmarks.protocol import ChildSpec
 
 VARIANTS: dict[str, tuple[str, str]] = {
     "a": ("ceiling", "XREADGROUP COUNT n + XACK, redis-py asyncio + hiredis + uvloop"),
@@ -89,14 +90,32 @@ class RunShape:
     profile: str = ""
 
 
+@dataclass(frozen=True)
+class SpecOverride:
+    """What variant h's consumers run with on top of a run's spec: the scripted LLM server
+    ("" = the same consumer without an LLM) and the {hash tag} of every key of the run."""
+
+    llm_url: str
+    key_hash_tag: str
+
+    def apply(self, spec: ChildSpec) -> ChildSpec:
+        return replace(spec, llm_url=self.llm_url, key_hash_tag=self.key_hash_tag)
+
+
 @dataclass
 class Feed:
     """What a run reads: its stream key (None for Celery) and how many entries it must
-    drain; for variant h also the stream's name without the key's {hash tag}, the fields
-    its consumers' specs get, and in a latency pass the events to publish."""
+    drain; for variant h also the stream's name without the key's {hash tag}, what its
+    consumers' specs get on top (`SpecOverride`), and in a latency pass the events to
+    publish."""
 
     stream: str | None
     expected: int
     stream_name: str | None = None
-    spec_fields: dict[str, Any] = field(default_factory=dict)
+    override: SpecOverride | None = None
     paced: Iterator[dict[str, str | bytes]] | None = None
+
+    def specs(self, specs: list[ChildSpec]) -> list[ChildSpec]:
+        """The run's specs with the override applied (as they are without one)."""
+        override = self.override
+        return specs if override is None else [override.apply(s) for s in specs]

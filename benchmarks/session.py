@@ -325,7 +325,7 @@ class Bench:
     ) -> tuple[RunResult, list[ChildSpec]]:
         """Run `variant`'s consumers on `feed` (its group created); nothing cleaned up.
         Returns the figures and the children's specs (their result files)."""
-        specs = [replace(s, **feed.spec_fields) for s in self._specs(variant, shape, names, feed)]
+        specs = feed.specs(self._specs(variant, shape, names, feed))
         drained = self._drive(variant, shape, names, feed, specs, title)
         reports = [ChildReport.read(Path(s.result_file)) for s in specs]
         result = self._result(variant, shape, names, reports, drained)

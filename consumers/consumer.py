@@ -123,6 +123,11 @@ class StreamConsumer:
         self.keys = keys or settings.keys  # the shard's keys (core/shards.py)
         self.stream_key = self.keys.stream_key
         self.read_id = OWN_PENDING  # first finish what an earlier run of this name left
+        # Where the walk of the own pending list goes on: after the entries it read. Its
+        # entries in hand stay pending (a batch's events waiting for the LLM); read from
+        # the list's start each time, they would be delivered again and again, and every
+        # delivery counts towards POMOCORE_MAX_DELIVERIES.
+        self.pending_after = OWN_PENDING
         self.stats = ConsumerStats()
         self.draining = False
         self.observer = observer or Observer()
@@ -190,7 +195,7 @@ class StreamConsumer:
         if self.reclaims and self.reclaimer.due():
             claimed = await self._with_redis_retry(self.reclaimer.claim, stop)
             if claimed and claimed.ids:  # now in our pending list: read them guarded
-                self.read_id = OWN_PENDING
+                self._walk_own_pending()
                 return
         # A read lasts up to BLOCK, plus the linger, plus a reply within the socket timeout.
         read_s = (self.settings.block_ms + self.settings.linger_ms) / 1000 + self.command_s
@@ -230,19 +235,30 @@ class StreamConsumer:
                 return entries
         return await self._read_plain(stop)
 
+    def _walk_own_pending(self) -> None:
+        """Read this consumer's pending list from its start, then new entries again."""
+        self.read_id = self.pending_after = OWN_PENDING
+
     async def _read_guarded(self) -> list[Entry]:
+        own = self.read_id == OWN_PENDING
         try:
-            entries = await self.guarded.read(self.read_id, self.settings.batch_size)
+            entries = await self.guarded.read(
+                self.pending_after if own else self.read_id, self.settings.batch_size
+            )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             log.warning("consumer group missing; recreating it")
             await ensure_group(self.redis, self.settings, self.keys)
             return []
-        if self.read_id == OWN_PENDING:
+        if own:
             if not entries:
                 self.read_id = NEW_ENTRIES  # own backlog done: switch to new entries
-        elif not any(isinstance(fields, Oversized) for _, fields in entries):
+                return entries
+            self.pending_after = entries[-1][0]
+            in_hand = self.keeper.held_ids()  # (being finished: not a second time)
+            return [e for e in entries if e[0] not in in_hand]
+        if not any(isinstance(fields, Oversized) for _, fields in entries):
             self.sizer.guarded = False  # no more oversized entries: plain reads again
         return entries
 
@@ -284,7 +300,7 @@ class StreamConsumer:
         to this consumer, unread; read them (and new ones) guarded from now on."""
         self.sizer.cut_off()
         self.stats.reads_cut_off += 1
-        self.read_id = OWN_PENDING
+        self._walk_own_pending()
         log.warning(
             "a read went past POMOCORE_BATCH_MAX_BYTES and was cut off; its entries are "
             "read again one by one, oversized ones dead-lettered unread",
@@ -381,7 +397,7 @@ class StreamConsumer:
         if data_error or stop.is_set():
             # MongoDB refused the data: re-read from the pending list, which counts a
             # delivery, so a poison entry ends in the dead-letter stream (max_deliveries).
-            self.read_id = OWN_PENDING
+            self._walk_own_pending()
             self.keeper.release(token)
         else:
             # The dependency is down: keep the batch and retry it without re-reading, so

@@ -284,6 +284,10 @@ class BatchKeeper:
         self.held.pop(token, None)
         self.fresh_at.pop(token, None)
 
+    def held_ids(self) -> set[str]:
+        """The ids of every entry and dead letter the lane holds now."""
+        return {i for entries, dead in self.held.values() for i in _ids(entries, dead)}
+
     def due(self) -> bool:
         oldest = min(self.fresh_at.values(), default=None)
         return oldest is not None and self.clock() - oldest >= self.refresh_every_s

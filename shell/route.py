@@ -103,6 +103,7 @@ from pomocore.core.events import MAX_ENTRY_FIELDS
 from pomocore.core.keys import ROUTE_GROUP
 from pomocore.core.logs import setup_logging
 from pomocore.core.redis_errors import Fault, redis_fault
+from pomocore.core.retry import backoff_s
 from pomocore.core.settings import Settings
 from pomocore.core.shards import key_slot, shard_of_field, shard_tag
 
@@ -214,8 +215,11 @@ DEFAULT_LEASE_S = 5.0
 # a holder that stops hands it over, and a standby takes it within a second.
 STANDBY_POLL_SHARE = 0.25
 STANDBY_POLL_MAX_S = 1.0
-BACKOFF_MIN_S = 0.1
-BACKOFF_MAX_S = 2.0
+# After transient Redis errors in a row: capped exponential backoff with jitter
+# (core/retry.py), so that forwarders cut off from the same Redis do not come back in
+# lockstep.
+BACKOFF_BASE_S = 0.1
+BACKOFF_CAP_S = 2.0
 TRIM_PERIOD_S = 1.0
 REPORT_PERIOD_S = 30.0
 
@@ -312,7 +316,7 @@ class Forwarder:
 
     async def run(self, stop: asyncio.Event, start_id: str = "0") -> None:
         """Standby, holder, standby... until `stop`; the lease is handed over on the way out."""
-        backoff_s = BACKOFF_MIN_S
+        failures = 0  # transient Redis errors in a row
         reported = time.monotonic()
         created = False
         while not stop.is_set():
@@ -326,7 +330,7 @@ class Forwarder:
                     await _wait(stop, self._standby_poll_s)
                     continue
                 await self._hold(lease, stop)
-                backoff_s = BACKOFF_MIN_S
+                failures = 0
             except LeaseLost as exc:
                 self.stats.lost += 1
                 log.warning("route: lease lost, standing by", extra={"why": str(exc)})
@@ -334,8 +338,8 @@ class Forwarder:
                 if redis_fault(exc) is Fault.FATAL:
                     raise
                 log.warning("route: Redis failed, retrying", extra={"error": str(exc)[:200]})
-                await _wait(stop, backoff_s)
-                backoff_s = min(BACKOFF_MAX_S, backoff_s * 2)
+                failures += 1
+                await _wait(stop, retry_delay_s(failures))
             finally:
                 if lease is not None and stop.is_set():
                     await self._release(lease)
@@ -371,20 +375,20 @@ class Forwarder:
         error sends it back (after a pause) to step 2 if it had not passed step 3, else
         to its own pending entries: what was moved already comes back as repeats."""
         self.stats.leases += 1
-        ready, start, backoff_s = False, "0", BACKOFF_MIN_S
+        ready, start, failures = False, "0", 0
         while not stop.is_set():
             try:
                 if not ready:
                     lease = await self._take_over(lease)
                     ready, start = True, "0"
                 start = await self._step(lease, start)
-                backoff_s = BACKOFF_MIN_S
+                failures = 0
             except REDIS_ERRORS as exc:
                 if redis_fault(exc) is Fault.FATAL:
                     raise
                 log.warning("route: Redis failed, retrying", extra={"error": str(exc)[:200]})
-                await _wait(stop, backoff_s)
-                backoff_s = min(BACKOFF_MAX_S, backoff_s * 2)
+                failures += 1
+                await _wait(stop, retry_delay_s(failures))
                 start = "0"
 
     async def _take_over(self, lease: Lease) -> Lease:
@@ -528,6 +532,11 @@ class Forwarder:
 # What a Redis call may raise: redis-py's errors, a socket's that slip through (TLS), and
 # the Cluster client's own (not a RedisError) when it reaches no node.
 REDIS_ERRORS = (RedisError, OSError, RedisClusterException)
+
+
+def retry_delay_s(failures: int) -> float:
+    """The pause after the `failures`-th transient Redis error in a row (1-based)."""
+    return backoff_s(failures, base_s=BACKOFF_BASE_S, cap_s=BACKOFF_CAP_S)
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:

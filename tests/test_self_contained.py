@@ -1,9 +1,12 @@
 """A clone with nothing beside it is the whole project: no test, module, script or make
 target may read a path above the repository root (a folder beside the clone once made
-`make test` pass only where CI happened to have that folder)."""
+`make test` pass only where CI happened to have that folder), and no code changes where
+Python imports from (`sys.path`): the package imports as installed, the benchmarks and the
+tests as the folders of the checkout they are run from (`python -m`, pytest's rootdir)."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 from pathlib import Path
@@ -89,3 +92,125 @@ def test_nothing_reads_above_the_repository_root() -> None:
 )
 def test_escape_detector(relative: str, text: str, escaping: bool) -> None:
     assert bool(escapes(ROOT / relative, text)) is escaping
+
+
+# --- sys.path ---
+
+# Folders of Python code: a sys.path edit in any of them would let an import work here
+# that does not work from a fresh clone (or from the installed package).
+PYTHON_FOLDERS = ("benchmarks", "tests", "shell", "core", "classifiers", "consumers", "sinks")
+LIST_MUTATORS = frozenset({"append", "insert", "extend", "remove", "pop", "clear"})
+
+
+class PathMutations(ast.NodeVisitor):
+    """Finds the statements that change sys.path: a list method that mutates it, an
+    assignment to it or to a slice of it, `del` of a slice, `site.addsitedir`. Follows
+    the names `import sys as s`, `from sys import path as p` and `from site import
+    addsitedir` bind."""
+
+    def __init__(self) -> None:
+        self.found: list[tuple[int, str]] = []
+        self.sys_names = {"sys"}
+        self.site_names = {"site"}
+        self.path_names: set[str] = set()
+        self.addsitedir_names: set[str] = set()
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            bound = alias.asname or alias.name
+            {"sys": self.sys_names, "site": self.site_names}.get(alias.name, set()).add(bound)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        names = {"sys": ("path", self.path_names), "site": ("addsitedir", self.addsitedir_names)}
+        if node.module in names:
+            wanted, into = names[node.module]
+            into.update(a.asname or a.name for a in node.names if a.name == wanted)
+
+    def is_sys_path(self, node: ast.expr) -> bool:
+        if isinstance(node, ast.Subscript):
+            return self.is_sys_path(node.value)
+        if isinstance(node, ast.Name):
+            return node.id in self.path_names
+        return (
+            isinstance(node, ast.Attribute)
+            and node.attr == "path"
+            and isinstance(node.value, ast.Name)
+            and node.value.id in self.sys_names
+        )
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        mutates = isinstance(func, ast.Attribute) and (
+            (func.attr in LIST_MUTATORS and self.is_sys_path(func.value))
+            or (
+                func.attr == "addsitedir"
+                and isinstance(func.value, ast.Name)
+                and func.value.id in self.site_names
+            )
+        )
+        if mutates or (isinstance(func, ast.Name) and func.id in self.addsitedir_names):
+            self.found.append((node.lineno, ast.unparse(node)))
+        self.generic_visit(node)
+
+    def _targets(self, node: ast.stmt, targets: list[ast.expr]) -> None:
+        if any(self.is_sys_path(t) for t in targets):
+            self.found.append((node.lineno, ast.unparse(node)))
+        self.generic_visit(node)
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self._targets(node, node.targets)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        self._targets(node, [node.target])
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self._targets(node, [node.target])
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        self._targets(node, node.targets)
+
+
+def path_mutations(source: str) -> list[tuple[int, str]]:
+    """(line, statement) of every sys.path change in `source`."""
+    finder = PathMutations()
+    finder.visit(ast.parse(source))
+    return finder.found
+
+
+def python_files() -> list[Path]:
+    return sorted(p for folder in PYTHON_FOLDERS for p in (ROOT / folder).rglob("*.py"))
+
+
+def test_no_code_changes_sys_path() -> None:
+    found = [
+        f"{p.relative_to(ROOT)}:{line}: {statement}"
+        for p in python_files()
+        for line, statement in path_mutations(p.read_text(encoding="utf-8"))
+    ]
+    assert found == [], "sys.path changed (import from the checkout instead):\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("source", "changes"),
+    [
+        ("import sys\nsys.path.append('x')", True),
+        ("import sys\nsys.path.insert(0, str(ROOT))", True),
+        ("import sys\nsys.path.extend(['a', 'b'])", True),
+        ("import sys\nsys.path = ['x', *sys.path]", True),
+        ("import sys\nsys.path += ['x']", True),
+        ("import sys\nsys.path[:0] = ['x']", True),
+        ("import sys\ndel sys.path[0]", True),
+        ("import sys as s\ndef f():\n    s.path.insert(0, 'x')", True),
+        ("from sys import path\npath.append('x')", True),
+        ("from sys import path as p\np[0:0] = ['x']", True),
+        ("import site\nsite.addsitedir('x')", True),
+        ("from site import addsitedir\naddsitedir('x')", True),
+        ("import sys\nprint(sys.path)", False),
+        ("import sys\nfirst = sys.path[0]", False),
+        ("import os\nos.path.join('a', 'b')", False),
+        ("paths = []\npaths.append('x')", False),
+        ("'sys.path.append(x)'", False),
+    ],
+)
+def test_sys_path_detector(source: str, changes: bool) -> None:
+    assert bool(path_mutations(source)) is changes

@@ -4,6 +4,7 @@ consumer process's spec survives its trip through the command line."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.cli import build_parser, options_from_args
-from benchmarks.options import RUNS_DIR, BenchOptions
+from benchmarks.options import RUNS_DIR, BenchOptions, Feed, SpecOverride
 from benchmarks.protocol import REPO_ROOT, ChildSpec, RunNames
 from pomocore.cli import main as pomocore_main
 
@@ -82,9 +83,8 @@ def test_runs_go_to_the_ignored_folder_by_default() -> None:
     assert ignored.returncode == 0
 
 
-def test_a_child_spec_survives_the_command_line() -> None:
-    names = RunNames.for_run("pomobench-x:", "x", 3, uses_mongo=True)
-    spec = ChildSpec(
+def child_spec(names: RunNames) -> ChildSpec:
+    return ChildSpec(
         variant="b",
         redis_url="redis://127.0.0.1:1/0",
         mongo_uri="mongodb://127.0.0.1:2",
@@ -97,6 +97,23 @@ def test_a_child_spec_survives_the_command_line() -> None:
         profile_file="/tmp/profile-b.collapsed",
         names=names,
     )
+
+
+def test_a_child_spec_survives_the_command_line() -> None:
+    names = RunNames.for_run("pomobench-x:", "x", 3, uses_mongo=True)
+    spec = child_spec(names)
     assert ChildSpec.from_json(spec.to_json()) == spec
     assert names.group == "pomobench-x:r3:group"
     assert names.mongo_db == "pomobench_x_r3"
+
+
+def test_a_feed_overrides_only_the_llm_server_and_the_hash_tag() -> None:
+    """Variant h's feed: its consumers get the scripted LLM and the run's {hash tag}, the
+    rest of their spec as the run made it; other feeds leave the specs as they are."""
+    spec = child_spec(RunNames.for_run("pomobench-x:", "x", 3, uses_mongo=True))
+    override = SpecOverride(llm_url="http://127.0.0.1:9/v1", key_hash_tag="pomobench-x:r3")
+    (got,) = Feed("s", 10, "s", override).specs([spec])
+    assert (got.llm_url, got.key_hash_tag) == ("http://127.0.0.1:9/v1", "pomobench-x:r3")
+    assert ChildSpec.from_json(got.to_json()) == got
+    assert dataclasses.replace(got, llm_url="", key_hash_tag="") == spec  # the rest as it was
+    assert Feed("s", 10).specs([spec]) == [spec]

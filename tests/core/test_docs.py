@@ -38,7 +38,7 @@ def test_readme_leads_with_the_two_commands() -> None:
 # `pipeline/` is the folder the code left; every mention of it is stale.
 REPO_PATH = re.compile(
     r"(?<![\w./-])((?:shell|core|classifiers|consumers|sinks|tests|docs|deploy|benchmarks"
-    r"|pipeline)/[\w./-]*\w)"
+    r"|constraints|pipeline)/[\w./-]*\w)"
 )
 PRODUCT_FOLDERS = ("shell", "core", "classifiers", "consumers", "sinks")
 # A record of earlier measurements: its paths name files of the commits it cites.
@@ -46,17 +46,26 @@ NOT_SCANNED = {"docs/benchmark-history.md"}
 
 
 def documents() -> list[Path]:
-    """User docs, the container build and the product's modules (docstrings and comments)."""
-    found = [ROOT / "README.md", ROOT / "Dockerfile", *sorted((ROOT / "docs").glob("*.md"))]
+    """User docs, the benchmarks' README, the container build, the constraints files' notes
+    and the product's modules (docstrings and comments)."""
+    found = [ROOT / "README.md", ROOT / "benchmarks" / "README.md", ROOT / "Dockerfile"]
+    found += sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "constraints").glob("*.txt"))
     for folder in PRODUCT_FOLDERS:
         found += sorted(p for p in (ROOT / folder).rglob("*") if p.suffix in (".py", ".lua"))
     return [p for p in found if str(p.relative_to(ROOT)) not in NOT_SCANNED]
 
 
+# Git-ignored folders that runs write (a fresh clone has none): what the docs name in them
+# is output, not a file of the repository.
+GENERATED = ("benchmarks/runs",)
+
+
 def names_something(path: str) -> bool:
-    """The path exists, or names a file without its ending (`benchmarks/README`)."""
+    """The path exists, names a file without its ending (`benchmarks/README`), or lies in a
+    folder that runs write."""
     target = ROOT / path
-    return target.exists() or any(target.parent.glob(target.name + ".*"))
+    generated = any(path == g or path.startswith(g + "/") for g in GENERATED)
+    return generated or target.exists() or any(target.parent.glob(target.name + ".*"))
 
 
 def test_paths_in_docs_and_docstrings_exist() -> None:
@@ -68,6 +77,21 @@ def test_paths_in_docs_and_docstrings_exist() -> None:
         if not names_something(match.group(1))
     ]
     assert not stale, "paths that name nothing in the repository:\n" + "\n".join(stale)
+
+
+# `python benchmarks/x.py` runs without the repository root on sys.path: the benchmarks
+# import each other as `benchmarks.x`, so they run as modules (`python -m benchmarks.x`).
+SCRIPT_RUN = re.compile(r"python3?\s+benchmarks/\w+\.py")
+
+
+def test_benchmarks_are_run_as_modules() -> None:
+    scripts = [
+        f"{doc.relative_to(ROOT)}:{number}: {match.group(0)}"
+        for doc in documents()
+        for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), 1)
+        for match in SCRIPT_RUN.finditer(line)
+    ]
+    assert not scripts, "run them as `python -m benchmarks.<name>`:\n" + "\n".join(scripts)
 
 
 def test_every_reason_code_is_in_the_contract_table() -> None:

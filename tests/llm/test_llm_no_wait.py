@@ -8,6 +8,7 @@ thinking; both stages together stay exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import threading
 from collections.abc import Iterator, Sequence
@@ -267,3 +268,53 @@ async def test_a_slot_taken_between_the_two_steps_defers_the_second(
         reference_leaderboards(zip(valid, expected, strict=True), s.timezone),
     )
     assert rebuild_check(s, valid) == []
+
+
+
+async def test_events_waiting_for_the_llm_are_not_read_again_from_the_pending_list(
+    settings: Settings, gated: tuple[FakeLLM, threading.Event, threading.Event]
+) -> None:
+    """Events waiting for the LLM stay in the lane's pending list. A walk of that list (after
+    a reclaim, a read cut off, a batch refused) must not deliver them again while they wait:
+    every delivery counts towards POMOCORE_MAX_DELIVERIES, and a lane that re-read them
+    from the start of its list, again and again until the LLM answered, dead-lettered
+    them as "delivered too often" (seen with a flood of unknown keys,
+    tests/reliability/test_memory_flood.py). Here the walk follows a reclaim: entries a
+    consumer of the group read before it died."""
+    llm, asked, gate = gated
+    s = one_lane(settings, llm, reclaim_idle_ms=1000)
+    client = redis.Redis.from_url(s.redis_url)
+    stream = s.keys.stream_key
+    events = mixed_batch()
+    publish(s.redis_url, stream, events)
+    orphans = [now_fields("or1", "Code", 2.0, title=f"o{i}.py") for i in range(3)]
+    async with running_consumer(s) as rt:
+        await wait_until(lambda: asked.is_set() and pending(s) == 5, 30)
+        # While 5 events wait: entries another consumer reads (in the same transaction as
+        # they are added: the lane cannot get them first) and never acknowledges.
+        pipe = client.pipeline(transaction=True)
+        for fields in orphans:
+            pipe.xadd(stream, fields)  # type: ignore[arg-type]
+        pipe.xreadgroup(s.group, "gone", {stream: ">"}, count=len(orphans))
+        [[_, taken]] = pipe.execute()[-1]
+        assert len(taken) == len(orphans)
+        # Idle for reclaim_idle_ms, they are claimed by the lane and read with its list.
+        await wait_until(lambda: _counted(s, "or1") == 6.0, 30)
+        await asyncio.sleep(1.0)  # the lane reads on meanwhile (it used to re-read its list)
+        waiting = client.xpending_range(stream, s.group, "-", "+", 100)
+        dead = client.xrange(s.keys.dead_letter_key)
+        dlq = [(f[b"dlq.reason"], f[b"dlq.detail"]) for _, f in dead]
+        assert len(waiting) == 5, (waiting, dlq)  # the undecided events, still waiting
+        assert max(p["times_delivered"] for p in waiting) <= 2, waiting
+        assert len(dlq) == 1, dlq  # the invalid event only
+        assert rt.consumer.reclaimer.stats.reclaimed == len(orphans)
+        gate.set()
+        await wait_until(lambda: pending(s) == 0, 30)
+    assert client.xlen(s.keys.dead_letter_key) == 1
+    valid = [e for e in events + orphans if e["duration"] != "-3"]
+    expected = ["Game" if str(e["app"]).startswith("NoWaitQuest") else "Development"
+                for e in valid]  # fmt: skip
+    assert_scores_equal(
+        actual_leaderboards(s.redis_url),
+        reference_leaderboards(zip(valid, expected, strict=True), s.timezone),
+    )

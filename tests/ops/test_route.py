@@ -17,12 +17,15 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
+from pomocore import route
+from pomocore.core import retry
+from pomocore.core.connect import async_redis
 from pomocore.core.errors import ConfigError
 from pomocore.core.events import MAX_ENTRY_FIELDS
 from pomocore.core.keys import ROUTE_GROUP
 from pomocore.core.settings import Settings
 from pomocore.core.shards import key_slot, shard_of, shard_tag
-from pomocore.embedded import EmbeddedRedis
+from pomocore.embedded import EmbeddedRedis, free_port
 from pomocore.route import FORWARD, Forwarder, LeaseLost, shard_args
 from tests.support.processes import run_cli, server_env
 from tests.support.servers import cluster_settings, redis_cluster
@@ -330,6 +333,85 @@ async def test_start_id_places_a_new_group(
     await task
     moved = [f for entries in shard_contents(client, sharded).values() for f in entries]
     assert sorted(int(f[-1]) for f in moved) == [10, 11, 12, 13, 14]
+
+
+# --- the pauses after transient Redis errors ---
+
+# (the jitter's draw, the pauses after 1..7 errors in a row): core/retry.py's backoff_s
+# with equal jitter, doubling from 0.1 s, capped at 2 s.
+BACKOFF_TABLE = [
+    (0.0, [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]),
+    (0.5, [0.075, 0.15, 0.3, 0.6, 1.2, 1.5, 1.5]),
+    (1.0, [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]),
+]
+
+
+class Pauses:
+    """In place of the forwarder's `_wait`: records each pause, returns at once, and stops
+    the forwarder after as many pauses as the table has."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seconds: list[float] = []
+
+    async def __call__(self, stop: asyncio.Event, seconds: float) -> None:
+        self.seconds.append(seconds)
+        if len(self.seconds) >= self.limit:
+            stop.set()
+        await asyncio.sleep(0)
+
+
+def pinned_draw(monkeypatch: pytest.MonkeyPatch, draw: float, limit: int) -> Pauses:
+    monkeypatch.setattr(retry.random, "random", lambda: draw)
+    pauses = Pauses(limit)
+    monkeypatch.setattr(route, "_wait", pauses)
+    return pauses
+
+
+@pytest.mark.parametrize(("draw", "delays_s"), BACKOFF_TABLE)
+def test_retry_delays_are_the_shared_backoff(
+    monkeypatch: pytest.MonkeyPatch, draw: float, delays_s: list[float]
+) -> None:
+    monkeypatch.setattr(retry.random, "random", lambda: draw)
+    got = [route.retry_delay_s(n) for n in range(1, len(delays_s) + 1)]
+    assert got == pytest.approx(delays_s)
+
+
+@pytest.mark.parametrize(("draw", "delays_s"), BACKOFF_TABLE)
+async def test_a_forwarder_without_redis_backs_off_with_jitter(
+    monkeypatch: pytest.MonkeyPatch, sharded: Settings, draw: float, delays_s: list[float]
+) -> None:
+    """The lease loop, Redis unreachable from the start (nothing listens on the port)."""
+    gone = dataclasses.replace(sharded, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    pauses = pinned_draw(monkeypatch, draw, len(delays_s))
+    client = async_redis(gone, socket_connect_timeout=1)
+    try:
+        await asyncio.wait_for(Forwarder(gone, client).run(asyncio.Event()), 30)
+    finally:
+        await client.aclose()
+    assert pauses.seconds == pytest.approx(delays_s)
+
+
+@pytest.mark.parametrize(("draw", "delays_s"), BACKOFF_TABLE[:1])
+async def test_a_holder_whose_redis_dies_backs_off_with_jitter(
+    monkeypatch: pytest.MonkeyPatch, sharded: Settings, draw: float, delays_s: list[float]
+) -> None:
+    """The holder's loop: the lease taken, then its Redis killed."""
+    with EmbeddedRedis() as server:
+        own = dataclasses.replace(sharded, redis_url=server.url)
+        client = async_redis(own, socket_connect_timeout=1)
+        forwarder = Forwarder(own, client, lease_s=30)
+        pauses = pinned_draw(monkeypatch, draw, len(delays_s))
+        task = asyncio.create_task(forwarder.run(asyncio.Event()))
+        try:
+            await wait_until(lambda: forwarder.stats.leases == 1, timeout_s=10)
+            server.kill()
+            await asyncio.wait_for(task, 30)
+        finally:
+            task.cancel()
+            await client.aclose()
+    assert pauses.seconds == pytest.approx(delays_s)
+    assert forwarder.stats.leases == 1  # every pause was the holder's: it never let go
 
 
 def test_route_with_one_shard_is_a_configuration_error(settings: Settings) -> None:

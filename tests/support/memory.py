@@ -18,11 +18,14 @@ BATCH_COPIES = 4
 
 
 def documented_bound_bytes(settings: Settings) -> int:
-    """docs/operations.md, "Memory": the most a consumer process holds with `settings`."""
+    """docs/operations.md, "Memory": the most a consumer process holds with `settings`.
+    With an LLM: its client, its two memories (verdicts, keys answered invalidly) and the
+    batches held while their events wait for it, each at most a read's bytes."""
     bound = BASE_BYTES + settings.lanes * BATCH_COPIES * settings.batch_max_bytes
     bound += settings.decision_cache_bytes
     if settings.llm_enabled:
         bound += LLM_CLIENT_BYTES + 2 * settings.llm_memory_bytes
+        bound += settings.llm_waiting_batches * settings.batch_max_bytes
     return bound
 
 
