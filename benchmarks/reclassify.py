@@ -1,0 +1,111 @@
+"""`pomocore patterns reclassify`: records/s inline and with the process pool (#15 §7).
+
+    .venv/bin/python -m benchmarks.reclassify [--records 100000] [--variants 0:10000,2:50000]
+        [--mongo-uri URI]
+
+Each variant (`workers:page size`) runs on a database of its own, seeded before any run:
+N records of the classifier benchmark's distinct keys (tracker apps, browser tabs, unknown
+apps and hosts; benchmarks/bench_classifier.py) stored as `AFK`, 5 % of them as verdicts
+of the LLM, and the shipped patterns. Every decided key then changes; undecided keys
+and LLM verdicts stay. The command runs as an operator runs it, a child `pomocore`
+process; the figures are its own (`records_per_s`: the walk, from the first read to the
+last write) and the child's wall time (start-up and pattern loading included).
+Embedded MongoDB-wire server (nx-27017) unless --mongo-uri names a MongoDB (the
+databases `pomocore_bench_reclassify_*` are dropped at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from typing import Any
+
+import pymongo
+
+from benchmarks.bench_classifier import workload
+from pomocore.classifiers.patterns import COLLECTION, load_default_pattern_set
+from pomocore.core.ids import categorized_data_id
+from pomocore.embedded import EmbeddedMongo
+from pomocore.sinks.mongo import CATEGORIZED_DATA
+
+DB_PREFIX = "pomocore_bench_reclassify_"
+INSERT_CHUNK = 5_000
+LLM_EVERY = 20  # one record in 20 holds a verdict of the LLM
+
+
+def seed(db: Any, records: int) -> None:
+    db[COLLECTION].insert_many(load_default_pattern_set().documents())
+    docs = []
+    for i, (app, url, title) in enumerate(workload(records)):
+        docs.append(
+            {
+                "_id": categorized_data_id(app, url, title),
+                "app": app,
+                "url": url,
+                "title": title,
+                "category": "AFK",
+                "categoryId": None,
+                "isLLMBased": i % LLM_EVERY == 0,
+            }
+        )
+        if len(docs) == INSERT_CHUNK:
+            db[CATEGORIZED_DATA].insert_many(docs, ordered=False)
+            docs = []
+    if docs:
+        db[CATEGORIZED_DATA].insert_many(docs, ordered=False)
+
+
+def run(uri: str, db_name: str, workers: int, page_size: int) -> dict[str, Any]:
+    args = ["--page-size", str(page_size)]
+    if workers:
+        args += ["--workers", str(workers), "--pool-threshold", str(page_size)]
+    env = {**os.environ, "POMOCORE_MONGO_URI": uri, "POMOCORE_MONGO_DB": db_name}
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "pomocore.cli", "patterns", "reclassify", "--json", *args],
+        env=env,
+        capture_output=True,
+        check=True,
+    )
+    doc: dict[str, Any] = json.loads(result.stdout)
+    doc["wall_s"] = time.perf_counter() - started
+    return doc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument(
+        "--variants", default="0:10000,0:50000,2:10000,2:50000", help="workers:page size, ..."
+    )
+    parser.add_argument("--mongo-uri", help="a MongoDB to use (default: an embedded nx-27017)")
+    args = parser.parse_args()
+    variants = [tuple(int(x) for x in v.split(":")) for v in args.variants.split(",")]
+    with ExitStack() as stack:
+        uri = args.mongo_uri or stack.enter_context(EmbeddedMongo()).url
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri)
+        stack.callback(client.close)
+        names = [f"{DB_PREFIX}{n}" for n in range(len(variants))]
+        for name in names:
+            stack.callback(client.drop_database, name)
+            client.drop_database(name)
+            seed(client[name], args.records)
+        print(f"{args.records:,} records, {os.cpu_count()} CPUs, load average "
+              f"{os.getloadavg()[0]:.1f}")  # fmt: skip
+        print("workers | page | records/s (walk) | wall s | changed | pooled keys")
+        for (workers, page), name in zip(variants, names, strict=True):
+            doc = run(uri, name, workers, page)
+            print(
+                f"{workers} | {page:,} | {doc['records_per_s']:,} | {doc['wall_s']:.1f} | "
+                f"{doc['changed']:,} | {doc['pooled_keys']:,}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
