@@ -1,7 +1,7 @@
 """`pomocore patterns reclassify`: records/s inline and with the process pool (#15 §7).
 
     .venv/bin/python -m benchmarks.reclassify [--records 100000] [--variants 0:10000,2:50000]
-        [--mongo-uri URI]
+        [--mongo-uri URI] [--dry-run]
 
 Each variant (`workers:page size`) runs on a database of its own, seeded before any run:
 N records of the classifier benchmark's distinct keys (tracker apps, browser tabs, unknown
@@ -10,8 +10,9 @@ of the LLM, and the shipped patterns. Every decided key then changes; undecided 
 and LLM verdicts stay. The command runs as an operator runs it, a child `pomocore`
 process; the figures are its own (`records_per_s`: the walk, from the first read to the
 last write) and the child's wall time (start-up and pattern loading included).
-Embedded MongoDB-wire server (nx-27017) unless --mongo-uri names a MongoDB (the
-databases `pomocore_bench_reclassify_*` are dropped at the end).
+`--dry-run` reads and classifies without writing (the cost of the walk and the
+classification alone). Embedded MongoDB-wire server (nx-27017) unless --mongo-uri names
+a MongoDB (the databases `pomocore_bench_reclassify_*` are dropped at the end).
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ def seed(db: Any, records: int) -> None:
         db[CATEGORIZED_DATA].insert_many(docs, ordered=False)
 
 
-def run(uri: str, db_name: str, workers: int, page_size: int) -> dict[str, Any]:
-    args = ["--page-size", str(page_size)]
+def run(uri: str, db_name: str, workers: int, page_size: int, dry_run: bool) -> dict[str, Any]:
+    args = ["--page-size", str(page_size), *(["--dry-run"] if dry_run else [])]
     if workers:
         args += ["--workers", str(workers), "--pool-threshold", str(page_size)]
     env = {**os.environ, "POMOCORE_MONGO_URI": uri, "POMOCORE_MONGO_DB": db_name}
@@ -70,8 +71,10 @@ def run(uri: str, db_name: str, workers: int, page_size: int) -> dict[str, Any]:
         [sys.executable, "-m", "pomocore.cli", "patterns", "reclassify", "--json", *args],
         env=env,
         capture_output=True,
-        check=True,
+        check=False,
     )
+    if result.returncode:
+        sys.exit(f"reclassify exited {result.returncode}: {result.stderr.decode()[-2000:]}")
     doc: dict[str, Any] = json.loads(result.stdout)
     doc["wall_s"] = time.perf_counter() - started
     return doc
@@ -84,6 +87,7 @@ def main() -> None:
         "--variants", default="0:10000,0:50000,2:10000,2:50000", help="workers:page size, ..."
     )
     parser.add_argument("--mongo-uri", help="a MongoDB to use (default: an embedded nx-27017)")
+    parser.add_argument("--dry-run", action="store_true", help="read and classify only (no writes)")
     args = parser.parse_args()
     variants = [tuple(int(x) for x in v.split(":")) for v in args.variants.split(",")]
     with ExitStack() as stack:
@@ -99,7 +103,7 @@ def main() -> None:
               f"{os.getloadavg()[0]:.1f}")  # fmt: skip
         print("workers | page | records/s (walk) | wall s | changed | pooled keys")
         for (workers, page), name in zip(variants, names, strict=True):
-            doc = run(uri, name, workers, page)
+            doc = run(uri, name, workers, page, args.dry_run)
             print(
                 f"{workers} | {page:,} | {doc['records_per_s']:,} | {doc['wall_s']:.1f} | "
                 f"{doc['changed']:,} | {doc['pooled_keys']:,}",

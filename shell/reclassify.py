@@ -7,7 +7,8 @@ held in memory; `--after ID` starts after a record, to resume), classifies each 
 distinct (app, url, title) through `CachingClassifier.classify_many` (with `--workers N`,
 a page of at least `--pool-threshold` distinct keys goes to the process pool, as
 `pomocore classify --workers` sends a file), and updates the records whose category
-changed: one unordered bulk write per page, each update guarded by what was read.
+changed: unordered bulk writes of at most WRITE_CHUNK updates, each update guarded by
+what was read.
 
 The rules of the sink (sinks/mongo.py, docs/contract.md):
 - a verdict of the LLM (`isLLMBased` true) is never replaced by a pattern's decision;
@@ -57,6 +58,9 @@ from pomocore.sinks.mongo import CATEGORIZED_DATA, classification_fields
 # records of three short strings are a few MB of Python objects.
 PAGE_SIZE = 10_000
 PAGE_SIZE_MAX = 200_000
+# Updates per bulk write: each is one round trip bounded by the socket timeout, however
+# large the page (50,000 guarded updates took over 30 s on the MongoDB-wire server).
+WRITE_CHUNK = 1_000
 # Below every ObjectId: the walk's start without --after. A range on `_id` keeps the walk
 # to ObjectIds, the only `_id`s pomocore writes (core/ids.py, or a producer's ObjectId).
 BEFORE_ALL = ObjectId(b"\x00" * 12)
@@ -186,9 +190,11 @@ class RecordReclassifier:
     async def apply(self, coll: AsyncCollection[dict[str, Any]], plan: PagePlan) -> None:
         """Write the page's updates (unless --dry-run) and count them."""
         matched = len(plan.updates)
-        if plan.updates and not self.dry_run:
-            result = await coll.bulk_write(plan.updates, ordered=False)
-            matched = result.matched_count
+        if not self.dry_run:
+            matched = 0
+            for start in range(0, len(plan.updates), WRITE_CHUNK):
+                chunk = plan.updates[start : start + WRITE_CHUNK]
+                matched += (await coll.bulk_write(chunk, ordered=False)).matched_count
         if self.workers and plan.distinct_keys >= self.pool_threshold:
             self.summary.pooled_keys += plan.distinct_keys  # (the cache holds nothing)
         self.summary.add(plan, matched)
