@@ -1,18 +1,19 @@
 """`pomocore patterns reclassify`: records/s inline and with the process pool (#15 §7).
 
     .venv/bin/python -m benchmarks.reclassify [--records 100000] [--variants 0:10000,2:50000]
-        [--mongo-uri URI] [--dry-run]
+        [--rounds 3] [--mongo-uri URI] [--dry-run]
 
-Each variant (`workers:page size`) runs on a database of its own, seeded before any run:
-N records of the classifier benchmark's distinct keys (tracker apps, browser tabs, unknown
-apps and hosts; benchmarks/bench_classifier.py) stored as `AFK`, 5 % of them as verdicts
-of the LLM, and the shipped patterns. Every decided key then changes; undecided keys
-and LLM verdicts stay. The command runs as an operator runs it, a child `pomocore`
-process; the figures are its own (`records_per_s`: the walk, from the first read to the
-last write) and the child's wall time (start-up and pattern loading included).
+Each run of a variant (`workers:page size`; rounds alternate their order) gets freshly
+seeded records: N records of the classifier benchmark's distinct keys (tracker apps,
+browser tabs, unknown apps and hosts; benchmarks/bench_classifier.py) stored as `AFK`,
+5 % of them as verdicts of the LLM, and the shipped patterns. Every decided key then
+changes; undecided keys and LLM verdicts stay. The command runs as an operator runs it,
+a child `pomocore` process; the figures are its own (`records_per_s`: the walk, from the
+first read to the last write) and the child's wall time (start-up and pattern loading
+included).
 `--dry-run` reads and classifies without writing (the cost of the walk and the
 classification alone). Embedded MongoDB-wire server (nx-27017) unless --mongo-uri names
-a MongoDB (the databases `pomocore_bench_reclassify_*` are dropped at the end).
+a MongoDB (its database `pomocore_bench_reclassify_run` is dropped at the end).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -84,31 +86,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument(
-        "--variants", default="0:10000,0:50000,2:10000,2:50000", help="workers:page size, ..."
+        "--variants",
+        default="0:10000,2:50000",
+        help="workers:page size, ... (default: "
+        "inline with its default page, and 2 workers with the default --pool-threshold)",
     )
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each variant")
     parser.add_argument("--mongo-uri", help="a MongoDB to use (default: an embedded nx-27017)")
     parser.add_argument("--dry-run", action="store_true", help="read and classify only (no writes)")
     args = parser.parse_args()
-    variants = [tuple(int(x) for x in v.split(":")) for v in args.variants.split(",")]
+    variants = [(int(w), int(p)) for w, p in (v.split(":") for v in args.variants.split(","))]
     with ExitStack() as stack:
         uri = args.mongo_uri or stack.enter_context(EmbeddedMongo()).url
         client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(uri)
         stack.callback(client.close)
-        names = [f"{DB_PREFIX}{n}" for n in range(len(variants))]
-        for name in names:
-            stack.callback(client.drop_database, name)
-            client.drop_database(name)
-            seed(client[name], args.records)
-        print(f"{args.records:,} records, {os.cpu_count()} CPUs, load average "
-              f"{os.getloadavg()[0]:.1f}")  # fmt: skip
-        print("workers | page | records/s (walk) | wall s | changed | pooled keys")
-        for (workers, page), name in zip(variants, names, strict=True):
-            doc = run(uri, name, workers, page, args.dry_run)
-            print(
-                f"{workers} | {page:,} | {doc['records_per_s']:,} | {doc['wall_s']:.1f} | "
-                f"{doc['changed']:,} | {doc['pooled_keys']:,}",
-                flush=True,
-            )
+        stack.callback(client.drop_database, DB_PREFIX + "run")
+        print(f"{args.records:,} records, {os.cpu_count()} CPUs")
+        print("round | workers | page | records/s (walk) | wall s | changed | pooled keys | load")
+        rates: dict[tuple[int, int], list[int]] = {v: [] for v in variants}
+        for round_ in range(args.rounds):
+            # every other round in reverse order: a load that drifts favours no variant
+            for workers, page in variants if round_ % 2 == 0 else variants[::-1]:
+                client.drop_database(DB_PREFIX + "run")  # each run on the same fresh records
+                seed(client[DB_PREFIX + "run"], args.records)
+                load = os.getloadavg()[0]
+                doc = run(uri, DB_PREFIX + "run", workers, page, args.dry_run)
+                rates[(workers, page)].append(doc["records_per_s"])
+                print(
+                    f"{round_ + 1} | {workers} | {page:,} | {doc['records_per_s']:,} | "
+                    f"{doc['wall_s']:.1f} | {doc['changed']:,} | {doc['pooled_keys']:,} | "
+                    f"{load:.1f}",
+                    flush=True,
+                )
+        for (workers, page), found in rates.items():
+            print(f"workers {workers}, page {page:,}: median {statistics.median(found):,.0f} "
+                  f"records/s ({', '.join(f'{r:,}' for r in found)})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -29,7 +29,8 @@ import asyncio
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -218,16 +219,17 @@ class RecordReclassifier:
             batch_size=page_size,
         )
         try:
-            async for page in _pages(cursor, page_size):
-                await self.apply(coll, self.plan(page))
-                progress.advance(len(page), f"{self.summary.changed:,} changed")
+            async with aclosing(_pages(cursor, page_size)) as pages:
+                async for page in pages:
+                    await self.apply(coll, self.plan(page))
+                    progress.advance(len(page), f"{self.summary.changed:,} changed")
         finally:
             await cursor.close()
             self.summary.elapsed_s = time.monotonic() - started
         return self.summary
 
 
-async def _pages(cursor: Any, size: int) -> AsyncIterator[list[dict[str, Any]]]:
+async def _pages(cursor: Any, size: int) -> AsyncGenerator[list[dict[str, Any]], None]:
     page: list[dict[str, Any]] = []
     async for doc in cursor:
         page.append(doc)
