@@ -203,7 +203,7 @@ def patterns_command(
     unreachable patterns (exit 1 on any error). A backend that cannot be reached raises
     (the CLI's edge says so in one line, exit 3)."""
     if dry_run and action != "load":
-        print("error: --dry-run goes with patterns load", file=sys.stderr)
+        print("error: --dry-run goes with patterns load or reclassify", file=sys.stderr)
         return 2
     try:
         if action == "load":
@@ -302,17 +302,24 @@ async def _store_and_announce(settings: Settings, pattern_set: PatternSet) -> in
         await redis.aclose()
 
 
-def add_pool_arguments(p: argparse.ArgumentParser) -> None:
-    """`--workers` / `--pool-threshold` of `classify` (shared with shell/cli.py)."""
+def add_pool_arguments(
+    p: argparse.ArgumentParser, what: str = "big files", where: str = "", prefix: str = ""
+) -> None:
+    """`--workers` / `--pool-threshold` of `classify` and `patterns reclassify` (shell/cli.py):
+    `what` is classified in the pool when it holds at least the threshold of distinct keys
+    (`where`: of what)."""
     p.add_argument(
         "--workers",
         type=bounded_int(0, 64),
         default=0,
-        help="classify big files in N worker processes (0 = inline; pays only with spare cores)",
+        metavar="N",
+        help=f"{prefix}classify {what} in N worker processes (0 = inline; pays only with "
+        "spare cores)",
     )
     p.add_argument(
         "--pool-threshold",
         type=bounded_int(1, 100_000_000),
         default=CLI_POOL_THRESHOLD,
-        help="distinct keys from which --workers is used",
+        metavar="N",
+        help=f"{prefix}distinct keys{where} from which --workers is used",
     )

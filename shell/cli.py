@@ -23,6 +23,7 @@ from pomocore import (
     materialize,
     ops_cli,
     rebuild,
+    reclassify,
     route,
     status,
 )
@@ -82,12 +83,35 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_patterns(args: argparse.Namespace) -> int:
+    if args.action == "reclassify":
+        return cmd_reclassify(args)
+    if args.after is not None or args.page_size is not None or args.workers:
+        print("error: --after, --page-size and --workers go with patterns reclassify",
+              file=sys.stderr)  # fmt: skip
+        return 2
     if args.action == "learned":
         return learned_command(
             _settings(args), args.reject, sys.stdout, approve=args.approve, as_json=args.json
         )
     return patterns_command(
         args.action, _settings(args), args.file, sys.stdout, as_json=args.json, dry_run=args.dry_run
+    )
+
+
+def cmd_reclassify(args: argparse.Namespace) -> int:
+    if args.file:
+        print("error: patterns reclassify takes no FILE: it uses the stored patterns (load "
+              "them first)", file=sys.stderr)  # fmt: skip
+        return 2
+    return reclassify.reclassify_command(
+        _settings(args),
+        sys.stdout,
+        after=args.after,
+        page_size=args.page_size,
+        workers=args.workers,
+        pool_threshold=args.pool_threshold,
+        dry_run=args.dry_run,
+        as_json=args.json,
     )
 
 
@@ -237,14 +261,28 @@ def _add_classify(sub: Any) -> None:
     classify.set_defaults(func=cmd_classify)
 
 
+PATTERNS_EPILOG = """\
+reclassify: after `patterns load`, bring the stored categorized_data records to the
+patterns now stored (load first, then reclassify). A verdict of the LLM is kept, and so
+is the category of a key the patterns now leave undecided. Usage logs and leaderboards
+are not rewritten: past time stays counted, exactly once, under the category it was
+counted with. (`leaderboard rebuild --from-mongo` recomputes leaderboards from the usage
+logs' own categories, so it does not move past time either.)
+"""
+
+
 def _add_patterns(sub: Any) -> None:
-    patterns = sub.add_parser("patterns", help="manage category patterns in MongoDB")
+    patterns = sub.add_parser(
+        "patterns",
+        help="manage category patterns in MongoDB; reclassify stored records",
+        epilog=PATTERNS_EPILOG,
+    )
     patterns.add_argument(
         "action",
-        choices=("load", "export", "check", "learned"),
+        choices=("load", "export", "check", "learned", "reclassify"),
         help="load FILE: store a pattern set (consumers reload it); export: print the stored "
         "set; check [FILE]: report overlaps and errors; learned: list, --approve or --reject "
-        "the LLM's patterns",
+        "the LLM's patterns; reclassify: bring the stored records to the stored set",
     )
     patterns.add_argument(
         "file",
@@ -259,9 +297,13 @@ def _add_patterns(sub: Any) -> None:
         "--approve", help="with learned: make this pending pattern active (default: list)"
     )
     patterns.add_argument(
-        "--dry-run", action="store_true", help="with load: check FILE, store nothing"
+        "--dry-run",
+        action="store_true",
+        help="with load: check FILE, store nothing; with reclassify: count, write nothing",
     )
-    add_json(patterns, "check, learned and load's report")
+    add_json(patterns, "check, learned, load and reclassify's report")
+    reclassify.add_arguments(patterns)
+    add_pool_arguments(patterns, "pages", " of a page", prefix="with reclassify: ")
     patterns.set_defaults(func=cmd_patterns)
 
 

@@ -233,12 +233,7 @@ class MongoSink:
         }
 
     def _classification(self, decision: Decision) -> dict[str, Any]:
-        """The fields of a categorized_data document that a decision sets."""
-        return {
-            "categoryId": self.category_ids.get(decision.category),
-            "category": decision.category,
-            "isLLMBased": decision.source == "llm",
-        }
+        return classification_fields(self.category_ids, decision)
 
     def _usage_doc(self, event: Event, decision: Decision, cat_id: ObjectId) -> dict[str, Any]:
         return {
@@ -555,6 +550,17 @@ class MongoSink:
         except BulkWriteError as exc:
             return duplicates_only(collection, exc.details), int(exc.details.get("nMatched", 0))
         return [], result.matched_count
+
+
+def classification_fields(category_ids: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
+    """The fields of a categorized_data document that a decision sets (CONTRACT §3): the
+    category, its `categoryId` (the `_id` of its `category_pattern` document) and whether
+    the LLM decided it. Shared with `pomocore patterns reclassify` (shell/reclassify.py)."""
+    return {
+        "categoryId": category_ids.get(decision.category),
+        "category": decision.category,
+        "isLLMBased": decision.source == "llm",
+    }
 
 
 def usage_verdict(stored: Mapping[str, Any] | None, event: Event) -> str:

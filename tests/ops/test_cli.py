@@ -171,7 +171,11 @@ def test_unreachable_redis_is_one_line_exit_3(args: tuple[str, ...], settings: S
     assert "s3cret" not in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("args", [("patterns", "export"), ("patterns", "learned")], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [("patterns", "export"), ("patterns", "learned"), ("patterns", "reclassify")],
+    ids=" ".join,
+)
 def test_unreachable_mongodb_is_one_line_exit_3(args: tuple[str, ...], settings: Settings) -> None:
     uri = f"mongodb://admin:s3cret@127.0.0.1:{free_port()}"
     result = run_cli(*args, env={**server_env(settings), "POMOCORE_MONGO_URI": uri})
@@ -213,6 +217,11 @@ JSON_KEYS = {
         "counter",
     },
     "patterns learned": {"patterns", "max_learned"},
+    "patterns reclassify": {
+        "dry_run", "patterns_version", "after", "last_id", "read", "changed", "unchanged",
+        "skipped_llm", "kept_undecided", "conflicts", "transitions", "page_size", "workers",
+        "pooled_keys", "elapsed_s", "records_per_s",
+    },
     "leaderboard rebuild": {"check", "keys_in_scope", "differ", "written", "pending", "diffs"},
     "leaderboard refresh": {"rebuilt"},
     "leaderboard materialize": {"written", "deleted", "members", "elapsed_s", "labels"},
