@@ -93,6 +93,12 @@ QUERIES: tuple[Query, ...] = (
     Query(CATEGORIZED_DATA, ("_id",), "sinks/mongo.py::_update_existing"),
     Query(CATEGORIZED_DATA, ("_id",), "classifiers/llm/reclassifier.py::_correct"),
     Query(CATEGORIZED_DATA, ("_id", "isLLMBased"), "classifiers/llm/resolver.py::_recall_db"),
+    Query(CATEGORIZED_DATA, (), "shell/reclassify.py::run", range="_id"),
+    Query(
+        CATEGORIZED_DATA,
+        ("_id", "app", "url", "title", "category", "isLLMBased"),
+        "shell/reclassify.py::guarded_update",
+    ),
     Query(
         CATEGORIZED_DATA,
         (),
@@ -113,13 +119,14 @@ QUERIES: tuple[Query, ...] = (
 
 
 def serving_index(query: Query) -> Index | Literal["_id", "scan"] | None:
-    """What serves `query`: `_id` (an equality on the primary key), an index of INDEXES
-    whose leading keys are the equality fields then the range field, `scan` for a
-    deliberate full read, None when nothing does (a collection scan by accident)."""
+    """What serves `query`: `_id` (an equality on the primary key, or a range on it
+    alone), an index of INDEXES whose leading keys are the equality fields then the range
+    field, `scan` for a deliberate full read, None when nothing does (a collection scan by
+    accident)."""
     if query.scan:
         return "scan"
-    if "_id" in query.equality:
-        return "_id"
+    if "_id" in query.equality or (not query.equality and query.range == "_id"):
+        return "_id"  # the primary key: an equality, or a walk in `_id` order
     wanted = set(query.equality)
     for index in INDEXES:
         if index.collection != query.collection:

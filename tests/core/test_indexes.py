@@ -63,6 +63,8 @@ def test_every_query_shape_is_served(query: Query) -> None:
         (Query("categorized_data", ("isLLMBased",), "x"), None),
         (Query("learned_pattern_review", ("status",), "x"), "pomocore_status"),
         (Query("category_pattern", ("_id", "whatever"), "x"), "_id"),
+        (Query("categorized_data", (), "x", range="_id"), "_id"),
+        (Query("categorized_data", ("app",), "x", range="_id"), None),
     ],
 )  # fmt: skip
 def test_serving_index_table(query: Query, served: str | None) -> None:
