@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from itertools import compress, repeat
 from operator import is_, itemgetter
@@ -73,6 +73,12 @@ class CachingClassifier:
     @property
     def category_ids(self) -> Mapping[str, Any]:
         return self.classifier.category_ids
+
+    def current_category_ids(self) -> Mapping[str, Any]:
+        """A view of `category_ids` that follows `swap`: a pattern reload that gives a
+        category another `_id` reaches whoever holds the view (the MongoDB sinks) at once,
+        where a copy taken at start-up would write the old id until a restart."""
+        return CurrentCategoryIds(self)
 
     @property
     def version(self) -> str:
@@ -183,3 +189,24 @@ class CachingClassifier:
                 self._views.clear()
             self._views[decision] = view
         return view
+
+
+class CurrentCategoryIds(Mapping[str, Any]):
+    """The category ids of a CachingClassifier's current pattern set, read at each lookup."""
+
+    __slots__ = ("holder",)
+
+    def __init__(self, holder: CachingClassifier) -> None:
+        self.holder = holder
+
+    def __getitem__(self, category: str) -> Any:
+        return self.holder.classifier.category_ids[category]
+
+    def get(self, category: str, default: Any = None) -> Any:  # the sink's lookup: direct
+        return self.holder.classifier.category_ids.get(category, default)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.holder.classifier.category_ids)
+
+    def __len__(self) -> int:
+        return len(self.holder.classifier.category_ids)

@@ -112,10 +112,17 @@ class PatternSet:
 
     entries: tuple[CategoryPatterns, ...]
     version: str = field(default="", compare=False)
+    # Built once: the MongoDB sink looks an id up for each document it writes.
+    _ids: Mapping[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # frozen: set once, here (a dict, not a MappingProxyType: the set is pickled to
+        # the classifier's pool workers); typed Mapping, so nobody writes to it
+        object.__setattr__(self, "_ids", {e.category: e.id for e in self.entries})
 
     @property
     def category_ids(self) -> Mapping[str, Any]:
-        return {e.category: e.id for e in self.entries}
+        return self._ids
 
     def get(self, category: str) -> CategoryPatterns:
         for e in self.entries:

@@ -269,7 +269,7 @@ def _shard_parts(shared: _Shared, shard: int) -> _ShardParts:
         MongoSink(
             shared.db,
             keys.stream_key,
-            shared.classifier.category_ids,
+            shared.classifier.current_category_ids(),  # follows a pattern reload
             settings.decision_cache_size,
             timeout_s=settings.mongo_timeout_ms / 1000,
         )

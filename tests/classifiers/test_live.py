@@ -13,12 +13,19 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from pomocore import exits
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.classifiers.engine import Classifier
-from pomocore.classifiers.patterns import COLLECTION, documents_to_json, load_default_pattern_set
+from pomocore.classifiers.patterns import (
+    COLLECTION,
+    PatternSet,
+    default_category_id,
+    documents_to_json,
+    load_default_pattern_set,
+)
 from pomocore.classifiers.reload import watch_patterns
 from pomocore.classifiers.store import (
     load_or_seed_patterns,
@@ -28,8 +35,12 @@ from pomocore.classifiers.store import (
 )
 from pomocore.classify_cli import patterns_command
 from pomocore.core.errors import BackendUnavailable, ClassifierError
+from pomocore.core.ids import categorized_data_id
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
+from pomocore.sinks.mongo import CATEGORIZED_DATA, USAGE_LOG
+from tests.support.consumer import running_consumer
+from tests.support.streams import is_drained, now_fields, publish
 from tests.support.waiting import wait_until
 
 KEYS = KeySpace()
@@ -205,3 +216,38 @@ def test_patterns_command_load_export_check(settings: Settings, tmp_path: Path) 
     out = io.StringIO()
     assert patterns_command("check", settings, str(bad), out) == 1
     assert "claimed by" in out.getvalue()
+
+
+async def test_a_category_given_another_id_reaches_the_documents_a_running_consumer_writes(
+    settings: Settings, aredis: aioredis.Redis, db: Any
+) -> None:
+    """A pattern file may carry its own `_id`s: after its load, the documents a running
+    consumer writes name the category's new id (the sink used to keep the ids it started
+    with, so `categoryId` named a deleted category_pattern document until a restart)."""
+    s = dataclasses.replace(settings, pattern_poll_s=0.2)
+    old_id = default_category_id("Development")
+    moved = load_default_pattern_set()
+    new_id = ObjectId()
+    entries = [dataclasses.replace(e, id=new_id) if e.category == "Development" else e
+               for e in moved.entries]  # fmt: skip
+    moved = PatternSet(tuple(entries))
+    async with running_consumer(s) as rt:
+        publish(s.redis_url, s.keys.stream_key, [now_fields("u1", "Code", 5.0, title="a.py")])
+        await wait_until(lambda: is_drained(s), 20)
+        assert await _category_id_of(db, "a.py") == old_id
+        await save_patterns(db, moved)
+        await publish_change(aredis, s.keys)
+        await wait_until(lambda: rt.classifier.category_ids["Development"] == new_id, 5)
+        publish(s.redis_url, s.keys.stream_key, [now_fields("u1", "Code", 5.0, title="b.py")])
+        await wait_until(lambda: is_drained(s), 20)
+    assert await _category_id_of(db, "b.py") == new_id
+    b_key = categorized_data_id("Code", "", "b.py")
+    # (read whole: the MongoDB-wire server matches ObjectId equalities on `_id` only)
+    logs = {d["categorizedDataId"]: d async for d in db[USAGE_LOG].find({})}
+    assert logs[b_key]["categoryId"] == new_id
+
+
+async def _category_id_of(db: Any, title: str) -> Any:
+    doc = await db[CATEGORIZED_DATA].find_one({"_id": categorized_data_id("Code", "", title)})
+    assert doc is not None, title
+    return doc["categoryId"]
