@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections import OrderedDict, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from itertools import compress, repeat
 from operator import is_, itemgetter
@@ -67,6 +67,7 @@ class CachingClassifier:
         self._cache: OrderedDict[ClassKey, _Entry] = OrderedDict()
         self._views: dict[Decision, Decision] = {}
         self._pool = ClassifierPool(classifier.pattern_set, pool_workers) if pool_workers else None
+        self._current_ids: dict[str, Any] = dict(classifier.category_ids)
 
     # --- passthroughs the consumer needs ---
 
@@ -75,10 +76,12 @@ class CachingClassifier:
         return self.classifier.category_ids
 
     def current_category_ids(self) -> Mapping[str, Any]:
-        """A view of `category_ids` that follows `swap`: a pattern reload that gives a
-        category another `_id` reaches whoever holds the view (the MongoDB sinks) at once,
-        where a copy taken at start-up would write the old id until a restart."""
-        return CurrentCategoryIds(self)
+        """`category_ids`, kept current by `swap` (updated in place): a pattern reload that
+        gives a category another `_id` reaches whoever holds it (the MongoDB sinks) at
+        once, where the mapping taken at start-up wrote the old id until a restart. A
+        plain dict, not a view reading through to the classifier: 60 ns a lookup against
+        310, and the sinks look one up per document."""
+        return self._current_ids
 
     @property
     def version(self) -> str:
@@ -149,6 +152,9 @@ class CachingClassifier:
         self.classifier = classifier
         self._cache = OrderedDict()
         self.bytes = 0
+        # in place, on the loop thread the sinks build their documents on: never half-seen
+        self._current_ids.clear()
+        self._current_ids.update(classifier.category_ids)
         if self._pool is not None:
             self._pool.rebuild(classifier.pattern_set)
 
@@ -190,23 +196,3 @@ class CachingClassifier:
             self._views[decision] = view
         return view
 
-
-class CurrentCategoryIds(Mapping[str, Any]):
-    """The category ids of a CachingClassifier's current pattern set, read at each lookup."""
-
-    __slots__ = ("holder",)
-
-    def __init__(self, holder: CachingClassifier) -> None:
-        self.holder = holder
-
-    def __getitem__(self, category: str) -> Any:
-        return self.holder.classifier.category_ids[category]
-
-    def get(self, category: str, default: Any = None) -> Any:  # the sink's lookup: direct
-        return self.holder.classifier.category_ids.get(category, default)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.holder.classifier.category_ids)
-
-    def __len__(self) -> int:
-        return len(self.holder.classifier.category_ids)
