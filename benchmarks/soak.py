@@ -38,6 +38,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.measure import percentile
+from benchmarks.options import RUNS_DIR
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis, free_port
 
@@ -519,7 +520,7 @@ def plot(samples: list[Sample], reader_windows: list[tuple[float, float]], png: 
     plt.close(fig)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.soak", description=__doc__.split("\n")[0]
     )
@@ -538,10 +539,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--out",
         type=Path,
-        default=Path("benchmarks/results/soak"),
-        help="directory of soak.json and soak.png",
+        default=RUNS_DIR / "soak",
+        help="directory of soak.json, soak.png and soak.log (default: benchmarks/runs/soak, "
+        "git-ignored)",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     report = run_soak(
         args.duration_s, args.readers, args.fraction, args.calibrate_events, args.sample_s, args.out
     )

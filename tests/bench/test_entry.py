@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import soak
 from benchmarks.cli import build_parser, options_from_args
 from benchmarks.options import RUNS_DIR, BenchOptions, Feed, SpecOverride
 from benchmarks.protocol import REPO_ROOT, ChildSpec, RunNames
@@ -76,11 +77,14 @@ def test_options_keep_the_documented_defaults_and_quick_sizes() -> None:
         options_from_args(parse(["--variants", "a,x"]))
 
 
-def test_runs_go_to_the_ignored_folder_by_default() -> None:
-    ignored = subprocess.run(
-        ["git", "check-ignore", "-q", str(RUNS_DIR / "bench-1.json")], cwd=REPO_ROOT
-    )
-    assert ignored.returncode == 0
+@pytest.mark.parametrize(
+    "output",
+    [RUNS_DIR / "bench-1.json", soak.parser().get_default("out") / "soak.png"],
+    ids=["bench", "soak"],
+)
+def test_runs_go_to_the_ignored_folder_by_default(output: Path) -> None:
+    ignored = subprocess.run(["git", "check-ignore", "-q", str(output)], cwd=REPO_ROOT)
+    assert ignored.returncode == 0, f"{output} would be committed"
 
 
 def child_spec(names: RunNames) -> ChildSpec:
