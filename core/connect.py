@@ -15,6 +15,12 @@ could last many times its socket timeout, and a probe or the metrics sampler out
 scrape or health-check timeout. Our own loops own retries (consumers/consumer.py), and
 each call is bounded by its socket timeout. A caller that wants redis-py's retries
 passes its own `retry=`.
+
+The Cluster clients too: from redis-py 6.0 they go by `retry`, commands and pipelines.
+redis-py 5 (the floor is 5.3) retries a Cluster command `cluster_error_retry_attempts`
+times (3) whatever `retry` says, rediscovering the cluster before each: the blocking
+client gets 0. The asyncio one keeps them there, as its pipelines make that many passes
+and fail outright at 0.
 """
 
 from __future__ import annotations
@@ -181,6 +187,8 @@ def sync_redis(settings: Settings, timeout_s: float = 2.0, **options: Any) -> re
     }
     if settings.redis_cluster:
         cluster: Any = redis.cluster.RedisCluster.from_url(settings.redis_url, **options)
+        if hasattr(cluster, "cluster_error_retry_attempts"):  # redis-py < 6 (module doc)
+            cluster.cluster_error_retry_attempts = 0
         return cluster  # type: ignore[no-any-return]
     return redis.Redis.from_url(settings.redis_url, **options)
 

@@ -85,7 +85,10 @@ _CLASS_CODES: tuple[tuple[type[BaseException], str], ...] = (
 _CONNECTION_ERRORS = (ConnectionError, TimeoutError, builtins.ConnectionError, OSError)
 # A password or ACL problem is a ConnectionError in redis-py, but retrying cannot fix it.
 _AUTH_ERRORS = (AuthenticationError, AuthorizationError)
-_MAX_CLIENTS = "max number of clients reached"
+# maxclients reached: "max number of clients reached", or on a cluster node "max number
+# of clients + cluster connections reached", which redis-py does not map to a
+# ConnectionError (a consumer on a Cluster exited on it).
+_MAX_CLIENTS = "max number of clients"
 # The Cluster client's own exceptions (not RedisError) while it cannot reach the nodes
 # it knows or they disagree on the slots: a node down or restarting. redis-py 5.3 raises
 # "cannot be connected" from a lane's read when it rediscovers the cluster during an

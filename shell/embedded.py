@@ -89,7 +89,10 @@ class _Server:
     def command(self) -> Sequence[str]:
         raise NotImplementedError
 
-    def start(self, timeout_s: float = 20.0) -> None:
+    def start(self, timeout_s: float = 20.0, *, wait_ready: bool = True) -> None:
+        """Start the process and wait until it listens and, with `wait_ready`, until it
+        serves commands (`_wait_ready`: a Redis has loaded its data). `wait_ready=False`
+        returns while a Redis may still answer -LOADING (tests of that window)."""
         log = open(self.data_dir / f"{self.what}.log", "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             list(self.command()),
@@ -102,7 +105,8 @@ class _Server:
         deadline = time.monotonic() + timeout_s
         try:
             _wait_port(self.port, self.proc, timeout_s, self.what)
-            self._wait_ready(deadline)
+            if wait_ready:
+                self._wait_ready(deadline)
         except BaseException:
             self.kill()  # a server that did not come up is not left running
             raise
@@ -189,10 +193,14 @@ class EmbeddedRedis(_Server):
         if "--tls-port" in self.command():
             return
         while time.monotonic() < deadline:
-            if not _redis_loading(self.port):
+            if not self.loading():
                 return
             time.sleep(0.05)
         raise EmbeddedServerError(f"{self.what} on port {self.port} still loading its data")
+
+    def loading(self) -> bool:
+        """True while the server answers -LOADING, or does not answer yet."""
+        return _redis_loading(self.port)
 
 
 def _redis_loading(port: int) -> bool:

@@ -8,8 +8,10 @@ entries for XAUTOCLAIM), kill -9 and restart of Redis, kill -9 and restart of Mo
 and proxy latency, connection resets and blackholes, and Redis answering errors for a
 while: read-only (a FAILOVER to a replica and back) and out of memory (maxmemory);
 runs that list `stall_mongo` also stop MongoDB (SIGSTOP) for longer than the reclaim
-cycle. Then everything is healed, the group drained, the consumers stopped, and the
-checker compares what the servers hold with what was published.
+cycle, and a run with `stall_burst` ends with a burst published into the drained group
+while MongoDB is stopped (the lanes that do not hold it are free to reclaim it). Then
+everything is healed, the group drained, the consumers stopped, and the checker compares
+what the servers hold with what was published.
 
 Which faults happen, in which order, is fixed by the seed; exactly when a fault lands
 in a batch is not (that is the point), and the invariants must hold for every timing.
@@ -34,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
@@ -69,6 +73,7 @@ LLM_LATE_SHARE = 0.5  # answers that arrive after the timeout
 # batches held meanwhile must stay owned (issue #13 §4), not be reclaimed again and again.
 STALL_MONGO = "stall_mongo"
 RECLAIM_IDLE_MS = 2000
+BURST_STALL_IDLES = 4  # the final stall of a run with `stall_burst`, in reclaim idles
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +90,7 @@ class ChaosConfig:
     distinct_variants: int = 40  # keys per workload template (more: more keys to ask about)
     faults: tuple[str, ...] = FAULT_KINDS  # each at least once, the rest drawn from them
     max_deliveries: int = 50
+    stall_burst: int = 0  # events published at the end while MongoDB is stopped
 
 
 @dataclass(slots=True)
@@ -211,33 +217,44 @@ class ChaosRun:
     # --- producer ---
 
     def _publish(self, events: list[Published], stop: threading.Event) -> None:
-        base_ms = int(time.time() * 1000)
-        for n, p in enumerate(events, start=1):
-            p.entry_id = f"{base_ms}-{n}"
+        """`events` (ids set already: `_number`), a chunk at a time over `publish_s`."""
         key = self.settings.keys.stream_key
         pause = self.cfg.publish_s / max(1, len(events) / self.cfg.chunk)
         for i in range(0, len(events), self.cfg.chunk):
-            chunk = events[i : i + self.cfg.chunk]
-            while True:  # idempotent: after a failure, publish only what is missing
-                try:
-                    client = redis.Redis.from_url(self.redis.url, socket_timeout=5)
-                    try:
-                        present = {
-                            e.decode()
-                            for e, _ in client.xrange(key, chunk[0].entry_id, chunk[-1].entry_id)
-                        }
-                        pipe = client.pipeline(transaction=False)
-                        for p in chunk:
-                            if p.entry_id not in present:
-                                pipe.xadd(key, dict(p.fields), id=p.entry_id)  # type: ignore[arg-type]
-                        pipe.execute()
-                    finally:
-                        client.close()
-                    break
-                except PRODUCER_RETRIES:
-                    time.sleep(0.2)
+            self._publish_chunk(key, events[i : i + self.cfg.chunk])
             time.sleep(pause)
         stop.set()
+
+    @staticmethod
+    def _number(events: list[Published]) -> None:
+        """Entry ids in publishing order, from now (XADD takes them as given)."""
+        base_ms = int(time.time() * 1000)
+        for n, p in enumerate(events, start=1):
+            p.entry_id = f"{base_ms}-{n}"
+
+    def _publish_chunk(self, key: str, chunk: list[Published]) -> None:
+        while True:  # idempotent: after a failure, publish what is missing
+            try:
+                # One MULTI/EXEC per chunk, and no retries by redis-py underneath: a
+                # chunk is all there or not at all. In a plain pipeline an OOM or
+                # read-only window that closed mid-chunk left its first XADDs refused
+                # and the later ones in, and XADD of an id below the stream's last
+                # one is refused for good (the producer thread died on it).
+                client = redis.Redis.from_url(
+                    self.redis.url, socket_timeout=5, retry=Retry(NoBackoff(), 0)
+                )
+                try:
+                    present = client.xrange(key, chunk[0].entry_id, chunk[-1].entry_id)
+                    if not present:
+                        pipe = client.pipeline(transaction=True)
+                        for p in chunk:
+                            pipe.xadd(key, dict(p.fields), id=p.entry_id)  # type: ignore[arg-type]
+                        pipe.execute()
+                finally:
+                    client.close()
+                return
+            except PRODUCER_RETRIES:
+                time.sleep(0.2)
 
     # --- faults ---
 
@@ -322,6 +339,23 @@ class ChaosRun:
         time.sleep(down)
         self.mongo.start()
 
+    def _burst_while_stalled(self, burst: list[Published]) -> None:
+        """Into a drained group, MongoDB stopped, then a burst: the lanes that read it
+        hold it for BURST_STALL_IDLES reclaim idles while the other lanes, with nothing to
+        read, are free to reclaim it (a quiet moment in an outage). Held batches must stay
+        owned: taken over twice, a batch goes past MAX_DELIVERIES=2 (issue #13 §4)."""
+        stall = BURST_STALL_IDLES * RECLAIM_IDLE_MS / 1000
+        self._note(f"stall_mongo SIGSTOP for {stall:.1f}s with a burst of {len(burst)} events")
+        assert self.mongo.proc is not None
+        os.kill(self.mongo.proc.pid, signal.SIGSTOP)
+        try:
+            key = self.settings.keys.stream_key
+            for i in range(0, len(burst), self.cfg.chunk):
+                self._publish_chunk(key, burst[i : i + self.cfg.chunk])
+            time.sleep(stall)
+        finally:
+            os.kill(self.mongo.proc.pid, signal.SIGCONT)
+
     def _redis_window(self, kind: str, span: float) -> None:
         """Redis answers READONLY (the consumers' server is a replica: a FAILOVER to
         `self.replica` and back, nothing lost) or OOM for `span` seconds."""
@@ -391,11 +425,15 @@ class ChaosRun:
         published = self._generate()
         self.report.published = len(published)
         self.report.rejected = sum(1 for p in published if p.reason)
+        self._number(published)
+        # the last `stall_burst` events come in a burst while MongoDB is stopped, at the end
+        burst = published[len(published) - self.cfg.stall_burst :] if self.cfg.stall_burst else []
         for index in range(self.cfg.consumers):
             self._start_consumer(index, f"chaos-{index}-g0")
         self._wait_consumers_started()
         done = threading.Event()
-        producer = threading.Thread(target=self._publish, args=(published, done), daemon=True)
+        head = published[: len(published) - len(burst)]
+        producer = threading.Thread(target=self._publish, args=(head, done), daemon=True)
         self.t0 = time.monotonic()
         producer.start()
         for at, kind in self._schedule():
@@ -406,14 +444,10 @@ class ChaosRun:
             self._inject(kind)
         producer.join(self.cfg.publish_s * 4 + 60)
         assert done.is_set(), "producer did not finish"
-        drain_started = time.monotonic()
-        deadline = drain_started + self.cfg.drain_timeout_s
-        stable = 0
-        while time.monotonic() < deadline and stable < 3:
-            self._watch_consumers()
-            stable = stable + 1 if self._drained() else 0
-            time.sleep(0.2)
-        self.report.drain_s = time.monotonic() - drain_started
+        if burst:  # into a quiet group: the lanes that do not read it are free
+            self._drain()
+            self._burst_while_stalled(burst)
+        self.report.drain_s = self._drain()
         for proc in self.procs.values():  # all at once, as an orchestrator scales down
             proc.terminate()
         for index, proc in self.procs.items():
@@ -426,6 +460,17 @@ class ChaosRun:
         self.report.wall_s = time.monotonic() - started
         self.report.consumer_warnings = self._count_log_lines()
         return self.report
+
+    def _drain(self) -> float:
+        """Seconds until the group is drained (or drain_timeout_s)."""
+        started = time.monotonic()
+        deadline = started + self.cfg.drain_timeout_s
+        stable = 0
+        while time.monotonic() < deadline and stable < 3:
+            self._watch_consumers()
+            stable = stable + 1 if self._drained() else 0
+            time.sleep(0.2)
+        return time.monotonic() - started
 
     def _final_refresh(self) -> None:
         """What the consumers' refreshers would do next: the operator's command, which waits

@@ -17,6 +17,7 @@ SHORT = ChaosConfig(seed=1, events=4000, publish_s=14.0, consumers=2, fault_ever
 SHORT_DERIVED = ChaosConfig(
     seed=2, events=4000, publish_s=14.0, consumers=2, fault_every_s=1.8, leaderboard_mode="derived"
 )
+DELIVERY_NEUTRAL_FAULTS = tuple(kind for kind in FAULT_KINDS if kind != "kill_consumer")
 LONG_RUNS = [
     ChaosConfig(seed=seed, events=30_000, publish_s=90.0, consumers=3, fault_every_s=1.5)
     for seed in (11, 12, 13)
@@ -31,11 +32,16 @@ LONG_RUNS = [
         seed=15, events=30_000, publish_s=90.0, consumers=3, fault_every_s=1.5, llm=True,
         distinct_variants=200,
     ),
-    # MongoDB stalls longer than the reclaim cycle, with a max_deliveries low enough that
-    # an outage counted as deliveries would dead-letter healthy events (issue #13 §4)
+    # MongoDB stalls longer than the reclaim cycle (issue #13 §4), and at the end a burst
+    # published while it is stopped for 4 reclaim idles, with MAX_DELIVERIES=2: a batch
+    # that the group takes over twice while its lane waits out the stall is dead-lettered,
+    # healthy. With the BatchKeeper's refresh off, two runs dead-lettered 100 and 150
+    # events ("delivered 3 times"; 536 and 794 violations); with it, none. Consumer kills
+    # count deliveries of their own (two consumers killed in turn with the same batch in
+    # hand: dead-lettered, as documented), so they are left out of this run.
     ChaosConfig(
         seed=16, events=30_000, publish_s=90.0, consumers=3, fault_every_s=1.5,
-        faults=(*FAULT_KINDS, STALL_MONGO), max_deliveries=5,
+        faults=(*DELIVERY_NEUTRAL_FAULTS, STALL_MONGO), max_deliveries=2, stall_burst=100,
     ),
 ]  # fmt: skip
 

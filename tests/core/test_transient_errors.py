@@ -3,8 +3,15 @@ become connection errors, and every Redis error is either waited out or fatal.""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any
+
 import pytest
+import redis
 from redis._parsers.base import BaseParser
+from redis.crc import key_slot
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
@@ -21,6 +28,8 @@ from pomocore.core.connect import async_redis, sync_redis
 from pomocore.core.errors import CommitError
 from pomocore.core.redis_errors import Fault, redis_fault
 from pomocore.core.settings import Settings
+from pomocore.embedded import EmbeddedRedis
+from tests.support.servers import CLUSTER_SLOTS, cluster_settings, redis_cluster
 
 
 async def _raise(exc: BaseException) -> None:
@@ -64,6 +73,8 @@ REPLIES = [
     ("NOREPLICAS Not enough good replicas to write.", T),
     ("MISCONF Errors writing to the AOF file: No space left on device", T),
     ("ERR max number of clients reached", T),
+    # what a cluster node says (redis-py maps only the first wording to ConnectionError)
+    ("ERR max number of clients + cluster connections reached", T),
     ("ERR Error running script (call to f_1): @user_script:9: -READONLY You can't write", R),
     ("ERR Error running script (call to f_1): @user_script:9: -OOM command not allowed", T),
     ("ERR Error running script (call to f_1): @user_script:9: -WRONGTYPE Operation", F),
@@ -137,3 +148,85 @@ def test_every_client_has_an_explicit_policy_without_retries(settings: Settings)
     clients = [sync_redis(settings), async_redis(settings), redis_client(settings)]
     # `_retries`: redis-py 5.3 (the floor) has no `Retry.get_retries()`.
     assert [c.get_retry()._retries for c in clients] == [0, 0, 0]  # type: ignore[union-attr]
+
+
+# --- the Cluster clients: one attempt per command ---
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[EmbeddedRedis]]:
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as nodes:
+        yield nodes
+
+
+# redis-py 5 (the floor is 5.3) retries an asyncio Cluster command
+# `cluster_error_retry_attempts` times (3) whatever `retry` says (`retry` governs from 6.0),
+# and its asyncio Cluster pipelines need at least 1 (they make that many passes and fail
+# outright at 0): there the consumer's client keeps them (core/connect.py).
+ASYNC_CLUSTER_ATTEMPTS = 4 if int(redis.__version__.split(".")[0]) < 6 else 1
+
+
+def _key_on(node: int) -> str:
+    lo, hi = CLUSTER_SLOTS[node]
+    return next(k for k in (f"k{i}" for i in range(10_000)) if lo <= key_slot(k.encode()) <= hi)
+
+
+class FullNode:
+    """A cluster node that refuses new connections (maxclients 1, taken by this admin
+    connection), counting them: each attempt of a client to reach it is one refusal."""
+
+    def __init__(self, node: EmbeddedRedis) -> None:
+        self.admin = redis.Redis(port=node.port, single_connection_client=True)
+
+    def refused(self) -> int:
+        return int(self.admin.info("stats")["rejected_connections"])
+
+    def attempts(self, call: Callable[[], Any]) -> tuple[int, BaseException]:
+        """How many connections `call` tried, and what it raised."""
+        before = self.refused()
+        self.admin.config_set("maxclients", 1)
+        try:
+            with pytest.raises(Exception) as raised:
+                call()
+        finally:
+            self.admin.config_set("maxclients", 10_000)
+        return self.refused() - before, raised.value
+
+    def close(self) -> None:
+        self.admin.close()
+
+
+async def _first_contact(make: Callable[[Settings], Any], s: Settings, key: str) -> None:
+    """A command to the full node on fresh connections, the slots learnt before from the
+    start-up node (which is not full)."""
+    client = make(s)
+    try:
+        await client.get(_key_on(0))
+        for node in client.get_nodes():
+            await node.disconnect()
+        await client.get(key)
+    finally:
+        await client.aclose()
+
+
+def test_cluster_clients_try_a_command_once(
+    cluster: list[EmbeddedRedis], settings: Settings
+) -> None:
+    """redis-py's Cluster client retries a failed command underneath the caller unless
+    told not to (`retry`; `cluster_error_retry_attempts` on redis-py 5.3), each retry
+    after a rediscovery of the cluster: a lane's command could last several socket
+    timeouts, past its liveness bound. A node that refuses connections shows the
+    attempts. The error they end with is one a consumer waits out."""
+    s = cluster_settings(settings, cluster, "t")
+    full, key = FullNode(cluster[-1]), _key_on(len(cluster) - 1)
+    try:
+        client = sync_redis(s)
+        tried, error = full.attempts(lambda: client.get(key))
+        client.close()
+        assert (tried, redis_fault(error).retry) == (1, True), error
+        for make in (async_redis, redis_client):
+            contact = _first_contact(make, s, key)
+            tried, error = full.attempts(functools.partial(asyncio.run, contact))
+            assert (tried, redis_fault(error).retry) == (ASYNC_CLUSTER_ATTEMPTS, True), error
+    finally:
+        full.close()

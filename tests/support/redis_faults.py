@@ -6,8 +6,14 @@ context manager, the fault holds for the block and is undone (with the data kept
     with busy_window(server, seconds=3):       # BUSY (another client's long script)
     with oom_window(server):                   # OOM (maxmemory below what is used)
 
-LOADING is not among them: the embedded Valkey answers nothing while it loads, even
-slowed down with key-load-delay, so clients wait instead of getting LOADING.
+And LOADING, which a restart brings rather than a window:
+
+    fill_for_slow_load(server, keys=40_000)    # data that takes a while to load ...
+    restart_loading(server)                    # ... kill -9, start, back while it loads
+
+A server answers clients while it loads only every `loading-process-events-interval-bytes`
+of its file (2 MB by default, more than a test's data): below that it is silent, and
+clients wait instead of getting LOADING. `SLOW_LOAD` makes it answer every KiB.
 
 All drive the servers with plain redis-py, outside pomocore.
 """
@@ -30,6 +36,10 @@ while tonumber(redis.call('TIME')[1]) - start < tonumber(ARGV[1]) do end
 return 1
 """
 BUSY_REPLY_MS = 50  # other clients get BUSY once a script has run this long
+# Each key of the RDB part of a loaded file takes 200 µs more (key-load-delay), and the
+# server answers clients (-LOADING) every KiB of the file: 40,000 keys load in ~8 s.
+# Valkey and Redis >= 7 take both options.
+SLOW_LOAD = ("--key-load-delay", "200", "--loading-process-events-interval-bytes", "1024")
 
 
 def _client(server: EmbeddedRedis, timeout_s: float = 30.0) -> redis.Redis:
@@ -138,3 +148,30 @@ def oom_window(server: EmbeddedRedis) -> Iterator[None]:
         c.config_set("maxmemory", 0)
         c.close()
 
+
+def fill_for_slow_load(server: EmbeddedRedis, keys: int) -> None:
+    """`keys` small keys (`filler:*`), rewritten into the AOF's RDB base, which
+    key-load-delay slows down (the incremental AOF is replayed at full speed). The
+    server must keep an AOF (`appendonly=True`)."""
+    c = _client(server)
+    pipe = c.pipeline(transaction=False)
+    for i in range(keys):
+        pipe.set(f"filler:{i}", "x")
+    pipe.execute()
+    c.bgrewriteaof()
+
+    def rewritten() -> bool:
+        info = c.info("persistence")
+        return not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]
+
+    wait_for(rewritten, 60, "the AOF rewrite never finished")
+    c.close()
+
+
+def restart_loading(server: EmbeddedRedis) -> None:
+    """kill -9, then start on the same port with `SLOW_LOAD`, returning once it listens:
+    it answers -LOADING until its AOF is replayed (`server.loading()`)."""
+    server.kill()
+    server.extra_args = [*server.extra_args, *SLOW_LOAD]
+    server.start(wait_ready=False)
+    assert server.loading(), "the restarted server loaded its data at once"
