@@ -11,6 +11,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -30,6 +31,25 @@ _CREDENTIALS = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]+@")
 def scrub(text: str) -> str:
     """Remove passwords embedded in URIs (a driver error may quote its connection string)."""
     return _CREDENTIALS.sub(r"\1***@", text) if "://" in text else text
+
+
+class Every:
+    """At most once per `interval_s`: the gate of a warning about a condition that can hold
+    on every batch (one line a minute, not one per batch). The first `due()` is True."""
+
+    __slots__ = ("_clock", "_interval_s", "_last_s")
+
+    def __init__(self, interval_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._last_s: float | None = None
+
+    def due(self) -> bool:
+        now_s = self._clock()
+        if self._last_s is not None and now_s - self._last_s < self._interval_s:
+            return False
+        self._last_s = now_s
+        return True
 
 
 def fingerprint(text: str) -> str:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,6 +55,7 @@ from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.errors import DocumentChanged, MongoWriteError, SinkError
 from pomocore.core.events import FOREIGN_DOCUMENT, UNKNOWN_DOCUMENT, Event
 from pomocore.core.ids import categorized_data_id, stream_tag, usage_log_id
+from pomocore.core.logs import Every
 
 log = logging.getLogger("pomocore.mongo")
 
@@ -177,7 +177,7 @@ class MongoSink:
         self.round_trips = 0
         # `categorizedDataId`s that named another key's record (the derived id was used)
         self.ignored_categorized_ids = 0
-        self._ignored_logged_s = -IGNORED_ID_LOG_EVERY_S
+        self._ignored_log = Every(IGNORED_ID_LOG_EVERY_S)
         # categorized_data ids that a lane of this process is inserting right now, with
         # their category: the other lanes wait for that write instead of racing it.
         self._inflight: dict[ObjectId, tuple[asyncio.Future[bool], str]] = {}
@@ -404,9 +404,7 @@ class MongoSink:
     def _ignored_id(self) -> None:
         """Count a `categorizedDataId` that named another key's record; warn now and then."""
         self.ignored_categorized_ids += 1
-        now_s = time.monotonic()
-        if now_s - self._ignored_logged_s >= IGNORED_ID_LOG_EVERY_S:
-            self._ignored_logged_s = now_s
+        if self._ignored_log.due():
             log.warning(
                 "categorizedDataId names a record of another (app, url, title); "
                 "the event's derived id was used instead",

@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
@@ -52,7 +51,7 @@ from pomocore.classifiers.lru import KeyLRU
 from pomocore.core.categories import canonical
 from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.ids import categorized_data_id
-from pomocore.core.logs import key_fingerprint
+from pomocore.core.logs import Every, key_fingerprint
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -136,7 +135,7 @@ class LLMResolver:
         self._asked_by: dict[ClassKey, set[str]] = {}
         self._flush_timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._overflow_logged_s = -OVERFLOW_LOG_EVERY_S
+        self._overflow_log = Every(OVERFLOW_LOG_EVERY_S)
 
     @classmethod
     def from_settings(
@@ -224,9 +223,7 @@ class LLMResolver:
 
     def _log_overflow(self, keys: int) -> None:
         """Warn now and then (OVERFLOW_LOG_EVERY_S) that keys were deferred unasked."""
-        now_s = time.monotonic()
-        if now_s - self._overflow_logged_s >= OVERFLOW_LOG_EVERY_S:
-            self._overflow_logged_s = now_s
+        if self._overflow_log.due():
             log.warning(
                 "every POMOCORE_LLM_WAITING_BATCHES slot is taken: keys get the no-LLM "
                 "rule without asking and are queued for the reclassifier",

@@ -35,6 +35,16 @@ def component(doc: dict[str, Any]) -> str:
     return str(doc.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/component", ""))
 
 
+
+def kustomize(folder: str) -> str:
+    """`kubectl kustomize` of a folder of deploy/ (skips the test without kubectl)."""
+    if shutil.which("kubectl") is None:
+        pytest.skip(f"kubectl is not installed: {folder} was not built")
+    return subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / folder)],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+
 def test_k8s_manifests() -> None:
     docs: dict[str, Any] = {}
     for path in sorted((ROOT / "deploy/k8s").glob("*.yaml")):
@@ -387,12 +397,7 @@ def test_network_policy_of_the_leaderboard_api() -> None:
     assert allowed == {("UDP", 53), ("TCP", 53), ("TCP", port_of(reader_url))}
     for rule in spec["egress"]:
         assert all(set(peer) == {"namespaceSelector"} for peer in rule["to"]), rule
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not installed: the kustomization was not built")
-    built = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "deploy/k8s")],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout  # fmt: skip
+    built = kustomize("deploy/k8s")
     (built_policy,) = [d for d in yaml.safe_load_all(built) if d and d["kind"] == "NetworkPolicy"
                        and d["metadata"]["name"] == "pomocore-leaderboard-api"]  # fmt: skip
     # the kustomization's labels stay off selectors: the client pod peer is as written
@@ -600,12 +605,7 @@ def test_keda_for_shards_scales_on_the_lag_summed_over_the_shards_streams() -> N
     assert trigger["type"] == "prometheus"
     assert query.startswith("sum(max by (stream) (pomocore_group_lag{")
     assert 'group="pattern_match_group"' in query
-    if shutil.which("kubectl") is None:
-        pytest.skip("kubectl is not installed: the overlay itself was not built")
-    built = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "deploy/k8s-shards")],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout  # fmt: skip
+    built = kustomize("deploy/k8s-shards")
     docs = {d["kind"]: d for d in yaml.safe_load_all(built) if d}
     assert docs["ConfigMap"]["data"]["POMOCORE_SHARDS"] == "6"
     assert docs["ScaledObject"]["spec"]["triggers"] == [trigger]
