@@ -87,7 +87,7 @@ _CONNECTION_ERRORS = (ConnectionError, TimeoutError, builtins.ConnectionError, O
 _AUTH_ERRORS = (AuthenticationError, AuthorizationError)
 # maxclients reached: "max number of clients reached", or on a cluster node "max number
 # of clients + cluster connections reached", which redis-py does not map to a
-# ConnectionError (a consumer on a Cluster exited on it).
+# ConnectionError (judged fatal before: a consumer on a Cluster would have exited).
 _MAX_CLIENTS = "max number of clients"
 # The Cluster client's own exceptions (not RedisError) while it cannot reach the nodes
 # it knows or they disagree on the slots: a node down or restarting. redis-py 5.3 raises
