@@ -206,15 +206,11 @@ class LLMResolver:
         the no-LLM rule now (left out of the result) and queued for the reclassifier, each
         with its owner. Only verdicts this process remembers are used (no lookup in
         MongoDB, no call: nothing to wait for but the queue's one write). Never raises."""
-        out: dict[ClassKey, Decision] = {}
-        rest: list[ClassKey] = []
-        for key in dict.fromkeys(keys):
-            verdict = self._memory.get(key)
-            if verdict is not None:
-                out[key] = Decision(verdict.category, "llm", verdict.model)
-            else:
-                rest.append(key)
-        self.stats.cache_hits += len(out)
+        distinct = list(dict.fromkeys(keys))
+        remembered = self._remembered(distinct)
+        self.stats.cache_hits += len(remembered)
+        out = {k: Decision(v.category, "llm", v.model) for k, v in remembered.items()}
+        rest = [k for k in distinct if k not in remembered]
         if rest:
             self.stats.overflow_keys += len(rest)
             self._log_overflow(len(rest))
@@ -312,12 +308,17 @@ class LLMResolver:
 
     # ------------------------------------------------------------------ memory
 
-    async def _recall(self, keys: Sequence[ClassKey]) -> dict[ClassKey, Verdict]:
+    def _remembered(self, keys: Sequence[ClassKey]) -> dict[ClassKey, Verdict]:
+        """The verdicts this process's memory holds for `keys`."""
         found: dict[ClassKey, Verdict] = {}
         for key in keys:
             verdict = self._memory.get(key)
             if verdict is not None:
                 found[key] = verdict
+        return found
+
+    async def _recall(self, keys: Sequence[ClassKey]) -> dict[ClassKey, Verdict]:
+        found = self._remembered(keys)
         missing = [k for k in keys if k not in found and k not in self._pending]
         if missing and self._db is not None:
             try:
