@@ -12,11 +12,8 @@ import pytest
 from pomocore.classifiers.cache import CachingClassifier
 from pomocore.classifiers.lru import ENTRY_OVERHEAD_BYTES, KeyLRU, key_bytes
 from pomocore.core.decision import ClassKey, Decision
+from tests.support.memory import HANGUL, MIB
 from tests.support.patterns import default_classifier
-
-MIB = 1 << 20
-# 8,192 Hangul syllables: a title at POMOCORE_MAX_TEXT_CHARS, 16 KB as a Python string.
-HANGUL = "".join(chr(0xAC00 + (i * 7919) % 11172) for i in range(8192))
 
 
 def maximal_key(i: int) -> ClassKey:

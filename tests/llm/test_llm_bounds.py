@@ -22,10 +22,8 @@ from pomocore.core.decision import ClassKey
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
 from pomocore.learned_cli import learned_command
+from tests.support.memory import HANGUL, MIB
 from tests.support.resolver import MakeResolver
-
-MIB = 1 << 20
-HANGUL = "".join(chr(0xAC00 + (i * 7919) % 11172) for i in range(8192))
 
 
 def maximal_key(i: int) -> ClassKey:

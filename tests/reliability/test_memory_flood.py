@@ -44,15 +44,12 @@ from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis, free_port
 from tests.support.fake_llm import FakeLLM, Item
 from tests.support.http_client import metric_value, scrape_metrics
-from tests.support.memory import MIB, documented_bound_bytes, peak_rss_bytes
+from tests.support.memory import MIB, documented_bound_bytes, maximal_event, peak_rss_bytes
 from tests.support.processes import server_env, spawn_consumer
 from tests.support.servers import running, with_servers
-from tests.support.streams import group_state, now_fields
+from tests.support.streams import group_state
 from tests.support.waiting import wait_for
 
-# 8,192 Hangul syllables: app, url and title at POMOCORE_MAX_TEXT_CHARS, 24 KB each in
-# UTF-8 and ~16 KB each as Python strings (a key: ~49 KB).
-HANGUL = "".join(chr(0xAC00 + (i * 7919) % 11172) for i in range(8192))
 KEY_BYTES = 49_800  # what the decision cache counts per such key (classifiers/lru.py)
 NOT_A_CATEGORY = "Spreadsheets"  # what the scripted LLM answers for the odd events
 assert canonical(NOT_A_CATEGORY) is None
@@ -72,14 +69,6 @@ SETUPS = [
     Setup("leaderboard", mongo=False, llm=False, fills=4),
     Setup("mongodb+llm", mongo=True, llm=True, fills=2),
 ]
-
-
-def maximal_event(i: int) -> dict[str, str | bytes]:
-    tag = f"{i:08d}"
-    return now_fields(
-        f"u{i % 97}", tag + HANGUL[8:], 5.0, title=tag + HANGUL[8:],
-        url="https://" + tag + HANGUL[16:],
-    )  # fmt: skip
 
 
 def half_invalid(item: Item) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pomocore.core.settings import Settings
+from tests.support.streams import now_fields
 
 MIB = 1 << 20
 # A consumer at rest: interpreter, libraries, connections (measured peak of a consumer
@@ -15,6 +16,9 @@ LLM_CLIENT_BYTES = 25 * MIB
 # What one lane's batch may take, in batches' bytes: the reply, its objects, the decoded
 # texts, MongoDB's documents and their BSON.
 BATCH_COPIES = 4
+# 8,192 Hangul syllables: app, url and title at POMOCORE_MAX_TEXT_CHARS, 24 KB each in
+# UTF-8 and ~16 KB each as Python strings (a key: ~49 KB).
+HANGUL = "".join(chr(0xAC00 + (i * 7919) % 11172) for i in range(8192))
 
 
 def documented_bound_bytes(settings: Settings) -> int:
@@ -35,3 +39,13 @@ def peak_rss_bytes(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmHWM for {pid}")
+
+
+def maximal_event(i: int) -> dict[str, str | bytes]:
+    """Event `i` of a flood: distinct app, url and title (its number first), each of
+    maximal length in Hangul; user u0..u96; 5 s."""
+    tag = f"{i:08d}"
+    return now_fields(
+        f"u{i % 97}", tag + HANGUL[8:], 5.0, title=tag + HANGUL[8:],
+        url="https://" + tag + HANGUL[16:],
+    )  # fmt: skip
