@@ -1,4 +1,6 @@
-"""Redis connections from settings: standalone or Cluster, plain or TLS, async or sync.
+"""Redis and MongoDB connections from settings.
+
+Redis: standalone or Cluster, plain or TLS, async or sync.
 
 - `POMOCORE_REDIS_URL=rediss://...` turns TLS on; `POMOCORE_REDIS_TLS_CA_FILE` names the CA
   that signed the server certificate, `..._CERT_FILE`/`..._KEY_FILE` a client certificate
@@ -21,6 +23,9 @@ redis-py 5 (the floor is 5.3) retries a Cluster command `cluster_error_retry_att
 times (3) whatever `retry` says, rediscovering the cluster before each: the blocking
 client gets 0. The asyncio one keeps them there, as its pipelines make that many passes
 and fail outright at 0.
+
+MongoDB: the operator commands' and probes' clients (`sync_mongo`, `async_mongo`) bound
+every wait on the network; the consumer's own client is `mongo_client` in consumers/app.py.
 """
 
 from __future__ import annotations
@@ -28,11 +33,13 @@ from __future__ import annotations
 from contextvars import ContextVar
 from typing import Any
 
+import pymongo
 import redis
 import redis.asyncio as aioredis
 import redis.asyncio.cluster as aiocluster
 import redis.cluster
 from hiredis import pack_command
+from pymongo import AsyncMongoClient
 from redis._parsers import _AsyncHiredisParser
 from redis.asyncio.connection import Connection as AsyncConnection
 from redis.asyncio.connection import SSLConnection as AsyncSSLConnection
@@ -47,6 +54,9 @@ from pomocore.core.settings import Settings
 # Socket timeout of operator commands (dlq, leaderboard rebuild, patterns, the demo): a
 # rebuild's largest command replies well within it; a server that hangs fails the command.
 CLI_TIMEOUT_S = 30.0
+# How long an operator command waits to reach MongoDB (server selection, connecting): an
+# unreachable server fails the command in seconds, not after CLI_TIMEOUT_S.
+CLI_CONNECT_TIMEOUT_S = 5.0
 
 
 def no_retry() -> Retry:
@@ -123,9 +133,10 @@ class CPackingConnection(AsyncConnection):
         super().__init__(*args, **kwargs)
         encoder: Any = self.encoder
         # hiredis encodes str as UTF-8, strict: another encoding keeps redis-py's packer.
-        self._pack_in_c = encoder.encoding.lower().replace("-", "").replace(
-            "_", ""
-        ) == "utf8" and encoder.encoding_errors == "strict"
+        self._pack_in_c = (
+            encoder.encoding.lower().replace("-", "").replace("_", "") == "utf8"
+            and encoder.encoding_errors == "strict"
+        )
 
     def pack_command(self, *args: Any) -> list[bytes]:
         if not self._pack_in_c:
@@ -324,3 +335,39 @@ def bound_replies(client: aioredis.Redis, max_reply_bytes: int) -> None:
         known = [*nodes.startup_nodes.values(), *nodes.nodes_cache.values()]
         for node in known:  # (built before: each copied the arguments)
             node.connection_kwargs["parser_class"] = parser
+
+
+# --- MongoDB ------------------------------------------------------------------------------
+
+
+def mongo_options(timeout_s: float, connect_timeout_s: float) -> dict[str, Any]:
+    """Reach a server within `connect_timeout_s` (selection, connection, handshake); each
+    reply within `timeout_s`. Per reply, not `timeoutMS`: that caps a find's cursor over
+    its whole life (the default for non-tailable cursors under the driver's client-side
+    operation timeout), and a rebuild or reclassify reads millions of documents through
+    one. Datetimes come back aware, in UTC."""
+    connect_ms = int(connect_timeout_s * 1000)
+    return {
+        "serverSelectionTimeoutMS": connect_ms,
+        "connectTimeoutMS": connect_ms,
+        "socketTimeoutMS": int(timeout_s * 1000),
+        "tz_aware": True,
+    }
+
+
+def sync_mongo(
+    settings: Settings,
+    timeout_s: float = CLI_TIMEOUT_S,
+    connect_timeout_s: float = CLI_CONNECT_TIMEOUT_S,
+) -> pymongo.MongoClient[dict[str, Any]]:
+    """A blocking client for operator commands and probes (`mongo_options`)."""
+    return pymongo.MongoClient(settings.mongo_uri, **mongo_options(timeout_s, connect_timeout_s))
+
+
+def async_mongo(
+    settings: Settings,
+    timeout_s: float = CLI_TIMEOUT_S,
+    connect_timeout_s: float = CLI_CONNECT_TIMEOUT_S,
+) -> AsyncMongoClient[dict[str, Any]]:
+    """An asyncio client for operator commands (`mongo_options`)."""
+    return AsyncMongoClient(settings.mongo_uri, **mongo_options(timeout_s, connect_timeout_s))

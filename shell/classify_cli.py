@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 import orjson
-from pymongo import AsyncMongoClient
 
 from pomocore import exits
 from pomocore.classifiers.check import check_pattern_set
@@ -26,7 +25,7 @@ from pomocore.classifiers.patterns import (
 from pomocore.classifiers.pool import CLI_POOL_THRESHOLD, ClassifierPool
 from pomocore.classifiers.store import publish_change, read_stored_patterns, save_patterns
 from pomocore.cli_format import bounded_int, write_json
-from pomocore.core.connect import CLI_TIMEOUT_S, async_redis
+from pomocore.core.connect import CLI_TIMEOUT_S, async_mongo, async_redis
 from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.errors import PomocoreError
 from pomocore.core.settings import Settings
@@ -153,9 +152,7 @@ async def _ask_llm(settings: Settings, keys: list[tuple[str, str, str]]) -> dict
     from pomocore.classifiers.llm.resolver import LLMResolver
 
     redis = async_redis(settings, socket_timeout=CLI_TIMEOUT_S)
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        settings.mongo_uri, serverSelectionTimeoutMS=3000
-    )
+    mongo = async_mongo(settings)
     resolver = LLMResolver.from_settings(settings, redis, mongo[settings.mongo_db])
     try:
         return await resolver.resolve(keys) if resolver is not None else {}
@@ -280,9 +277,7 @@ def _report(pattern_set: PatternSet, out: TextIO, as_json: bool = False) -> int:
 
 
 async def _read_stored(settings: Settings) -> PatternSet | None:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        settings.mongo_uri, serverSelectionTimeoutMS=3000
-    )
+    client = async_mongo(settings)
     try:
         return await read_stored_patterns(client[settings.mongo_db])
     finally:
@@ -290,9 +285,7 @@ async def _read_stored(settings: Settings) -> PatternSet | None:
 
 
 async def _store_and_announce(settings: Settings, pattern_set: PatternSet) -> int:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        settings.mongo_uri, serverSelectionTimeoutMS=3000
-    )
+    client = async_mongo(settings)
     redis = async_redis(settings, socket_timeout=CLI_TIMEOUT_S)
     try:
         await save_patterns(client[settings.mongo_db], pattern_set)

@@ -26,7 +26,7 @@ import pymongo
 import redis
 
 from pomocore.cli_format import write_json
-from pomocore.core.connect import CLI_TIMEOUT_S, sync_redis
+from pomocore.core.connect import CLI_TIMEOUT_S, sync_mongo, sync_redis
 from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
 from pomocore.dlq import reason_counts
@@ -230,9 +230,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 def _classification_counts(settings: Settings) -> dict[str, Any]:
     """categorized_data records, and how many of them the LLM decided."""
 
-    mongo: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-        settings.mongo_uri, serverSelectionTimeoutMS=3000
-    )
+    mongo = sync_mongo(settings)
     try:
         docs = mongo[settings.mongo_db].categorized_data
         total, by_llm = docs.count_documents({}), docs.count_documents({"isLLMBased": True})

@@ -25,12 +25,11 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import orjson
-import pymongo
 import redis
 from bson import ObjectId
 
 from pomocore.cli_format import add_json, bounded_int, logging_parent
-from pomocore.core.connect import CLI_TIMEOUT_S, sync_redis
+from pomocore.core.connect import CLI_TIMEOUT_S, sync_mongo, sync_redis
 from pomocore.core.ids import stream_tag, usage_log_id
 from pomocore.core.keys import KeySpace
 from pomocore.core.settings import Settings
@@ -38,7 +37,6 @@ from pomocore.core.shards import MAX_SHARDS
 from pomocore.progress import Progress
 
 PAGE = 500
-MONGO_TIMEOUT_MS = 10_000
 
 OwnedLogs = Callable[[Mapping[str, str]], set[str]]
 """(usage-log id hex -> userId) -> the ids whose document exists and names that user."""
@@ -142,9 +140,7 @@ def owned_usage_logs(settings: Settings) -> OwnedLogs:
     """An `OwnedLogs` that asks the usage-log collection, one find by `_id` per page."""
 
     def owned(wanted: Mapping[str, str]) -> set[str]:
-        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-            settings.mongo_uri, serverSelectionTimeoutMS=MONGO_TIMEOUT_MS
-        )
+        client = sync_mongo(settings)
         found: set[str] = set()
         try:
             coll = client[settings.mongo_db]["pomodoro_usage_log"]
@@ -251,9 +247,7 @@ def dlq_command(
         if action == "replay":
             owned = owned_usage_logs(settings) if "mongo" in settings.sinks else None
             for keys in shards:
-                _replay(
-                    client, keys, reason, limit, out, as_json, dry_run, progress_stream, owned
-                )
+                _replay(client, keys, reason, limit, out, as_json, dry_run, progress_stream, owned)
             return 0
         if action == "purge":
             codes = [_purge(client, keys, reason, limit, yes, out, as_json) for keys in shards]

@@ -33,7 +33,6 @@ from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pymongo import MongoClient
 
 from pomocore import metrics as pm
 from pomocore.bounded import (
@@ -44,7 +43,7 @@ from pomocore.bounded import (
     SingleFlight,
 )
 from pomocore.consumers.app import Runtime
-from pomocore.core.connect import sync_redis
+from pomocore.core.connect import sync_mongo, sync_redis
 from pomocore.core.liveness import Liveness
 from pomocore.core.settings import Settings, redact
 
@@ -80,13 +79,7 @@ class Probes:
 
     def _mongo_client(self) -> Any:
         if self._mongo is None:
-            ms = int(self.timeout_s * 1000)
-            self._mongo = MongoClient(
-                self.settings.mongo_uri,
-                serverSelectionTimeoutMS=ms,
-                connectTimeoutMS=ms,
-                socketTimeoutMS=ms,
-            )
+            self._mongo = sync_mongo(self.settings, self.timeout_s, self.timeout_s)
         return self._mongo
 
     def check_redis(self) -> str:

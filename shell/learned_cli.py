@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 from typing import Any, TextIO
 
-from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
@@ -22,7 +21,7 @@ from pomocore.classifiers.store import (
     save_patterns,
 )
 from pomocore.cli_format import write_json
-from pomocore.core.connect import async_redis
+from pomocore.core.connect import async_mongo, async_redis
 from pomocore.core.errors import ClassifierError
 from pomocore.core.settings import Settings
 
@@ -92,9 +91,7 @@ def learned_command(
 async def _learned(
     settings: Settings, reject: str | None, approve: str | None, out: TextIO, as_json: bool
 ) -> int:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        settings.mongo_uri, serverSelectionTimeoutMS=5000
-    )
+    client = async_mongo(settings)
     try:
         db = client[settings.mongo_db]
         if approve is not None:
@@ -186,8 +183,11 @@ async def _announce(settings: Settings, done: str, out: TextIO) -> int:
     try:
         await publish_change(redis, settings.keys)
     except (ClassifierError, RedisError) as exc:
-        print(f"{done}, but could not announce the change ({type(exc).__name__}); consumers "
-              "pick it up at their next pattern poll", file=out)
+        print(
+            f"{done}, but could not announce the change ({type(exc).__name__}); consumers "
+            "pick it up at their next pattern poll",
+            file=out,
+        )
         return 0
     finally:
         await redis.aclose()

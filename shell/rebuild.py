@@ -33,12 +33,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
 import orjson
-import pymongo
 import redis as redis_module
 
 from pomocore.cli_format import add_json, logging_parent
 from pomocore.core.categories import WORK, WORK_CATEGORIES
-from pomocore.core.connect import CLI_TIMEOUT_S, sync_redis
+from pomocore.core.connect import CLI_TIMEOUT_S, sync_mongo, sync_redis
 from pomocore.core.periods import PeriodCalculator, periods_of_datetime
 from pomocore.core.settings import Settings
 from pomocore.core.shards import SHARD_TAG_BASE, shard_of
@@ -145,9 +144,7 @@ def expected_scores(docs: Iterable[dict[str, Any]], settings: Settings, scope: S
 
 
 def usage_logs(settings: Settings, scope: Scope) -> Iterator[dict[str, Any]]:
-    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-        settings.mongo_uri, serverSelectionTimeoutMS=10_000, tz_aware=True
-    )
+    client = sync_mongo(settings)
     try:
         coll = client[settings.mongo_db]["pomodoro_usage_log"]
         query = {"timestamp": {"$gte": scope.start_s, "$lt": scope.end_s}}

@@ -36,7 +36,7 @@ from typing import Any, TextIO
 
 from bson import ObjectId
 from bson.errors import InvalidId
-from pymongo import AsyncMongoClient, UpdateOne
+from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
@@ -48,7 +48,7 @@ from pomocore.classifiers.patterns import PatternSet, load_default_pattern_set
 from pomocore.classifiers.pool import CLI_POOL_THRESHOLD
 from pomocore.classifiers.store import load_or_seed_patterns, read_stored_patterns
 from pomocore.cli_format import bounded_int, write_json
-from pomocore.core.connect import CLI_TIMEOUT_S
+from pomocore.core.connect import async_mongo
 from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.errors import ClassifierError
 from pomocore.core.settings import Settings
@@ -297,11 +297,7 @@ def reclassify_command(
 
 
 async def _reclassify(settings: Settings, options: Options, err: TextIO) -> tuple[Summary, str]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-        settings.mongo_uri,
-        serverSelectionTimeoutMS=3000,
-        socketTimeoutMS=int(CLI_TIMEOUT_S * 1000),  # a stalled server fails the command
-    )
+    client = async_mongo(settings)  # a stalled server fails the command
     try:
         db = client[settings.mongo_db]
         pattern_set = await _patterns(db, options.dry_run)
