@@ -16,7 +16,10 @@ The rules of the sink (sinks/mongo.py, docs/contract.md):
   default (Browsing or Uncategorized) decides nothing, and the stored category may be an
   older pattern's or the LLM's;
 - a change sets `category`, its `categoryId` and `isLLMBased: false`, the fields the sink
-  writes for a pattern's decision (`classification_fields`).
+  writes for a pattern's decision (`classification_fields`);
+- a record whose category stays but whose `categoryId` is not that category's document in
+  the stored patterns (a load that gave categories new `_id`s) gets only its `categoryId`
+  set: relinked.
 
 It changes no usage log and no leaderboard: past time stays counted, exactly once, under
 the category it was counted with (docs/classification.md, "Reclassifying stored records").
@@ -66,7 +69,7 @@ WRITE_CHUNK = 1_000
 # to ObjectIds, the only `_id`s pomocore writes (core/ids.py, or a producer's ObjectId).
 BEFORE_ALL = ObjectId(b"\x00" * 12)
 # What is read of a record, and what an update's filter then requires to be unchanged.
-READ_FIELDS = {"app": 1, "url": 1, "title": 1, "category": 1, "isLLMBased": 1}
+READ_FIELDS = {"app": 1, "url": 1, "title": 1, "category": 1, "categoryId": 1, "isLLMBased": 1}
 # The MongoDB-wire server of the tests stores a boolean that an update set as 1.
 LLM_BASED = (True, 1)
 
@@ -124,11 +127,31 @@ def guarded_update(
     return UpdateOne(guard, {"$set": classification_fields(category_ids, decision)})
 
 
+def relink(stored: Mapping[str, Any], category_ids: Mapping[str, Any]) -> UpdateOne | None:
+    """The update that points a record's `categoryId` at its category's document in the
+    current patterns, when it points elsewhere; None when it is right, or the category has
+    no document. Guarded by the category and `categoryId` read: a record changed in
+    between is left as it is (its writer set the current one). (`$in` of one: the
+    MongoDB-wire server matches an ObjectId field other than `_id` no other way; on
+    MongoDB it is equality, and `[None]` matches a missing field on both.)"""
+    category = stored.get("category")
+    current = category_ids.get(category) if isinstance(category, str) else None
+    if current is None or stored.get("categoryId") == current:
+        return None
+    guard = {
+        "_id": stored["_id"],
+        "category": category,
+        "categoryId": {"$in": [stored.get("categoryId")]},
+    }
+    return UpdateOne(guard, {"$set": {"categoryId": current}})
+
+
 @dataclass(slots=True)
 class PagePlan:
     """The updates of one page, and what happens to each of its records."""
 
     updates: list[UpdateOne] = field(default_factory=list)
+    relinks: list[UpdateOne] = field(default_factory=list)  # of records whose category stays
     outcomes: Counter[str] = field(default_factory=Counter)
     # (stored category, new category) -> records, for the updates
     transitions: Counter[tuple[str | None, str]] = field(default_factory=Counter)
@@ -141,17 +164,19 @@ class Summary:
     read: int = 0
     changed: int = 0  # updates applied (with --dry-run: that would be sent)
     conflicts: int = 0  # updates that matched nothing: the record changed in between
+    relinked: int = 0  # categoryIds set, of records whose category stays (or would be)
     outcomes: Counter[str] = field(default_factory=Counter)
     transitions: Counter[tuple[str | None, str]] = field(default_factory=Counter)
     pooled_keys: int = 0
     last_id: Any = None
     elapsed_s: float = 0.0
 
-    def add(self, plan: PagePlan, matched: int) -> None:
+    def add(self, plan: PagePlan, matched: int, relinked: int) -> None:
         self.read += sum(plan.outcomes.values())
         self.outcomes.update(plan.outcomes)
         self.transitions.update(plan.transitions)
         self.changed += matched
+        self.relinked += relinked
         self.conflicts += len(plan.updates) - matched
         self.last_id = plan.last_id
 
@@ -186,19 +211,19 @@ class RecordReclassifier:
             if what == CHANGED:
                 plan.updates.append(guarded_update(doc, decision, category_ids))
                 plan.transitions[(_category_text(doc.get("category")), decision.category)] += 1
+            elif (update := relink(doc, category_ids)) is not None:
+                plan.relinks.append(update)
         return plan
 
     async def apply(self, coll: AsyncCollection[dict[str, Any]], plan: PagePlan) -> None:
         """Write the page's updates (unless --dry-run) and count them."""
-        matched = len(plan.updates)
+        matched, relinked = len(plan.updates), len(plan.relinks)
         if not self.dry_run:
-            matched = 0
-            for start in range(0, len(plan.updates), WRITE_CHUNK):
-                chunk = plan.updates[start : start + WRITE_CHUNK]
-                matched += (await coll.bulk_write(chunk, ordered=False)).matched_count
+            matched = await _write(coll, plan.updates)
+            relinked = await _write(coll, plan.relinks)
         if self.workers and plan.distinct_keys >= self.pool_threshold:
             self.summary.pooled_keys += plan.distinct_keys  # (the cache holds nothing)
-        self.summary.add(plan, matched)
+        self.summary.add(plan, matched, relinked)
 
     async def run(
         self,
@@ -227,6 +252,15 @@ class RecordReclassifier:
             await cursor.close()
             self.summary.elapsed_s = time.monotonic() - started
         return self.summary
+
+
+async def _write(coll: AsyncCollection[dict[str, Any]], updates: list[UpdateOne]) -> int:
+    """Unordered bulk writes of at most WRITE_CHUNK updates; the records they matched."""
+    matched = 0
+    for start in range(0, len(updates), WRITE_CHUNK):
+        chunk = updates[start : start + WRITE_CHUNK]
+        matched += (await coll.bulk_write(chunk, ordered=False)).matched_count
+    return matched
 
 
 async def _pages(cursor: Any, size: int) -> AsyncGenerator[list[dict[str, Any]], None]:
@@ -363,6 +397,7 @@ def summary_document(summary: Summary, version: str, options: Options) -> dict[s
         "skipped_llm": summary.outcomes[SKIPPED_LLM],
         "kept_undecided": summary.outcomes[KEPT_UNDECIDED],
         "conflicts": summary.conflicts,
+        "relinked": summary.relinked,
         "transitions": [{"from": f, "to": t, "records": n} for (f, t), n in rows],
         "page_size": options.page_size,
         "workers": options.workers,
@@ -379,10 +414,12 @@ def _print_summary(doc: dict[str, Any], out: TextIO) -> None:
         if doc["conflicts"]
         else ""
     )
+    would = "would be " if doc["dry_run"] else ""
+    relinked = f", {doc['relinked']:,} categoryIds {would}relinked" if doc["relinked"] else ""
     print(
         f"patterns {doc['patterns_version']}: {doc['read']:,} records read, {doc['changed']:,} "
         f"{verb}, {doc['unchanged']:,} unchanged, {doc['skipped_llm']:,} LLM-based kept, "
-        f"{doc['kept_undecided']:,} undecided kept{conflicts} "
+        f"{doc['kept_undecided']:,} undecided kept{conflicts}{relinked} "
         f"({doc['records_per_s']:,} records/s)",
         file=out,
     )

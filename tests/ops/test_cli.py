@@ -219,7 +219,8 @@ JSON_KEYS = {
     "patterns learned": {"patterns", "max_learned"},
     "patterns reclassify": {
         "dry_run", "patterns_version", "after", "last_id", "read", "changed", "unchanged",
-        "skipped_llm", "kept_undecided", "conflicts", "transitions", "page_size", "workers",
+        "skipped_llm", "kept_undecided", "conflicts", "relinked", "transitions", "page_size",
+        "workers",
         "pooled_keys", "elapsed_s", "records_per_s",
     },
     "leaderboard rebuild": {"check", "keys_in_scope", "differ", "written", "pending", "diffs"},

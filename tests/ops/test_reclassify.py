@@ -29,6 +29,7 @@ from pomocore.reclassify import (
     Options,
     RecordReclassifier,
     outcome,
+    relink,
     walk,
 )
 from pomocore.sinks.mongo import CATEGORIZED_DATA
@@ -48,9 +49,12 @@ RECORDS = [
     ("unknown-tool", "", "w", "Design", False, "Design"),  # undecided now: stored kept
     ("unknown-tool", "", "w2", "Uncategorized", False, "Uncategorized"),  # same: unchanged
 ]
+# The records are stored with a categoryId no category has (a load since gave categories
+# new `_id`s): the five whose category stays are relinked.
+STALE_ID = ObjectId(b"old-category")
 EXPECTED_COUNTS = {
     "read": 7, "changed": 2, "unchanged": 2, "skipped_llm": 2, "kept_undecided": 1,
-    "conflicts": 0,
+    "conflicts": 0, "relinked": 5,
 }  # fmt: skip
 
 
@@ -77,7 +81,7 @@ def record(app: str, url: str, title: str, category: str, llm: object) -> dict[s
         "app": app,
         "url": url,
         "title": title,
-        "categoryId": ObjectId(b"old-category"),
+        "categoryId": STALE_ID,
         "category": category,
         "isLLMBased": llm,
     }
@@ -116,6 +120,30 @@ def test_outcome_table(stored: dict[str, Any], decision: Decision, expected: str
     assert outcome(stored, decision) == expected
 
 
+@pytest.mark.parametrize(
+    ("stored", "relinked_to"),
+    [
+        ({"category": "Game", "categoryId": STALE_ID}, "Game"),
+        ({"category": "Game"}, "Game"),  # no categoryId at all
+        ({"category": "Game", "isLLMBased": True, "categoryId": STALE_ID}, "Game"),
+        ({"category": "Game", "categoryId": "current"}, None),  # already right
+        ({"category": "Spreadsheets", "categoryId": STALE_ID}, None),  # no such document
+        ({"categoryId": STALE_ID}, None),  # no category
+        ({"category": 7, "categoryId": STALE_ID}, None),  # not a category name
+    ],
+)
+def test_relink_table(stored: dict[str, Any], relinked_to: str | None) -> None:
+    ids = {"Game": "current"}
+    update = relink({"_id": 1, **stored}, ids)
+    if relinked_to is None:
+        assert update is None
+    else:  # guarded by what was read; sets the categoryId only
+        assert update is not None
+        guard = {"$in": [stored.get("categoryId")]}
+        assert update._filter == {"_id": 1, "category": stored["category"], "categoryId": guard}
+        assert update._doc == {"$set": {"categoryId": ids[relinked_to]}}
+
+
 def test_changed_records_follow_the_patterns_and_the_others_are_kept(
     settings: Settings, db: pymongo.database.Database[dict[str, Any]]
 ) -> None:
@@ -134,8 +162,8 @@ def test_changed_records_follow_the_patterns_and_the_others_are_kept(
     for app, url, title, stored, _, expected in RECORDS:
         doc_id = categorized_data_id(app, url, title)
         assert after[doc_id]["category"] == expected, (app, title)
-        if expected == stored:
-            assert after[doc_id] == before[doc_id]  # untouched, categoryId included
+        if expected == stored:  # relinked: the categoryId of its category, nothing else
+            assert after[doc_id] == before[doc_id] | {"categoryId": patterns.category_ids[stored]}
         else:  # the fields the sink writes for a pattern's decision (CONTRACT §3)
             assert after[doc_id]["categoryId"] == patterns.category_ids[expected]
             assert not after[doc_id]["isLLMBased"]
@@ -144,6 +172,7 @@ def test_changed_records_follow_the_patterns_and_the_others_are_kept(
                     ("category", "categoryId")}  # fmt: skip
     again = reclassify(settings)  # idempotent: nothing left to change
     assert again["changed"] == 0 and again["unchanged"] == 4 and again["transitions"] == []
+    assert again["relinked"] == 0
 
 
 def test_dry_run_writes_nothing(
@@ -157,6 +186,7 @@ def test_dry_run_writes_nothing(
     assert summary["changed"] == 1 and summary["transitions"] == [
         {"from": "Browsing", "to": "Development", "records": 1}
     ]
+    assert summary["relinked"] == 6  # every record whose category stays
     assert by_id(db) == before
     assert db.list_collection_names() == [CATEGORIZED_DATA]  # no patterns seeded either
     store_patterns(db)
