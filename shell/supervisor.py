@@ -3,8 +3,9 @@
 The parent only supervises: it forwards SIGTERM/SIGINT, restarts a child that died
 unexpectedly (with backoff, so a crash loop does not spin), kills and restarts a child
 that is stuck (it stopped reporting itself alive for POMOCORE_LIVENESS_TIMEOUT_S: its
-event loop or a lane is stuck, or the whole process is), and exits 0 when every child
-has drained, or non-zero when a child could not be kept alive.
+event loop or a lane is stuck, or the whole process is; or it never reported itself
+alive within `startup_deadline_s` of its start), and exits 0 when every child has
+drained, or non-zero when a child could not be kept alive.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from multiprocessing.sharedctypes import Synchronized
 from types import FrameType
 
+from pomocore.consumers.app import MONGO_START_TIMEOUT_S
 from pomocore.core.retry import backoff_s
 from pomocore.core.settings import Settings
 from pomocore.health import SupervisorOps  # /metrics, /healthz, /readyz
@@ -26,6 +28,15 @@ from pomocore.run import run_single_process
 log = logging.getLogger("pomocore.supervisor")
 
 MAX_RESTARTS_PER_CHILD = 20
+
+
+def startup_deadline_s(settings: Settings) -> float:
+    """How long a child may take from its start to its first report of being alive. Its
+    start-up waits for nothing longer than MongoDB (MONGO_START_TIMEOUT_S, after which it
+    exits by itself); past that and the liveness timeout it is stuck, as a child that
+    stopped reporting is. (Seen in CI under load: a child silent from its start, never
+    restarted because it had never reported.)"""
+    return MONGO_START_TIMEOUT_S + settings.liveness_timeout_s
 
 
 def child_main(settings: Settings, index: int, beat: Synchronized[float] | None = None) -> None:
@@ -44,6 +55,7 @@ class Supervisor:
         self.restarts: dict[int, int] = {}
         # Per child: when it last reported itself alive (time.monotonic(); 0: not yet).
         self.beats: dict[int, Synchronized[float]] = {}
+        self.started_at: dict[int, float] = {}  # per child: its start (time.monotonic())
         self.stopping = False
         self.ops = SupervisorOps(settings)
 
@@ -54,20 +66,25 @@ class Supervisor:
             target=child_main, args=(self.settings, index, beat), name=f"consumer-{index}"
         )
         proc.start()
+        self.started_at[index] = time.monotonic()
         self.children[index] = proc
         log.info("consumer process started", extra={"index": index, "child_pid": proc.pid})
 
     def _kill_if_stuck(self, index: int, proc: multiprocessing.process.BaseProcess) -> None:
         """A child that reported itself alive once and then stopped for the liveness
-        timeout is stuck: kill it (its entries stay pending), and the loop restarts it.
-        A child still starting has not reported yet and is left alone."""
-        last = self.beats[index].value
-        if not last or time.monotonic() - last <= self.settings.liveness_timeout_s:
-            return
-        log.error(
-            "consumer process stuck; killing it",
-            extra={"index": index, "child_pid": proc.pid, "silent_s": time.monotonic() - last},
-        )
+        timeout is stuck, and so is one that has not reported within the start-up
+        deadline: kill it (its entries stay pending), and the loop restarts it."""
+        now, last = time.monotonic(), self.beats[index].value
+        if last:
+            if now - last <= self.settings.liveness_timeout_s:
+                return
+            message, silent_s = "consumer process stuck; killing it", now - last
+        else:
+            silent_s = now - self.started_at[index]
+            if silent_s <= startup_deadline_s(self.settings):
+                return
+            message = "consumer process stuck in start-up; killing it"
+        log.error(message, extra={"index": index, "child_pid": proc.pid, "silent_s": silent_s})
         proc.kill()
         proc.join(10)
 

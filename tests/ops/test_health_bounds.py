@@ -28,6 +28,7 @@ from pomocore.core.decision import ClassKey, Decision
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedRedis, free_port
 from pomocore.health import PROBE_TIMEOUT_S, OpsServer, Probes
+from pomocore.supervisor import startup_deadline_s
 from tests.support.consumer import serving_consumer
 from tests.support.expected import assert_exact
 from tests.support.http_client import http_get
@@ -258,6 +259,26 @@ def test_a_stop_during_a_restart_delay_is_a_clean_exit(settings: Settings, tmp_p
     assert len(started()) == 3  # stopped before the second restart
 
 
+def _started_children(output: str) -> list[int]:
+    """The pids of the children that have logged "consumer started", in that order."""
+    return [
+        int(json.loads(line)["pid"]) for line in output.splitlines()
+        if '"consumer started"' in line
+    ]  # fmt: skip
+
+
+def _children_state(parent: Any) -> str:
+    """The log, and each child's state and kernel wait channel: what a silent child is
+    doing when a wait fails."""
+    states = []
+    for pid in re.findall(r'"child_pid": ?(\d+)', parent.output()):
+        with contextlib.suppress(OSError):
+            status = Path(f"/proc/{pid}/status").read_text()
+            state = next(x for x in status.splitlines() if x.startswith("State:"))
+            states.append(f"{pid}: {state}, wchan {Path(f'/proc/{pid}/wchan').read_text()}")
+    return parent.output()[-3000:] + "\n" + "\n".join(states)
+
+
 def test_the_supervisor_restarts_a_consumer_process_that_is_stuck(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -271,18 +292,58 @@ def test_the_supervisor_restarts_a_consumer_process_that_is_stuck(
         "POMOCORE_BLOCK_MS": "100",
     }
     first, second = _events(200), _events(300)
+    deadline_s = startup_deadline_s(Settings.from_env(env))
     with spawn_consumer(env, "--processes", "2", log=tmp_path / "run.log") as parent:
         publish(settings.redis_url, settings.keys.stream_key, first)
-        wait_for(lambda: is_drained(settings), 60, lambda: parent.output()[-3000:])
-        pids = [int(p) for p in re.findall(r'"child_pid": ?(\d+)', parent.output())]
-        os.kill(pids[0], signal.SIGSTOP)
+        # Both children up (one stuck in start-up is restarted past the deadline).
+        wait_for(lambda: len(_started_children(parent.output())) >= 2, deadline_s + 60,
+                 lambda: _children_state(parent))  # fmt: skip
+        wait_for(lambda: is_drained(settings), 60, lambda: _children_state(parent))
+        stopped = _started_children(parent.output())[0]
+        os.kill(stopped, signal.SIGSTOP)
         try:
             publish(settings.redis_url, settings.keys.stream_key, second)
-            wait_for(lambda: "consumer process stuck" in parent.output(), 60, parent.output)
-            wait_for(lambda: is_drained(settings), 90, lambda: parent.output()[-3000:])
+            wait_for(lambda: "consumer process stuck; killing" in parent.output(), 60,
+                     lambda: _children_state(parent))  # fmt: skip
+            wait_for(lambda: is_drained(settings), 90, lambda: _children_state(parent))
             assert parent.stop(timeout_s=60) == 0, parent.output()[-3000:]
         finally:  # never leave a stopped orphan behind
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pids[0], signal.SIGKILL)
+                os.kill(stopped, signal.SIGKILL)
     assert len(re.findall(r'"child_pid"', parent.output())) >= 3  # 2 + the restart
     assert_exact(settings, first + second)
+
+
+def test_the_supervisor_restarts_a_consumer_process_stuck_in_start_up(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A child stopped before it ever reports itself alive (SIGSTOP during its imports)
+    is killed once the start-up deadline passes and started again; the events drain
+    exactly. Before, a child that had never reported was left alone for good."""
+    env = {
+        **server_env(settings),
+        "POMOCORE_LIVENESS_TIMEOUT_S": "4",
+        "POMOCORE_BATCH_SIZE": "50",
+        "POMOCORE_BLOCK_MS": "100",
+    }
+    events = _events(300)
+    deadline_s = startup_deadline_s(Settings.from_env(env))
+    with spawn_consumer(env, "--processes", "2", log=tmp_path / "run.log") as parent:
+        wait_for(lambda: '"child_pid"' in parent.output(), 30, parent.output, poll_s=0.01)
+        stopped = int(re.findall(r'"child_pid": ?(\d+)', parent.output())[0])
+        os.kill(stopped, signal.SIGSTOP)  # it takes ~1 s to import before it can report
+        try:
+            started_at = time.monotonic()
+            publish(settings.redis_url, settings.keys.stream_key, events)
+            wait_for(lambda: "stuck in start-up; killing" in parent.output(), deadline_s + 30,
+                     lambda: _children_state(parent))  # fmt: skip
+            assert time.monotonic() - started_at >= deadline_s - 1  # not before the deadline
+            assert stopped not in _started_children(parent.output())
+            wait_for(lambda: len(_started_children(parent.output())) == 2, 60,
+                     lambda: _children_state(parent))  # fmt: skip
+            wait_for(lambda: is_drained(settings), 60, lambda: _children_state(parent))
+            assert parent.stop(timeout_s=60) == 0, parent.output()[-3000:]
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(stopped, signal.SIGKILL)
+    assert_exact(settings, events)
