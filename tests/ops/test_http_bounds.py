@@ -146,32 +146,28 @@ async def test_idle_connections_hold_no_thread_and_healthz_answers_throughout(
             opened_at = time.monotonic()
             idle = open_idle(port, IDLE_CONNECTIONS)
             opening_s = time.monotonic() - opened_at
-            # Opened once every handshake of the flood is done, so the server accepts these
-            # after all of it. The flood's own order is not the server's: a loaded server
-            # lets its accept queue fill, the kernel drops the next handshakes and retries
-            # them after 1 s, and those are accepted last (CI's one failure of a check on
-            # `idle[-100:]`; reproduced by stalling the loop 0.4 s during the flood).
-            late = open_idle(port, LATE_CONNECTIONS)
             try:
                 await asyncio.sleep(0.5)
-                # The newest wait for their request and the server closes only what its
-                # bound needs (each probe pushes out one more), unless the opening itself
-                # took the whole timeout.
+                # The server closes only what its bound needs (each probe pushes out one
+                # more), unless the opening itself took the whole timeout. Counted, not
+                # picked by position: the flood's order is not the server's (a loaded
+                # server lets its accept queue fill, and the handshakes the kernel then
+                # drops are retried and accepted last: CI's one failure of a check on
+                # `idle[-100:]`). Which ones stay is the next test's.
                 if time.monotonic() - opened_at < timeout_s:
-                    assert not any(closed_by_server(c) for c in late)
-                    flood_open = sum(not closed_by_server(c) for c in idle)
+                    still_open = sum(not closed_by_server(c) for c in idle)
                     probes_at_most = int(timeout_s / PROBE_EVERY_S) + 1
-                    least = s.http_max_connections - LATE_CONNECTIONS - probes_at_most
-                    assert flood_open >= least, (flood_open, least)
+                    least = s.http_max_connections - probes_at_most
+                    assert still_open >= least, (still_open, least)
                 threads_during = threading.active_count()
                 # Without the bound: one thread per socket (1,500 more).
                 assert threads_during <= threads_before + 8, (threads_before, threads_during)
-                while not all(closed_by_server(c) for c in idle + late):
+                while not all(closed_by_server(c) for c in idle):
                     assert time.monotonic() - opened_at < timeout_s + 5, "idle sockets stay open"
                     await asyncio.sleep(0.1)
                 closed_after_s = time.monotonic() - opened_at
             finally:
-                for c in idle + late:
+                for c in idle:
                     c.close()
             await asyncio.sleep(0.3)
         assert len(watch.seen) >= 10
@@ -308,14 +304,15 @@ def test_a_flood_past_the_accept_queue_keeps_the_newest_connections() -> None:
     late: list[socket.socket] = []
     try:
         idle = open_idle(server.port, IDLE_CONNECTIONS, sent=server.start)
+        # A handshake the client sees done may still wait in the server's kernel (its
+        # last ACK dropped while the queue was full, taken on a SYN-ACK resent 1 s later):
+        # the late ones are opened once the server has accepted the whole flood.
+        wait_for(lambda: server.stats.accepted == IDLE_CONNECTIONS, 30)
         late = open_idle(server.port, LATE_CONNECTIONS)
-        wait_for(lambda: server.stats.accepted == IDLE_CONNECTIONS + LATE_CONNECTIONS, 5)
+        wait_for(lambda: server.stats.accepted == IDLE_CONNECTIONS + LATE_CONNECTIONS, 10)
         assert not any(closed_by_server(c) for c in late)
         flood_open = [i for i, c in enumerate(idle) if not closed_by_server(c)]
         assert len(flood_open) == limits.max_connections - LATE_CONNECTIONS
-        # The queue overflowed: the flood's retried handshakes were accepted last, so the
-        # flood's survivors are not its last-opened sockets (what the old check assumed).
-        assert min(flood_open) < IDLE_CONNECTIONS - limits.max_connections
     finally:
         for c in idle + late:
             c.close()
