@@ -99,6 +99,7 @@ QUERIES: tuple[Query, ...] = (
         ("_id", "app", "url", "title", "category", "isLLMBased"),
         "shell/reclassify.py::guarded_update",
     ),
+    Query(CATEGORIZED_DATA, ("_id", "category", "categoryId"), "shell/reclassify.py::relink"),
     Query(
         CATEGORIZED_DATA,
         (),
