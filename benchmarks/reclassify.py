@@ -5,12 +5,12 @@
 
 Each run of a variant (`workers:page size`; rounds alternate their order) gets freshly
 seeded records: N records of the classifier benchmark's distinct keys (tracker apps,
-browser tabs, unknown apps and hosts; benchmarks/bench_classifier.py) stored as `AFK`,
-5 % of them as verdicts of the LLM, and the shipped patterns. Every decided key then
-changes; undecided keys and LLM verdicts stay. The command runs as an operator runs it,
-a child `pomocore` process; the figures are its own (`records_per_s`: the walk, from the
-first read to the last write) and the child's wall time (start-up and pattern loading
-included).
+browser tabs, unknown apps and hosts; benchmarks/bench_classifier.py) stored as `AFK`
+with AFK's current `categoryId`, 5 % of them as verdicts of the LLM, and the shipped
+patterns. Every decided key then changes; undecided keys and LLM verdicts stay. The
+command runs as an operator runs it, a child `pomocore` process; the figures are its
+own (`records_per_s`: the walk, from the first read to the last write) and the child's
+wall time (start-up and pattern loading included).
 `--dry-run` reads and classifies without writing (the cost of the walk and the
 classification alone). Embedded MongoDB-wire server (nx-27017) unless --mongo-uri names
 a MongoDB (its database `pomocore_bench_reclassify_run` is dropped at the end).
@@ -42,7 +42,9 @@ LLM_EVERY = 20  # one record in 20 holds a verdict of the LLM
 
 
 def seed(db: Any, records: int) -> None:
-    db[COLLECTION].insert_many(load_default_pattern_set().documents())
+    patterns = load_default_pattern_set()
+    db[COLLECTION].insert_many(patterns.documents())
+    afk_id = patterns.category_ids["AFK"]  # as a consumer writes it: nothing to relink
     docs = []
     for i, (app, url, title) in enumerate(workload(records)):
         docs.append(
@@ -52,7 +54,7 @@ def seed(db: Any, records: int) -> None:
                 "url": url,
                 "title": title,
                 "category": "AFK",
-                "categoryId": None,
+                "categoryId": afk_id,
                 "isLLMBased": i % LLM_EVERY == 0,
             }
         )
