@@ -24,23 +24,22 @@ from pathlib import Path
 
 import redis
 
+from benchmarks.trim_bound import has_group
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedRedis, free_port
 from tests.support.http_client import metric_value, scrape_metrics
-from tests.support.memory import MIB, documented_bound_bytes, maximal_event, peak_rss_bytes
+from tests.support.memory import (
+    MIB,
+    documented_bound_bytes,
+    maximal_event,
+    peak_rss_bytes,
+    rss_bytes,
+)
 from tests.support.processes import spawn_consumer
 
 MARKS = 10  # reports along the way
 PUBLISH_CHUNK = 200  # 15 MB of XADDs per pipeline
 STREAM_MAXLEN = 1000
-
-
-def rss_bytes(pid: int) -> int:
-    """VmRSS: what the process has resident now (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def acknowledged(client: redis.Redis, stream: str, group: str) -> tuple[int, int]:
@@ -69,7 +68,7 @@ def run(events: int, ahead: int) -> int:
         client = redis.Redis.from_url(server.url)
         with spawn_consumer(env, log=Path(tmp) / "run.log") as consumer:
             pid = consumer.proc.pid
-            while not _has_group(client, stream, group):  # the consumer is up
+            while not has_group(client, stream, group):  # the consumer is up
                 assert consumer.poll() is None, consumer.output()[-3000:]
                 time.sleep(0.05)
             published = 0
@@ -100,13 +99,6 @@ def run(events: int, ahead: int) -> int:
         f"{verdict} the documented {bound / MIB:.0f} MiB"
     )
     return 0 if peak < bound and dead == 0 else 1
-
-
-def _has_group(client: redis.Redis, stream: str, group: str) -> bool:
-    try:
-        return any(g["name"] == group.encode() for g in client.xinfo_groups(stream))
-    except redis.ResponseError:  # no stream yet
-        return False
 
 
 def _report(done: int, elapsed_s: float, pid: int, port: int) -> None:

@@ -80,7 +80,7 @@ def run(mode: str, events: int, maxlen: int, processes: int) -> dict[str, float]
         }
         log = Path(tmp) / "run.log"
         with spawn_consumer(env, "--processes", str(processes), log=log) as consumer:
-            while not _has_group(client, stream, group):  # the consumer is up
+            while not has_group(client, stream, group):  # the consumer is up
                 time.sleep(0.01)
             if mode == "live":
                 publisher = multiprocessing.Process(
@@ -115,7 +115,8 @@ def run(mode: str, events: int, maxlen: int, processes: int) -> dict[str, float]
     }
 
 
-def _has_group(client: redis.Redis, stream: str, group: str) -> bool:
+def has_group(client: redis.Redis, stream: str, group: str) -> bool:
+    """Whether `group` exists on `stream` (the consumer is up): False before the stream."""
     try:
         return any(g["name"] == group.encode() for g in client.xinfo_groups(stream))
     except redis.ResponseError:

@@ -195,4 +195,3 @@ class CachingClassifier:
                 self._views.clear()
             self._views[decision] = view
         return view
-

@@ -32,7 +32,13 @@ from pomocore.consumers.batch import BatchProcessor
 from pomocore.consumers.consumer import StreamConsumer, WaitingSlots, raw_stream_reply
 from pomocore.consumers.indexes import ensure_indexes
 from pomocore.consumers.trimming import StreamTrimmer, trimming_enabled
-from pomocore.core.connect import async_redis, bound_replies, command_timeout_s
+from pomocore.core.connect import (
+    MONGO_START_TIMEOUT_S,
+    async_redis,
+    bound_replies,
+    command_timeout_s,
+    consumer_mongo,
+)
 from pomocore.core.expiry import expire_at_function
 from pomocore.core.keys import KeySpace
 from pomocore.core.liveness import Liveness
@@ -112,26 +118,6 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     return client
 
 
-MONGO_CONNECT_TIMEOUT_MS = 5000
-# Start-up may wait this long for MongoDB (the initial patterns): a consumer (re)started
-# during a short outage or stall waits for it instead of exiting.
-MONGO_START_TIMEOUT_S = 30.0
-
-
-def mongo_client(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
-    """Every operation is bounded: `timeoutMS` caps each one whole (server selection,
-    connecting, reading the reply, the driver's own retry), unless a `pymongo.timeout`
-    block gives it another deadline (a batch's writes share one; start-up waits longer).
-    Without it, a stalled server holds a read forever (pymongo has no socket timeout)."""
-    return AsyncMongoClient(
-        settings.mongo_uri,
-        timeoutMS=settings.mongo_timeout_ms,
-        serverSelectionTimeoutMS=int(MONGO_START_TIMEOUT_S * 1000),
-        connectTimeoutMS=min(MONGO_CONNECT_TIMEOUT_MS, settings.mongo_timeout_ms),
-        tz_aware=True,
-    )
-
-
 async def initial_patterns(db: AsyncDatabase[dict[str, Any]] | None) -> PatternSet:
     """The patterns a consumer starts with: MongoDB's when it writes MongoDB (live reload
     keeps them current), else the shipped default set."""
@@ -145,7 +131,7 @@ async def runtime(
     """Connect and build one consumer process; `observer` sees every lane's batches and
     backend calls (metrics, the benchmark harness)."""
     redis = redis_client(settings)
-    client = mongo_client(settings) if "mongo" in settings.sinks else None
+    client = consumer_mongo(settings) if "mongo" in settings.sinks else None
     db = client[settings.mongo_db] if client is not None else None
     resolver = None
     classifier: CachingClassifier | None = None

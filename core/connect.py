@@ -24,8 +24,9 @@ times (3) whatever `retry` says, rediscovering the cluster before each: the bloc
 client gets 0. The asyncio one keeps them there, as its pipelines make that many passes
 and fail outright at 0.
 
-MongoDB: the operator commands' and probes' clients (`sync_mongo`, `async_mongo`) bound
-every wait on the network; the consumer's own client is `mongo_client` in consumers/app.py.
+MongoDB: every client is built here. The consumer's (`consumer_mongo`) gives each
+operation a deadline; the operator commands' and probes' (`sync_mongo`, `async_mongo`)
+bound each wait on the network.
 """
 
 from __future__ import annotations
@@ -54,9 +55,13 @@ from pomocore.core.settings import Settings
 # Socket timeout of operator commands (dlq, leaderboard rebuild, patterns, the demo): a
 # rebuild's largest command replies well within it; a server that hangs fails the command.
 CLI_TIMEOUT_S = 30.0
-# How long an operator command waits to reach MongoDB (server selection, connecting): an
-# unreachable server fails the command in seconds, not after CLI_TIMEOUT_S.
-CLI_CONNECT_TIMEOUT_S = 5.0
+# How long a client waits to connect to MongoDB, and an operator command to reach it
+# (server selection too): an unreachable server fails the command in seconds, not after
+# CLI_TIMEOUT_S.
+MONGO_CONNECT_TIMEOUT_S = 5.0
+# Start-up may wait this long for MongoDB (the initial patterns): a consumer (re)started
+# during a short outage or stall waits for it instead of exiting.
+MONGO_START_TIMEOUT_S = 30.0
 
 
 def no_retry() -> Retry:
@@ -340,6 +345,21 @@ def bound_replies(client: aioredis.Redis, max_reply_bytes: int) -> None:
 # --- MongoDB ------------------------------------------------------------------------------
 
 
+def consumer_mongo(settings: Settings) -> AsyncMongoClient[dict[str, Any]]:
+    """The consumer's client. Every operation is bounded: `timeoutMS` caps each one whole
+    (server selection, connecting, reading the reply, the driver's own retry), unless a
+    `pymongo.timeout` block gives it another deadline (a batch's writes share one;
+    start-up waits longer). Without it, a stalled server holds a read forever (pymongo
+    has no socket timeout)."""
+    return AsyncMongoClient(
+        settings.mongo_uri,
+        timeoutMS=settings.mongo_timeout_ms,
+        serverSelectionTimeoutMS=int(MONGO_START_TIMEOUT_S * 1000),
+        connectTimeoutMS=min(int(MONGO_CONNECT_TIMEOUT_S * 1000), settings.mongo_timeout_ms),
+        tz_aware=True,
+    )
+
+
 def mongo_options(timeout_s: float, connect_timeout_s: float) -> dict[str, Any]:
     """Reach a server within `connect_timeout_s` (selection, connection, handshake); each
     reply within `timeout_s`. Per reply, not `timeoutMS`: that caps a find's cursor over
@@ -358,7 +378,7 @@ def mongo_options(timeout_s: float, connect_timeout_s: float) -> dict[str, Any]:
 def sync_mongo(
     settings: Settings,
     timeout_s: float = CLI_TIMEOUT_S,
-    connect_timeout_s: float = CLI_CONNECT_TIMEOUT_S,
+    connect_timeout_s: float = MONGO_CONNECT_TIMEOUT_S,
 ) -> pymongo.MongoClient[dict[str, Any]]:
     """A blocking client for operator commands and probes (`mongo_options`)."""
     return pymongo.MongoClient(settings.mongo_uri, **mongo_options(timeout_s, connect_timeout_s))
@@ -367,7 +387,7 @@ def sync_mongo(
 def async_mongo(
     settings: Settings,
     timeout_s: float = CLI_TIMEOUT_S,
-    connect_timeout_s: float = CLI_CONNECT_TIMEOUT_S,
+    connect_timeout_s: float = MONGO_CONNECT_TIMEOUT_S,
 ) -> AsyncMongoClient[dict[str, Any]]:
     """An asyncio client for operator commands (`mongo_options`)."""
     return AsyncMongoClient(settings.mongo_uri, **mongo_options(timeout_s, connect_timeout_s))

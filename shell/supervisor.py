@@ -19,7 +19,7 @@ import time
 from multiprocessing.sharedctypes import Synchronized
 from types import FrameType
 
-from pomocore.consumers.app import MONGO_START_TIMEOUT_S
+from pomocore.core.connect import MONGO_START_TIMEOUT_S
 from pomocore.core.retry import backoff_s
 from pomocore.core.settings import Settings
 from pomocore.health import SupervisorOps  # /metrics, /healthz, /readyz

@@ -11,7 +11,6 @@ import dataclasses
 import datetime
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pymongo.errors
@@ -20,25 +19,23 @@ import pytest
 from pomocore.core.connect import async_mongo, sync_mongo
 from pomocore.core.settings import Settings
 from tests.support.fault_proxy import FaultProxy
+from tests.test_layers import package_sources
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGE_DIRS = ("core", "classifiers", "consumers", "sinks", "shell")
-# The builders, and the consumer's own client (a deadline per operation: timeoutMS).
-BUILDERS = {"core/connect.py", "consumers/app.py"}
+# Every MongoDB client is built there (the consumer's, with its deadline per operation,
+# too).
+BUILDERS = {"core/connect.py"}
 TIMEOUT_S = 1.0
 
 
 def test_only_the_builders_construct_mongodb_clients() -> None:
     found = []
-    for folder in PACKAGE_DIRS:
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            rel = path.relative_to(ROOT).as_posix()
-            for node in ast.walk(ast.parse(path.read_text(), rel)):
-                if isinstance(node, ast.Call) and _name(node.func) in (
-                    "MongoClient",
-                    "AsyncMongoClient",
-                ):
-                    found.append(f"{rel}:{node.lineno}")
+    for rel, source in package_sources().items():
+        for node in ast.walk(ast.parse(source, rel)):
+            if isinstance(node, ast.Call) and _name(node.func) in (
+                "MongoClient",
+                "AsyncMongoClient",
+            ):
+                found.append(f"{rel}:{node.lineno}")
     assert found and all(f.split(":")[0] in BUILDERS for f in found), found
 
 

@@ -259,6 +259,16 @@ def test_a_stop_during_a_restart_delay_is_a_clean_exit(settings: Settings, tmp_p
     assert len(started()) == 3  # stopped before the second restart
 
 
+def _supervised_env(settings: Settings) -> dict[str, str]:
+    """`pomocore run --processes 2` whose stuck children are found within seconds."""
+    return {
+        **server_env(settings),
+        "POMOCORE_LIVENESS_TIMEOUT_S": "4",  # 2 s: a busy 2-core machine starved a healthy child
+        "POMOCORE_BATCH_SIZE": "50",
+        "POMOCORE_BLOCK_MS": "100",
+    }
+
+
 def _started_children(output: str) -> list[int]:
     """The pids of the children that have logged "consumer started", in that order."""
     return [
@@ -285,12 +295,7 @@ def test_the_supervisor_restarts_a_consumer_process_that_is_stuck(
     """A child stopped dead (SIGSTOP: no loop, no thread runs) stops reporting itself
     alive; after the liveness timeout the parent kills it and starts it again, and the
     restarted child finishes what the stuck one held (same consumer name)."""
-    env = {
-        **server_env(settings),
-        "POMOCORE_LIVENESS_TIMEOUT_S": "4",  # 2 s: a busy 2-core machine starved a healthy child
-        "POMOCORE_BATCH_SIZE": "50",
-        "POMOCORE_BLOCK_MS": "100",
-    }
+    env = _supervised_env(settings)
     first, second = _events(200), _events(300)
     deadline_s = startup_deadline_s(Settings.from_env(env))
     with spawn_consumer(env, "--processes", "2", log=tmp_path / "run.log") as parent:
@@ -320,12 +325,7 @@ def test_the_supervisor_restarts_a_consumer_process_stuck_in_start_up(
     """A child stopped before it ever reports itself alive (SIGSTOP during its imports)
     is killed once the start-up deadline passes and started again; the events drain
     exactly. Before, a child that had never reported was left alone for good."""
-    env = {
-        **server_env(settings),
-        "POMOCORE_LIVENESS_TIMEOUT_S": "4",
-        "POMOCORE_BATCH_SIZE": "50",
-        "POMOCORE_BLOCK_MS": "100",
-    }
+    env = _supervised_env(settings)
     events = _events(300)
     deadline_s = startup_deadline_s(Settings.from_env(env))
     with spawn_consumer(env, "--processes", "2", log=tmp_path / "run.log") as parent:

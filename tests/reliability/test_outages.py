@@ -15,7 +15,7 @@ import redis
 from pymongo import InsertOne
 from pymongo.errors import PyMongoError
 
-from pomocore.consumers.app import mongo_client
+from pomocore.core.connect import consumer_mongo
 from pomocore.core.errors import MongoWriteError, SinkError
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedMongo, EmbeddedRedis
@@ -210,7 +210,7 @@ async def test_a_stalled_mongo_fails_an_attempt_within_its_timeout(
     """SIGSTOP: connections stay open and nothing answers. pymongo has no socket timeout
     of its own, so only `timeoutMS` ends a write or a read sent to a stalled server."""
     s = with_servers(settings, mongo_uri=own_mongo.url, mongo_timeout_ms=400)
-    client = mongo_client(s)
+    client = consumer_mongo(s)
     db = client[s.mongo_db]
     sink = MongoSink(db, s.keys.stream_key, {}, timeout_s=s.mongo_timeout_ms / 1000)
     assert own_mongo.proc is not None

@@ -35,10 +35,19 @@ def documented_bound_bytes(settings: Settings) -> int:
 
 def peak_rss_bytes(pid: int) -> int:
     """VmHWM: the most memory the process ever had resident (Linux)."""
+    return _status_bytes(pid, "VmHWM")
+
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS: what the process has resident now (Linux)."""
+    return _status_bytes(pid, "VmRSS")
+
+
+def _status_bytes(pid: int, name: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{name}:"):
             return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmHWM for {pid}")
+    raise AssertionError(f"no {name} for {pid}")
 
 
 def maximal_event(i: int) -> dict[str, str | bytes]:
