@@ -11,8 +11,10 @@ Only servers started here are ever killed, restarted or flushed by pomocore's to
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
+import random
 import shutil
 import signal
 import socket
@@ -40,10 +42,42 @@ class EmbeddedServerError(PomocoreError):
     """An embedded server could not be found or started."""
 
 
+# Ports for servers started here come from below the kernel's ephemeral range: a port
+# the kernel hands out (bind to 0) is free only until the next outgoing connection takes
+# it as its local port (two CI runs lost a test to a cluster node that exited at start
+# with code 1, its port or bus port picked that way). Below the range no client socket
+# ever takes it. A cursor walks the range from a random start, so one process never gets a port
+# twice before it has used the other 12,000, and two processes rarely meet.
+PORT_RANGE = (20_000, 32_767)
+_port_cursor = itertools.count(random.randrange(PORT_RANGE[1] - PORT_RANGE[0]))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on, outside the ephemeral range."""
+    lo, hi = PORT_RANGE
+    for _ in range(hi - lo + 1):
+        port = lo + next(_port_cursor) % (hi - lo + 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise EmbeddedServerError(f"no free loopback port in {lo}-{hi}")
+
+
+START_ATTEMPTS = 3
+
+
+def _port_taken(log_path: Path, since: int) -> bool:
+    """Whether a server's log, from byte `since` on, says a port of its was taken (Valkey
+    and nx-27017 exit at start then)."""
+    try:
+        with log_path.open("rb") as log:
+            log.seek(since)
+            return b"Address already in use" in log.read()
+    except OSError:
+        return False
 
 
 def redis_binary() -> str:
@@ -80,6 +114,8 @@ class _Server:
         self.data_dir = Path(data_dir or self._tmp or ".").resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        # a port picked here may be picked again if it turns out taken at the first start
+        self._repick_allowed = port is None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -92,8 +128,33 @@ class _Server:
     def start(self, timeout_s: float = 20.0, *, wait_ready: bool = True) -> None:
         """Start the process and wait until it listens and, with `wait_ready`, until it
         serves commands (`_wait_ready`: a Redis has loaded its data). `wait_ready=False`
-        returns while a Redis may still answer -LOADING (tests of that window)."""
-        log = open(self.data_dir / f"{self.what}.log", "ab")  # noqa: SIM115 - owned by the child
+        returns while a Redis may still answer -LOADING (tests of that window).
+
+        At the first start, ports picked here that another process took meanwhile are
+        picked again (up to START_ATTEMPTS times); a restart keeps its ports, which a
+        cluster's peers know it by."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                self._start_once(timeout_s, wait_ready=wait_ready)
+            except EmbeddedServerError:
+                retry = self._repick_allowed and attempt < START_ATTEMPTS
+                if not (retry and _port_taken(self.log_path, log_start)):
+                    raise
+                self._repick_ports()
+                continue
+            self._repick_allowed = False
+            return
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / f"{self.what}.log"
+
+    def _repick_ports(self) -> None:
+        self.port = free_port()
+
+    def _start_once(self, timeout_s: float, *, wait_ready: bool) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.proc = subprocess.Popen(
             list(self.command()),
             stdout=log,
@@ -154,11 +215,19 @@ class EmbeddedRedis(_Server):
         port: int | None = None,
         *,
         appendonly: bool = False,
+        cluster_bus: bool = False,
         extra_args: Sequence[str] = (),
     ) -> None:
         super().__init__(data_dir, port)
         self.appendonly = appendonly
+        # an explicit bus port: the default (port + 10000) may be taken or above 65535
+        self.cluster_port = free_port() if cluster_bus else None
         self.extra_args = list(extra_args)
+
+    def _repick_ports(self) -> None:
+        super()._repick_ports()
+        if self.cluster_port is not None:
+            self.cluster_port = free_port()
 
     @property
     def url(self) -> str:
@@ -182,6 +251,8 @@ class EmbeddedRedis(_Server):
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        if self.cluster_port is not None:
+            args += ["--cluster-enabled", "yes", "--cluster-port", str(self.cluster_port)]
         return args + self.extra_args
 
 
@@ -193,6 +264,9 @@ class EmbeddedRedis(_Server):
         if "--tls-port" in self.command():
             return
         while time.monotonic() < deadline:
+            # the port may answer for another process that holds it while ours exited
+            if self.proc is not None and self.proc.poll() is not None:
+                raise EmbeddedServerError(f"{self.what} exited with code {self.proc.returncode}")
             if not self.loading():
                 return
             time.sleep(0.05)
@@ -264,18 +338,14 @@ class EmbeddedCluster:
         self.data_dir = Path(data_dir or self._tmp or ".").resolve()
         self.slot_ranges = cluster_slot_ranges(masters)
         self.nodes: list[EmbeddedRedis] = []
-        # explicit bus ports: the default (port + 10000) may be taken or above 65535
-        self.bus_ports: list[int] = []
         coverage = "yes" if require_full_coverage else "no"
         for i in range(masters):
             d = self.data_dir / f"node{i}"
-            self.bus_ports.append(free_port())
-            args = ["--cluster-enabled", "yes",
-                    "--cluster-config-file", str(d / "nodes.conf"),
+            args = ["--cluster-config-file", str(d / "nodes.conf"),
                     "--cluster-node-timeout", str(node_timeout_ms),
-                    "--cluster-port", str(self.bus_ports[-1]),
                     "--cluster-require-full-coverage", coverage]  # fmt: skip
-            self.nodes.append(EmbeddedRedis(d, appendonly=appendonly, extra_args=args))
+            node = EmbeddedRedis(d, appendonly=appendonly, cluster_bus=True, extra_args=args)
+            self.nodes.append(node)
 
     @property
     def url(self) -> str:
@@ -285,6 +355,10 @@ class EmbeddedCluster:
     @property
     def ports(self) -> list[int]:
         return [n.port for n in self.nodes]
+
+    @property
+    def bus_ports(self) -> list[int]:
+        return [n.cluster_port for n in self.nodes if n.cluster_port is not None]
 
     def start(self, timeout_s: float = 30.0) -> None:
         for node in self.nodes:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from pomocore.embedded import (
     EmbeddedRedis,
     EmbeddedServerError,
     cluster_slot_ranges,
+    free_port,
 )
 
 # Replaying 20,000 keys at 50 µs each takes about a second; answering clients every 1 KiB
@@ -120,3 +124,62 @@ def test_a_server_that_does_not_come_up_in_time_is_not_left_running(tmp_path: Pa
         server.start(timeout_s=0.3)
     assert server.proc is not None and server.proc.poll() is not None
     server.close()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return int(lo), int(hi)
+
+
+def test_free_ports_are_distinct_and_outside_the_ephemeral_range() -> None:
+    """A port from the kernel's ephemeral range can be taken by any outgoing connection
+    between free_port() and the server's start (CI lost cluster tests to it)."""
+    lo, hi = _ephemeral_range()
+    ports = [free_port() for _ in range(2_000)]
+    assert len(set(ports)) == len(ports)
+    assert not [p for p in ports if lo <= p <= hi]
+
+
+@contextmanager
+def _listening_on(port: int) -> Iterator[None]:
+    with socket.socket() as taker:
+        taker.bind(("127.0.0.1", port))
+        taker.listen()
+        yield
+
+
+def test_a_server_whose_picked_port_was_taken_starts_on_another(tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path)
+    taken = server.port
+    with _listening_on(taken):
+        server.start()
+    try:
+        assert server.port != taken
+        assert redis.Redis.from_url(server.url).ping()
+    finally:
+        server.close()
+
+
+def test_a_server_given_a_taken_port_fails_rather_than_move(tmp_path: Path) -> None:
+    """A caller's port is a promise to the caller: never silently another one."""
+    port = free_port()
+    server = EmbeddedRedis(tmp_path, port=port)
+    with _listening_on(port), pytest.raises(EmbeddedServerError):
+        server.start()
+    assert server.port == port
+    server.close()
+
+
+def test_a_cluster_whose_bus_port_was_taken_still_forms(tmp_path: Path) -> None:
+    cluster = EmbeddedCluster(tmp_path)
+    taken = cluster.bus_ports[1]
+    with _listening_on(taken):
+        cluster.start()
+    try:
+        assert taken not in cluster.bus_ports
+        client = redis.cluster.RedisCluster.from_url(cluster.url)
+        client.set("k", "v")
+        assert client.get("k") == b"v"
+        client.close()
+    finally:
+        cluster.close()
