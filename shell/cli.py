@@ -152,7 +152,7 @@ a command override some of them. `pomocore COMMAND --help` lists a command's opt
 
 exit codes: 0 ok, 1 check failed or not found, 2 usage or configuration error,
 3 Redis or MongoDB unavailable.
-shell completion: eval "$(pomocore completion bash)"   (or zsh)
+shell completion: eval "$(pomocore completion bash)"   (or zsh, tcsh)
 """
 
 
@@ -195,7 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_classify(sub)
     completion = sub.add_parser("completion", help="print a shell completion script")
     completion.add_argument(
-        "shell", choices=("bash", "zsh"), help='the shell: eval "$(pomocore completion bash)"'
+        "shell",
+        choices=("bash", "zsh", "tcsh"),
+        help='the shell: eval "$(pomocore completion bash)"',
     )
     completion.set_defaults(func=cmd_completion)
     # Any arguments (the harness's options of old, --help) get the same explanation.
