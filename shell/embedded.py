@@ -361,9 +361,14 @@ class EmbeddedCluster:
         return [n.cluster_port for n in self.nodes if n.cluster_port is not None]
 
     def start(self, timeout_s: float = 30.0) -> None:
-        for node in self.nodes:
-            node.start()
-        self._form(timeout_s)
+        try:
+            for node in self.nodes:
+                node.start()
+            self._form(timeout_s)
+        except BaseException:
+            for node in self.nodes:  # a cluster that did not come up is not left running
+                node.kill()
+            raise
 
     def _form(self, timeout_s: float) -> None:
         for port, (lo, hi) in zip(self.ports, self.slot_ranges, strict=True):

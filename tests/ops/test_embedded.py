@@ -183,3 +183,17 @@ def test_a_cluster_whose_bus_port_was_taken_still_forms(tmp_path: Path) -> None:
         client.close()
     finally:
         cluster.close()
+
+
+def test_a_cluster_that_does_not_come_up_leaves_no_node_running(tmp_path: Path) -> None:
+    """A node that cannot start fails the cluster's start, and the nodes already started
+    are killed with it (one stayed behind, listening, after a failed start)."""
+    cluster = EmbeddedCluster(tmp_path)
+    cluster.nodes[1].extra_args.append("--no-such-option")  # Valkey exits 1 at start
+    with pytest.raises(EmbeddedServerError):
+        cluster.start()
+    try:
+        first = cluster.nodes[0].proc
+        assert first is not None and first.poll() is not None
+    finally:
+        cluster.close()
