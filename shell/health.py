@@ -137,7 +137,10 @@ class Probes:
                 results[name] = checks[name]()
             except Exception as exc:
                 results[name] = f"error: {type(exc).__name__}: {redact_text(str(exc))[:200]}"
-                if name == "redis":
+                if name != "mongo" and not isinstance(exc, LookupError):
+                    # a fresh client next time: a Cluster client of redis-py 5.3 keeps the
+                    # slot map it read while slots were unserved, and its group check
+                    # failed with SlotNotCoveredError after the slots came back
                     self._close_redis()
         return dict(results)
 

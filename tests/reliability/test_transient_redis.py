@@ -7,7 +7,9 @@ Real servers, real processes.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -15,10 +17,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from pomocore.consumers.app import run_until_stopped, runtime
+from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
-from pomocore.embedded import EmbeddedRedis, free_port
+from pomocore.embedded import EmbeddedCluster, EmbeddedRedis, free_port
 from tests.support.expected import assert_exact
 from tests.support.fault_proxy import FaultProxy
 from tests.support.http_client import http_get
@@ -32,8 +36,15 @@ from tests.support.redis_faults import (
     read_only_window,
     restart_loading,
 )
-from tests.support.servers import running, with_servers
-from tests.support.streams import dead_letters, group_state, is_drained, now_fields, publish
+from tests.support.servers import cluster_settings, running, with_servers
+from tests.support.streams import (
+    connected_group_state,
+    dead_letters,
+    group_state,
+    is_drained,
+    now_fields,
+    publish,
+)
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -70,9 +81,11 @@ def readyz(port: int) -> tuple[int, dict[str, str]]:
     return status, json.loads(body)["checks"]
 
 
-def _consumer(settings: Settings, port: int, log: Path) -> ConsumerProcess:
+def _consumer(
+    settings: Settings, port: int, log: Path, extra: dict[str, str] | None = None
+) -> ConsumerProcess:
     env = {**server_env(settings), **CONSUMER_ENV, "POMOCORE_METRICS_PORT": str(port)}
-    return spawn_consumer(env, log=log)
+    return spawn_consumer({**env, **(extra or {})}, log=log)
 
 
 def _waits_out_the_fault(consumer: ConsumerProcess, port: int) -> None:
@@ -227,6 +240,70 @@ def test_failover_behind_a_stable_name(
         assert dead_letters(s) == []
     finally:
         proxy.close()
+
+
+@contextlib.contextmanager
+def _slots_unserved(cluster: EmbeddedCluster, key: str) -> Iterator[None]:
+    """CLUSTERDOWN for the block: the node serving `key` gives up its slots (cluster_state
+    fail, "CLUSTERDOWN Hash slot not served" to every command on them), then takes them
+    back, with its data, as after an operator's mistake or a failover that loses coverage."""
+    probe = RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+    slot = probe.keyslot(key)
+    probe.close()
+    i = next(i for i, (lo, hi) in enumerate(cluster.slot_ranges) if lo <= slot <= hi)
+    node = redis.Redis(host="127.0.0.1", port=cluster.nodes[i].port)
+    lo, hi = cluster.slot_ranges[i]
+    node.execute_command("CLUSTER", "DELSLOTSRANGE", lo, hi)
+    try:
+        yield
+    finally:
+        node.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+        node.close()
+
+
+def _work_board(client: RedisCluster, settings: Settings, at: float) -> dict[str, float]:
+    label = PeriodCalculator(settings.timezone)(at).labels()[0]
+    rows = client.zrange(settings.keys.leaderboard("work", label), 0, -1, withscores=True)
+    return {m.decode(): s for m, s in rows}
+
+
+def test_a_cluster_consumer_waits_out_clusterdown(settings: Settings, tmp_path: Path) -> None:
+    """A Cluster client meets CLUSTERDOWN while lanes block in XREADGROUP and batches are
+    in flight: it holds them, reports not-ready, and ends exact once the slots are served
+    again (it used to be fatal, as every ResponseError was)."""
+    with EmbeddedCluster(tmp_path / "cluster") as cluster:
+        s = dataclasses.replace(
+            cluster_settings(settings, cluster.nodes, "pomo"), sinks=("leaderboard",)
+        )
+        client = RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
+        at = time.time() - 120
+        events = [
+            now_fields(f"u{i % 13}", "Code", 1.0 + i % 7, timestamp=at) for i in range(3300)
+        ]
+        port = free_port()
+        env = {"POMOCORE_REDIS_CLUSTER": "1", "POMOCORE_KEY_HASH_TAG": "pomo",
+               "POMOCORE_SINKS": "leaderboard"}  # fmt: skip
+        drained = lambda: connected_group_state(s) == (0, 0)  # noqa: E731
+        with _consumer(s, port, tmp_path / "run.log", env) as consumer:
+            client.xadd(s.keys.stream_key, events[0])
+            for fields in events[1:300]:
+                client.xadd(s.keys.stream_key, fields)
+            wait_for(drained, 60, lambda: consumer.output()[-3000:])
+            pipe = client.pipeline(transaction=False)
+            for fields in events[300:]:
+                pipe.xadd(s.keys.stream_key, fields)
+            pipe.execute()  # busy when the window opens
+            with _slots_unserved(cluster, s.keys.stream_key):
+                _waits_out_the_fault(consumer, port)
+                _stays_up(consumer, 2.0)
+            wait_for(drained, 120, lambda: f"not drained\n{consumer.output()[-3000:]}")
+            wait_for(lambda: readyz(port)[0] == 200, 30, lambda: f"not ready: {readyz(port)}")
+            assert consumer.stop() == 0, consumer.output()[-3000:]
+        totals: collections.Counter[str] = collections.Counter()
+        for fields in events:
+            totals[str(fields["userId"])] += float(fields["duration"])
+        assert _work_board(client, s, at) == pytest.approx(dict(totals))
+        client.close()
 
 
 async def test_a_fatal_redis_error_still_ends_the_consumer(settings: Settings) -> None:
