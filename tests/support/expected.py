@@ -113,3 +113,12 @@ def rebuild_check(settings: Settings, events: Iterable[Fields]) -> list[str]:
     differences = [line for line in lines if line.startswith("{")]
     assert (code != 0) == bool(differences), lines  # exit 1 exactly when something differs
     return differences
+
+
+def seconds_by_user(events: Iterable[Fields]) -> dict[str, float]:
+    """Each user's total duration over `events`: a `work` board's scores when every event
+    is work (the apps of the sharded and Cluster tests)."""
+    totals: defaultdict[str, float] = defaultdict(float)
+    for fields in events:
+        totals[str(fields["userId"])] += float(fields["duration"])
+    return dict(totals)
